@@ -1,0 +1,6 @@
+"""vlm-pareto: accuracy-vs-TTFT Pareto benchmarking for vision-language models.
+
+TTFT = vision-encoder latency + projector + LLM prefill (FastVLM, CVPR 2025, Sec. 4).
+"""
+
+__version__ = "0.1.0"

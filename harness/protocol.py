@@ -1,0 +1,283 @@
+"""The measurement protocol: one way to time any callable, for every runner.
+
+Warm-up runs (a count and a minimum time), then timed runs until both a minimum count and a
+minimum total time are reached, capped by a maximum time. Every raw sample is kept. The
+runner supplies ``synchronize`` (CUDA/MPS sync, ``mx.eval``) which is called before every
+clock read, so asynchronous backends are timed to completion. The garbage collector is run
+before timing and disabled during it, so a collection never lands inside one sample.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Protocol as TypingProtocol
+
+from harness.errors import UserError, suggest
+from harness.stats import Stats, summarize
+
+
+class MemoryProbe(TypingProtocol):
+    """Peak memory of one step: ``reset()`` before it, ``peak()`` (bytes) after it."""
+
+    name: str
+
+    def reset(self) -> None: ...
+
+    def peak(self) -> int | None: ...
+
+
+class RSSProbe:
+    """Peak resident set size of this process.
+
+    On Linux, writing ``5`` to ``/proc/self/clear_refs`` resets the high-water mark (VmHWM),
+    so the peak covers just the measured step. Elsewhere ``ru_maxrss`` (process lifetime
+    peak) is the best available and is labelled as such.
+    """
+
+    def __init__(self) -> None:
+        self._resettable = sys.platform.startswith("linux") and os.path.exists("/proc/self/clear_refs")
+        self.name = "rss-step-peak" if self._resettable else "rss-process-peak"
+
+    def reset(self) -> None:
+        if self._resettable:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                self._resettable = False
+                self.name = "rss-process-peak"
+
+    def peak(self) -> int | None:
+        if sys.platform.startswith("linux"):
+            try:
+                with open("/proc/self/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            return int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            # macOS reports bytes, Linux kibibytes.
+            return int(peak if sys.platform == "darwin" else peak * 1024)
+        except (ImportError, OSError):
+            return None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How to time one step. All times in seconds.
+
+    ``threads``: intra-op threads for the backend; ``0`` means "all cores"
+    (``os.cpu_count()``). The resolved count is recorded with every measurement.
+    """
+
+    name: str = "standard"
+    warmup_runs: int = 2
+    warmup_min_s: float = 0.5
+    min_runs: int = 10
+    min_time_s: float = 2.0
+    max_time_s: float = 60.0
+    threads: int = 0
+    flush_denormal: bool = True
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "name":
+                if not isinstance(value, str) or not value:
+                    raise UserError(f"protocol name must be a non-empty string, got {value!r}")
+                continue
+            if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UserError(f"protocol setting {f.name} must be an integer, got {value!r}")
+            if f.type in ("float", float) and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            ):
+                raise UserError(f"protocol setting {f.name} must be a finite number, got {value!r}")
+            if f.type in ("bool", bool) and not isinstance(value, bool):
+                raise UserError(f"protocol setting {f.name} must be true or false, got {value!r}")
+        if self.warmup_runs < 0 or self.min_runs < 1 or self.threads < 0:
+            raise UserError("protocol needs warmup_runs >= 0, min_runs >= 1 and threads >= 0")
+        if self.warmup_min_s < 0 or self.min_time_s < 0 or self.max_time_s <= 0:
+            raise UserError("protocol times must be >= 0 (max_time_s > 0)")
+        if not 0.5 <= self.confidence < 1.0:
+            raise UserError(f"protocol confidence must be in [0.5, 1), got {self.confidence}")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_overrides(self, **overrides: Any) -> Protocol:
+        """Return a copy with overrides; strings from a command line are converted and checked."""
+        known = {f.name: f for f in fields(self)}
+        converted: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise UserError(suggest(key, known, "protocol setting"))
+            converted[key] = _convert(key, known[key].type, value)
+        return replace(self, **converted)
+
+
+def _convert(key: str, ftype: Any, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if ftype in ("int", int):
+            return int(value)
+        if ftype in ("float", float):
+            return float(value)
+        if ftype in ("bool", bool):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+    except ValueError as e:
+        raise UserError(f"protocol setting {key} must be a number, got {value!r}") from e
+    return value
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    # Seconds-scale: tests, demos and the README's main job on a 2-core CPU.
+    "quick": Protocol("quick", warmup_runs=1, warmup_min_s=0.0, min_runs=3, min_time_s=0.0, max_time_s=30.0),
+    "standard": Protocol("standard", warmup_runs=2, warmup_min_s=0.5, min_runs=10, min_time_s=2.0, max_time_s=60.0),
+    # Nightly regression tracking: enough samples for a rank test to have power.
+    "rigorous": Protocol("rigorous", warmup_runs=3, warmup_min_s=1.0, min_runs=30, min_time_s=5.0, max_time_s=300.0),
+}
+
+
+def get_protocol(name_or_protocol: str | Protocol, **overrides: Any) -> Protocol:
+    """Look up a preset by name (or pass a Protocol through) and apply overrides."""
+    if isinstance(name_or_protocol, Protocol):
+        base = name_or_protocol
+    else:
+        if name_or_protocol not in PROTOCOLS:
+            raise UserError(suggest(name_or_protocol, PROTOCOLS, "protocol"))
+        base = PROTOCOLS[name_or_protocol]
+    return base.with_overrides(**overrides) if overrides else base
+
+
+@dataclass
+class Measurement:
+    """Raw samples and their statistics for one measured step."""
+
+    samples_ms: list[float]
+    stats: Stats
+    protocol: str
+    threads: int
+    warmup_ms: list[float] = field(default_factory=list)
+    peak_mem_bytes: int | None = None
+    memory_probe: str | None = None
+    capped: bool = False
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stats"] = self.stats.to_dict()
+        return d
+
+
+def _noop() -> None:
+    return None
+
+
+def apply_threads(threads: int) -> int:
+    """Set the intra-op thread count for every backend already imported; return it."""
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return threads
+
+
+def measure(
+    fn: Callable[[], Any],
+    protocol: Protocol | str = "standard",
+    synchronize: Callable[[], Any] | None = None,
+    memory: MemoryProbe | None = None,
+) -> Measurement:
+    """Time ``fn`` under ``protocol``; ``synchronize`` is called before every clock read.
+
+    Peak memory is read during one extra warm-up step (never during timed steps, so probing
+    adds nothing to the samples).
+    """
+    proto = get_protocol(protocol)
+    sync = synchronize or _noop
+    threads = apply_threads(proto.resolved_threads)
+    clock = time.perf_counter_ns
+    wall0 = time.perf_counter()
+
+    warmup: list[float] = []
+    start = clock()
+    while len(warmup) < proto.warmup_runs or (clock() - start) / 1e9 < proto.warmup_min_s:
+        if (clock() - start) / 1e9 > proto.max_time_s:
+            break
+        sync()
+        t0 = clock()
+        fn()
+        sync()
+        warmup.append((clock() - t0) / 1e6)
+
+    peak: int | None = None
+    probe_name: str | None = None
+    if memory is not None:
+        memory.reset()
+        sync()
+        fn()
+        sync()
+        peak = memory.peak()
+        probe_name = memory.name
+
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    samples_ns: list[int] = []
+    append = samples_ns.append
+    min_runs, min_ns, max_ns = proto.min_runs, proto.min_time_s * 1e9, proto.max_time_s * 1e9
+    total = 0
+    capped = False
+    try:
+        timed_start = clock()
+        while True:
+            sync()
+            t0 = clock()
+            fn()
+            sync()
+            dt = clock() - t0
+            append(dt)
+            total += dt
+            if len(samples_ns) >= min_runs and total >= min_ns:
+                break
+            if clock() - timed_start >= max_ns:
+                capped = True
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    samples_ms = [s / 1e6 for s in samples_ns]
+    return Measurement(
+        samples_ms=samples_ms,
+        stats=summarize(samples_ms, proto.confidence),
+        protocol=proto.name,
+        threads=threads,
+        warmup_ms=warmup,
+        peak_mem_bytes=peak,
+        memory_probe=probe_name,
+        capped=capped,
+        wall_s=time.perf_counter() - wall0,
+    )
