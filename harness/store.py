@@ -1,0 +1,590 @@
+"""The results store: runs, measurements and accuracy rows in one SQL database.
+
+SQLite under ``results/`` by default (WAL journal, so a SIGKILL mid-sweep never loses a
+committed measurement nor leaves the file unreadable); any SQLAlchemy URL (PostgreSQL)
+through ``--db`` or ``$VLM_PARETO_DB``. Every measurement is committed the moment it is
+added. Unique keys plus ``INSERT ... ON CONFLICT DO NOTHING`` make concurrent writers safe:
+two sweep workers measuring the same key never produce two rows.
+
+The schema is versioned (table ``meta``); :data:`MIGRATIONS` upgrades older files in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+
+from harness.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.protocol import Measurement
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+DEFAULT_DB_ENV = "VLM_PARETO_DB"
+DEFAULT_DB_PATH = Path("results") / "vlm_pareto.db"
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+runs_table = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),  # JSON
+    sa.Column("fingerprint", sa.Text, nullable=False),  # JSON
+    sa.Column("machine_id", sa.String(32), nullable=False, index=True),
+    sa.Column("git_commit", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False, default="running"),
+)
+
+KEY_COLUMNS = (
+    "run_id",
+    "kind",
+    "name",
+    "resolution",
+    "tiling",
+    "tokens",
+    "prompt_tokens",
+    "in_dim",
+    "backend",
+    "device",
+    "dtype",
+    "protocol",
+)
+
+measurements_table = sa.Table(
+    "measurements",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # encoder | prefill | projector
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("resolution", sa.Integer, nullable=False, default=0),
+    sa.Column("tiling", sa.String(32), nullable=False, default="none"),
+    sa.Column("tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False, default=0),
+    sa.Column("in_dim", sa.Integer, nullable=False, default=0),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("device", sa.String(32), nullable=False),
+    sa.Column("dtype", sa.String(16), nullable=False),
+    sa.Column("protocol", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # ok | skipped | failed
+    sa.Column("reason", sa.Text),
+    sa.Column("samples_ms", sa.Text),  # JSON list
+    sa.Column("median_ms", sa.Float),
+    sa.Column("mean_ms", sa.Float),
+    sa.Column("min_ms", sa.Float),
+    sa.Column("p90_ms", sa.Float),
+    sa.Column("iqr_ms", sa.Float),
+    sa.Column("ci_low_ms", sa.Float),
+    sa.Column("ci_high_ms", sa.Float),
+    sa.Column("noisy", sa.Boolean),
+    sa.Column("threads", sa.Integer),
+    sa.Column("peak_mem_bytes", sa.BigInteger),
+    sa.Column("build_s", sa.Float),
+    sa.Column("estimated", sa.Boolean, nullable=False, default=False),
+    sa.Column("extra", sa.Text),  # JSON
+    sa.Column("machine_id", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.UniqueConstraint(*KEY_COLUMNS, name="uq_measurement_key"),
+)
+
+accuracy_table = sa.Table(
+    "accuracy",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("encoder", sa.String(200), nullable=False),
+    sa.Column("resolution", sa.Integer, nullable=False),
+    sa.Column("llm", sa.String(200), nullable=False),
+    sa.Column("tiling", sa.String(32), nullable=False),
+    sa.Column("recipe", sa.String(64), nullable=False),
+    sa.Column("scores", sa.Text, nullable=False),  # JSON {benchmark: 0-100}
+    sa.Column("avg5", sa.Float),
+    sa.Column("missing", sa.Text),  # JSON list
+    sa.Column("partial", sa.Boolean, nullable=False, default=False),
+    sa.Column("source", sa.String(500), nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.UniqueConstraint("encoder", "resolution", "llm", "tiling", "recipe", "source", name="uq_accuracy_key"),
+)
+
+#: version -> function upgrading a database from version-1 to version (runs in one transaction).
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+
+
+@dataclass(frozen=True)
+class MeasurementKey:
+    """The full identity of one measurement within a run (see docs/DESIGN.md)."""
+
+    kind: str
+    name: str
+    resolution: int = 0
+    tiling: str = "none"
+    tokens: int = 0
+    prompt_tokens: int = 0
+    in_dim: int = 0
+    backend: str = "torch"
+    device: str = "cpu"
+    dtype: str = "float32"
+    protocol: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("encoder", "prefill", "projector"):
+            raise UserError(f"measurement kind must be encoder, prefill or projector, got {self.kind!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def resolve_url(url: str | None = None) -> str:
+    """``--db`` value / ``$VLM_PARETO_DB`` / default file -> SQLAlchemy URL.
+
+    A bare path is taken as a SQLite file.
+    """
+    url = url or os.environ.get(DEFAULT_DB_ENV) or str(DEFAULT_DB_PATH)
+    if "://" in url:
+        return url
+    return f"sqlite:///{Path(url).expanduser()}"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    u = sa.engine.make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+class Store:
+    """Results database. ``create=False`` refuses to make a new SQLite file (readers)."""
+
+    def __init__(
+        self, url: str | None = None, *, create: bool = True, retries: int = 8, busy_timeout_s: float = 30.0
+    ):
+        self.url = resolve_url(url)
+        self.retries = retries
+        self.busy_timeout_ms = int(busy_timeout_s * 1000)
+        path = _sqlite_path(self.url)
+        if path is not None:
+            if not path.exists():
+                if not create:
+                    raise UserError(
+                        f"no results store at {path}; run 'vlm-pareto sweep' first or pass --db"
+                    )
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise UserError(f"cannot create results directory {path.parent}: {e.strerror}") from e
+                if not os.access(path.parent, os.W_OK):
+                    raise UserError(f"results directory {path.parent} is not writable; pass --db elsewhere")
+            elif path.is_dir():
+                raise UserError(f"results store {path} is a directory, not a database file")
+        try:
+            self.engine = sa.create_engine(self.url, future=True)
+        except (sa.exc.ArgumentError, ImportError) as e:
+            raise UserError(f"cannot use database URL {self.url!r}: {e}") from e
+        if self.engine.dialect.name == "sqlite":
+            timeout = self.busy_timeout_ms
+
+            def pragmas(dbapi_conn: Any, _record: Any) -> None:
+                _sqlite_pragmas(dbapi_conn, timeout)
+
+            sa.event.listen(self.engine, "connect", pragmas)
+        self._ensure_schema(create)
+
+    # -- schema ---------------------------------------------------------------------------
+    def _ensure_schema(self, create: bool) -> None:
+        try:
+            with self.engine.begin() as conn:
+                insp = sa.inspect(conn)
+                tables = set(insp.get_table_names())
+                if "meta" not in tables:
+                    if tables - {"meta"} and "runs" not in tables:
+                        raise UserError(f"{self.url} is a database, but not a vlm-pareto results store")
+                    if not create and not tables:
+                        raise UserError(f"{self.url} holds no vlm-pareto results yet; run a sweep first")
+                    metadata.create_all(conn)
+                    conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    return
+                version = int(conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar_one())
+                if version > SCHEMA_VERSION:
+                    raise UserError(
+                        f"results store schema v{version} is newer than this vlm-pareto (v{SCHEMA_VERSION}); upgrade vlm-pareto"
+                    )
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[v](conn)
+                    conn.execute(sa.update(meta_table).where(meta_table.c.key == "schema_version").values(value=str(v)))
+        except UserError:
+            raise
+        except OperationalError as e:
+            raise UserError(_explain_db_error(self.url, e)) from e
+        except DatabaseError as e:
+            raise UserError(f"cannot read results store {self.url}: {_short(e)} (file left untouched)") from e
+
+    @property
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar_one())
+
+    # -- retries --------------------------------------------------------------------------
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run a write, retrying while another writer holds the lock."""
+        delay = 0.05
+        for attempt in range(self.retries + 1):
+            try:
+                return fn()
+            except OperationalError as e:
+                locked = "locked" in str(e).lower() or "busy" in str(e).lower()
+                if not locked or attempt == self.retries:
+                    raise UserError(_explain_db_error(self.url, e)) from e
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def _insert_ignore(self, table: sa.Table, values: dict[str, Any]) -> sa.Insert:
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            return sa.insert(table).values(**values)
+        return insert(table).values(**values).on_conflict_do_nothing()
+
+    # -- runs -----------------------------------------------------------------------------
+    def create_run(
+        self,
+        command: str,
+        config: dict[str, Any],
+        fingerprint: dict[str, Any],
+        run_id: str | None = None,
+    ) -> str:
+        """Create a run, or reopen ``run_id`` (resume) if it exists on the same machine."""
+        rid = run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        existing = self.get_run(rid)
+        if existing is not None:
+            if existing["machine_id"] != fingerprint.get("machine_id"):
+                raise UserError(
+                    f"run {rid} was measured on machine {existing['machine_id']}, this is "
+                    f"{fingerprint.get('machine_id')}: resume it there or start a new run"
+                )
+            self.set_run_status(rid, "running")
+            return rid
+        values = dict(
+            id=rid,
+            created_at=now_iso(),
+            command=command,
+            config=_json(config) or "{}",
+            fingerprint=_json(fingerprint) or "{}",
+            machine_id=str(fingerprint.get("machine_id", "unknown")),
+            git_commit=(fingerprint.get("git") or {}).get("commit"),
+            status="running",
+        )
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert_ignore(runs_table, values))
+
+        self._retry(write)
+        return rid
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(sa.update(runs_table).where(runs_table.c.id == run_id).values(status=status))
+
+        self._retry(write)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).mappings().first()
+        return _run_dict(row) if row else None
+
+    def require_run(self, run_id: str) -> dict[str, Any]:
+        run = self.get_run(run_id)
+        if run is None:
+            known = [r["id"] for r in self.list_runs()][-5:]
+            hint = f" (latest: {', '.join(known)})" if known else " (the store has no runs)"
+            raise UserError(f"no run {run_id!r} in {self.url}{hint}")
+        return run
+
+    def list_runs(self, machine_id: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(runs_table).order_by(runs_table.c.created_at)
+        if machine_id:
+            q = q.where(runs_table.c.machine_id == machine_id)
+        with self.engine.connect() as conn:
+            return [_run_dict(r) for r in conn.execute(q).mappings()]
+
+    # -- measurements ---------------------------------------------------------------------
+    def add_measurement(
+        self,
+        run_id: str,
+        key: MeasurementKey,
+        measurement: Measurement | None = None,
+        *,
+        status: str = "ok",
+        reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+        build_s: float | None = None,
+        estimated: bool = False,
+        machine_id: str | None = None,
+    ) -> int:
+        """Store one measurement, committed at once; return its row id.
+
+        An existing ``ok`` row with the same key wins (the first writer's numbers are kept);
+        an existing ``skipped``/``failed`` row is replaced, so a resumed sweep retries it.
+        """
+        if status not in ("ok", "skipped", "failed"):
+            raise ValueError(f"bad status {status!r}")
+        if status == "ok" and measurement is None:
+            raise ValueError("an ok measurement needs samples")
+        run = self.require_run(run_id)
+        values: dict[str, Any] = {**key.as_dict(), "run_id": run_id, "status": status, "reason": reason}
+        values.update(
+            extra=_json(extra or {}),
+            build_s=_finite(build_s),
+            estimated=bool(estimated),
+            machine_id=machine_id or run["machine_id"],
+            created_at=now_iso(),
+        )
+        if measurement is not None:
+            s = measurement.stats
+            values.update(
+                samples_ms=_json([float(x) for x in measurement.samples_ms]),
+                median_ms=s.median_ms,
+                mean_ms=s.mean_ms,
+                min_ms=s.min_ms,
+                p90_ms=s.p90_ms,
+                iqr_ms=s.iqr_ms,
+                ci_low_ms=s.ci_low_ms,
+                ci_high_ms=s.ci_high_ms,
+                noisy=bool(s.noisy),
+                threads=measurement.threads,
+                peak_mem_bytes=measurement.peak_mem_bytes,
+            )
+        where = sa.and_(*(measurements_table.c[c] == values[c] for c in KEY_COLUMNS))
+
+        def write() -> int:
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(measurements_table).where(where, measurements_table.c.status != "ok"))
+                try:
+                    conn.execute(self._insert_ignore(measurements_table, values))
+                except IntegrityError:  # dialects without ON CONFLICT: the other writer won
+                    pass
+                return int(conn.execute(sa.select(measurements_table.c.id).where(where)).scalar_one())
+
+        return self._retry(write)
+
+    def get_measurement(self, run_id: str, key: MeasurementKey) -> dict[str, Any] | None:
+        values = {**key.as_dict(), "run_id": run_id}
+        where = sa.and_(*(measurements_table.c[c] == values[c] for c in KEY_COLUMNS))
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(measurements_table).where(where)).mappings().first()
+        return _measurement_dict(row) if row else None
+
+    def measurement_rows(
+        self, run_ids: Sequence[str] | None = None, kind: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        q = sa.select(measurements_table).order_by(measurements_table.c.id)
+        if run_ids:
+            q = q.where(measurements_table.c.run_id.in_(list(run_ids)))
+        if kind:
+            q = q.where(measurements_table.c.kind == kind)
+        if status:
+            q = q.where(measurements_table.c.status == status)
+        with self.engine.connect() as conn:
+            return [_measurement_dict(r) for r in conn.execute(q).mappings()]
+
+    def measurements(
+        self, run_ids: Sequence[str] | None = None, kind: str | None = None, status: str | None = None
+    ) -> pd.DataFrame:
+        """Measurements as a DataFrame (``samples_ms`` lists and ``extra`` dicts decoded)."""
+        import pandas as pd
+
+        rows = self.measurement_rows(run_ids, kind, status)
+        cols = [c.name for c in measurements_table.columns]
+        return pd.DataFrame(rows, columns=cols)
+
+    # -- accuracy -------------------------------------------------------------------------
+    def add_accuracy(self, rows: Iterable[dict[str, Any]], *, replace: bool = False) -> dict[str, int]:
+        """Insert accuracy rows in one transaction; identical rows are left alone.
+
+        Returns counts ``{"inserted", "unchanged", "replaced", "conflicts"}``. A row whose key
+        exists with different scores is a conflict unless ``replace``; conflicts write nothing.
+        """
+        prepared = [_accuracy_values(r) for r in rows]
+        counts = {"inserted": 0, "unchanged": 0, "replaced": 0, "conflicts": 0}
+        key_cols = ("encoder", "resolution", "llm", "tiling", "recipe", "source")
+
+        def write() -> dict[str, int]:
+            c = dict.fromkeys(counts, 0)
+            with self.engine.begin() as conn:
+                for v in prepared:
+                    where = sa.and_(*(accuracy_table.c[k] == v[k] for k in key_cols))
+                    old = conn.execute(sa.select(accuracy_table).where(where)).mappings().first()
+                    if old is None:
+                        conn.execute(sa.insert(accuracy_table).values(**v))
+                        c["inserted"] += 1
+                    elif (old["scores"], old["partial"]) == (v["scores"], v["partial"]):
+                        c["unchanged"] += 1
+                    elif replace:
+                        conn.execute(sa.update(accuracy_table).where(where).values(**v))
+                        c["replaced"] += 1
+                    else:
+                        c["conflicts"] += 1
+                if c["conflicts"]:
+                    raise _Conflict(c)
+            return c
+
+        try:
+            return self._retry(write)
+        except _Conflict as e:
+            raise UserError(
+                f"{e.counts['conflicts']} accuracy row(s) already stored with different scores; "
+                "nothing written (pass --prefer newest to replace)"
+            ) from None
+
+    def accuracy(self) -> pd.DataFrame:
+        import pandas as pd
+
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(sa.select(accuracy_table).order_by(accuracy_table.c.id)).mappings()]
+        for r in rows:
+            r["scores"] = json.loads(r["scores"]) if r["scores"] else {}
+            r["missing"] = json.loads(r["missing"]) if r["missing"] else []
+        return pd.DataFrame(rows, columns=[c.name for c in accuracy_table.columns])
+
+    # -- export ---------------------------------------------------------------------------
+    def export(self, path: str | Path, run_ids: Sequence[str] | None = None) -> Path:
+        """Write measurements to CSV, Parquet or JSON (by extension) in one call."""
+        path = Path(path)
+        df = self.measurements(run_ids)
+        suffix = path.suffix.lower()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".csv":
+            out = df.copy()
+            out["samples_ms"] = out["samples_ms"].map(json.dumps)
+            out["extra"] = out["extra"].map(json.dumps)
+            out.to_csv(path, index=False)
+        elif suffix in (".parquet", ".pq"):
+            out = df.copy()
+            out["extra"] = out["extra"].map(json.dumps)
+            out.to_parquet(path, index=False)
+        elif suffix == ".json":
+            path.write_text(json.dumps(df.to_dict(orient="records"), indent=1, default=_json_default))
+        else:
+            raise UserError(f"cannot export to {path.name}: use a .csv, .parquet or .json file name")
+        return path
+
+
+class _Conflict(Exception):
+    def __init__(self, counts: dict[str, int]):
+        self.counts = counts
+
+
+def _sqlite_pragmas(dbapi_conn: Any, busy_timeout_ms: int) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        # WAL: readers never block the writer and a killed writer leaves a readable file.
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against process crashes in WAL mode (only power loss can drop
+        # the last transaction), and much cheaper than FULL.
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cur.close()
+
+
+def _short(e: Exception) -> str:
+    orig = getattr(e, "orig", None)
+    return str(orig or e).splitlines()[0]
+
+
+def _explain_db_error(url: str, e: Exception) -> str:
+    msg = _short(e)
+    low = msg.lower()
+    if "locked" in low or "busy" in low:
+        return f"results store {url} is locked by another process ({msg}); wait for it or use another --db"
+    if "unable to open" in low or "readonly" in low or "read-only" in low:
+        return f"cannot write results store {url} ({msg}); check permissions or pass --db elsewhere"
+    if "not a database" in low or "malformed" in low:
+        return f"results store {url} is corrupt or not a database ({msg}); file left untouched"
+    return f"database error on {url}: {msg}"
+
+
+def _run_dict(row: Any) -> dict[str, Any]:
+    d = dict(row)
+    d["config"] = json.loads(d["config"]) if d.get("config") else {}
+    d["fingerprint"] = json.loads(d["fingerprint"]) if d.get("fingerprint") else {}
+    return d
+
+
+def _measurement_dict(row: Any) -> dict[str, Any]:
+    d = dict(row)
+    d["samples_ms"] = json.loads(d["samples_ms"]) if d.get("samples_ms") else []
+    d["extra"] = json.loads(d["extra"]) if d.get("extra") else {}
+    return d
+
+
+def _accuracy_values(r: dict[str, Any]) -> dict[str, Any]:
+    scores = {str(k): float(v) for k, v in (r.get("scores") or {}).items()}
+    return dict(
+        encoder=str(r["encoder"]),
+        resolution=int(r["resolution"]),
+        llm=str(r["llm"]),
+        tiling=str(r.get("tiling") or "none"),
+        recipe=str(r.get("recipe") or "unknown"),
+        scores=_json(scores),
+        avg5=_finite(r.get("avg5")),
+        missing=_json(list(r.get("missing") or [])),
+        partial=bool(r.get("partial", False)),
+        source=str(r.get("source") or "unknown"),
+        created_at=now_iso(),
+    )
