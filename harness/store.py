@@ -374,13 +374,16 @@ class Store:
         build_s: float | None = None,
         estimated: bool = False,
         machine_id: str | None = None,
+        replace: bool = False,
     ) -> int:
         """Store one measurement, committed at once; return its row id.
 
         An existing ``ok`` row with the same key wins (the first writer's numbers are kept);
-        an existing ``skipped``/``failed`` row is replaced, so a resumed sweep retries it.
+        an existing ``skipped``/``failed``/``running`` row is replaced, so a resumed sweep
+        retries it. ``replace=True`` overwrites an ``ok`` row too (interleaved rounds add
+        samples to a row).
         """
-        if status not in ("ok", "skipped", "failed"):
+        if status not in ("ok", "skipped", "failed", "running"):
             raise ValueError(f"bad status {status!r}")
         if status == "ok" and measurement is None:
             raise ValueError("an ok measurement needs samples")
@@ -412,7 +415,8 @@ class Store:
 
         def write() -> int:
             with self.engine.begin() as conn:
-                conn.execute(sa.delete(measurements_table).where(where, measurements_table.c.status != "ok"))
+                stale = where if replace else sa.and_(where, measurements_table.c.status != "ok")
+                conn.execute(sa.delete(measurements_table).where(stale))
                 try:
                     conn.execute(self._insert_ignore(measurements_table, values))
                 except IntegrityError:  # dialects without ON CONFLICT: the other writer won
@@ -420,6 +424,46 @@ class Store:
                 return int(conn.execute(sa.select(measurements_table.c.id).where(where)).scalar_one())
 
         return self._retry(write)
+
+    def claim(self, run_id: str, key: MeasurementKey, owner: str) -> dict[str, Any]:
+        """Try to reserve ``key`` for ``owner`` (a ``running`` row); return the row now stored.
+
+        Several sweep workers sharing a run use this so each unique measurement is taken once:
+        the caller owns the key iff the returned row is ``running`` with ``reason == owner``.
+        A ``skipped``/``failed`` row from an earlier attempt is replaced by the claim.
+        """
+        run = self.require_run(run_id)
+        values: dict[str, Any] = {**key.as_dict(), "run_id": run_id, "status": "running", "reason": owner}
+        values.update(extra="{}", estimated=False, machine_id=run["machine_id"], created_at=now_iso())
+        where = sa.and_(*(measurements_table.c[c] == values[c] for c in KEY_COLUMNS))
+
+        def write() -> dict[str, Any]:
+            with self.engine.begin() as conn:
+                # skipped/failed rows of an earlier attempt are retried by the claimant
+                conn.execute(sa.delete(measurements_table).where(
+                    where, measurements_table.c.status.in_(["skipped", "failed"])))
+                try:
+                    conn.execute(self._insert_ignore(measurements_table, values))
+                except IntegrityError:
+                    pass
+                row = conn.execute(sa.select(measurements_table).where(where)).mappings().first()
+                return _measurement_dict(row)
+
+        return self._retry(write)
+
+    def release(self, run_id: str, key: MeasurementKey, owner: str | None = None) -> None:
+        """Drop a ``running`` claim (of ``owner``, or any when None) so another worker can take it."""
+        values = {**key.as_dict(), "run_id": run_id}
+        cond = [measurements_table.c[c] == values[c] for c in KEY_COLUMNS]
+        cond.append(measurements_table.c.status == "running")
+        if owner is not None:
+            cond.append(measurements_table.c.reason == owner)
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(measurements_table).where(sa.and_(*cond)))
+
+        self._retry(write)
 
     def get_measurement(self, run_id: str, key: MeasurementKey) -> dict[str, Any] | None:
         values = {**key.as_dict(), "run_id": run_id}

@@ -1,0 +1,226 @@
+"""``vlm-pareto sweep``: a Hydra application over the configs in ``sweeps/``.
+
+Every Hydra feature works (overrides, ``-m``, ``--config-name``, ``--config-dir``,
+``hydra/launcher=joblib|submitit_local|submitit_slurm``, ``--cfg job``). Before Hydra runs,
+the overrides are checked and every job's config is composed, typed and planned once, so a
+typo, an invalid resolution or an empty grid is a one-line error (exit 2) before any
+measurement starts. Jobs report their exit codes through files so that launchers running
+jobs in other processes still give the right exit status.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError, suggest
+
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version", "--shell-completion", "-sc"}
+VALUE_FLAGS = {"--config-name", "-cn", "--config-dir", "-cd", "--config-path", "-cp", "--cfg", "-c",
+               "--package", "-p", "--info", "-i", "--experimental-rerun"}
+EXIT_DIR_ENV = "VLM_PARETO_SWEEP_EXIT_DIR"
+
+HELP_EPILOG = """
+vlm-pareto sweep: measure an (encoder x resolution x LLM x tiling) grid.
+
+  vlm-pareto sweep                           # default preset (paper_table4)
+  vlm-pareto sweep --config-name quick       # presets: {presets}
+  vlm-pareto sweep --config-name paper_fig4 protocol=standard backend=torch-cpu
+  vlm-pareto sweep encoders.fastvithd.resolutions=[256,512] run_id=my-run   # resume my-run
+  vlm-pareto sweep -m protocol=quick,standard hydra/launcher=joblib
+  vlm-pareto sweep --config-dir ./my_conf +encoder@encoders.mine=my_encoder
+  vlm-pareto sweep --cfg job                 # print the composed config
+
+Measurements go to the store (--db before 'sweep', or $VLM_PARETO_DB); the report for the
+sweep is written to reports/<name>/ at the end. Exit: 0 ok, 1 a point failed, 2 bad input.
+"""
+
+
+def _split_args(argv: list[str]) -> tuple[dict[str, str], list[str], bool, bool]:
+    """(flags with values, overrides, multirun?, info-only?)"""
+    flags: dict[str, str] = {}
+    overrides: list[str] = []
+    multirun = info = False
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, val = a.partition("=")
+        if a in ("-m", "--multirun"):
+            multirun = True
+        elif name in INFO_FLAGS:
+            info = True
+            if name in VALUE_FLAGS and not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                i += 1
+        elif name in VALUE_FLAGS:
+            if eq:
+                flags[name] = val
+            elif i + 1 < len(argv):
+                flags[name] = argv[i + 1]
+                i += 1
+        elif a.startswith("-"):
+            pass  # other hydra flags (-cn handled above); hydra validates them
+        else:
+            overrides.append(a)
+        i += 1
+    return flags, overrides, multirun, info
+
+
+def _group_options(group: str, dirs: list[Path]) -> list[str]:
+    names: set[str] = set()
+    for d in dirs:
+        g = d / group
+        if g.is_dir():
+            names.update(p.stem for p in g.glob("*.yaml"))
+    return sorted(names)
+
+
+def _check_group_overrides(overrides: list[str], dirs: list[Path]) -> None:
+    """Unknown config-group options get a did-you-mean error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:  # hydra's grammar errors
+        raise UserError(f"cannot parse override: {str(e).splitlines()[0]}") from e
+    for ov in parsed:
+        group = ov.key_or_group
+        if group.startswith("hydra"):
+            continue
+        if not any((d / group).is_dir() for d in dirs):
+            continue
+        if ov.is_delete():
+            continue
+        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+        options = _group_options(group, dirs)
+        for v in values:
+            if v not in options:
+                raise UserError(suggest(v, options, f"'{group}' option"))
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose, type-check and plan every job of this invocation before Hydra runs it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from harness.sweep.configs import config_dir, presets, to_typed
+    from harness.sweep.engine import resolve
+
+    flags, overrides, multirun, info = _split_args(argv)
+    if info:
+        return
+    primary = config_dir()
+    dirs = [primary]
+    extra_dir = flags.get("--config-dir") or flags.get("-cd")
+    if extra_dir:
+        p = Path(extra_dir).expanduser().resolve()
+        if not p.is_dir():
+            raise UserError(f"--config-dir {extra_dir}: no such directory")
+        dirs.insert(0, p)
+    name = flags.get("--config-name") or flags.get("-cn") or "config"
+    available = set(presets()) | {p.stem for d in dirs[:-1] for p in d.glob("*.yaml")}
+    if name not in available:
+        raise UserError(suggest(name, available, "sweep preset (--config-name)"))
+    _check_group_overrides(overrides, dirs)
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    axes = []
+    for ov in parsed:
+        if ov.key_or_group.startswith("hydra"):
+            continue
+        if ov.is_sweep_override():
+            if not multirun:
+                raise UserError(f"override {ov.input_line!r} is a sweep (a,b,...): add -m to run it as a multirun")
+            axes.append([f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()])
+        else:
+            axes.append([ov.input_line])
+    search = [f"hydra.searchpath=[file://{dirs[0]}]"] if extra_dir else []
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
+            for combo in itertools.islice(itertools.product(*axes), 64):
+                try:
+                    cfg = compose(config_name=name, overrides=list(combo) + search)
+                except Exception as e:
+                    raise UserError(f"invalid sweep config: {str(e).splitlines()[0]}") from e
+                resolve(to_typed(cfg))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _job(cfg: Any) -> int:
+    """The Hydra task function: one job = one sweep config."""
+    from omegaconf import OmegaConf
+
+    from harness.sweep.configs import to_typed
+    from harness.sweep.engine import run_sweep
+    from harness.sweep.finish import finish
+
+    code = 2
+    try:
+        typed = to_typed(cfg)
+        if typed.run_id is None and _is_multirun():
+            typed.run_id = _multirun_run_id(typed.name)
+        command = "vlm-pareto sweep " + " ".join(sys.argv[1:])
+        out = run_sweep(typed, command=command.strip(), config_dict=OmegaConf.to_container(cfg, resolve=True))
+        code = finish(typed, out)
+    except UserError as e:
+        print(f"vlm-pareto: error: {e}", file=sys.stderr)
+        code = 2
+    finally:
+        _record_exit(code)
+    return code
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
+    except ValueError:
+        return False
+
+
+def _multirun_run_id(name: str) -> str:
+    """All jobs of one multirun share a run (so shared measurements are taken once)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return f"{name}-{Path(HydraConfig.get().sweep.dir).name}"
+
+
+def _record_exit(code: int) -> None:
+    d = os.environ.get(EXIT_DIR_ENV)
+    if d:
+        Path(d, f"{os.getpid()}-{os.urandom(4).hex()}").write_text(str(code))
+
+
+def main(argv: list[str], debug: bool = False) -> int:
+    """Entry point used by ``vlm-pareto sweep``; returns the process exit code."""
+    import hydra
+
+    from harness.sweep.configs import config_dir, presets, register_configs
+
+    if any(a in ("--help", "-h") for a in argv):
+        print(HELP_EPILOG.format(presets=", ".join(p for p in presets() if p != "config")).strip())
+        print()
+    register_configs()
+    precheck(argv)
+    with tempfile.TemporaryDirectory(prefix="vlm-pareto-exit-") as exit_dir:
+        os.environ[EXIT_DIR_ENV] = exit_dir
+        task = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)
+        saved = sys.argv
+        sys.argv = ["vlm-pareto sweep", *argv]
+        try:
+            task()
+        except SystemExit as e:  # hydra exits on its own errors (after printing them)
+            if e.code not in (0, None):
+                return 2
+        finally:
+            sys.argv = saved
+            os.environ.pop(EXIT_DIR_ENV, None)
+        codes = [int(p.read_text() or 0) for p in Path(exit_dir).iterdir()]
+    return max(codes, default=0)

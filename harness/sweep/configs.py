@@ -1,0 +1,177 @@
+"""Structured (typed) configs for ``vlm-pareto sweep``, registered in Hydra's ConfigStore.
+
+The YAML files in ``sweeps/`` are composed by Hydra and then merged onto :class:`SweepConfig`,
+so every field is type-checked; :func:`validate` adds the semantic checks (known names,
+valid resolutions, a non-empty grid) before anything is measured.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.errors import UserError, suggest
+
+
+@dataclass
+class EncoderAxis:
+    """One encoder of the grid: a zoo name (or a custom ``model`` factory) and its settings."""
+
+    name: str = MISSING
+    resolutions: list[int] = field(default_factory=list)
+    #: tilings to measure; None -> the sweep's default ``tiling.spec``
+    tilings: Optional[list[str]] = None
+    #: custom encoder: a Hydra ``_target_`` node returning an nn.Module / transformers config
+    model: Optional[Any] = None
+    weights: Optional[str] = None
+    description: str = ""
+
+
+@dataclass
+class LLMAxis:
+    """One LLM of the grid: a zoo name, or ``config`` = a transformers config.json path or mlx-lm dir."""
+
+    name: str = MISSING
+    config: Optional[Any] = None
+    weights: Optional[str] = None
+    description: str = ""
+
+
+@dataclass
+class BackendConfig:
+    name: str = "torch-cpu"
+    encoder_backend: str = "torch"  # torch | coreml | fake
+    llm_backend: str = "torch"  # torch | mlx | fake
+    device: str = "cpu"
+    dtype: str = "float32"
+    llm_dtype: str = "float32"
+    compute_units: str = "CPU_AND_NE"  # Core ML: ALL | CPU_AND_NE | CPU_AND_GPU | CPU_ONLY
+    coreml_precision: str = "float16"
+    channels_last: Optional[bool] = None
+    compile: bool = False
+    mlx_quantize_bits: Optional[int] = None
+    prefill_step_size: int = 2048
+
+
+@dataclass
+class ProtocolConfig:
+    name: str = "quick"
+    warmup_runs: int = 1
+    warmup_min_s: float = 0.0
+    min_runs: int = 3
+    min_time_s: float = 0.0
+    max_time_s: float = 30.0
+    threads: int = 0
+    flush_denormal: bool = True
+    confidence: float = 0.95
+
+
+@dataclass
+class TilingConfig:
+    spec: str = "none"
+
+
+@dataclass
+class SweepConfig:
+    name: str = "sweep"
+    description: str = ""
+    #: the paper table / figure the preset reproduces
+    cite: str = ""
+    #: training recipe whose accuracy rows the report joins (docs/DESIGN.md)
+    recipe: Optional[str] = None
+    encoders: dict[str, EncoderAxis] = field(default_factory=dict)
+    llms: dict[str, LLMAxis] = field(default_factory=dict)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    prompt_tokens: int = 16
+    #: time k of the L decoder layers and extrapolate (null: full model unless it cannot fit)
+    sample_layers: Optional[int] = None
+    #: sample automatically (k = auto_sample_k) when the full model would not fit in memory
+    #: or has more than auto_sample_above_b billion parameters
+    auto_sample: bool = True
+    auto_sample_k: int = 2
+    auto_sample_above_b: float = 3.0
+    #: resume / share a run: measurements already stored for it are reused
+    run_id: Optional[str] = None
+    #: repeat the whole grid this many times, interleaved (nightly drift control)
+    rounds: int = 1
+    report: bool = True
+    report_dir: Optional[str] = None
+    db: Optional[str] = None
+    seed: int = 0
+    batch_tiles: bool = True
+    #: refuse grids whose measurement count exceeds this (typo guard)
+    max_measurements: int = 2000
+    progress: bool = True
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="sweep_schema", node=SweepConfig)
+    cs.store(group="backend", name="schema", node=BackendConfig)
+    cs.store(group="protocol", name="schema", node=ProtocolConfig)
+    cs.store(group="tiling", name="schema", node=TilingConfig)
+    cs.store(group="encoder", name="schema", node=EncoderAxis)
+    cs.store(group="llm", name="schema", node=LLMAxis)
+
+
+def config_dir() -> Path:
+    """The folder holding the sweep configs (``sweeps/`` in a checkout, ``harness/conf`` installed)."""
+    spec = importlib.util.find_spec("harness.conf")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("sweep configs (package harness.conf) are not installed; reinstall vlm-pareto")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def presets() -> list[str]:
+    """Names of the primary configs (sweep presets) in the config folder."""
+    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+
+
+def to_typed(cfg: DictConfig) -> SweepConfig:
+    """Merge a composed config onto the schema; type errors become one-line UserErrors."""
+    body = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), body)
+        typed = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        msg = str(e).splitlines()[0]
+        raise UserError(f"invalid sweep config{f' at {key}' if key else ''}: {msg}") from e
+    assert isinstance(typed, SweepConfig)
+    return typed
+
+
+def validate(cfg: SweepConfig) -> None:
+    """Semantic checks that need no model: names, backends, numbers."""
+    if cfg.backend.encoder_backend not in ("torch", "coreml", "fake"):
+        raise UserError(suggest(cfg.backend.encoder_backend, ["torch", "coreml", "fake"], "encoder backend"))
+    if cfg.backend.llm_backend not in ("torch", "mlx", "fake"):
+        raise UserError(suggest(cfg.backend.llm_backend, ["torch", "mlx", "fake"], "LLM backend"))
+    if cfg.backend.dtype not in ("float32", "float16", "bfloat16"):
+        raise UserError(suggest(cfg.backend.dtype, ["float32", "float16", "bfloat16"], "dtype"))
+    if cfg.backend.llm_dtype not in ("float32", "float16", "bfloat16"):
+        raise UserError(suggest(cfg.backend.llm_dtype, ["float32", "float16", "bfloat16"], "LLM dtype"))
+    if cfg.prompt_tokens < 0:
+        raise UserError(f"prompt_tokens must be >= 0, got {cfg.prompt_tokens}")
+    if cfg.rounds < 1:
+        raise UserError(f"rounds must be >= 1, got {cfg.rounds}")
+    if cfg.sample_layers is not None and cfg.sample_layers < 1:
+        raise UserError(f"sample_layers must be >= 1 (or null for the full model), got {cfg.sample_layers}")
+    if not cfg.encoders:
+        raise UserError("empty grid: the sweep lists no encoders (add one, e.g. +encoder@encoders.fastvithd=fastvithd)")
+    if not cfg.llms:
+        raise UserError("empty grid: the sweep lists no LLMs (add one, e.g. +llm@llms.qwen2_0_5b=qwen2-0.5b)")
+    for label, enc in cfg.encoders.items():
+        if not enc.resolutions:
+            raise UserError(f"empty grid: encoder {label!r} has no resolutions (set encoders.{label}.resolutions)")
+        for r in enc.resolutions:
+            if r <= 0:
+                raise UserError(f"encoder {label!r}: resolution must be positive, got {r}")

@@ -1,0 +1,59 @@
+"""End of a sweep: print the TTFT table, write the sweep's report, choose the exit code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.sweep.configs import SweepConfig
+from harness.sweep.engine import SweepOutcome
+
+
+def summary_table(points) -> str:
+    """Plain-text TTFT table of a sweep's points (fastest first)."""
+    if points is None or len(points) == 0:
+        return "(no TTFT rows: every point was skipped or failed)"
+    df = points.sort_values("ttft_ms")
+    cols = [("encoder", 14), ("resolution", 6), ("tiling", 13), ("llm", 12), ("tokens", 6), ("encoder_ms", 10),
+            ("projector_ms", 9), ("prefill_ms", 10), ("ttft_ms", 10), ("avg5", 6)]
+    heads = {"resolution": "res", "projector_ms": "proj_ms"}
+    lines = [" ".join(f"{heads.get(c, c):>{w}}" for c, w in cols)]
+    for _, r in df.iterrows():
+        cells = []
+        for c, w in cols:
+            v = r.get(c)
+            if isinstance(v, float):
+                cells.append(f"{v:>{w}.1f}" if v == v else f"{'-':>{w}}")
+            else:
+                cells.append(f"{str(v)[:w]:>{w}}")
+        est = "  (estimated: layer-sampled prefill)" if bool(r.get("estimated", False)) else ""
+        lines.append(" ".join(cells) + est)
+    return "\n".join(lines)
+
+
+def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
+    from harness.points import load_points
+
+    c = out.counts
+    print(
+        f"run {out.run_id}: {out.plan.summary()}; measured {c['measured']}, reused {c['reused']}, "
+        f"skipped {c['skipped']}, failed {c['failed']} in {out.wall_s:.0f} s"
+    )
+    for s in out.skipped:
+        print(f"  skipped: {s}")
+    for f in out.failures:
+        print(f"  FAILED: {f}")
+    try:
+        result = load_points(db=cfg.db, run_ids=[out.run_id], recipe=cfg.recipe)
+    except Exception as e:  # the measurements are stored; a report problem must not hide that
+        print(f"(could not compose TTFT rows: {e})", file=sys.stderr)
+        return out.exit_code
+    print(summary_table(result.points))
+    if cfg.report:
+        from harness.report.html import write_report
+
+        out_dir = Path(cfg.report_dir or Path("reports") / cfg.name)
+        paths = write_report(result, out_dir, title=f"vlm-pareto sweep '{cfg.name}' ({cfg.cite})")
+        out.report_dir = str(out_dir)
+        print(f"report: {paths.index}")
+    return out.exit_code

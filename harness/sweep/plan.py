@@ -1,0 +1,153 @@
+"""Turn a sweep config into a factorized measurement plan (pure; no model is built).
+
+TTFT of a grid point (encoder, resolution, tiling, LLM) needs the encoder at (resolution,
+tiling), the projector at (encoder channels, LLM, tokens) and the prefill at (LLM, tokens).
+Each unique task is listed once, so a grid of E encoder settings x L LLMs costs about
+E + L x (distinct token counts) measurements instead of E x L.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.errors import UserError
+from harness.store import MeasurementKey
+from harness.sweep.configs import SweepConfig
+
+
+@dataclass(frozen=True)
+class EncoderTask:
+    label: str  # key in cfg.encoders
+    name: str  # zoo name
+    resolution: int
+    tiling: str
+    tokens: int
+    out_dim: int
+
+
+@dataclass(frozen=True)
+class PrefillTask:
+    llm_label: str
+    llm: str
+    tokens: int
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class ProjectorTask:
+    llm_label: str
+    llm: str
+    tokens: int
+    in_dim: int
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    encoder: str
+    resolution: int
+    tiling: str
+    llm: str
+    tokens: int
+    in_dim: int
+
+
+@dataclass
+class Plan:
+    points: list[GridPoint] = field(default_factory=list)
+    encoder_tasks: list[EncoderTask] = field(default_factory=list)
+    projector_tasks: list[ProjectorTask] = field(default_factory=list)
+    prefill_tasks: list[PrefillTask] = field(default_factory=list)
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.encoder_tasks) + len(self.projector_tasks) + len(self.prefill_tasks)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.points)} grid points -> {self.n_measurements} measurements "
+            f"({len(self.encoder_tasks)} encoder, {len(self.prefill_tasks)} prefill, "
+            f"{len(self.projector_tasks)} projector)"
+        )
+
+
+def build_plan(cfg: SweepConfig, encoder_info, llm_names: dict[str, str]) -> Plan:
+    """Enumerate the grid and its unique tasks.
+
+    ``encoder_info(name, resolution, tiling) -> (tokens, out_dim)`` validates and counts without
+    building (raises UserError for an invalid resolution); ``llm_names`` maps LLM labels to
+    canonical names.
+    """
+    plan = Plan()
+    seen_enc: set[tuple] = set()
+    seen_pre: set[tuple] = set()
+    seen_proj: set[tuple] = set()
+    for label, enc in cfg.encoders.items():
+        tilings = enc.tilings or [cfg.tiling.spec]
+        for resolution in enc.resolutions:
+            for tiling in tilings:
+                tokens, out_dim = encoder_info(enc.name, resolution, tiling)
+                ek = (enc.name, resolution, tiling)
+                if ek not in seen_enc:
+                    seen_enc.add(ek)
+                    plan.encoder_tasks.append(EncoderTask(label, enc.name, resolution, tiling, tokens, out_dim))
+                for llm_label, llm in llm_names.items():
+                    plan.points.append(GridPoint(enc.name, resolution, tiling, llm, tokens, out_dim))
+                    pk = (llm, tokens)
+                    if pk not in seen_pre:
+                        seen_pre.add(pk)
+                        plan.prefill_tasks.append(PrefillTask(llm_label, llm, tokens, cfg.prompt_tokens))
+                    jk = (llm, tokens, out_dim)
+                    if jk not in seen_proj:
+                        seen_proj.add(jk)
+                        plan.projector_tasks.append(ProjectorTask(llm_label, llm, tokens, out_dim))
+    if not plan.points:
+        raise UserError("empty grid: no (encoder, resolution, tiling, LLM) combination to measure")
+    if plan.n_measurements > cfg.max_measurements:
+        raise UserError(
+            f"the grid needs {plan.n_measurements} measurements (> max_measurements={cfg.max_measurements}); "
+            "narrow it or raise max_measurements"
+        )
+    # Prefill tasks of one LLM are grouped so its model is built once.
+    plan.prefill_tasks.sort(key=lambda t: (list(llm_names.values()).index(t.llm), t.tokens))
+    plan.projector_tasks.sort(key=lambda t: (list(llm_names.values()).index(t.llm), t.in_dim, t.tokens))
+    return plan
+
+
+def encoder_key(task: EncoderTask, cfg: SweepConfig) -> MeasurementKey:
+    return MeasurementKey(
+        "encoder",
+        task.name,
+        resolution=task.resolution,
+        tiling=task.tiling,
+        tokens=task.tokens,
+        backend=cfg.backend.encoder_backend,
+        device=cfg.backend.device,
+        dtype=cfg.backend.coreml_precision if cfg.backend.encoder_backend == "coreml" else cfg.backend.dtype,
+        protocol=cfg.protocol.name,
+    )
+
+
+def prefill_key(task: PrefillTask, cfg: SweepConfig) -> MeasurementKey:
+    return MeasurementKey(
+        "prefill",
+        task.llm,
+        tokens=task.tokens,
+        prompt_tokens=task.prompt_tokens,
+        backend=cfg.backend.llm_backend,
+        device=cfg.backend.device,
+        dtype=cfg.backend.llm_dtype,
+        protocol=cfg.protocol.name,
+    )
+
+
+def projector_key(task: ProjectorTask, cfg: SweepConfig) -> MeasurementKey:
+    return MeasurementKey(
+        "projector",
+        task.llm,
+        tokens=task.tokens,
+        in_dim=task.in_dim,
+        backend=cfg.backend.llm_backend,
+        device=cfg.backend.device,
+        dtype=cfg.backend.llm_dtype,
+        protocol=cfg.protocol.name,
+    )

@@ -1,0 +1,1 @@
+"""Hydra configs for `vlm-pareto sweep` (installed as the package ``harness.conf``)."""
