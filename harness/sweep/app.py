@@ -107,7 +107,7 @@ def precheck(argv: list[str]) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from harness.sweep.configs import config_dir, presets, to_typed
+    from harness.sweep.configs import compose_error, config_dir, presets, to_typed
     from harness.sweep.engine import resolve
 
     flags, overrides, multirun, info = _split_args(argv)
@@ -146,7 +146,7 @@ def precheck(argv: list[str]) -> None:
                 try:
                     cfg = compose(config_name=name, overrides=list(combo) + search)
                 except Exception as e:
-                    raise UserError(f"invalid sweep config: {str(e).splitlines()[0]}") from e
+                    raise compose_error(e) from e
                 resolve(to_typed(cfg))
     finally:
         GlobalHydra.instance().clear()

@@ -175,3 +175,33 @@ def validate(cfg: SweepConfig) -> None:
         for r in enc.resolutions:
             if r <= 0:
                 raise UserError(f"encoder {label!r}: resolution must be positive, got {r}")
+
+
+def compose_error(e: Exception) -> UserError:
+    """A one-line UserError from a Hydra composition error (with its cause, which names the value)."""
+    msg = str(e).splitlines()[0]
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause).strip():
+        msg += f": {str(cause).splitlines()[0]}"
+    return UserError(f"invalid sweep config: {msg}")
+
+
+def compose_sweep(name: str, overrides: list[str] | None = None, extra_dir: str | Path | None = None) -> SweepConfig:
+    """Compose preset ``name`` with ``overrides`` (outside a Hydra app) into a typed config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    ov = list(overrides or [])
+    if extra_dir:
+        ov.append(f"hydra.searchpath=[file://{Path(extra_dir).resolve()}]")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            try:
+                cfg = compose(config_name=name, overrides=ov)
+            except Exception as e:
+                raise compose_error(e) from e
+    finally:
+        GlobalHydra.instance().clear()
+    return to_typed(cfg)

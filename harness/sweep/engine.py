@@ -184,6 +184,7 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
     try:
         for rnd in range(cfg.rounds):
             runners.round = rnd
+            out.produced = set()
             for key, label, fn in jobs:
                 progress.step(label + (f" (round {rnd + 1}/{cfg.rounds})" if cfg.rounds > 1 else ""))
                 _run_job(store, run_id, key, label, fn, rnd, owner, out, proj_keys)
@@ -202,8 +203,8 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
 
 def _run_job(store: Store, run_id: str, key: MeasurementKey, label: str, fn: Callable[[], Outcome], rnd: int,
              owner: str, out: SweepOutcome, proj_keys: dict[tuple, MeasurementKey]) -> None:
-    if rnd == 0 and key in out.produced:
-        return  # stored already as a by-product of another task
+    if key in out.produced:
+        return  # stored already this round as a by-product of another task
     existing = store.get_measurement(run_id, key)
     if rnd == 0 and existing is not None and existing["status"] == "ok":
         out.counts["reused"] += 1
@@ -247,7 +248,7 @@ def _run_job(store: Store, run_id: str, key: MeasurementKey, label: str, fn: Cal
         if skey is None:
             continue
         prev = store.get_measurement(run_id, skey)
-        if rnd == 0 and prev is not None and prev["status"] == "ok":
+        if skey in out.produced or (rnd == 0 and prev is not None and prev["status"] == "ok"):
             continue
         _store_outcome(store, run_id, skey, side, rnd)
         out.counts["measured"] += 1

@@ -1,0 +1,180 @@
+"""``vlm-pareto ingest``: eval results (lmms-eval JSON, tidy CSV) -> accuracy rows in the store.
+
+Everything is read and validated first; the store is written once at the end, so any bad
+input leaves the store untouched. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from harness.accuracy.avg5 import AccuracyRow, ScoreRecord, merge_records
+from harness.accuracy.csv_io import read_accuracy_csv
+from harness.accuracy.keys import AVG5, Key, normalize_key
+from harness.accuracy.lmms_eval import POPE_METRICS, find_results_files, read_results
+from harness.accuracy.manifest import read_manifest
+from harness.errors import UserError
+
+LMMS_SOURCE = "lmms-eval"
+CSV_SOURCE = "csv"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "ingest",
+        help="ingest eval results (lmms-eval JSON, tidy CSV) as accuracy rows",
+        description="Read lmms-eval results files (a file or a directory tree) or tidy CSVs "
+        "(encoder,resolution,llm,tiling,recipe,benchmark,score) and store one accuracy row per "
+        "(encoder, resolution, llm, tiling, recipe) with Avg-5 = mean(GQA, TextVQA, POPE, DocVQA, "
+        "SeedBench-image). Re-ingesting the same files changes nothing.",
+    )
+    p.add_argument("paths", nargs="*", help="lmms-eval *_results.json files or directories, or .csv files")
+    p.add_argument("--manifest", help="YAML mapping results files (globs ok) to keys; see docs/accuracy.md")
+    p.add_argument("--encoder", help="key for the results files given as paths (e.g. fastvithd)")
+    p.add_argument("--resolution", help="input side in pixels (total, for tiled models)")
+    p.add_argument("--llm", help="e.g. qwen2-0.5b")
+    p.add_argument("--tiling", default="none", help="'none' (default) or e.g. '2x2+overview'")
+    p.add_argument("--recipe", default=None, help="'llava-1.5' or 'pt<PT>+it<IT>', e.g. pt15+it1.1")
+    p.add_argument("--pope-metric", choices=sorted(POPE_METRICS), default="accuracy",
+                   help="POPE score to use (default accuracy)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="accept runs evaluated with --limit (effective < original samples); rows are marked partial")
+    p.add_argument("--prefer", choices=["newest"], default=None,
+                   help="resolve conflicting duplicate scores by the newest file (its 'date', else its name)")
+    p.add_argument("--skip-unknown", action="store_true", help="ignore tasks that are not known benchmarks")
+    p.add_argument("--allow-new-names", action="store_true",
+                   help="accept encoder/LLM names outside the alias table (custom models)")
+    p.add_argument("--json", action="store_true", help="print the resulting rows as JSON")
+    p.add_argument("--dry-run", action="store_true", help="validate and show, write nothing")
+    return p
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What the inputs say, before anything is written."""
+
+    rows: list[AccuracyRow]
+    files: list[str]
+
+
+def _flag_key(args: argparse.Namespace) -> Key:
+    missing = [f"--{n}" for n in ("encoder", "resolution", "llm", "recipe") if getattr(args, n) in (None, "")]
+    if missing:
+        raise UserError(f"lmms-eval results need a key: give {', '.join(missing)} "
+                        "(and --tiling if not 'none'), or use --manifest")
+    return normalize_key(args.encoder, args.resolution, args.llm, args.tiling, args.recipe,
+                         strict=not args.allow_new_names)
+
+
+def _lmms_records(path: Path, key: Key, args: argparse.Namespace) -> list[ScoreRecord]:
+    rf = read_results(path, pope_metric=args.pope_metric, skip_unknown=args.skip_unknown)
+    out = []
+    for s in rf.scores:
+        if s.partial and not args.allow_partial:
+            counts = (f"n-samples effective {s.n_effective} < original {s.n_original}"
+                      if s.n_original is not None else f"config.limit {rf.limit:g}")
+            raise UserError(f"{path}: results.{s.task} was evaluated on a subset ({counts}); its "
+                            "scores are not comparable with full runs; pass --allow-partial to "
+                            "ingest it (the row is marked partial)")
+        out.append(ScoreRecord(key, s.benchmark, s.value, f"{path}", s.partial, rf.date))
+    return out
+
+
+def _stored_records(keys: set[tuple[Key, str]]) -> dict[str, list[ScoreRecord]]:
+    """Scores already stored for the keys being ingested, so new files add to them."""
+    from harness.store import Store
+
+    try:
+        store = Store(url=None, create=False)
+    except UserError:
+        return {}  # no store yet: nothing to merge with
+    df = store.accuracy()
+    out: dict[str, list[ScoreRecord]] = {}
+    for _, r in df.iterrows():
+        key = Key(r["encoder"], int(r["resolution"]), r["llm"], r["tiling"], r["recipe"])
+        if (key, r["source"]) not in keys:
+            continue
+        for bench, value in (r["scores"] or {}).items():
+            # Stored rows carry no file date: with --prefer newest, incoming files win.
+            out.setdefault(r["source"], []).append(ScoreRecord(
+                key, bench, float(value), f"the store (row {r['id']})", bool(r["partial"]), datetime.min))
+    return out
+
+
+def collect(args: argparse.Namespace, *, merge_store: bool = True) -> Collected:
+    """Read and validate every input; return the merged rows (nothing is written)."""
+    strict = not args.allow_new_names
+    lmms: list[ScoreRecord] = []
+    csv_records: list[ScoreRecord] = []
+    files: list[str] = []
+    if args.manifest:
+        if any(getattr(args, n) for n in ("encoder", "resolution", "llm", "recipe")):
+            raise UserError("give the key either with --manifest or with --encoder/--resolution/--llm/--recipe, not both")
+        for entry in read_manifest(args.manifest, strict_names=strict):
+            for f in entry.files:
+                lmms.extend(_lmms_records(f, entry.key, args))
+                files.append(str(f))
+    if not args.manifest and not args.paths:
+        raise UserError("nothing to ingest: give results files/directories, a .csv, or --manifest")
+    flag_key: Key | None = None
+    for raw in args.paths:
+        path = Path(raw)
+        if path.suffix.lower() == ".csv":
+            csv_records.extend(read_accuracy_csv(path, strict_names=strict))
+            files.append(str(path))
+            continue
+        if flag_key is None:
+            flag_key = _flag_key(args)
+        for f in find_results_files(path):
+            lmms.extend(_lmms_records(f, flag_key, args))
+            files.append(str(f))
+    by_source = {LMMS_SOURCE: lmms, CSV_SOURCE: csv_records}
+    if merge_store:
+        wanted = {(r.key, s) for s, recs in by_source.items() for r in recs}
+        for source, recs in _stored_records(wanted).items():
+            by_source[source] = recs + by_source[source]
+    rows: list[AccuracyRow] = []
+    for source, recs in by_source.items():
+        if recs:
+            rows.extend(merge_records(recs, source, prefer=args.prefer))
+    return Collected(rows, files)
+
+
+def _fmt(row: AccuracyRow) -> str:
+    k = row.key
+    head = f"{k.encoder}@{k.resolution} + {k.llm} (tiling {k.tiling}, recipe {k.recipe})"
+    if row.avg5 is not None:
+        acc = f"Avg-5 {row.avg5:.2f}"
+    else:
+        acc = f"no Avg-5 (missing: {', '.join(row.missing)})"
+    scores = ", ".join(f"{b} {v:.1f}" for b, v in row.scores.items())
+    flag = " [partial: --limit run]" if row.partial else ""
+    return f"  {head}: {acc}{flag}\n      {scores}"
+
+
+def run(args: argparse.Namespace) -> int:
+    collected = collect(args)
+    counts = None
+    if not args.dry_run:
+        from harness.store import Store
+
+        counts = Store(url=None).add_accuracy([r.to_store() for r in collected.rows], replace=True)
+    if args.json:
+        json.dump([r.to_json() for r in collected.rows], sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    n_avg = sum(r.avg5 is not None for r in collected.rows)
+    verb = "would ingest" if args.dry_run else "ingested"
+    print(f"{verb} {len(collected.rows)} accuracy row(s) from {len(collected.files)} file(s); "
+          f"{n_avg} with Avg-5 ({'+'.join(AVG5)})")
+    for r in collected.rows:
+        print(_fmt(r))
+    if counts is not None:
+        print("store: " + ", ".join(f"{v} {k}" for k, v in counts.items() if k != "conflicts"))
+    return 0
+

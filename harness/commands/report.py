@@ -1,0 +1,71 @@
+"""``vlm-pareto report``: the Pareto report (index.html, PNG/SVG, summary.md, points.csv)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.points import add_input_args, points_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report",
+        help="write the Pareto report (HTML, figures, summary.md, CSV)",
+        description="Join latency and accuracy, draw accuracy-vs-TTFT frontiers, the TTFT breakdown, static vs "
+        "tiled inputs and encoder scaling, and write an offline report directory.",
+        epilog="Examples: vlm-pareto report --source paper --out reports/paper ; vlm-pareto report --all-runs ; "
+        "vlm-pareto report --latency-csv phone.csv --accuracy acc.csv --out reports/phone",
+    )
+    add_input_args(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, help="output directory (default: reports/<name>/)")
+    o.add_argument("--name", default=None, help="report name (default: the run id, 'paper' or 'imported')")
+    o.add_argument("--title", default=None, help="page title")
+    o.add_argument("--reference-encoder", default="fastvithd",
+                   help="encoder whose frontier the others are compared with (default: fastvithd)")
+    o.add_argument("--no-static", action="store_true", help="skip PNG/SVG export (kaleido + chromium)")
+    o.add_argument("--inline-js", action="store_true", help="embed plotly.js in index.html (one self-contained file)")
+    return p
+
+
+def _name(args: argparse.Namespace) -> str:
+    if args.name:
+        name = args.name
+    elif args.source == "paper":
+        name = "paper"
+    elif args.latency_csv:
+        name = "imported"
+    elif args.runs:
+        name = "+".join(args.runs)
+    elif args.all_runs:
+        name = "all-runs"
+    else:
+        name = "latest"
+    # The name becomes a directory: keep it to a safe character set.
+    safe = re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-.")
+    if not safe:
+        raise UserError(f"report name {name!r} has no usable characters; pass --name")
+    return safe
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.report.html import write_report
+
+    result = points_from_args(args)
+    if result.points.empty:
+        raise UserError("no points to report (nothing joined); see 'vlm-pareto runs' and 'vlm-pareto ingest'")
+    name = _name(args)
+    out = Path(args.out) if args.out else Path("reports") / name
+    title = args.title or f"vlm-pareto report: {name}"
+    paths = write_report(result, out, title, benchmark=result.benchmark, reference_encoder=args.reference_encoder,
+                         static=not args.no_static, inline_js=args.inline_js)
+    print(f"report: {paths.index_html}")
+    print(f"summary: {paths.summary_md}")
+    print(f"points: {paths.points_csv} ({len(result.points)} rows)")
+    print(f"figures: {len(paths.figures)}; static images: {len(paths.images)}")
+    for n in paths.notes:
+        print(f"note: {n}")
+    return 0
