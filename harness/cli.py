@@ -111,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vlm-pareto: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        # output piped into `head` and closed early: not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         print("vlm-pareto: interrupted (completed measurements are kept in the store)", file=sys.stderr)
         return 130
