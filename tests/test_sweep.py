@@ -140,7 +140,8 @@ def test_cli_cfg_job_prints_config():
 def test_cli_fake_sweep_writes_store_and_exit_0(db_url):
     r = cli("--db", db_url, "sweep", "--config-name", "quick", "backend=fake", "report=false")
     assert r.returncode == 0, r.stderr
-    assert "11 measurements" in r.stdout + r.stderr
+    assert "6 grid points ->" in r.stdout + r.stderr
+    assert "ttft_ms" in r.stdout  # the TTFT table closes the run
     assert len(Store(db_url).list_runs()) == 1
 
 

@@ -35,12 +35,33 @@ class EncoderAxis:
 
 @dataclass
 class LLMAxis:
-    """One LLM of the grid: a zoo name, or ``config`` = a transformers config.json path or mlx-lm dir."""
+    """One LLM of the grid.
+
+    Either a zoo name alone, or its shape spelled out (``arch``, ``hidden``, ``layers``, ...;
+    the zoo's own entries in ``sweeps/llm/`` do this, so a new LLM is one such file), or
+    ``config`` = a transformers config.json path / mlx-lm directory / inline config keys.
+    """
 
     name: str = MISSING
     config: Optional[Any] = None
     weights: Optional[str] = None
     description: str = ""
+    arch: Optional[str] = None
+    hidden: Optional[int] = None
+    layers: Optional[int] = None
+    heads: Optional[int] = None
+    kv_heads: Optional[int] = None
+    intermediate: Optional[int] = None
+    vocab: Optional[int] = None
+    tied: Optional[bool] = None
+    max_positions: Optional[int] = None
+    rope_theta: Optional[float] = None
+    rms_norm_eps: Optional[float] = None
+    #: informational only (computed from the shape)
+    params_b: Optional[float] = None
+
+    SHAPE_FIELDS = ("arch", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied",
+                    "max_positions", "rope_theta", "rms_norm_eps")
 
 
 @dataclass

@@ -98,6 +98,8 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
             spec = spec_from_config_dict(dict(llm.config), name=llm.name, source=f"sweep config llms.{label}")
         elif llm.config:
             spec = get_llm_spec(str(llm.config))
+        elif llm.hidden is not None:
+            spec = _spec_from_axis(llm, label)
         else:
             spec = get_llm_spec(llm.name)
         llm_specs[spec.name] = spec
@@ -115,6 +117,29 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
                 f"{task.tokens} visual + {task.prompt_tokens} prompt tokens"
             )
     return plan, llm_specs
+
+
+def _spec_from_axis(llm: Any, label: str) -> Any:
+    """An LLMSpec from a config-group file that spells out the shape."""
+    from harness.llms.zoo import LLMS, LLMSpec
+
+    fields = {f: getattr(llm, f) for f in llm.SHAPE_FIELDS}
+    missing = [f for f, v in fields.items() if v is None and f != "rms_norm_eps"]
+    if missing:
+        raise UserError(f"llms.{label} ({llm.name}): missing {', '.join(missing)} (or give only a zoo name)")
+    if fields["rms_norm_eps"] is None:
+        fields.pop("rms_norm_eps")
+    spec = LLMSpec(name=llm.name, source=f"sweep config llms.{label}", **fields)
+    if llm.name in LLMS:
+        zoo = LLMS.get(llm.name)
+        differ = [f for f in llm.SHAPE_FIELDS if getattr(zoo, f) != getattr(spec, f)]
+        if differ:
+            raise UserError(
+                f"llms.{label}: {llm.name!r} is a zoo LLM but its {', '.join(differ)} differ from the zoo; "
+                "rename it to define a new LLM"
+            )
+        return zoo
+    return spec
 
 
 class _Progress:
