@@ -1,0 +1,260 @@
+"""Time a vision encoder in PyTorch: one resolution, one tiling, one device and dtype.
+
+The timed step is exactly the encoder's work for one input: every tile (and the overview)
+through the reparameterized, eval-mode encoder under ``torch.inference_mode``, as one batch
+or one tile after another, ending in the ``[1, N, C]`` token tensor the projector reads.
+Cutting the image into tiles and resizing the overview is preprocessing, done once before
+timing. Inputs are CLIP-normalised pixels (uniform [0, 1] images, then mean/std), the scale
+the real pipeline feeds -- random N(0, 1) or uninitialised inputs distort CPU timings.
+
+Dtypes: float32 everywhere; bfloat16 and float16 on CPU (torch runs both, float16 often
+slowly -- it is allowed and recorded, not refused), CUDA and MPS. An unavailable device is a
+UserError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from harness.encoders.tiling import Tiling, parse_tiling, split_tiles
+from harness.encoders.zoo import TokenEncoder, build_encoder, get_spec, validate_resolution
+from harness.errors import UserError, suggest
+from harness.protocol import Measurement, Protocol, RSSProbe, get_protocol, measure
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+CANONICAL_DTYPE = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+#: OpenAI CLIP's normalisation (SigLIP uses 0.5/0.5; the scale is what matters for timing).
+PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
+PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
+CONV_FAMILIES = ("fastvit", "convnext")
+
+
+@dataclass
+class EncoderResult:
+    """One encoder timing: the protocol's measurement plus what the encoder produced."""
+
+    measurement: Measurement
+    tokens: int
+    out_dim: int
+    params_m: float
+    build_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["measurement"] = self.measurement.to_dict()
+        return d
+
+
+class CudaProbe:
+    """Peak CUDA memory allocated by one step (``reset_peak_memory_stats`` before it)."""
+
+    name = "cuda-max-allocated"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int | None:
+        return int(torch.cuda.max_memory_allocated(self.device))
+
+
+class MPSProbe:
+    """MPS has no peak counter: the driver's allocation after the step (an upper-bound proxy)."""
+
+    name = "mps-driver-allocated"
+
+    def reset(self) -> None:
+        torch.mps.synchronize()
+
+    def peak(self) -> int | None:
+        return int(torch.mps.driver_allocated_memory())
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower()
+    if key not in DTYPES:
+        raise UserError(suggest(dtype, ["float32", "float16", "bfloat16"], "dtype"))
+    return DTYPES[key]
+
+
+def resolve_device(device: str) -> tuple[torch.device, Callable[[], None] | None, Any]:
+    """Return (device, synchronize hook, memory probe); an unavailable device is a UserError."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from e
+    if dev.type == "cpu":
+        return dev, None, RSSProbe()
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("device cuda requested but torch.cuda.is_available() is False; use --device cpu")
+        return dev, lambda: torch.cuda.synchronize(dev), CudaProbe(dev)
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError("device mps requested but Metal (MPS) is not available here; use --device cpu")
+        return dev, torch.mps.synchronize, MPSProbe()
+    raise UserError(f"unsupported device {device!r}; use cpu, cuda or mps")
+
+
+def make_images(tiling: Tiling, resolution: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """A ``[1, 3, H, W]`` CLIP-normalised random image covering the tiling's full input."""
+    h, w = tiling.input_shape(resolution) if tiling.tiled else (resolution, resolution)
+    gen = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(1, 3, h, w, generator=gen)
+    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
+    return ((pixels - mean) / std).to(device=device, dtype=dtype)
+
+
+@contextlib.contextmanager
+def flush_denormal(enabled: bool, device: torch.device) -> Iterator[bool]:
+    """Flush denormals to zero on CPU while timing (restored afterwards)."""
+    if not enabled or device.type != "cpu":
+        yield False
+        return
+    ok = torch.set_flush_denormal(True)
+    try:
+        yield ok
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def encode_step(encoder: TokenEncoder, inputs: torch.Tensor, batch_tiles: bool) -> Callable[[], torch.Tensor]:
+    """The timed callable: all images through the encoder -> ``[1, N_total, C]`` tokens."""
+    if batch_tiles or inputs.shape[0] == 1:
+
+        def run() -> torch.Tensor:
+            tok = encoder.tokens(inputs)
+            return tok.reshape(1, -1, tok.shape[-1])
+
+    else:
+        singles = [inputs[i : i + 1] for i in range(inputs.shape[0])]
+
+        def run() -> torch.Tensor:
+            return torch.cat([encoder.tokens(x) for x in singles], dim=1)
+
+    return run
+
+
+def count_gflops(name: str, resolution: int, tiling: str = "none") -> float | None:
+    """Forward GFLOPs (matmul/conv/attention, as FlopCounterMode counts) for one input.
+
+    Counted on the meta device (shapes only, no compute, and CPU's fused attention kernel is
+    counted there, which it is not on real CPU tensors). ``None`` if the model cannot run on meta.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.encoders.zoo import _builder_kwargs, _reparameterize, builder_fn
+
+    spec = get_spec(name)
+    t = parse_tiling(tiling)
+    tile = validate_resolution(spec.name, resolution, t.text)
+    try:
+        with torch.device("meta"):
+            model = builder_fn(spec)(**_builder_kwargs(spec, tile, False))
+            _reparameterize(model)
+            model.eval()
+            x = torch.empty(t.images, 3, tile, tile)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+        return counter.get_total_flops() / 1e9
+    except Exception:  # data-dependent code cannot run on meta; report "unknown"
+        return None
+
+
+def measure_encoder(
+    name: str,
+    resolution: int,
+    tiling: str = "none",
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    protocol: str | Protocol = "quick",
+    channels_last: bool | None = None,
+    compile: bool = False,
+    batch_tiles: bool = True,
+    weights: str | None = None,
+    seed: int = 0,
+    flops: bool = True,
+) -> EncoderResult:
+    """Build and time encoder ``name`` at total side ``resolution`` with ``tiling``.
+
+    ``channels_last=None`` means "where it helps": on for convolutional families, off for ViTs.
+    ``compile`` wraps the module in ``torch.compile`` (compilation happens in warm-up).
+    ``batch_tiles`` runs tiles + overview as one batch, else one after another.
+    Returns an :class:`EncoderResult`; ``extra`` records gflops, gflops_per_s, channels_last,
+    compile, batch_tiles, flush_denormal, dtype, device, tile_resolution, images, memory probe.
+    """
+    spec = get_spec(name)
+    t = parse_tiling(tiling)
+    tdtype = resolve_dtype(dtype)
+    dev, sync, probe = resolve_device(device)
+    proto = get_protocol(protocol)
+    tile = validate_resolution(spec.name, resolution, t.text, dtype_bytes=torch.tensor([], dtype=tdtype).element_size())
+    if channels_last is None:
+        channels_last = spec.family in CONV_FAMILIES
+
+    t0 = time.perf_counter()
+    encoder = build_encoder(spec.name, tile, device=str(dev), dtype=tdtype, seed=seed, weights=weights)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    encoder.module = encoder.module.to(memory_format=memory_format)
+    if compile:
+        try:
+            encoder.module = torch.compile(encoder.module)  # type: ignore[assignment]
+        except Exception as e:  # pragma: no cover - depends on toolchain
+            raise UserError(f"torch.compile failed for {spec.name}: {e}") from e
+    build_s = time.perf_counter() - t0
+
+    images = make_images(t, resolution, dev, tdtype, seed)
+    inputs = split_tiles(images, t) if t.tiled else images
+    inputs = inputs.contiguous(memory_format=memory_format)
+    step = encode_step(encoder, inputs, batch_tiles)
+
+    with torch.inference_mode(), flush_denormal(proto.flush_denormal, dev) as flushed:
+        out = step()  # shape check before timing; also the first compile happens here
+        if sync:
+            sync()
+        measurement = measure(step, proto, synchronize=sync, memory=probe)
+    tokens, out_dim = int(out.shape[1]), int(out.shape[2])
+    expected = t.images * spec.tokens_at(tile)
+    if tokens != expected:
+        raise RuntimeError(f"{spec.name} produced {tokens} tokens at {resolution} ({t.text}); the zoo predicts {expected}")
+
+    gflops = count_gflops(spec.name, resolution, t.text) if flops else None
+    median_s = measurement.stats.median_ms / 1e3
+    extra: dict[str, Any] = {
+        "gflops": gflops,
+        "gflops_per_s": (gflops / median_s) if gflops and median_s > 0 else None,
+        "channels_last": bool(channels_last),
+        "compile": bool(compile),
+        "batch_tiles": bool(batch_tiles),
+        "flush_denormal": bool(flushed),
+        "dtype": CANONICAL_DTYPE[tdtype],
+        "device": str(dev),
+        "tile_resolution": tile,
+        "images": t.images,
+        "reparameterized": encoder.reparameterized,
+        "memory_probe": measurement.memory_probe,
+        "params_include_head": False,
+        "input": "clip-normalised uniform pixels",
+    }
+    return EncoderResult(
+        measurement=measurement,
+        tokens=tokens,
+        out_dim=out_dim,
+        params_m=encoder.params() / 1e6,
+        build_s=build_s,
+        extra=extra,
+    )

@@ -1,0 +1,47 @@
+"""`vlm-pareto zoo` through a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _zoo(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", "zoo", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_zoo_json_and_table():
+    proc = _zoo("--json", "--encoder-config", "examples/my_encoder/my_encoder.yaml")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    enc = {e["name"]: e for e in data["encoders"]}
+    assert list(enc)[:6] == ["fastvithd", "fastvit", "vit-l-14", "siglip-so400m", "convnext-l", "convnext-xxl"]
+    for e in enc.values():
+        assert {"name", "params_m", "params_include_head", "stride", "out_dim", "tokens"} <= set(e)
+    assert enc["fastvithd"]["tokens"] == {"256": 16, "384": 36, "512": 64, "768": 144, "1024": 256, "1536": 576, "2048": 1024}
+    assert enc["vit-l-14"]["tokens"] == {"336": 576}  # the only listed side that 14 divides
+    assert enc["siglip-so400m"]["tokens"]["384"] == 729
+    assert enc["convnext-xxl"]["tokens"]["512"] == 256 and enc["convnext-l"]["stride"] == 32
+    assert abs(enc["convnext-xxl"]["params_m"] - 846) / 846 < 0.02
+    assert "head" in enc["convnext-l"]["params_include_head"]
+    assert enc["my-tiny-convnet"]["tokens"]["256"] == 256 and enc["my-tiny-convnet"]["stride"] == 16
+    llms = {row["name"]: row for row in data["llms"]}
+    assert {"qwen2-0.5b", "qwen2-7b", "vicuna-7b"} <= set(llms) and llms["qwen2-0.5b"]["hidden"] == 896
+
+
+def test_zoo_table_in_process(capsys):
+    from harness.cli import main
+
+    # In-process: torch is already imported by the other tests, so this costs no start-up.
+    assert main(["zoo", "--resolutions", "256,1024"]) == 0
+    out = capsys.readouterr().out
+    assert "fastvithd" in out and "1024:256" in out and "qwen2-0.5b" in out and "count covers" in out
+
+
+def test_zoo_bad_input_is_one_line_exit_2():
+    bad = _zoo("--resolutions", "big")
+    assert bad.returncode == 2 and bad.stderr.startswith("vlm-pareto: error:") and len(bad.stderr.strip().splitlines()) == 1
