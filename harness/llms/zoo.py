@@ -1,0 +1,259 @@
+"""The LLM zoo: decoder shapes by name, or read from a config file on disk.
+
+A :class:`LLMSpec` is everything latency depends on (shapes, vocabulary, context length), and
+nothing that it does not (weights, tokenizer). Zoo entries come from the public model
+configs (see ``docs/llms.md``); any transformers ``config.json`` or mlx-lm model directory
+of a supported architecture is accepted by path. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError, suggest
+from harness.registry import Registry
+
+#: Architectures the runners can build (transformers class / mlx-lm module per entry).
+ARCHS = ("qwen2", "llama")
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """Shape of a decoder-only LLM (Qwen2 or LLaMA family).
+
+    ``quant_bits`` / ``quant_group_size`` are set only for mlx-lm directories that hold a
+    quantized model; the torch runner ignores them.
+    """
+
+    name: str
+    arch: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vocab: int
+    tied: bool
+    max_positions: int
+    rope_theta: float
+    rms_norm_eps: float = 1e-6
+    source: str = "zoo"
+    quant_bits: int | None = None
+    quant_group_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise UserError(f"LLM {self.name!r}: architecture {self.arch!r} is not supported (supported: {', '.join(ARCHS)})")
+        for field_name in ("hidden", "heads", "kv_heads", "intermediate", "vocab", "max_positions"):
+            value = getattr(self, field_name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise UserError(f"LLM {self.name!r}: {field_name} must be a positive integer, got {value!r}")
+        if not isinstance(self.layers, int) or self.layers < 0:
+            raise UserError(f"LLM {self.name!r}: layers must be an integer >= 0, got {self.layers!r}")
+        if self.hidden % self.heads or self.heads % self.kv_heads:
+            raise UserError(
+                f"LLM {self.name!r}: hidden ({self.hidden}) must divide by heads ({self.heads}) "
+                f"and heads by kv_heads ({self.kv_heads})"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def qkv_bias(self) -> bool:
+        # Qwen2 has biases on q/k/v projections; LLaMA has none.
+        return self.arch == "qwen2"
+
+    @property
+    def layer_params(self) -> int:
+        """Parameters of one decoder layer."""
+        h, kv = self.hidden, self.kv_heads * self.head_dim
+        attn = h * h + 2 * h * kv + h * h  # q, k, v, o
+        if self.qkv_bias:
+            attn += h + 2 * kv
+        mlp = 3 * h * self.intermediate  # gate, up, down
+        return attn + mlp + 2 * h  # two RMSNorm weights
+
+    @property
+    def non_layer_params(self) -> int:
+        """Embedding, final norm and (if untied) LM head."""
+        emb = self.vocab * self.hidden
+        return emb + self.hidden + (0 if self.tied else emb)
+
+    @property
+    def n_params(self) -> int:
+        return self.non_layer_params + self.layers * self.layer_params
+
+    @property
+    def params_b(self) -> float:
+        """Parameter count in billions (tied embeddings counted once, as the model cards do)."""
+        return self.n_params / 1e9
+
+    def with_layers(self, layers: int) -> LLMSpec:
+        """The same model with ``layers`` decoder layers (used by layer sampling)."""
+        return replace(self, layers=layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["params_b"] = self.params_b
+        return d
+
+    def hf_config_dict(self) -> dict[str, Any]:
+        """Keyword arguments for the transformers config class of ``arch``."""
+        d: dict[str, Any] = dict(
+            hidden_size=self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.kv_heads,
+            intermediate_size=self.intermediate,
+            vocab_size=self.vocab,
+            tie_word_embeddings=self.tied,
+            max_position_embeddings=self.max_positions,
+            rope_theta=self.rope_theta,
+            rms_norm_eps=self.rms_norm_eps,
+            hidden_act="silu",
+        )
+        if self.arch == "llama":
+            d.update(attention_bias=False, mlp_bias=False)
+        return d
+
+    def mlx_args(self) -> dict[str, Any]:
+        """A config dict for mlx-lm's ``ModelArgs.from_dict`` of ``arch``."""
+        return dict(
+            model_type=self.arch,
+            hidden_size=self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.kv_heads,
+            intermediate_size=self.intermediate,
+            vocab_size=self.vocab,
+            tie_word_embeddings=self.tied,
+            max_position_embeddings=self.max_positions,
+            rope_theta=self.rope_theta,
+            rms_norm_eps=self.rms_norm_eps,
+        )
+
+
+def _qwen2(name: str, hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int, tied: bool) -> LLMSpec:
+    return LLMSpec(name, "qwen2", hidden, layers, heads, kv, inter, vocab, tied, 32768, 1_000_000.0, 1e-6)
+
+
+LLMS: Registry[LLMSpec] = Registry("LLM")
+LLMS.register(
+    "qwen2-0.5b",
+    _qwen2("qwen2-0.5b", 896, 24, 14, 2, 4864, 151936, True),
+    aliases=("qwen2-0.5b-instruct", "qwen2_0.5b", "qw2-0.5b", "qwen/qwen2-0.5b", "qwen/qwen2-0.5b-instruct"),
+)
+LLMS.register(
+    "qwen2-1.5b",
+    _qwen2("qwen2-1.5b", 1536, 28, 12, 2, 8960, 151936, True),
+    aliases=("qwen2-1.5b-instruct", "qwen2_1.5b", "qw2-1.5b", "qwen/qwen2-1.5b", "qwen/qwen2-1.5b-instruct"),
+)
+LLMS.register(
+    "qwen2-7b",
+    _qwen2("qwen2-7b", 3584, 28, 28, 4, 18944, 152064, False),
+    aliases=("qwen2-7b-instruct", "qwen2_7b", "qw2-7b", "qwen/qwen2-7b", "qwen/qwen2-7b-instruct"),
+)
+LLMS.register(
+    "vicuna-7b",
+    # Vicuna-7B v1.5 (the LLaVA-1.5 decoder): LLaMA-2-7B shapes, 4096 context.
+    LLMSpec("vicuna-7b", "llama", 4096, 32, 32, 32, 11008, 32000, False, 4096, 10000.0, 1e-5),
+    aliases=("vicuna", "vicuna-7b-v1.5", "vic-7b", "lmsys/vicuna-7b-v1.5", "llama-7b"),
+)
+
+
+def list_llms() -> list[str]:
+    """Canonical names of the zoo LLMs."""
+    return LLMS.names()
+
+
+def tiny_spec(
+    arch: str = "qwen2",
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 128,
+    vocab: int = 256,
+    max_positions: int = 4096,
+    tied: bool = True,
+) -> LLMSpec:
+    """A small random-weight decoder for tests: milliseconds per prefill."""
+    return LLMSpec(
+        f"tiny-{arch}", arch, hidden, layers, heads, kv_heads, intermediate, vocab, tied, max_positions, 10000.0, 1e-6, source="tiny"
+    )
+
+
+def get_llm_spec(name_or_path: str | Path | LLMSpec) -> LLMSpec:
+    """Resolve a zoo name/alias, a transformers ``config.json`` (or a directory holding one,
+    e.g. an mlx-lm model directory) into an :class:`LLMSpec`.
+
+    Raises :class:`UserError` for unknown names and for files that are not model configs.
+    """
+    if isinstance(name_or_path, LLMSpec):
+        return name_or_path
+    text = str(name_or_path)
+    if text in LLMS:
+        return LLMS.get(text)
+    path = Path(text).expanduser()
+    if path.exists():
+        return spec_from_config_path(path)
+    if "/" in text or text.endswith(".json"):
+        raise UserError(f"LLM {text!r} is neither a zoo name ({', '.join(list_llms())}) nor an existing path")
+    raise UserError(suggest(text, list_llms(), "LLM"))
+
+
+def spec_from_config_path(path: Path) -> LLMSpec:
+    """Read a transformers/mlx-lm ``config.json`` (file or directory) into an LLMSpec."""
+    cfg_file = path / "config.json" if path.is_dir() else path
+    if not cfg_file.is_file():
+        raise UserError(f"{str(path)!r} has no config.json; give a transformers config file or a model directory")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{str(cfg_file)!r} is not a JSON model config: {e}") from e
+    if not isinstance(cfg, dict):
+        raise UserError(f"{str(cfg_file)!r} is not a model config (expected a JSON object)")
+    # Multimodal checkpoints nest the decoder config (e.g. LLaVA's "text_config").
+    if "text_config" in cfg and isinstance(cfg["text_config"], dict) and "hidden_size" not in cfg:
+        cfg = {**cfg["text_config"], "quantization": cfg.get("quantization")}
+    return spec_from_config_dict(cfg, name=path.name if path.is_dir() else path.parent.name or path.stem, source=str(path))
+
+
+def spec_from_config_dict(cfg: dict[str, Any], name: str, source: str = "dict") -> LLMSpec:
+    """Build an LLMSpec from transformers-style config keys."""
+    required = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise UserError(f"{source!r} is not a decoder model config: missing {', '.join(missing)}")
+    arch = str(cfg["model_type"]).lower()
+    if arch not in ARCHS:
+        raise UserError(f"{source!r}: model_type {arch!r} is not supported (supported: {', '.join(ARCHS)})")
+    rope = cfg.get("rope_parameters") or {}
+    theta = cfg.get("rope_theta", rope.get("rope_theta", 1_000_000.0 if arch == "qwen2" else 10000.0))
+    quant = cfg.get("quantization") or cfg.get("quantization_config")
+    bits = quant.get("bits") if isinstance(quant, dict) else None
+    try:
+        return LLMSpec(
+            name=name,
+            arch=arch,
+            hidden=int(cfg["hidden_size"]),
+            layers=int(cfg["num_hidden_layers"]),
+            heads=int(cfg["num_attention_heads"]),
+            kv_heads=int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
+            intermediate=int(cfg["intermediate_size"]),
+            vocab=int(cfg["vocab_size"]),
+            tied=bool(cfg.get("tie_word_embeddings", False)),
+            max_positions=int(cfg.get("max_position_embeddings", 4096)),
+            rope_theta=float(theta),
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            source=source,
+            quant_bits=int(bits) if bits else None,
+            quant_group_size=int(quant.get("group_size", 64)) if isinstance(quant, dict) else 64,
+        )
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{source!r}: bad value in model config: {e}") from e
