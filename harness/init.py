@@ -4,7 +4,7 @@ Latency does not depend on weight values, but it does depend on their *scale*: u
 memory can hold NaNs or denormals, and badly scaled weights make activations under/overflow
 into denormals, which slow CPU arithmetic. So models are built without the library's costly
 default initialisation (on the ``meta`` device) and then filled here in one fast pass with
-variance-preserving values (uniform, std = 1/sqrt(fan_in)), unit norms and neutral
+variance-preserving values (std = 1/sqrt(fan_in)), unit norms and neutral
 batch-norm statistics.
 """
 
@@ -36,16 +36,43 @@ def _fan_in(p: torch.Tensor) -> int:
     return max(p[0].numel(), 1)  # out x in x kh x kw -> in * kh * kw (per group)
 
 
+#: length of the random block tiled over every tensor (filling 7B parameters with a fresh
+#: random draw each would take minutes; values only need the right scale). A prime, so the
+#: rows of a weight matrix (power-of-two widths) never repeat the same pattern.
+_TILE = 65537
+
+
+def _block(seed: int) -> torch.Tensor:
+    """Unit-std random values whose magnitudes stay away from zero (no denormals, even in fp16)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    u = torch.rand(_TILE, generator=gen) * 2 - 1
+    base = torch.sign(u) * (0.05 + 0.95 * u.abs())
+    base /= base.std()
+    return torch.cat([base, base])  # doubled: any offset gives a contiguous _TILE-long view
+
+
+def _tile_(p: torch.Tensor, block: torch.Tensor) -> None:
+    flat = p.view(-1)
+    n, b = flat.numel(), block.numel()
+    block = block.to(device=p.device, dtype=p.dtype)
+    full = n // b
+    if full:
+        flat[: full * b].view(full, b).copy_(block.expand(full, b))
+    if n - full * b:
+        flat[full * b :].copy_(block[: n - full * b])
+
+
 @torch.no_grad()
 def fill_(module: nn.Module, seed: int = 0) -> nn.Module:
     """Fill every parameter and buffer of ``module`` in place with well-conditioned values.
 
     Names decide the rule: biases 0; norm weights 1 (biases 0); batch-norm running mean 0 and
-    variance 1; embeddings N(0, 0.02)-scale; everything else uniform with std 1/sqrt(fan_in).
-    Layer-scale style vectors (1-D "gamma"/"layer_scale") get 1e-1 so residual branches stay
-    in range through deep stacks.
+    variance 1; token embeddings at embedding-table scale (std 0.02); layer-scale vectors
+    0.1 so residual branches stay in range through deep stacks; everything else std
+    1/sqrt(fan_in) (variance preserving). Values come from one random block tiled with a
+    per-tensor phase, so filling is as fast as a memory copy. Tied parameters are filled once.
     """
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    base2 = _block(seed)
     norm_param_ids: set[int] = set()
     for m in module.modules():
         if isinstance(m, _NORM_TYPES) or type(m).__name__.lower().endswith(("norm", "norm2d", "rmsnorm")):
@@ -54,7 +81,11 @@ def fill_(module: nn.Module, seed: int = 0) -> nn.Module:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
                 m.running_mean.zero_()
                 m.running_var.fill_(1.0)
-    for name, p in module.named_parameters():
+    seen: set[int] = set()
+    for i, (name, p) in enumerate(module.named_parameters(remove_duplicate=False)):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
         leaf = name.rsplit(".", 1)[-1]
         if id(p) in norm_param_ids:
             p.fill_(1.0 if leaf == "weight" else 0.0)
@@ -62,19 +93,13 @@ def fill_(module: nn.Module, seed: int = 0) -> nn.Module:
             p.zero_()
         elif "layer_scale" in name or leaf in ("gamma", "scale"):
             p.fill_(0.1)
-        elif "embed_tokens" in name or "wte" in name or (p.dim() == 2 and "embed" in name and "patch" not in name):
-            _uniform(p, 0.02, gen)
         else:
-            _uniform(p, 1.0 / math.sqrt(_fan_in(p)), gen)
+            is_embedding = "embed_tokens" in name or "wte" in name or (
+                p.dim() == 2 and "embed" in name and "patch" not in name)
+            std = 0.02 if is_embedding else 1.0 / math.sqrt(_fan_in(p))
+            off = (i * 7919) % _TILE  # a different phase per tensor
+            _tile_(p, base2[off : off + min(p.numel(), _TILE)] * std)
     return module
-
-
-def _uniform(p: torch.Tensor, std: float, gen: torch.Generator) -> None:
-    bound = std * math.sqrt(3.0)
-    if p.device.type == "cpu":
-        p.uniform_(-bound, bound, generator=gen)
-    else:  # generators are per device; values do not matter beyond their scale
-        p.uniform_(-bound, bound)
 
 
 def materialize(build: Callable[[], M], device: str | torch.device = "cpu", dtype: torch.dtype | None = None, seed: int = 0) -> M:
@@ -88,6 +113,10 @@ def materialize(build: Callable[[], M], device: str | torch.device = "cpu", dtyp
         reset = getattr(m, "_vlm_pareto_reset_buffers", None)
         if callable(reset):
             reset()
+    # to_empty unties shared parameters (e.g. a tied LM head): tie them again before filling.
+    tie = getattr(model, "tie_weights", None)
+    if callable(tie):
+        tie()
     fill_(model, seed=seed)
     if dtype is not None:
         model = model.to(dtype=dtype)

@@ -130,6 +130,9 @@ accuracy_table = sa.Table(
     sa.UniqueConstraint("encoder", "resolution", "llm", "tiling", "recipe", "source", name="uq_accuracy_key"),
 )
 
+#: tables Optuna's RDBStorage creates in the same database
+OPTUNA_TABLES = {"studies", "version_info", "alembic_version", "trials"}
+
 #: version -> function upgrading a database from version-1 to version (runs in one transaction).
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
 
@@ -244,8 +247,11 @@ class Store:
             with self.engine.begin() as conn:
                 insp = sa.inspect(conn)
                 tables = set(insp.get_table_names())
+                # Optuna studies (vlm-pareto search) share the database: their tables are
+                # not a sign of a foreign database.
+                ours_or_optuna = {t for t in tables if t in OPTUNA_TABLES or t.startswith(("trial", "study"))}
                 if "meta" not in tables:
-                    if tables - {"meta"} and "runs" not in tables:
+                    if tables - ours_or_optuna and "runs" not in tables:
                         raise UserError(f"{self.url} is a database, but not a vlm-pareto results store")
                     if not create and not tables:
                         raise UserError(f"{self.url} holds no vlm-pareto results yet; run a sweep first")

@@ -15,7 +15,6 @@ Two things ``to_empty`` gets wrong for transformers models, fixed here:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,6 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
 }
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
-
-#: Period of the tiled random block: a prime, so consecutive rows of a weight matrix never
-#: start at the same offset and rows are not copies of each other.
-_TILE = 1_000_003
 
 #: Fixed runtime overhead (libraries, allocator slack) added to memory estimates.
 _RUNTIME_OVERHEAD_BYTES = 512 * 2**20
@@ -172,56 +167,11 @@ def check_memory(
 # --------------------------------------------------------------------------- filling
 
 
-def _norm_param_ids(model: nn.Module) -> set[int]:
-    ids: set[int] = set()
-    for m in model.modules():
-        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)) or type(m).__name__.lower().endswith("norm"):
-            ids.update(id(p) for p in m.parameters(recurse=False))
-    return ids
-
-
-@torch.no_grad()
 def fast_fill_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Fill parameters with well-conditioned values by tiling one random block.
+    """Fill parameters with well-conditioned values (see :func:`harness.init.fill_`)."""
+    from harness.init import fill_
 
-    Rules: norm weights 1, biases 0, token embeddings std 0.02 (embedding-table scale),
-    every other matrix std 1/sqrt(fan_in) (variance preserving). The block's magnitudes are
-    kept away from zero so that no weight is a denormal even in float16.
-    """
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    u = torch.rand(_TILE, generator=gen) * 2 - 1
-    base = torch.sign(u) * (0.05 + 0.95 * u.abs())
-    base /= base.std()
-    # Doubled so that any offset gives a contiguous view of length _TILE without a copy.
-    base2 = torch.cat([base, base])
-    norms = _norm_param_ids(model)
-    seen: set[int] = set()
-    for i, (name, p) in enumerate(model.named_parameters(remove_duplicate=False)):
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        leaf = name.rsplit(".", 1)[-1]
-        if id(p) in norms:
-            p.fill_(1.0 if leaf == "weight" else 0.0)
-        elif leaf == "bias":
-            p.zero_()
-        else:
-            std = 0.02 if "embed_tokens" in name else 1.0 / math.sqrt(p.shape[-1] if p.dim() > 1 else p.numel())
-            off = (i * 7919) % _TILE  # a different phase per tensor
-            block = base2[off : off + min(p.numel(), _TILE)] * std
-            _tile_(p, block)
-    return model
-
-
-def _tile_(p: torch.Tensor, block: torch.Tensor) -> None:
-    flat = p.view(-1)
-    n, b = flat.numel(), block.numel()
-    block = block.to(device=p.device, dtype=p.dtype)
-    full = n // b
-    if full:
-        flat[: full * b].view(full, b).copy_(block.expand(full, b))
-    if n - full * b:
-        flat[full * b :].copy_(block[: n - full * b])
+    return fill_(model, seed=seed)
 
 
 def _reset_rotary_(model: nn.Module) -> None:
