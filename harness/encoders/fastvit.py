@@ -577,7 +577,7 @@ class FastViT(nn.Module):
             MobileOneBlock(d0, d0, 1, scale_branch=sb),
         )
         stages, cin = [], d0
-        for i, (depth, dim, mixer) in enumerate(zip(cfg.depths, cfg.dims, cfg.token_mixers)):
+        for i, (depth, dim, mixer) in enumerate(zip(cfg.depths, cfg.dims, cfg.token_mixers, strict=True)):
             stages.append(Stage(cin, dim, depth, mixer, cfg, i))
             cin = dim
         self.stages = nn.Sequential(*stages)
@@ -683,10 +683,19 @@ def param_counts(model: FastViT) -> ParamCounts:
 
 def build_fastvit(cfg: FastViTConfig, with_head: bool = False, *, device: str | torch.device = "cpu",
                   dtype: torch.dtype | None = None, seed: int = 0, reparameterized: bool = False) -> FastViT:
-    """Build ``cfg`` on the meta device and fill it with well-conditioned values (eval mode)."""
+    """Build ``cfg`` on the meta device and fill it with well-conditioned values (eval mode).
+
+    ``device="meta"`` returns the unfilled skeleton (for counting, or for a caller that
+    materializes it itself); ``reparameterized=True`` fuses it (this works on meta too).
+    """
     from harness.init import materialize
 
-    model = materialize(lambda: FastViT(cfg, with_head), device=device, dtype=dtype, seed=seed)
+    if torch.device(device).type == "meta":
+        with torch.device("meta"):
+            model = FastViT(cfg, with_head).eval()
+        model = model.to(dtype=dtype) if dtype is not None else model
+    else:
+        model = materialize(lambda: FastViT(cfg, with_head), device=device, dtype=dtype, seed=seed)
     return model.reparameterize() if reparameterized else model
 
 
@@ -734,15 +743,20 @@ def _key_list(keys: list[str], n: int = 5) -> str:
 def load_weights(model: FastViT, path: str | os.PathLike[str]) -> FastViT:
     """Load a local safetensors / PyTorch state dict (safe loading only) into ``model``.
 
-    Keys follow this module's (timm-compatible) names. A file saved from a reparameterized
-    model is loaded after reparameterizing ``model``. Keys under ``head.`` are ignored when the
-    model was built without a head. Any other mismatch raises ``UserError`` naming the keys.
+    Keys follow this module's names, which are timm's ``fastvit`` train-time names (so timm's
+    ``fastvit_mci2`` / ``fastvit_mci3`` checkpoints load; an all-zero ``head.fc.bias`` from
+    timm is dropped). A file saved from a model reparameterized here is loaded after
+    reparameterizing ``model``. Keys under ``head.`` are ignored when the model was built
+    without a head. Any other mismatch raises ``UserError`` naming the keys.
     """
     sd = _read_state_dict(path)
     if any(".reparam_conv." in k for k in sd) and not model.reparameterized:
         model.reparameterize()
     if model.head is None:
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    elif "head.fc.bias" in sd and not sd["head.fc.bias"].any():
+        # timm stores the (bias-free) CLIP projection as a Linear with a zero bias.
+        sd = {k: v for k, v in sd.items() if k != "head.fc.bias"}
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
