@@ -242,6 +242,11 @@ def measure(
         peak = memory.peak()
         probe_name = memory.name
 
+    # Denormals slow CPU arithmetic by orders of magnitude and depend on data, not on the
+    # model: flush them for every torch runner unless the protocol says otherwise.
+    torch = sys.modules.get("torch")
+    flushed = bool(torch.set_flush_denormal(True)) if (torch is not None and proto.flush_denormal) else False
+
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -268,6 +273,8 @@ def measure(
     finally:
         if gc_was_enabled:
             gc.enable()
+        if flushed:
+            torch.set_flush_denormal(False)
 
     samples_ms = [s / 1e6 for s in samples_ns]
     return Measurement(

@@ -209,6 +209,9 @@ def count_params(name: str, with_head: bool = True) -> int:
     spec = get_spec(name)
     with torch.device("meta"):
         model = builder_fn(spec)(**_builder_kwargs(spec, None, with_head and spec.head_kwarg))
+        # Count the inference-form model (train-time branches fused), as the paper does and
+        # as it is timed; reparameterizing works on meta tensors.
+        _reparameterize(model)
     return sum(p.numel() for p in model.parameters())
 
 
