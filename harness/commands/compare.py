@@ -1,0 +1,199 @@
+"""``vlm-pareto compare``: is the candidate slower than the baseline, per measurement key?
+
+Baseline and candidate are run ids in the store or files: a measurements export (CSV,
+Parquet, JSON; ``Store.export`` writes them) or a pytest-benchmark JSON file saved with
+``--benchmark-save-data`` (auto-detected, or forced with ``--benchmark-json``). Several
+``--baseline`` values are pooled into one window baseline. Exit 1 on a regression, 0
+otherwise, 2 on bad input. Statistics: :mod:`harness.compare`. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.compare import (
+    DEFAULT_ALPHA,
+    DEFAULT_THRESHOLD,
+    MIN_SAMPLES,
+    TableComparison,
+    compare_tables,
+)
+from harness.errors import UserError
+
+FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".json")
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "compare",
+        help="compare two runs (or benchmark files) for regressions",
+        description=(
+            "Per measurement key: ratio of medians (candidate/baseline) with a 95% bootstrap CI, "
+            "a two-sided Mann-Whitney U test on the raw samples, and a verdict. 'regression' needs "
+            "BOTH p < alpha AND ratio >= 1 + threshold; '~' means no change shown. "
+            "Exit 1 on a regression, 0 otherwise, 2 on bad input."
+        ),
+    )
+    p.add_argument("--baseline", nargs="+", action="extend", required=True, metavar="RUN|FILE",
+                   help="baseline run id(s) or file(s); several are pooled (a window of runs)")
+    p.add_argument("--candidate", required=True, metavar="RUN|FILE", help="candidate run id or file")
+    p.add_argument("--benchmark-json", action="store_true",
+                   help="read the files as pytest-benchmark JSON (auto-detected for .json files)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"minimum slowdown to call a regression, as a fraction (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help=f"significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA})")
+    p.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
+                   help=f"refuse keys with fewer samples per side (default {MIN_SAMPLES})")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading one side
+# ---------------------------------------------------------------------------------------------
+
+
+def _looks_like_file(spec: str) -> bool:
+    return os.path.exists(spec) or spec.lower().endswith(FILE_SUFFIXES) or os.sep in spec
+
+
+def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> list[dict[str, Any]]:
+    """Rows from a measurements export (CSV/Parquet/JSON) or a pytest-benchmark JSON file."""
+    from harness.benchjson import looks_like_benchmark_json, rows_from_benchmark_json
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"no such file: {p}")
+    if p.is_dir():
+        raise UserError(f"{p} is a directory; pass a measurements export or pytest-benchmark JSON file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".json" or benchmark_json:
+            doc = json.loads(p.read_text())
+            if benchmark_json or looks_like_benchmark_json(doc):
+                return rows_from_benchmark_json(doc, str(p))
+            if isinstance(doc, dict) and isinstance(doc.get("measurements"), list):
+                doc = doc["measurements"]
+            if not isinstance(doc, list):
+                raise UserError(f"{p} is neither a measurements export (a JSON list of rows) nor pytest-benchmark JSON")
+            return [dict(r) for r in doc]
+        import pandas as pd
+
+        if suffix == ".csv":
+            df = pd.read_csv(p)
+        elif suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(p)
+        else:
+            raise UserError(f"cannot read {p.name}: use a .csv, .parquet or .json measurements export")
+    except UserError:
+        raise
+    except (OSError, ValueError, ImportError) as e:
+        raise UserError(f"cannot read {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    rows = df.to_dict("records")
+    for r in rows:
+        s = r.get("samples_ms")
+        if isinstance(s, str):
+            r["samples_ms"] = json.loads(s)
+        elif s is not None and not isinstance(s, list) and hasattr(s, "tolist"):
+            r["samples_ms"] = s.tolist()
+        elif isinstance(s, float) and math.isnan(s):
+            r["samples_ms"] = []
+    if "samples_ms" not in df.columns:
+        raise UserError(f"{p} has no samples_ms column; export measurements with raw samples")
+    return rows
+
+
+def load_side(specs: list[str], db: str | None, benchmark_json: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of run ids and/or files, and a short description of each source."""
+    rows: list[dict[str, Any]] = []
+    store = None
+    sources = []
+    for spec in specs:
+        if _looks_like_file(spec) or benchmark_json:
+            rows.extend(read_measurements_file(spec, benchmark_json))
+            sources.append(f"file {spec}")
+            continue
+        if store is None:
+            from harness.store import Store
+
+            store = Store(db, create=False)
+        run = store.get_run(spec)
+        if run is None:
+            store.require_run(spec)  # raises the store's "no run ... (latest: ...)" message
+        df = store.measurements([spec])
+        if df.empty:
+            raise UserError(f"run {spec} has no measurements")
+        rows.extend(df.to_dict("records"))
+        sources.append(f"run {spec} ({run['created_at'][:19]}, commit {str(run.get('git_commit') or '?')[:10]})")
+    return rows, sources
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def render_table(cmp: TableComparison) -> str:
+    """A fixed-width table: key, medians, ratio with CI, p-value, verdict."""
+    head = ("key", "baseline ms", "candidate ms", "ratio [95% CI]", "p", "verdict")
+    body = []
+    for r in cmp.rows:
+        x = r.result
+        ci = "" if math.isnan(x.ratio_ci_low) else f" [{x.ratio_ci_low:.3f}, {x.ratio_ci_high:.3f}]"
+        body.append((
+            r.label,
+            f"{x.baseline_median_ms:.3f} (n={x.n_baseline})",
+            f"{x.candidate_median_ms:.3f} (n={x.n_candidate})",
+            f"{x.ratio:.3f}{ci}",
+            _fmt_p(x.p_value),
+            x.verdict,
+        ))
+    widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
+    line = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()  # noqa: E731
+    out = [line(head), line(tuple("-" * w for w in widths)), *map(line, body)]
+    out.append("")
+    out.append(
+        f"regression = p < {cmp.alpha:g} (Mann-Whitney U, two-sided) AND ratio >= {1 + cmp.threshold:.3f}; "
+        f"improvement = p < {cmp.alpha:g} AND ratio <= {1 / (1 + cmp.threshold):.3f}; '~' = no change shown"
+    )
+    out.append(f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s), "
+               f"{len(cmp.rows) - len(cmp.regressions) - len(cmp.improvements)} unchanged")
+    if cmp.only_baseline:
+        out.append(f"only in baseline (not compared): {', '.join(cmp.only_baseline)}")
+    if cmp.only_candidate:
+        out.append(f"only in candidate (not compared): {', '.join(cmp.only_candidate)}")
+    if cmp.skipped:
+        out.append(f"skipped/failed rows ignored: {', '.join(cmp.skipped)}")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    db = getattr(args, "db", None) or os.environ.get("VLM_PARETO_DB")
+    base_rows, base_src = load_side(list(args.baseline), db, args.benchmark_json)
+    cand_rows, cand_src = load_side([args.candidate], db, args.benchmark_json)
+    cmp = compare_tables(base_rows, cand_rows, args.threshold, args.alpha, min_samples=args.min_samples)
+    if args.json:
+        print(json.dumps({"baseline": base_src, "candidate": cand_src, **cmp.to_dict()}, indent=2,
+                         default=_json_default))
+    else:
+        print(f"baseline:  {'; '.join(base_src)}")
+        print(f"candidate: {'; '.join(cand_src)}")
+        print()
+        print(render_table(cmp))
+    return 1 if cmp.regressions else 0
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
