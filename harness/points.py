@@ -65,6 +65,10 @@ def _store_latency(db: str | None, run_ids: Sequence[str] | None, notes: list[st
 
     by_kind = {k: m[m["kind"] == k] for k in ("encoder", "projector", "prefill")}
     lat = compose_ttft(by_kind["encoder"], by_kind["projector"], by_kind["prefill"])
+    # Figures name the machine: use the fingerprint's human label, not the hash.
+    labels = {r["machine_id"]: r["fingerprint"].get("machine") or r["machine_id"] for r in store.list_runs()}
+    if not lat.empty and "machine" in lat:
+        lat["machine"] = lat["machine"].map(lambda mid: labels.get(mid, mid))
     notes.append(
         f"latency: {len(lat)} configuration(s) composed from {len(m)} measurement(s) of "
         + (f"run(s) {', '.join(run_ids)}" if run_ids else f"all {m['run_id'].nunique()} run(s)")

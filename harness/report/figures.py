@@ -174,8 +174,9 @@ def latency_breakdown(ctx: Context, key: str) -> FigureSpec | None:
     rows = rows[rows["encoder_ms"].notna() & rows["prefill_ms"].notna()]
     if rows.empty:
         return None
-    x = [[f"{esc(r['encoder'])} + {esc(r['llm'])}" for _, r in rows.iterrows()],
-         [esc(res_label(r)) for _, r in rows.iterrows()]]
+    # One category per bar, in sorted order: plotly's two-level axis orders child labels
+    # (the resolutions) by first appearance across groups, which scrambles them.
+    x = [f"{esc(r['encoder'])} {esc(res_label(r))}<br>{esc(r['llm'])}" for _, r in rows.iterrows()]
     hover = [hover_text(r, "") for _, r in rows.iterrows()]
     fig = go.Figure()
     for part in ("encoder", "projector", "prefill"):
@@ -185,7 +186,8 @@ def latency_breakdown(ctx: Context, key: str) -> FigureSpec | None:
         ))
     fig.update_layout(
         barmode="stack", title=_title("TTFT breakdown: encoder / projector / prefill", ctx.origin),
-        yaxis={"title": {"text": "ms"}}, xaxis={"title": {"text": "encoder + LLM / resolution"}},
+        yaxis={"title": {"text": "ms"}},
+        xaxis={"title": {"text": "encoder, resolution / LLM"}, "categoryorder": "array", "categoryarray": x},
         template="plotly_white", height=520, margin={"t": 90},
     )
     return FigureSpec(key, f"TTFT breakdown, {ctx.label}", fig,

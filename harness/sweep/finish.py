@@ -55,5 +55,5 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
         out_dir = Path(cfg.report_dir or Path("reports") / cfg.name)
         paths = write_report(result, out_dir, title=f"vlm-pareto sweep '{cfg.name}' ({cfg.cite})")
         out.report_dir = str(out_dir)
-        print(f"report: {paths.index}")
+        print(f"report: {paths.index_html}")
     return out.exit_code
