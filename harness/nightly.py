@@ -366,13 +366,8 @@ def _verdicts_csv(result: NightlyResult) -> str:
 
 def measure_preset(preset: str, protocol: str, rounds: int, db: str | None) -> str:
     """Run the sweep preset through the sweep engine; return the new run id."""
-    try:
-        from harness.sweep import run_preset  # type: ignore[attr-defined]
-    except ImportError as e:
-        raise UserError(
-            "the sweep engine (harness.sweep.run_preset) is not available in this build; "
-            "pass --run-id to evaluate a run already in the store"
-        ) from e
+    from harness.sweep import run_preset
+
     return str(run_preset(preset, protocol, rounds, db))
 
 

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocol", default="standard")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     ap.add_argument("--timer-min-run-time", type=float, default=2.0, help="seconds for blocked_autorange")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="protocol/Timer pairs per point, alternating order; the ratio is their median "
+                         "(one pair is at the mercy of a shared machine's fast/slow phases)")
     ap.add_argument("--validate-sampling", type=int, metavar="K", help="also compare k-layer sampling with the full model")
     ap.add_argument("--sampling-tokens", type=int, default=256)
     ap.add_argument("--sampling-rounds", type=int, default=2)
@@ -88,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
             def run_timer(timer=timer):
                 return timer.blocked_autorange(min_run_time=args.timer_min_run_time)
 
-            # Alternate which goes first, so slow drift of a shared machine cancels out.
-            if i % 2 == 0:
-                m, t = run_protocol(), run_timer()
-            else:
-                t, m = run_timer(), run_protocol()
+            # Pairs in alternating order, so slow drift of a shared machine hits both alike;
+            # each pair gives a ratio and the point reports the median ratio.
+            ratios, pairs = [], []
+            for j in range(max(1, args.pairs)):
+                if (i + j) % 2 == 0:
+                    m, t = run_protocol(), run_timer()
+                else:
+                    t, m = run_timer(), run_protocol()
+                pairs.append((m, t))
+                ratios.append(m.stats.median_ms / (t.median * 1e3))
+            order = sorted(range(len(ratios)), key=ratios.__getitem__)
+            m, t = pairs[order[len(order) // 2]]
             proj = time_projector(inputs.projector, inputs.features, proto, None)
             med = m.stats.median_ms
             timer_ms = t.median * 1e3
@@ -103,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                 "projector_ms": proj.stats.median_ms, "tokens_per_s": (n + args.prompt_tokens) / (med / 1e3),
                 "flops_counted": counted, "flops_analytic": analytic, "gflops_per_s": gflops,
                 "pct_peak": 100 * gflops / peak, "timer_median_ms": timer_ms, "timer_iqr_ms": t.iqr * 1e3,
-                "timer_runs": len(t.times) * t.number_per_run, "ratio": med / timer_ms,
+                "timer_runs": len(t.times) * t.number_per_run, "ratio": med / timer_ms, "pair_ratios": ratios,
             }
             result["points"].append(point)
             print(f"| {n} | {n + args.prompt_tokens} | {med:.1f} | {m.stats.ci_low_ms:.1f}-{m.stats.ci_high_ms:.1f} "
                   f"| {proj.stats.median_ms:.2f} | {point['tokens_per_s']:.0f} | {counted / 1e9:.1f} / {analytic / 1e9:.1f} "
-                  f"| {gflops:.0f} | {point['pct_peak']:.0f}% | {timer_ms:.1f} | {point['ratio']:.3f} |", flush=True)
+                  f"| {gflops:.0f} | {point['pct_peak']:.0f}% | {timer_ms:.1f} | {point['ratio']:.3f} "
+                  f"(pairs {min(ratios):.3f}-{max(ratios):.3f}) |", flush=True)
             del step, out, inputs
         del built
 

@@ -48,7 +48,20 @@ def _workload(resolution: int):
     return net, x
 
 
-def collect(rounds: int, out: Path, resolution: int, protocol: str, threads: int | None) -> None:
+def _encoder_workload(name: str, resolution: int):
+    """A real zoo encoder (reparameterized, eval, channels-last where the runner uses it)."""
+    import torch
+
+    from harness.encoders.zoo import build_encoder
+
+    enc = build_encoder(name, resolution)
+    enc.module = enc.module.to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
+    return enc.tokens, x
+
+
+def collect(rounds: int, out: Path, resolution: int, protocol: str, threads: int | None,
+            encoder: str | None = None) -> None:
     import torch
 
     from harness.protocol import get_protocol, measure
@@ -57,7 +70,7 @@ def collect(rounds: int, out: Path, resolution: int, protocol: str, threads: int
     # two OpenMP threads stall at every barrier whenever a neighbour holds a core (a 13x
     # slowdown was observed). That is an environment failure, not measurement noise.
     proto = get_protocol(protocol, threads=threads) if threads is not None else get_protocol(protocol)
-    net, x = _workload(resolution)
+    net, x = _encoder_workload(encoder, resolution) if encoder else _workload(resolution)
     records = []
     cpu_ns: list[int] = []
 
@@ -89,8 +102,9 @@ def collect(rounds: int, out: Path, resolution: int, protocol: str, threads: int
                   flush=True)
     doc = {
         "name": out.stem,
-        "workload": f"conv net (3 stride-2 convs, 2 depthwise+pointwise blocks, c=32) at {resolution}x{resolution}, "
-        "fp32, batch 1, torch CPU",
+        "workload": (f"{encoder} encoder at {resolution}x{resolution}, fp32, batch 1, torch CPU" if encoder else
+                     f"conv net (3 stride-2 convs, 2 depthwise+pointwise blocks, c=32) at {resolution}x{resolution}, "
+                     "fp32, batch 1, torch CPU"),
         "protocol": proto.to_dict(),
         "machine": {
             "platform": platform.platform(),
@@ -159,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--protocol", default="rigorous")
     c.add_argument("--threads", type=int, default=1, help="intra-op threads (0 = all cores)")
     c.add_argument("--out", type=Path, default=Path("tests/fixtures/noise/convnet_cpu.json"))
+    c.add_argument("--encoder", default=None,
+                   help="time a real zoo encoder (e.g. fastvithd) instead of the small conv net")
     a = sub.add_parser("analyze", help="A/A false alarms and injected-slowdown detection from a fixture")
     a.add_argument("fixture", type=Path, nargs="?", default=Path("tests/fixtures/noise/convnet_cpu.json"))
     a.add_argument("--threshold", type=float, default=0.05)
@@ -174,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.step == "collect":
-        collect(args.rounds, args.out, args.resolution, args.protocol, args.threads)
+        collect(args.rounds, args.out, args.resolution, args.protocol, args.threads, args.encoder)
         return 0
     return analyze(args.fixture, args.threshold, args.alpha, args.window, args.rounds_per_night, args.trials,
                    args.clock, _margins(args.noise_margin), args.json)

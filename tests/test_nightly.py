@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-import harness.sweep
 from harness.cli import main
 from harness.errors import UserError
 from harness.nightly import build_histories, evaluate, run_nightly, select_history
@@ -149,21 +148,25 @@ def test_cli_nightly_exit_codes(store, tmp_path, capsys):
     assert main(["--db", store.url, "nightly", "--run-id", ids[-1], "--window", "0", "--out", str(out)]) == 2
 
 
-def test_cli_nightly_measures_through_the_sweep_engine(store, tmp_path, monkeypatch, capsys):
-    history(store, [10.0] * 5)
-    calls = []
+def test_nightly_end_to_end_on_the_quick_preset(db_url, tmp_path, capsys):
+    """Two real nightly runs of the quick preset through the sweep engine: stored, compared, reported."""
+    args = ["--db", db_url, "nightly", "--preset", "quick", "--protocol", "quick", "--rounds", "2",
+            "--out", str(tmp_path / "nightly")]
+    assert main([*args, "--date", "night1"]) == 0
+    first = capsys.readouterr().out
+    assert main([*args, "--date", "night2"]) == 0  # one night can at most be "suspect"
+    second = capsys.readouterr().out
+    runs = Store(db_url).list_runs()
+    assert len(runs) == 2 and all(r["status"] == "done" for r in runs)
+    rows = Store(db_url).measurement_rows([runs[-1]["id"]])
+    assert rows and all(r["extra"]["rounds"] == 2 and r["protocol"] == "quick" for r in rows)
+    assert runs[0]["id"] in first and runs[1]["id"] in second
+    for night in ("night1", "night2"):
+        folder = tmp_path / "nightly" / night
+        assert (folder / "summary.md").exists() and (folder / "trends.html").exists()
+    assert "no-baseline" in (tmp_path / "nightly" / "night1" / "summary.md").read_text()
 
-    def fake_run_preset(preset, protocol, rounds, db):
-        calls.append((preset, protocol, rounds, db))
-        return add_run(Store(db), "tonight", {"enc-a": 10.0, "enc-b": 20.0}, seed=99)
 
-    monkeypatch.setattr(harness.sweep, "run_preset", fake_run_preset, raising=False)
-    assert main(["--db", store.url, "nightly", "--out", str(tmp_path)]) == 0
-    assert calls == [("nightly", "rigorous", 5, store.url)]
-    assert "run `tonight`" in capsys.readouterr().out
-
-
-def test_cli_nightly_without_a_sweep_engine_says_so(store, tmp_path, monkeypatch, capsys):
-    monkeypatch.delattr(harness.sweep, "run_preset", raising=False)
-    assert main(["--db", store.url, "nightly", "--out", str(tmp_path)]) == 2
-    assert "--run-id" in capsys.readouterr().err
+def test_cli_nightly_unknown_preset(db_url, tmp_path, capsys):
+    assert main(["--db", db_url, "nightly", "--preset", "nightlly", "--out", str(tmp_path)]) == 2
+    assert "did you mean 'nightly'" in capsys.readouterr().err
