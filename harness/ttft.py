@@ -28,6 +28,7 @@ TTFT_COLUMNS = [
     "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms", "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms",
     "estimated", "backend", "machine", "run_id",
     "encoder_backend", "prefill_backend", "dtype", "encoder_params_m", "llm_params_b", "latency_source",
+    "peak_mem_bytes",
 ]
 
 #: Keys an encoder row's ``extra`` may use for its output channel count (projector in_dim).
@@ -139,6 +140,20 @@ def _p90_of_sum(parts: list[tuple[float, float, float, float, list[float]]]) -> 
     return float(sum(p[3] for p in parts))  # no samples: sum of p90s, an upper bound
 
 
+def _peak_mem(e: dict[str, Any], p: dict[str, Any]) -> float:
+    """The larger of the encoder's and the prefill's measured step peaks (bytes).
+
+    Unknown (NaN) when either part did not report one, or when the prefill was layer-sampled:
+    a k-layer model's memory says nothing about the full model's.
+    """
+    if bool(p.get("estimated")):
+        return math.nan
+    peaks = [e.get("peak_mem_bytes"), p.get("peak_mem_bytes")]
+    if any(x is None or (isinstance(x, float) and math.isnan(x)) for x in peaks):
+        return math.nan
+    return float(max(peaks))
+
+
 def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -> pd.DataFrame:
     """Join encoder, projector and prefill measurements into TTFT rows.
 
@@ -183,6 +198,7 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
                 "encoder_params_m": _num(e["extra"].get("params_m")),
                 "llm_params_b": _num(p["extra"].get("params_b")) or (_num(p["extra"].get("params_m")) or math.nan) / 1e3,
                 "latency_source": "measured",
+                "peak_mem_bytes": _peak_mem(e, p),
             })
     df = pd.DataFrame(out, columns=TTFT_COLUMNS)
     return df.sort_values(["encoder", "resolution", "tiling", "llm", "prompt_tokens"], kind="stable").reset_index(drop=True)

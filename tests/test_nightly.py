@@ -164,7 +164,7 @@ def test_nightly_end_to_end_on_the_quick_preset(db_url, tmp_path, capsys):
     for night in ("night1", "night2"):
         folder = tmp_path / "nightly" / night
         assert (folder / "summary.md").exists() and (folder / "trends.html").exists()
-    assert "no-baseline" in (tmp_path / "nightly" / "night1" / "summary.md").read_text()
+    assert "no baseline yet" in (tmp_path / "nightly" / "night1" / "summary.md").read_text()
 
 
 def test_cli_nightly_unknown_preset(db_url, tmp_path, capsys):

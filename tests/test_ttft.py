@@ -141,3 +141,12 @@ def test_measured_point_wins_over_fit():
     assert prefill_at(64, tokens, ms, fit) == (120.0, "measured")
     value, source = prefill_at(144, tokens, ms, fit)
     assert source == "fit" and value == pytest.approx(fit.predict(144))
+
+
+def test_peak_memory_is_the_larger_part_and_unknown_when_sampled():
+    r = compose_ttft([enc(peak_mem_bytes=3e9)], [proj()], [pre(peak_mem_bytes=5e9)]).iloc[0]
+    assert r.peak_mem_bytes == 5e9
+    r = compose_ttft([enc(peak_mem_bytes=3e9)], [proj()], [pre(peak_mem_bytes=5e9, estimated=True)]).iloc[0]
+    assert math.isnan(r.peak_mem_bytes)  # a k-layer model's memory is not the full model's
+    r = compose_ttft([enc()], [proj()], [pre(peak_mem_bytes=5e9)]).iloc[0]
+    assert math.isnan(r.peak_mem_bytes)
