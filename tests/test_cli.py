@@ -71,5 +71,7 @@ def test_runs_json_and_export(db_url, tmp_path, capsys):
 
 
 def test_python_m_harness_and_console_script_agree():
-    r = subprocess.run(["vlm-pareto", "--version"], capture_output=True, text=True)
+    # the console script installed beside this interpreter (a venv need not be on PATH)
+    script = Path(sys.executable).parent / "vlm-pareto"
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("vlm-pareto ")
