@@ -16,7 +16,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from harness.errors import UserError, suggest
 from harness.stats import Stats, summarize

@@ -12,7 +12,7 @@ from harness.encoders.coreml_runner import convert_coreml, measure_coreml
 from harness.errors import UserError
 
 pytest.importorskip("coremltools")
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "my_encoder" / "my_encoder.yaml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "my_encoder" / "encoder" / "my_encoder.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from harness.encoders.zoo import _builder_kwargs, builder_fn, to_tokens
 from harness.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "my_encoder" / "my_encoder.yaml"
+EXAMPLE = ROOT / "examples" / "my_encoder" / "encoder" / "my_encoder.yaml"
 
 PAPER_PARAMS_M = {
     "fastvithd": 125.1,

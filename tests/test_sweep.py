@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from harness.errors import UserError
 from harness.store import Store
 from harness.sweep.configs import compose_sweep, presets
@@ -195,3 +196,17 @@ def test_kill_and_resume_loses_and_repeats_nothing(db_url, tmp_path):
         kept = [m for m in after if m["id"] == rid]
         assert kept and kept[0]["samples_ms"] == row["samples_ms"]
     assert f"reused {len(before)}" in r.stdout
+
+
+def test_custom_encoder_from_one_yaml_file_takes_part_in_a_sweep(db_url, tmp_path):
+    """The README's worked example: a config-dir with encoder/my_encoder.yaml, one override."""
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", "--db", db_url, "sweep", "--config-name", "quick",
+         "--config-dir", str(ROOT / "examples" / "my_encoder"), "+encoder@encoders.mine=my_encoder",
+         "encoders.mine.resolutions=[128,256]", "backend=fake", f"report_dir={tmp_path}/rep"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = Store(db_url).measurement_rows(kind="encoder")
+    mine = {row["resolution"]: row["tokens"] for row in rows if row["name"] == "my-tiny-convnet"}
+    assert mine == {128: 64, 256: 256}  # stride 16, probed from forward passes
+    assert "my-tiny-convnet" in r.stdout and "my-tiny-convnet" in (tmp_path / "rep" / "points.csv").read_text()

@@ -15,7 +15,7 @@ def _zoo(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_zoo_json_and_table():
-    proc = _zoo("--json", "--encoder-config", "examples/my_encoder/my_encoder.yaml")
+    proc = _zoo("--json", "--encoder-config", "examples/my_encoder/encoder/my_encoder.yaml")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     enc = {e["name"]: e for e in data["encoders"]}

@@ -121,6 +121,9 @@ def precheck(argv: list[str]) -> None:
         if not p.is_dir():
             raise UserError(f"--config-dir {extra_dir}: no such directory")
         dirs.insert(0, p)
+        from harness.sweep.engine import CONFIG_DIR_ENV
+
+        os.environ[CONFIG_DIR_ENV] = str(p)  # custom encoders' import_path may be relative to it
     name = flags.get("--config-name") or flags.get("-cn") or "config"
     available = set(presets()) | {p.stem for d in dirs[:-1] for p in d.glob("*.yaml")}
     if name not in available:

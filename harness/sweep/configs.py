@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -26,11 +26,21 @@ class EncoderAxis:
     name: str = MISSING
     resolutions: list[int] = field(default_factory=list)
     #: tilings to measure; None -> the sweep's default ``tiling.spec``
-    tilings: Optional[list[str]] = None
+    tilings: list[str] | None = None
     #: custom encoder: a Hydra ``_target_`` node returning an nn.Module / transformers config
-    model: Optional[Any] = None
-    weights: Optional[str] = None
+    model: Any | None = None
+    weights: str | None = None
     description: str = ""
+    # custom encoders only (see harness/encoders/custom.py): probing and zoo metadata
+    aliases: list[str] = field(default_factory=list)
+    #: folder put on sys.path to import ``model._target_``; relative paths are tried against
+    #: the --config-dir's encoder/ folder, the --config-dir, then the working directory
+    import_path: str | None = None
+    probe_resolution: int | None = None
+    native_resolution: int | None = None
+    min_resolution: int | None = None
+    max_resolution: int | None = None
+    params_m_paper: float | None = None
 
 
 @dataclass
@@ -43,22 +53,22 @@ class LLMAxis:
     """
 
     name: str = MISSING
-    config: Optional[Any] = None
-    weights: Optional[str] = None
+    config: Any | None = None
+    weights: str | None = None
     description: str = ""
-    arch: Optional[str] = None
-    hidden: Optional[int] = None
-    layers: Optional[int] = None
-    heads: Optional[int] = None
-    kv_heads: Optional[int] = None
-    intermediate: Optional[int] = None
-    vocab: Optional[int] = None
-    tied: Optional[bool] = None
-    max_positions: Optional[int] = None
-    rope_theta: Optional[float] = None
-    rms_norm_eps: Optional[float] = None
+    arch: str | None = None
+    hidden: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    intermediate: int | None = None
+    vocab: int | None = None
+    tied: bool | None = None
+    max_positions: int | None = None
+    rope_theta: float | None = None
+    rms_norm_eps: float | None = None
     #: informational only (computed from the shape)
-    params_b: Optional[float] = None
+    params_b: float | None = None
 
     SHAPE_FIELDS = ("arch", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied",
                     "max_positions", "rope_theta", "rms_norm_eps")
@@ -74,9 +84,9 @@ class BackendConfig:
     llm_dtype: str = "float32"
     compute_units: str = "CPU_AND_NE"  # Core ML: ALL | CPU_AND_NE | CPU_AND_GPU | CPU_ONLY
     coreml_precision: str = "float16"
-    channels_last: Optional[bool] = None
+    channels_last: bool | None = None
     compile: bool = False
-    mlx_quantize_bits: Optional[int] = None
+    mlx_quantize_bits: int | None = None
     prefill_step_size: int = 2048
 
 
@@ -105,7 +115,7 @@ class SweepConfig:
     #: the paper table / figure the preset reproduces
     cite: str = ""
     #: training recipe whose accuracy rows the report joins (docs/DESIGN.md)
-    recipe: Optional[str] = None
+    recipe: str | None = None
     encoders: dict[str, EncoderAxis] = field(default_factory=dict)
     llms: dict[str, LLMAxis] = field(default_factory=dict)
     backend: BackendConfig = field(default_factory=BackendConfig)
@@ -113,19 +123,19 @@ class SweepConfig:
     tiling: TilingConfig = field(default_factory=TilingConfig)
     prompt_tokens: int = 16
     #: time k of the L decoder layers and extrapolate (null: full model unless it cannot fit)
-    sample_layers: Optional[int] = None
+    sample_layers: int | None = None
     #: sample automatically (k = auto_sample_k) when the full model would not fit in memory
     #: or has more than auto_sample_above_b billion parameters
     auto_sample: bool = True
     auto_sample_k: int = 2
     auto_sample_above_b: float = 3.0
     #: resume / share a run: measurements already stored for it are reused
-    run_id: Optional[str] = None
+    run_id: str | None = None
     #: repeat the whole grid this many times, interleaved (nightly drift control)
     rounds: int = 1
     report: bool = True
-    report_dir: Optional[str] = None
-    db: Optional[str] = None
+    report_dir: str | None = None
+    db: str | None = None
     seed: int = 0
     batch_tiles: bool = True
     #: refuse grids whose measurement count exceeds this (typo guard)

@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
@@ -28,6 +29,8 @@ from harness.sweep.configs import SweepConfig, validate
 from harness.sweep.plan import Plan, build_plan, encoder_key, prefill_key, projector_key
 from harness.sweep.runners import Outcome, Runners
 
+#: the user's --config-dir, exported by the sweep app for custom encoders' import paths
+CONFIG_DIR_ENV = "VLM_PARETO_CONFIG_DIR"
 #: a claim by another host is considered abandoned after this long
 CLAIM_TIMEOUT_S = 6 * 3600
 POLL_S = 0.5
@@ -81,11 +84,16 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
     validate(cfg)
     from harness.encoders.zoo import encoder_out_dim, encoder_tokens, get_spec
 
-    for label, enc in cfg.encoders.items():
+    for enc in cfg.encoders.values():
         if enc.model is not None:
             from harness.encoders.custom import register_custom_encoder
 
-            spec = register_custom_encoder({"name": enc.name, "model": enc.model, "weights": enc.weights})
+            # weights (if any) are loaded by the runner, not at registration
+            meta = {k: getattr(enc, k) for k in ("aliases", "probe_resolution", "native_resolution",
+                                                 "min_resolution", "max_resolution", "params_m_paper")
+                    if getattr(enc, k) not in (None, [])}
+            meta["import_path"] = _import_dir(enc.import_path)
+            spec = register_custom_encoder({"name": enc.name, "model": enc.model, **meta})
             enc.name = spec.name
         else:
             enc.name = get_spec(enc.name).name
@@ -119,6 +127,26 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
     return plan, llm_specs
 
 
+def _import_dir(import_path: str | None) -> str:
+    """Absolute folder for a custom encoder's factory module (see EncoderAxis.import_path)."""
+    if import_path is None:
+        return str(Path.cwd())
+    p = Path(import_path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    # The YAML came from the --config-dir's encoder/ folder (when one was given): relative
+    # paths mean "relative to that file" first, as in `vlm-pareto zoo --encoder-config`.
+    candidates = []
+    extra = os.environ.get(CONFIG_DIR_ENV)
+    if extra:
+        candidates += [Path(extra) / "encoder" / p, Path(extra) / p]
+    candidates.append(Path.cwd() / p)
+    for c in candidates:
+        if c.is_dir():
+            return str(c.resolve())
+    raise UserError(f"custom encoder import_path {import_path!r}: no such folder (tried {', '.join(map(str, candidates))})")
+
+
 def _spec_from_axis(llm: Any, label: str) -> Any:
     """An LLMSpec from a config-group file that spells out the shape."""
     from harness.llms.zoo import LLMS, LLMSpec
@@ -149,8 +177,14 @@ class _Progress:
         self.enabled = enabled and sys.stderr.isatty()
         self.bar = None
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),

@@ -14,8 +14,10 @@ def summary_table(points) -> str:
     if points is None or len(points) == 0:
         return "(no TTFT rows: every point was skipped or failed)"
     df = points.sort_values("ttft_ms")
-    cols = [("encoder", 14), ("resolution", 6), ("tiling", 13), ("llm", 12), ("tokens", 6), ("encoder_ms", 10),
-            ("projector_ms", 9), ("prefill_ms", 10), ("ttft_ms", 10), ("avg5", 6)]
+    # name columns as wide as their longest entry (user encoders can have long names)
+    wide = {c: max([len(str(v)) for v in df[c]] + [len(c), 6]) for c in ("encoder", "tiling", "llm")}
+    cols = [("encoder", wide["encoder"]), ("resolution", 6), ("tiling", wide["tiling"]), ("llm", wide["llm"]),
+            ("tokens", 6), ("encoder_ms", 10), ("projector_ms", 9), ("prefill_ms", 10), ("ttft_ms", 10), ("avg5", 6)]
     heads = {"resolution": "res", "projector_ms": "proj_ms"}
     lines = [" ".join(f"{heads.get(c, c):>{w}}" for c, w in cols)]
     for _, r in df.iterrows():
