@@ -183,3 +183,14 @@ def test_store_points_with_compose_ttft(tmp_path, db_url):
     assert len(res.points) == 2
     assert (res.points["latency_source"] == "measured").all()
     assert res.points["ttft_ms"].notna().all()
+
+
+def test_report_cli_json(tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+
+    assert main(["report", "--source", "paper", "--out", str(tmp_path / "r"), "--no-static", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["index_html"].endswith("index.html") and doc["points"]
+    assert all("ttft_ms" in p and "encoder" in p for p in doc["points"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,6 +137,14 @@ def test_cli_cfg_job_prints_config():
     r = cli("sweep", "--config-name", "paper_fig5", "--cfg", "job")
     assert r.returncode == 0, r.stderr
     assert "name: paper_fig5" in r.stdout and "qwen2-1.5b" in r.stdout
+
+
+def test_cli_sweep_json_summary(db_url, tmp_path):
+    r = cli("--db", db_url, "sweep", "--config-name", "quick", "backend=fake", "json=true", f"report_dir={tmp_path}/r")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["grid_points"] == 6 and doc["counts"]["failed"] == 0 and len(doc["points"]) == 6
+    assert {p["encoder"] for p in doc["points"]} == {"fastvithd", "fastvit"} and doc["report"].endswith("index.html")
 
 
 def test_cli_fake_sweep_writes_store_and_exit_0(db_url):

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="encoder whose frontier the others are compared with (default: fastvithd)")
     o.add_argument("--no-static", action="store_true", help="skip PNG/SVG export (kaleido + chromium)")
     o.add_argument("--inline-js", action="store_true", help="embed plotly.js in index.html (one self-contained file)")
+    o.add_argument("--json", action="store_true",
+                   help="print the written paths, the notes and the joined points as JSON")
     return p
 
 
@@ -62,6 +64,17 @@ def run(args: argparse.Namespace) -> int:
     title = args.title or f"vlm-pareto report: {name}"
     paths = write_report(result, out, title, benchmark=result.benchmark, reference_encoder=args.reference_encoder,
                          static=not args.no_static, inline_js=args.inline_js)
+    if args.json:
+        import json
+
+        points = json.loads(result.points.to_json(orient="records"))
+        print(json.dumps({
+            "index_html": str(paths.index_html), "summary_md": str(paths.summary_md),
+            "points_csv": str(paths.points_csv), "images": [str(p) for p in paths.images],
+            "figures": list(paths.figures), "notes": list(paths.notes), "points": points,
+            "unmatched_latency": len(result.unmatched_latency), "unmatched_accuracy": len(result.unmatched_accuracy),
+        }, indent=2))
+        return 0
     print(f"report: {paths.index_html}")
     print(f"summary: {paths.summary_md}")
     print(f"points: {paths.points_csv} ({len(result.points)} rows)")

@@ -141,6 +141,8 @@ class SweepConfig:
     #: refuse grids whose measurement count exceeds this (typo guard)
     max_measurements: int = 2000
     progress: bool = True
+    #: print the end-of-sweep summary as JSON (run id, counts, TTFT points) instead of a table
+    json: bool = False
 
 
 def register_configs() -> None:

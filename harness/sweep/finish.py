@@ -37,6 +37,8 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
     from harness.points import load_points
 
     c = out.counts
+    if cfg.json:
+        return _finish_json(cfg, out)
     print(
         f"run {out.run_id}: {out.plan.summary()}; measured {c['measured']}, reused {c['reused']}, "
         f"skipped {c['skipped']}, failed {c['failed']} in {out.wall_s:.0f} s"
@@ -58,4 +60,27 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
         paths = write_report(result, out_dir, title=f"vlm-pareto sweep '{cfg.name}' ({cfg.cite})")
         out.report_dir = str(out_dir)
         print(f"report: {paths.index_html}")
+    return out.exit_code
+
+
+def _finish_json(cfg: SweepConfig, out: SweepOutcome) -> int:
+    """``json=true``: one JSON document on stdout (the report is still written)."""
+    import json
+
+    from harness.points import load_points
+
+    doc = {"run_id": out.run_id, "grid_points": len(out.plan.points), "measurements": out.plan.n_measurements,
+           "counts": out.counts, "skipped": out.skipped, "failures": out.failures, "wall_s": out.wall_s,
+           "points": [], "report": None}
+    try:
+        result = load_points(db=cfg.db, run_ids=[out.run_id], recipe=cfg.recipe)
+        doc["points"] = json.loads(result.points.to_json(orient="records"))
+        if cfg.report:
+            from harness.report.html import write_report
+
+            out_dir = Path(cfg.report_dir or Path("reports") / cfg.name)
+            doc["report"] = str(write_report(result, out_dir, title=f"vlm-pareto sweep '{cfg.name}' ({cfg.cite})").index_html)
+    except Exception as e:  # measurements are stored; say why there are no points
+        doc["error"] = f"{type(e).__name__}: {e}"
+    print(json.dumps(doc, indent=2))
     return out.exit_code
