@@ -219,3 +219,13 @@ def test_custom_encoder_from_one_yaml_file_takes_part_in_a_sweep(db_url, tmp_pat
     mine = {row["resolution"]: row["tokens"] for row in rows if row["name"] == "my-tiny-convnet"}
     assert mine == {128: 64, 256: 256}  # stride 16, probed from forward passes
     assert "my-tiny-convnet" in r.stdout and "my-tiny-convnet" in (tmp_path / "rep" / "points.csv").read_text()
+
+
+def test_protocol_config_mirrors_the_protocol_dataclass():
+    """The Hydra-side protocol config and harness.protocol.Protocol have the same fields."""
+    from dataclasses import fields
+
+    from harness.protocol import Protocol
+    from harness.sweep.configs import ProtocolConfig
+
+    assert [f.name for f in fields(ProtocolConfig)] == [f.name for f in fields(Protocol)]

@@ -92,6 +92,9 @@ class BackendConfig:
 
 @dataclass
 class ProtocolConfig:
+    """Mirror of :class:`harness.protocol.Protocol` (which is frozen, so Hydra could not
+    override it); converted by name in ``harness.sweep.runners.protocol_of``."""
+
     name: str = "quick"
     warmup_runs: int = 1
     warmup_min_s: float = 0.0

@@ -29,11 +29,10 @@ class Outcome:
 
 
 def protocol_of(cfg: SweepConfig) -> Protocol:
-    p = cfg.protocol
-    return Protocol(
-        p.name, p.warmup_runs, p.warmup_min_s, p.min_runs, p.min_time_s, p.max_time_s,
-        p.threads, p.flush_denormal, p.confidence,
-    )
+    """The sweep's protocol config as a validated :class:`Protocol` (same fields by name)."""
+    from dataclasses import asdict
+
+    return Protocol(**asdict(cfg.protocol))
 
 
 class Runners:
