@@ -116,6 +116,8 @@ class NightlyResult:
     keys: list[KeyHistory]
     missing: list[str] = field(default_factory=list)  # keys in history but not in this run
     out_dir: Path | None = None
+    #: points of this run that crashed or could not be measured ("label: reason")
+    failed: list[str] = field(default_factory=list)
 
     @property
     def confirmed(self) -> list[KeyHistory]:
@@ -131,7 +133,8 @@ class NightlyResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.confirmed else 0
+        # A point that crashed tonight is a failure of the job, not "no regression".
+        return 1 if (self.confirmed or self.failed) else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +148,7 @@ class NightlyResult:
             "alpha": self.alpha,
             "confirm_runs": CONFIRM_RUNS,
             "exit_code": self.exit_code,
+            "failed": list(self.failed),
             "confirmed": [k.label for k in self.confirmed],
             "suspects": [k.label for k in self.suspects],
             "improvements": [k.label for k in self.improvements],
@@ -161,11 +165,13 @@ class NightlyResult:
 def select_history(store: Any, run_id: str, history: int = DEFAULT_HISTORY) -> list[dict[str, Any]]:
     """Runs on the same machine as ``run_id`` up to and including it, oldest first.
 
-    Failed runs are left out; ``history`` caps how many are returned (the newest ones).
+    Runs are not dropped for their status: a night where one point crashed still measured
+    every other key, and dropping it would hide the consecutive night a regression needs to be
+    confirmed. Per key, only that key's successful rows count (``build_histories``).
+    ``history`` caps how many runs are returned (the newest ones).
     """
     run = store.require_run(run_id)
-    same = [r for r in store.list_runs(machine_id=run["machine_id"])
-            if r["created_at"] <= run["created_at"] and (r.get("status") != "failed" or r["id"] == run_id)]
+    same = [r for r in store.list_runs(machine_id=run["machine_id"]) if r["created_at"] <= run["created_at"]]
     same.sort(key=lambda r: (r["created_at"], r["id"]))
     # The run itself last even if another run shares its timestamp.
     same = [r for r in same if r["id"] != run_id] + [run]
@@ -291,7 +297,8 @@ def evaluate(
         raise UserError(f"--window must be at least 1, got {window}")
     runs = select_history(store, run_id, history)
     run = runs[-1]
-    rows = store.measurements([r["id"] for r in runs])
+    # only successful rows: a skipped/failed point has no samples and no history
+    rows = store.measurements([r["id"] for r in runs], status="ok")
     reference_rows = None
     baseline_desc = f"median of up to {window} previous runs on machine {run['machine_id']}"
     if baseline_file is not None:
@@ -398,5 +405,9 @@ def run_nightly(
         store = Store(db, create=False)
     result = evaluate(store, run_id, window=window, baseline_file=baseline_file, threshold=threshold,
                       alpha=alpha)
+    result.failed = [
+        f"{r['kind']} {r['name']} res={r['resolution']} tokens={r['tokens']}: {r['reason']}"
+        for r in store.measurement_rows([run_id], status="failed")
+    ]
     write_report(result, out, date)
     return result

@@ -554,22 +554,25 @@ class Store:
     def export(self, path: str | Path, run_ids: Sequence[str] | None = None) -> Path:
         """Write measurements to CSV, Parquet or JSON (by extension) in one call."""
         path = Path(path)
-        df = self.measurements(run_ids)
         suffix = path.suffix.lower()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".csv":
-            out = df.copy()
-            out["samples_ms"] = out["samples_ms"].map(json.dumps)
-            out["extra"] = out["extra"].map(json.dumps)
-            out.to_csv(path, index=False)
-        elif suffix in (".parquet", ".pq"):
-            out = df.copy()
-            out["extra"] = out["extra"].map(json.dumps)
-            out.to_parquet(path, index=False)
-        elif suffix == ".json":
-            path.write_text(json.dumps(df.to_dict(orient="records"), indent=1, default=_json_default))
-        else:
+        if suffix not in (".csv", ".parquet", ".pq", ".json"):
             raise UserError(f"cannot export to {path.name}: use a .csv, .parquet or .json file name")
+        df = self.measurements(run_ids)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if suffix == ".csv":
+                out = df.copy()
+                out["samples_ms"] = out["samples_ms"].map(json.dumps)
+                out["extra"] = out["extra"].map(json.dumps)
+                out.to_csv(path, index=False)
+            elif suffix in (".parquet", ".pq"):
+                out = df.copy()
+                out["extra"] = out["extra"].map(json.dumps)
+                out.to_parquet(path, index=False)
+            else:
+                path.write_text(json.dumps(df.to_dict(orient="records"), indent=1, default=_json_default))
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from e
         return path
 
 

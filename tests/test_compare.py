@@ -349,3 +349,12 @@ def test_cli_compare_accepts_measurement_exports(db_url, tmp_path, capsys, suffi
     doc = json.loads(capsys.readouterr().out)
     assert doc["rows"][0]["verdict"] == "regression" and doc["rows"][0]["n_baseline"] == 40
     assert doc["baseline"] == [f"file {base_file}"]
+
+
+def test_malformed_samples_in_a_csv_is_a_one_line_error(tmp_path, capsys):
+    from harness.cli import main
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,samples_ms\nx,abc\n")
+    assert main(["compare", "--baseline", str(bad), "--candidate", str(bad)]) == 2
+    assert "samples_ms is not a JSON list" in capsys.readouterr().err

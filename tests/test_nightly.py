@@ -170,3 +170,20 @@ def test_nightly_end_to_end_on_the_quick_preset(db_url, tmp_path, capsys):
 def test_cli_nightly_unknown_preset(db_url, tmp_path, capsys):
     assert main(["--db", db_url, "nightly", "--preset", "nightlly", "--out", str(tmp_path)]) == 2
     assert "did you mean 'nightly'" in capsys.readouterr().err
+
+
+def test_a_night_with_a_crashed_point_still_confirms_a_regression(store):
+    ids = history(store, [10.0] * 6 + [13.0, 13.0])
+    store.set_run_status(ids[-2], "partial")  # one point of that night crashed
+    store.set_run_status(ids[-1], "partial")
+    result = evaluate(store, ids[-1])
+    assert [k.label for k in result.confirmed] and result.exit_code == 1
+
+
+def test_failed_points_of_tonight_fail_the_job(store, tmp_path):
+    ids = history(store, [10.0] * 3)
+    store.add_measurement(ids[-1], MeasurementKey("prefill", "qwen2-0.5b", tokens=16, protocol="rigorous"),
+                          status="failed", reason="RuntimeError: boom")
+    result = run_nightly(run_id=ids[-1], db=store.url, out=tmp_path)
+    assert result.exit_code == 1 and "boom" in result.failed[0]
+    assert "failed to measure" in next(tmp_path.glob("*/summary.md")).read_text()

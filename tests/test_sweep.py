@@ -212,12 +212,12 @@ def test_custom_encoder_from_one_yaml_file_takes_part_in_a_sweep(db_url, tmp_pat
     r = subprocess.run(
         [sys.executable, "-m", "harness", "--db", db_url, "sweep", "--config-name", "quick",
          "--config-dir", str(ROOT / "examples" / "my_encoder"), "+encoder@encoders.mine=my_encoder",
-         "encoders.mine.resolutions=[128,256]", "backend=fake", f"report_dir={tmp_path}/rep"],
+         "backend=fake", f"report_dir={tmp_path}/rep"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     rows = Store(db_url).measurement_rows(kind="encoder")
     mine = {row["resolution"]: row["tokens"] for row in rows if row["name"] == "my-tiny-convnet"}
-    assert mine == {128: 64, 256: 256}  # stride 16, probed from forward passes
+    assert mine == {256: 256, 512: 1024}  # the YAML's resolutions; stride 16, probed from forward passes
     assert "my-tiny-convnet" in r.stdout and "my-tiny-convnet" in (tmp_path / "rep" / "points.csv").read_text()
 
 
@@ -229,3 +229,42 @@ def test_protocol_config_mirrors_the_protocol_dataclass():
     from harness.sweep.configs import ProtocolConfig
 
     assert [f.name for f in fields(ProtocolConfig)] == [f.name for f in fields(Protocol)]
+
+
+def test_resuming_a_finished_multi_round_run_adds_no_samples(db_url):
+    cfg = composed("quick", ["backend=fake", f"db={db_url}", "rounds=2", "protocol.min_runs=5"])
+    out = run_sweep(cfg, command="t")
+    again = run_sweep(composed("quick", ["backend=fake", f"db={db_url}", "rounds=2", "protocol.min_runs=5",
+                                         f"run_id={out.run_id}"]), command="t")
+    assert again.counts["measured"] == 0
+    rows = Store(db_url).measurement_rows([out.run_id])
+    assert all(len(r["samples_ms"]) == 10 and r["extra"]["rounds"] == 2 for r in rows)
+
+
+def test_interrupt_releases_the_claim_so_a_resume_measures_it(db_url):
+    from harness.store import MeasurementKey
+    from harness.sweep.engine import SweepOutcome, _run_job
+
+    store = Store(db_url)
+    run = store.create_run("t", {}, {"machine_id": "m"})
+    key = MeasurementKey("encoder", "x", resolution=64)
+    out = SweepOutcome(run_id=run, plan=None, counts=dict.fromkeys(("measured", "reused", "skipped", "failed"), 0))
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run_job(store, run, key, "x", interrupted, 0, "host:1", out, {})
+    assert store.get_measurement(run, key) is None  # no stale 'running' claim left behind
+
+
+def test_a_failed_point_makes_the_run_partial_not_failed(db_url, monkeypatch):
+    from harness.sweep import runners
+
+    def boom(self, task, in_dim):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(runners.Runners, "prefill", boom)
+    out = run_sweep(composed("quick", ["backend=fake", f"db={db_url}"]), command="t")
+    assert out.exit_code == 1 and out.counts["failed"] == len(out.plan.prefill_tasks)
+    assert Store(db_url).get_run(out.run_id)["status"] == "partial"

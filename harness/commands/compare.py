@@ -59,8 +59,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 
 
-def _looks_like_file(spec: str) -> bool:
-    return os.path.exists(spec) or spec.lower().endswith(FILE_SUFFIXES) or os.sep in spec
+def _is_run(spec: str, db: str | None) -> bool:
+    from harness.store import Store
+
+    try:
+        return Store(db, create=False).get_run(spec) is not None
+    except UserError:
+        return False
 
 
 def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> list[dict[str, Any]]:
@@ -96,10 +101,15 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
     except (OSError, ValueError, ImportError) as e:
         raise UserError(f"cannot read {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     rows = df.to_dict("records")
-    for r in rows:
+    for i, r in enumerate(rows, start=2):  # line 1 is the header
         s = r.get("samples_ms")
         if isinstance(s, str):
-            r["samples_ms"] = json.loads(s)
+            try:
+                r["samples_ms"] = json.loads(s)
+            except json.JSONDecodeError:
+                raise UserError(f"{p}, row {i}: samples_ms is not a JSON list of numbers ({s[:40]!r})") from None
+            if not isinstance(r["samples_ms"], list):
+                raise UserError(f"{p}, row {i}: samples_ms is not a JSON list of numbers")
         elif s is not None and not isinstance(s, list) and hasattr(s, "tolist"):
             r["samples_ms"] = s.tolist()
         elif isinstance(s, float) and math.isnan(s):
@@ -115,7 +125,11 @@ def load_side(specs: list[str], db: str | None, benchmark_json: bool = False) ->
     store = None
     sources = []
     for spec in specs:
-        if _looks_like_file(spec) or benchmark_json:
+        is_file = benchmark_json or spec.lower().endswith(FILE_SUFFIXES) or os.sep in spec
+        if not is_file and os.path.exists(spec):
+            # a bare name that exists on disk: a run id of that name in the store wins
+            is_file = not _is_run(spec, db)
+        if is_file:
             rows.extend(read_measurements_file(spec, benchmark_json))
             sources.append(f"file {spec}")
             continue

@@ -246,7 +246,15 @@ def write_report(
             if extra is not None and len(extra):
                 notes.append(f"{len(extra)} {what} had no partner in the join (not drawn)")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # fail before any work if the folder cannot be written
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".vlm-pareto-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        from harness.errors import UserError
+
+        raise UserError(f"cannot write the report to {out}: {e.strerror or e}; pass --out elsewhere") from e
     df = with_defaults(points)
     df["_row"] = range(len(df))
     analysis = analyse(df, benchmark, reference_encoder)

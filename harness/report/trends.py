@@ -114,6 +114,8 @@ def summary_markdown(result: NightlyResult) -> str:
     """A short Markdown summary suitable for a CI comment: headline, then one table row per key."""
     if result.confirmed:
         head = f"**{len(result.confirmed)} confirmed regression(s)** (exit 1)"
+    elif result.failed:
+        head = f"**{len(result.failed)} point(s) failed to measure** (exit 1)"
     elif result.suspects:
         head = f"no confirmed regression; {len(result.suspects)} suspect key(s) to watch tomorrow (exit 0)"
     else:
@@ -123,6 +125,7 @@ def summary_markdown(result: NightlyResult) -> str:
         "",
         f"- run `{result.run_id}`, commit `{str(result.git_commit or '?')[:12]}`, machine `{result.machine_id}`",
         f"- baseline: {result.baseline}",
+        *[f"- FAILED: {f}" for f in result.failed],
         f"- rule: regression = Mann-Whitney U p < {result.alpha:g} AND median ratio >= 1 + threshold "
         f"({result.threshold:.0%}, raised to the window's night-to-night noise where larger: column 'bar'); "
         "confirmed when two consecutive runs violate it (one run = suspect)",

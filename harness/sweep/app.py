@@ -198,7 +198,10 @@ def _multirun_run_id(name: str) -> str:
 def _record_exit(code: int) -> None:
     d = os.environ.get(EXIT_DIR_ENV)
     if d:
-        Path(d, f"{os.getpid()}-{os.urandom(4).hex()}").write_text(str(code))
+        try:
+            Path(d, f"{os.getpid()}-{os.urandom(4).hex()}").write_text(str(code))
+        except OSError as e:  # the job's result is in the store either way; say it
+            print(f"vlm-pareto: warning: could not report exit code {code} to the launcher: {e}", file=sys.stderr)
 
 
 def main(argv: list[str], debug: bool = False) -> int:
@@ -212,7 +215,11 @@ def main(argv: list[str], debug: bool = False) -> int:
         print()
     register_configs()
     precheck(argv)
-    with tempfile.TemporaryDirectory(prefix="vlm-pareto-exit-") as exit_dir:
+    # Jobs report exit codes through files: under the working directory (shared storage on a
+    # cluster, where /tmp of the submitting node is not visible to the jobs' nodes).
+    exit_root = Path("outputs")
+    exit_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".exit-", dir=exit_root) as exit_dir:
         os.environ[EXIT_DIR_ENV] = exit_dir
         task = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)
         saved = sys.argv

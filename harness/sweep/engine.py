@@ -32,7 +32,7 @@ from harness.sweep.runners import Outcome, Runners
 #: the user's --config-dir, exported by the sweep app for custom encoders' import paths
 CONFIG_DIR_ENV = "VLM_PARETO_CONFIG_DIR"
 #: a claim by another host is considered abandoned after this long
-CLAIM_TIMEOUT_S = 6 * 3600
+CLAIM_TIMEOUT_S = 2 * 3600
 POLL_S = 0.5
 
 
@@ -254,7 +254,8 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
     finally:
         progress.close()
         if status != "interrupted":
-            status = "failed" if out.failures else "done"
+            # "partial": some points failed but the rest of the run is good data
+            status = ("failed" if not out.counts["measured"] + out.counts["reused"] else "partial") if out.failures else "done"
         store.set_run_status(run_id, status)
         out.wall_s = time.perf_counter() - t0
     return out
@@ -268,6 +269,10 @@ def _run_job(store: Store, run_id: str, key: MeasurementKey, label: str, fn: Cal
     if rnd == 0 and existing is not None and existing["status"] == "ok":
         out.counts["reused"] += 1
         return
+    if rnd > 0 and existing is not None and existing["status"] == "ok" and int(existing["extra"].get("rounds", 1)) > rnd:
+        out.counts["reused"] += 1  # a resumed run: this round of this key is already stored
+        return
+    waited = False
     if rnd == 0:
         while True:
             row = store.claim(run_id, key, owner)
@@ -279,24 +284,19 @@ def _run_job(store: Store, run_id: str, key: MeasurementKey, label: str, fn: Cal
             if _claim_is_stale(row):
                 store.release(run_id, key, row["reason"])
                 continue
+            if not waited:
+                print(f"waiting for {row['reason']} to finish {label} (claimed {row['created_at'][:19]}; "
+                      f"taken over after {CLAIM_TIMEOUT_S // 3600} h if that worker is gone)", file=sys.stderr)
+                waited = True
             time.sleep(POLL_S)  # another live worker is measuring it: wait and reuse
     try:
         outcome = fn()
-    except UserError as e:
-        store.add_measurement(run_id, key, status="skipped", reason=str(e))
-        out.counts["skipped"] += 1
-        out.skipped.append(f"{label}: {e}")
-        return
-    except MemoryError as e:
-        store.add_measurement(run_id, key, status="skipped", reason=f"out of memory: {e}")
-        out.counts["skipped"] += 1
-        out.skipped.append(f"{label}: out of memory")
-        return
-    except Exception as e:  # a crash of one point must not stop the sweep
-        tb = traceback.format_exc(limit=8)
-        store.add_measurement(run_id, key, status="failed", reason=f"{type(e).__name__}: {e}", extra={"traceback": tb})
-        out.counts["failed"] += 1
-        out.failures.append(f"{label}: {type(e).__name__}: {e}")
+    except BaseException as e:
+        if not isinstance(e, Exception):  # Ctrl-C, SystemExit: free the key for a resume
+            if rnd == 0:
+                store.release(run_id, key, owner)
+            raise
+        _record_failure(store, run_id, key, label, e, out)
         return
     _store_outcome(store, run_id, key, outcome, rnd)
     out.counts["measured"] += 1
@@ -307,11 +307,30 @@ def _run_job(store: Store, run_id: str, key: MeasurementKey, label: str, fn: Cal
         if skey is None:
             continue
         prev = store.get_measurement(run_id, skey)
-        if skey in out.produced or (rnd == 0 and prev is not None and prev["status"] == "ok"):
+        if skey in out.produced or (prev is not None and prev["status"] == "ok"
+                                    and int(prev["extra"].get("rounds", 1)) > rnd):
             continue
         _store_outcome(store, run_id, skey, side, rnd)
         out.counts["measured"] += 1
         out.produced.add(skey)
+
+
+def _record_failure(store: Store, run_id: str, key: MeasurementKey, label: str, e: Exception,
+                    out: SweepOutcome) -> None:
+    """Store why a point did not measure: UserError/MemoryError -> skipped, anything else -> failed."""
+    if isinstance(e, UserError):
+        store.add_measurement(run_id, key, status="skipped", reason=str(e))
+        out.counts["skipped"] += 1
+        out.skipped.append(f"{label}: {e}")
+    elif isinstance(e, MemoryError):
+        store.add_measurement(run_id, key, status="skipped", reason=f"out of memory: {e}")
+        out.counts["skipped"] += 1
+        out.skipped.append(f"{label}: out of memory")
+    else:  # a crash of one point must not stop the sweep
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=8))
+        store.add_measurement(run_id, key, status="failed", reason=f"{type(e).__name__}: {e}", extra={"traceback": tb})
+        out.counts["failed"] += 1
+        out.failures.append(f"{label}: {type(e).__name__}: {e}")
 
 
 def _store_outcome(store: Store, run_id: str, key: MeasurementKey, outcome: Outcome, rnd: int) -> None:

@@ -54,7 +54,8 @@ class Runners:
             t = parse_tiling(task.tiling)
             tile = t.tile_resolution(task.resolution)
             m = fake.fake_encoder(task.name, tile, t.images, self.protocol, self.round)
-            return Outcome(m, {"fake": True, "tile_resolution": tile, "images": t.images}, build_s=0.0)
+            return Outcome(m, {"fake": True, "tile_resolution": tile, "images": t.images, "out_dim": task.out_dim},
+                           build_s=0.0)
         if b.encoder_backend == "coreml":
             from harness.encoders.coreml_runner import measure_encoder_coreml
 
@@ -100,7 +101,7 @@ class Runners:
             m = fake.fake_prefill(task.llm, spec.params_b, task.tokens + task.prompt_tokens, self.protocol, self.round)
             proj = fake.fake_projector(task.llm, in_dim, spec.hidden, task.tokens, self.protocol, self.round)
             side = {("projector", task.llm, task.tokens, in_dim): Outcome(proj, {"in_dim": in_dim, "fake": True})}
-            return Outcome(m, {"fake": True, "params_b": spec.params_b}, build_s=0.0, side=side)
+            return Outcome(m, {"fake": True, "params_b": spec.params_b, "encoder_dim": in_dim}, build_s=0.0, side=side)
         from harness.llms.torch_prefill import measure_prefill
 
         k = self.sample_layers_for(task.llm)
@@ -112,6 +113,7 @@ class Runners:
         )
         extra = {
             **r.extra,
+            "encoder_dim": in_dim,  # the projector_ms below is for this encoder width
             "projector_ms": r.projector_ms,
             "sampled_layers": r.sampled_layers,
             "total_layers": r.total_layers,
