@@ -230,7 +230,12 @@ def choose(
         notes.append(f"{no_acc} point(s) without {bench} accuracy ignored")
     if no_ttft:
         notes.append(f"{no_ttft} point(s) without TTFT ignored")
-    eligible = df[limit_ok & df["_acc"].notna().to_numpy() & df["_basis"].notna().to_numpy()]
+    # Accuracy from a --limit eval run is not comparable with full runs: never let it win.
+    partial = (df["accuracy_partial"].fillna(False).astype(bool).to_numpy() if "accuracy_partial" in df
+               else np.zeros(len(df), dtype=bool))
+    if partial.any():
+        notes.append(f"{int(partial.sum())} point(s) with partial (--limit) accuracy left out")
+    eligible = df[limit_ok & df["_acc"].notna().to_numpy() & df["_basis"].notna().to_numpy() & ~partial]
     sort_keys = ["_acc", "_basis", "ttft_ms"] + [c for c in ("encoder", "llm", "resolution", "tiling", "recipe") if c in df]
     ascending = [False, True, True] + [True] * (len(sort_keys) - 3)
     if "ttft_ms" not in df:

@@ -172,6 +172,8 @@ def load_points(
     if source == "paper":
         if latency_csv or run_ids:
             raise UserError("--source paper uses the paper's latencies; drop --latency-csv / --run")
+        if accuracy_files:
+            raise UserError("--source paper uses the paper's accuracies; drop --accuracy (or use --latency-csv with it)")
         from harness.accuracy.keys import normalize_recipe
         from harness.accuracy.paper import paper_points
 

@@ -179,3 +179,19 @@ def test_choose_and_report_do_not_import_torch(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_partial_accuracy_never_wins():
+    import pandas as pd
+
+    from harness.choose import choose
+
+    pts = pd.DataFrame([
+        dict(encoder="a", resolution=256, llm="l", tiling="none", recipe="r", ttft_ms=100.0, ttft_ci_high_ms=110.0,
+             avg5=70.0, accuracy_partial=True),
+        dict(encoder="b", resolution=256, llm="l", tiling="none", recipe="r", ttft_ms=100.0, ttft_ci_high_ms=110.0,
+             avg5=60.0, accuracy_partial=False),
+    ])
+    r = choose(pts, 200.0)
+    assert r.choice["encoder"] == "b"
+    assert any("partial" in n for n in r.notes)

@@ -40,7 +40,7 @@ POINT_COLUMNS: tuple[str, ...] = (
     *KEY_FIELDS, "tokens", "prompt_tokens", "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms",
     "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms", "avg5", *BENCHMARK_COLUMNS,
     "latency_source", "accuracy_source", "estimated", "machine", "backend", "encoder_params_m",
-    "llm_params_b", "run_id",
+    "llm_params_b", "run_id", "accuracy_partial",
 )
 
 #: Columns that come from the latency side of the join.
@@ -202,6 +202,10 @@ def _point(lat: dict[str, Any], acc: dict[str, Any]) -> dict[str, Any]:
                               else _accuracy_source(acc.get("source")))
     out["accuracy"] = acc["accuracy"]
     out["accuracy_metric"] = acc["accuracy_metric"]
+    # an eval run with --limit (ingested with --allow-partial) is not comparable to full runs:
+    # carry the mark so reports label it and the chooser can leave it out
+    partial = acc.get("partial", False)
+    out["accuracy_partial"] = False if _blank(partial) else bool(partial)
     return out
 
 

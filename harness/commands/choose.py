@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from harness.errors import UserError
+
 import argparse
 import json
 
@@ -85,6 +87,8 @@ def render(r: ChooseResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.alternatives < 0:
+        raise UserError(f"--alternatives must be >= 0, got {args.alternatives}")
     budget = check_budget(args.budget_ms)  # bad budgets fail before any data is read
     points = points_from_args(args)
     limits = Limits(args.max_encoder_params_m, args.max_tokens, args.max_llm_params_b, args.max_memory_gb)

@@ -144,6 +144,10 @@ def analyse(points: pd.DataFrame, benchmark: str = "avg5", reference_encoder: st
     notes = []
     if n_acc == 0:
         notes.append(f"no point has {benchmark_label(benchmark)} accuracy: accuracy figures and frontiers are omitted")
+    encoders = sorted(set(df["encoder"].astype(str))) if "encoder" in df else []
+    if encoders and reference_encoder not in encoders:
+        notes.append(f"reference encoder {reference_encoder!r} has no points (encoders: {', '.join(encoders)}): "
+                     "no frontier comparisons; pass --reference-encoder")
     return ReportAnalysis(benchmark, out, len(df), n_acc, notes)
 
 
