@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from harness.errors import UserError
-
 import argparse
 import json
 
 from harness.choose import BASES, ChooseResult, Limits, check_budget, choose
+from harness.errors import UserError
 from harness.points import add_input_args, points_from_args
 
 
