@@ -22,10 +22,11 @@ from typing import Any
 
 import torch
 
+from harness.devices import CudaProbe, MPSProbe, resolve_device  # noqa: F401 (re-exported)
 from harness.encoders.tiling import Tiling, parse_tiling, split_tiles
 from harness.encoders.zoo import TokenEncoder, build_encoder, get_spec, validate_resolution
 from harness.errors import UserError, suggest
-from harness.protocol import Measurement, Protocol, RSSProbe, get_protocol, measure
+from harness.protocol import Measurement, Protocol, get_protocol, measure
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 CANONICAL_DTYPE = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -52,34 +53,6 @@ class EncoderResult:
         return d
 
 
-class CudaProbe:
-    """Peak CUDA memory allocated by one step (``reset_peak_memory_stats`` before it)."""
-
-    name = "cuda-max-allocated"
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def reset(self) -> None:
-        torch.cuda.synchronize(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-
-    def peak(self) -> int | None:
-        return int(torch.cuda.max_memory_allocated(self.device))
-
-
-class MPSProbe:
-    """MPS has no peak counter: the driver's allocation after the step (an upper-bound proxy)."""
-
-    name = "mps-driver-allocated"
-
-    def reset(self) -> None:
-        torch.mps.synchronize()
-
-    def peak(self) -> int | None:
-        return int(torch.mps.driver_allocated_memory())
-
-
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -87,25 +60,6 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if key not in DTYPES:
         raise UserError(suggest(dtype, ["float32", "float16", "bfloat16"], "dtype"))
     return DTYPES[key]
-
-
-def resolve_device(device: str) -> tuple[torch.device, Callable[[], None] | None, Any]:
-    """Return (device, synchronize hook, memory probe); an unavailable device is a UserError."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from e
-    if dev.type == "cpu":
-        return dev, None, RSSProbe()
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("device cuda requested but torch.cuda.is_available() is False; use --device cpu")
-        return dev, lambda: torch.cuda.synchronize(dev), CudaProbe(dev)
-    if dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UserError("device mps requested but Metal (MPS) is not available here; use --device cpu")
-        return dev, torch.mps.synchronize, MPSProbe()
-    raise UserError(f"unsupported device {device!r}; use cpu, cuda or mps")
 
 
 def make_images(tiling: Tiling, resolution: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:

@@ -64,18 +64,10 @@ def _mps_supports_bf16() -> bool:
 
 
 def check_device(device: str) -> str:
-    """Validate a torch device string ('cpu', 'cuda', 'cuda:1', 'mps')."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or mps") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' asked for but CUDA is not available; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError("device 'mps' asked for but MPS is not available; use --device cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"device {device!r} is not supported; use cpu, cuda or mps")
-    return str(dev)
+    """Validate a torch device string ('cpu', 'cuda', 'cuda:1', 'mps'); UserError if unavailable."""
+    from harness.devices import resolve_device
+
+    return str(resolve_device(device)[0])
 
 
 # --------------------------------------------------------------------------- memory

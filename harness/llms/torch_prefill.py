@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from harness.devices import resolve_device
 from harness.errors import UserError, suggest
 from harness.llms import DEFAULT_ENCODER_DIM, DEFAULT_PROMPT_TOKENS, PrefillResult
 from harness.llms.build import (
@@ -33,7 +34,7 @@ from harness.llms.build import (
 )
 from harness.llms.projector import Projector, build_projector, encoder_features
 from harness.llms.zoo import LLMSpec, get_llm_spec
-from harness.protocol import Measurement, Protocol, RSSProbe, get_protocol, measure
+from harness.protocol import Measurement, Protocol, get_protocol, measure
 
 BACKENDS = ("torch", "mlx")
 
@@ -54,12 +55,7 @@ def check_tokens(spec: LLMSpec, visual_tokens: Any, prompt_tokens: Any) -> tuple
 
 def torch_synchronizer(device: str) -> Callable[[], None] | None:
     """The clock-read hook for ``device``: waits for queued GPU work; None on CPU."""
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return torch.cuda.synchronize
-    if kind == "mps":
-        return torch.mps.synchronize
-    return None
+    return resolve_device(device)[1]
 
 
 def prompt_token_ids(spec: LLMSpec, prompt_tokens: int, device: str = "cpu") -> torch.Tensor:
@@ -234,7 +230,8 @@ def measure_prefill(
     else:
         built = build_torch_llm(spec, dtype=dtype, device=device, seed=seed, weights_dir=weights_dir)
         step, out = prefill_callable(built.model, inputs.visual, inputs.prompt_ids)
-        measurement = measure(step, proto, synchronize=sync, memory=RSSProbe() if device == "cpu" else None)
+        # step-local peak RSS on CPU, allocator peak on CUDA, driver allocation on MPS
+        measurement = measure(step, proto, synchronize=sync, memory=resolve_device(device)[2])
         check_logits(out, spec)
         build_s = built.build_s
         extra["weights"] = built.weights

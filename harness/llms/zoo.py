@@ -102,9 +102,9 @@ class LLMSpec:
         d["params_b"] = self.params_b
         return d
 
-    def hf_config_dict(self) -> dict[str, Any]:
-        """Keyword arguments for the transformers config class of ``arch``."""
-        d: dict[str, Any] = dict(
+    def _shape_config(self) -> dict[str, Any]:
+        """The transformers-style config keys both frameworks read."""
+        return dict(
             hidden_size=self.hidden,
             num_hidden_layers=self.layers,
             num_attention_heads=self.heads,
@@ -115,27 +115,18 @@ class LLMSpec:
             max_position_embeddings=self.max_positions,
             rope_theta=self.rope_theta,
             rms_norm_eps=self.rms_norm_eps,
-            hidden_act="silu",
         )
+
+    def hf_config_dict(self) -> dict[str, Any]:
+        """Keyword arguments for the transformers config class of ``arch``."""
+        d = {**self._shape_config(), "hidden_act": "silu"}
         if self.arch == "llama":
             d.update(attention_bias=False, mlp_bias=False)
         return d
 
     def mlx_args(self) -> dict[str, Any]:
         """A config dict for mlx-lm's ``ModelArgs.from_dict`` of ``arch``."""
-        return dict(
-            model_type=self.arch,
-            hidden_size=self.hidden,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            num_key_value_heads=self.kv_heads,
-            intermediate_size=self.intermediate,
-            vocab_size=self.vocab,
-            tie_word_embeddings=self.tied,
-            max_position_embeddings=self.max_positions,
-            rope_theta=self.rope_theta,
-            rms_norm_eps=self.rms_norm_eps,
-        )
+        return {"model_type": self.arch, **self._shape_config()}
 
 
 def _qwen2(name: str, hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int, tied: bool) -> LLMSpec:
