@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -30,3 +31,14 @@ def suggest(name: str, choices: Iterable[str], what: str = "name") -> str:
         msg += f"; did you mean {lowered[close[0]]!r}?"
     shown = ", ".join(choices[:20]) + (", ..." if len(choices) > 20 else "")
     return msg + f" (valid: {shown})"
+
+
+def read_user_text(path: str | Path, what: str = "file", encoding: str = "utf-8") -> str:
+    """Read a file the user named; a missing or unreadable one is a one-line UserError."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding=encoding)
+    except FileNotFoundError as e:
+        raise UserError(f"{p}: no such {what}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: cannot read ({e})") from e

@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.accuracy.avg5 import AccuracyRow, ScoreRecord
 from harness.accuracy.keys import normalize_benchmark, normalize_key, normalize_recipe
-from harness.errors import UserError
+from harness.errors import UserError, read_user_text
 
 ACCURACY_COLUMNS: tuple[str, ...] = ("encoder", "resolution", "llm", "tiling", "recipe",
                                      "benchmark", "score")
@@ -32,12 +32,7 @@ TTFT_TOLERANCE_REL = 0.01
 
 
 def _rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as e:
-        raise UserError(f"{path}: no such file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from e
+    text = read_user_text(path, encoding="utf-8-sig")  # -sig: spreadsheets write a BOM
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in required if c not in header]

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError, suggest
+from harness.errors import UserError, read_user_text, suggest
 
 
 @dataclass(frozen=True)
@@ -184,12 +184,7 @@ def read_results(path: str | Path, *, pope_metric: str = "accuracy",
                  skip_unknown: bool = False) -> ResultsFile:
     """Read and validate one results file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise UserError(f"{p}: no such file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: cannot read ({e})") from e
+    text = read_user_text(p)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -26,7 +26,7 @@ import yaml
 
 from harness.accuracy.keys import Key, normalize_key
 from harness.accuracy.lmms_eval import find_results_files
-from harness.errors import UserError
+from harness.errors import UserError, read_user_text
 
 ENTRY_FIELDS = ("files", "encoder", "resolution", "llm", "tiling", "recipe")
 
@@ -106,12 +106,7 @@ def parse_manifest(data: Any, path: str | Path, *, strict_names: bool = True) ->
 def read_manifest(path: str | Path, *, strict_names: bool = True) -> list[ManifestEntry]:
     """Read and validate a manifest YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise UserError(f"{p}: no such manifest file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: cannot read ({e})") from e
+    text = read_user_text(p, "manifest file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
