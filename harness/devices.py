@@ -14,8 +14,47 @@ from typing import Any
 
 import torch
 
+from harness.dtypes import FLOAT_PRECISIONS, canonical_precision
 from harness.errors import UserError
 from harness.protocol import RSSProbe
+
+#: canonical precision name -> torch dtype (the float precisions torch runs eagerly)
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+CANONICAL_DTYPE: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
+
+
+def torch_dtype(name: str | torch.dtype, device: str | torch.device | None = None) -> torch.dtype:
+    """The torch dtype for precision ``name`` ('fp16', 'bfloat16', ...); UserError if unknown.
+
+    With ``device``, also refuses bfloat16 where that CUDA / MPS device cannot run it.
+    """
+    if isinstance(name, torch.dtype):
+        return name
+    key = canonical_precision(name, FLOAT_PRECISIONS)
+    if device is not None and key == "bfloat16":
+        dev = torch.device(device).type
+        if dev == "mps" and not _mps_supports_bf16():
+            raise UserError("bfloat16 is not supported by this MPS device; use float16 or float32")
+        if dev == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError("bfloat16 is not supported by this CUDA device; use float16 or float32")
+    return TORCH_DTYPES[key]
+
+
+def _mps_supports_bf16() -> bool:
+    try:
+        torch.ones(1, dtype=torch.bfloat16, device="mps")
+        return True
+    except (RuntimeError, TypeError):
+        return False
+
+
+def torch_synchronizer(device: str) -> Callable[[], None] | None:
+    """The clock-read hook for ``device``: waits for queued GPU work; None on CPU."""
+    return resolve_device(device)[1]
 
 
 class CudaProbe:

@@ -7,7 +7,7 @@ are the ones a sweep would take:
 
 * the encoder, prefill and projector tasks of the configuration are built like the sweep's
   plan (``harness.sweep.plan``) and measured by :class:`harness.sweep.runners.Runners` through
-  the engine's claim/reuse job (``engine._run_job``) into **one run** of the store, so a task
+  the engine's claim/reuse :class:`~harness.sweep.engine.Measurer` into **one run** of the store, so a task
   already measured in that run (by this study, an earlier session of it, or a sweep sharing
   the run) is reused, never re-measured;
 * TTFT is composed by :func:`harness.ttft.compose_ttft` from the stored rows, as reports do.
@@ -460,56 +460,39 @@ def synthetic_accuracy(c: Config, tokens: int, llm_params_b: float) -> tuple[flo
 class Evaluator:
     """Measures configurations into one run of the store, through the sweep's runners.
 
-    Tasks are built like ``harness.sweep.plan`` does and measured by ``engine._run_job`` (the
-    claim/reuse logic: an ``ok`` row of the run is reused, a dead worker's claim taken over),
+    Tasks are built like ``harness.sweep.plan`` does and measured by the engine's
+    :class:`~harness.sweep.engine.Measurer` (the claim/reuse logic: an ``ok`` row of the run is reused, a dead worker's claim taken over),
     so a configuration sharing an encoder setting or a prefill token count with an earlier one
     costs only the missing tasks.
     """
 
     def __init__(self, space: SearchSpace, store: Any, run_id: str):
-        from harness.sweep.engine import SweepOutcome, _owner
-        from harness.sweep.plan import Plan
+        from harness.sweep.engine import Measurer
         from harness.sweep.runners import Runners
 
         self.space, self.store, self.run_id = space, store, run_id
         self.runners = Runners(space.cfg, space.llm_specs)
-        self.owner = _owner()
-        self.out = SweepOutcome(run_id=run_id, plan=Plan(),
-                                counts={"measured": 0, "reused": 0, "skipped": 0, "failed": 0})
-        self.proj_keys: dict[tuple, Any] = {}
+        self.measurer = Measurer(store, run_id, self.runners)
 
     def ttft(self, c: Config) -> dict[str, Any]:
         """Measure (or reuse) the tasks of ``c`` and return its composed TTFT row.
 
         Raises UserError when a task was skipped or failed (its reason is in the store).
         """
-        from harness.sweep.engine import _run_job
-        from harness.sweep.plan import (
-            EncoderTask,
-            PrefillTask,
-            ProjectorTask,
-            encoder_key,
-            prefill_key,
-            projector_key,
-        )
+        from harness.sweep.plan import EncoderTask, Plan, PrefillTask, ProjectorTask, jobs
         from harness.ttft import compose_ttft
 
         cfg, enc = self.space.cfg, self.space.encoders[c.encoder]
         tokens = self.space.tokens(c)
         llm_label = self.space.llms[c.llm]
-        et = EncoderTask(enc.label, enc.name, c.resolution, c.tiling, tokens, enc.out_dim)
+        weights = cfg.encoders[enc.label].weights if enc.label in cfg.encoders else None
+        et = EncoderTask(enc.label, enc.name, c.resolution, c.tiling, tokens, enc.out_dim, weights)
         pt = PrefillTask(llm_label, c.llm, tokens, cfg.prompt_tokens)
         jt = ProjectorTask(llm_label, c.llm, tokens, enc.out_dim)
-        ek, pk, jk = encoder_key(et, cfg), prefill_key(pt, cfg), projector_key(jt, cfg)
-        self.proj_keys[(c.llm, tokens, enc.out_dim)] = jk
-        jobs = [
-            (ek, f"{et.name} @ {et.resolution} {et.tiling}", lambda: self.runners.encoder(et)),
-            # the projector for this encoder's channels comes along with the prefill
-            (pk, f"{c.llm} prefill {tokens}+{pt.prompt_tokens} tok", lambda: self.runners.prefill(pt, enc.out_dim)),
-            (jk, f"projector {enc.out_dim}->{c.llm} {tokens} tok", lambda: self.runners.projector(jt)),
-        ]
-        for key, label, fn in jobs:
-            _run_job(self.store, self.run_id, key, label, fn, 0, self.owner, self.out, self.proj_keys)
+        # the projector for this encoder's channels comes along with the prefill
+        job_list = jobs(Plan(encoder_tasks=[et], prefill_tasks=[pt], projector_tasks=[jt]), self.runners.key)
+        self.measurer.run_all(job_list)
+        ek, pk, jk = (j.key for j in job_list)
         rows = {kind: self.store.get_measurement(self.run_id, k) for kind, k in
                 (("encoder", ek), ("prefill", pk), ("projector", jk))}
         bad = {k: r for k, r in rows.items() if r is None or r["status"] != "ok"}
@@ -525,7 +508,7 @@ class Evaluator:
     @property
     def measured(self) -> int:
         """Measurements taken by this process (reused ones excluded)."""
-        return int(self.out.counts["measured"])
+        return int(self.measurer.counts["measured"])
 
     def run_measurements(self) -> int:
         """Distinct successful measurements stored in the run (all sessions)."""

@@ -24,7 +24,7 @@ from harness.search import (
     synthetic_accuracy,
 )
 from harness.store import MeasurementKey, Store
-from harness.sweep import fake
+from harness.backends import fake
 
 
 def small_space(llms=("qwen2-0.5b", "qwen2-1.5b"), rng=(256, 512)):

@@ -242,19 +242,22 @@ def test_resuming_a_finished_multi_round_run_adds_no_samples(db_url):
 
 
 def test_interrupt_releases_the_claim_so_a_resume_measures_it(db_url):
-    from harness.store import MeasurementKey
-    from harness.sweep.engine import SweepOutcome, _run_job
+    from harness.sweep.engine import Measurer
+    from harness.sweep.plan import Job
+    from harness.tasks import EncoderTask, MeasurementKey
 
     store = Store(db_url)
     run = store.create_run("t", {}, {"machine_id": "m"})
     key = MeasurementKey("encoder", "x", resolution=64)
-    out = SweepOutcome(run_id=run, plan=None, counts=dict.fromkeys(("measured", "reused", "skipped", "failed"), 0))
 
-    def interrupted():
-        raise KeyboardInterrupt
+    class Interrupted:
+        round = 0
+
+        def measure(self, task, in_dim=0):
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _run_job(store, run, key, "x", interrupted, 0, "host:1", out, {})
+        Measurer(store, run, Interrupted(), owner="host:1").run(Job(key, "x", EncoderTask("x", "x", 64, "none", 1, 1)))
     assert store.get_measurement(run, key) is None  # no stale 'running' claim left behind
 
 

@@ -1,6 +1,5 @@
-"""Vision encoders: the zoo, tiling, custom encoders and the PyTorch / Core ML runners.
-
-Importing this package does not import torch; the runners are loaded on first attribute use.
+"""Vision encoders: the zoo, tiling and custom encoders (the runners are backends:
+``harness.backends.torch.encoder``, ``harness.backends.coreml.encoder``).
 
 >>> from harness.encoders import encoder_tokens
 >>> encoder_tokens("fastvithd", 2048, "2x2+overview")
@@ -9,8 +8,10 @@ Importing this package does not import torch; the runners are loaded on first at
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from harness.encoders.custom import register_custom_encoder
 from harness.encoders.tiling import Tiling, parse_tiling
 from harness.encoders.zoo import (
     ENCODERS,
@@ -26,25 +27,30 @@ from harness.encoders.zoo import (
     validate_resolution,
 )
 
-_LAZY = {
-    "measure_encoder": "harness.encoders.torch_runner",
-    "EncoderResult": "harness.encoders.torch_runner",
-    "count_gflops": "harness.encoders.torch_runner",
-    "register_custom_encoder": "harness.encoders.custom",
-    "convert_coreml": "harness.encoders.coreml_runner",
-    "measure_coreml": "harness.encoders.coreml_runner",
-}
+if TYPE_CHECKING:
+    from harness.protocol import Measurement
+
+
+@dataclass
+class EncoderResult:
+    """One encoder timing (the runners' function API): the protocol's measurement plus what
+    the encoder produced."""
+
+    measurement: Measurement
+    tokens: int
+    out_dim: int
+    params_m: float
+    build_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["measurement"] = self.measurement.to_dict()
+        return d
+
 
 __all__ = [
-    "ENCODERS", "ZOO_RESOLUTIONS", "EncoderSpec", "Tiling", "TokenEncoder", "build_encoder",
+    "ENCODERS", "ZOO_RESOLUTIONS", "EncoderResult", "EncoderSpec", "Tiling", "TokenEncoder", "build_encoder",
     "count_params", "encoder_out_dim", "encoder_tokens", "get_spec", "list_encoders",
-    "parse_tiling", "validate_resolution", *_LAZY,
+    "parse_tiling", "register_custom_encoder", "validate_resolution",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'harness.encoders' has no attribute {name!r}")

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.encoders.zoo import EncoderSpec, get_spec, register, to_tokens
+from harness.encoders.zoo import LOAD_HOOKS, EncoderSpec, get_spec, register, to_tokens
 from harness.errors import UserError
 
 META_KEYS = {
@@ -211,6 +211,9 @@ def load_env_encoders() -> list[EncoderSpec]:
         key = str(Path(entry).resolve())
         specs.append(_LOADED.get(key) or register_custom_encoder(entry))
     return specs
+
+
+LOAD_HOOKS.append(load_env_encoders)
 
 
 def get_or_register(name_or_config: str) -> EncoderSpec:

@@ -76,6 +76,17 @@ class EncoderSpec:
 ENCODERS: Registry[EncoderSpec] = Registry("encoder")
 
 
+#: called before a lookup misses and before listing: registers encoders defined elsewhere
+#: (``harness.encoders.custom`` adds the ``$VLM_PARETO_ENCODERS`` loader), so the zoo never
+#: imports the modules that extend it
+LOAD_HOOKS: list[Callable[[], object]] = []
+
+
+def _run_load_hooks() -> None:
+    for hook in LOAD_HOOKS:
+        hook()
+
+
 def register(spec: EncoderSpec, replace: bool = False) -> EncoderSpec:
     """Add ``spec`` to the zoo (``replace=False`` refuses to shadow a different encoder)."""
     if not replace and spec.name in ENCODERS and ENCODERS.get(spec.name) != spec:
@@ -90,19 +101,14 @@ def get_spec(name: str) -> EncoderSpec:
 
     Custom encoders listed in ``$VLM_PARETO_ENCODERS`` are registered on first need.
     """
-    if name not in ENCODERS and os.environ.get("VLM_PARETO_ENCODERS"):
-        from harness.encoders.custom import load_env_encoders
-
-        load_env_encoders()
+    if name not in ENCODERS:
+        _run_load_hooks()
     return ENCODERS.get(name)
 
 
 def list_encoders() -> list[EncoderSpec]:
     """Every spec in the zoo, built-ins first in paper order, then custom ones by name."""
-    if os.environ.get("VLM_PARETO_ENCODERS"):
-        from harness.encoders.custom import load_env_encoders
-
-        load_env_encoders()
+    _run_load_hooks()
     order = {n: i for i, n in enumerate(BUILTIN_ORDER)}
     return sorted((ENCODERS.get(n) for n in ENCODERS.names()), key=lambda s: (order.get(s.name, 99), s.name))
 

@@ -1,10 +1,11 @@
 """LLM side of TTFT: the zoo, the projector, and prefill runners (PyTorch, MLX).
 
-Importing this package is cheap (no torch, no mlx). Runners live in their own modules:
+Importing this package is cheap (no torch, no mlx). The runners are backends:
 
-- ``harness.llms.torch_prefill.measure_prefill`` (also dispatches ``backend="mlx"``)
-- ``harness.llms.mlx_prefill.measure_prefill_mlx``
-- ``harness.llms.sampling`` (layer-sampled prefill for models too big to build whole)
+- ``harness.backends.torch.prefill.measure_prefill`` (PyTorch + transformers)
+- ``harness.backends.mlx.prefill.measure_prefill_mlx`` (MLX + mlx-lm)
+- ``harness.llms.sampling``: the layer-sampling estimator both use for models too big to
+  build whole
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import UserError
 from harness.llms.zoo import LLMS, LLMSpec, get_llm_spec, list_llms, tiny_spec
 
 if TYPE_CHECKING:
@@ -84,14 +86,18 @@ class PrefillResult:
         ]
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy re-export so `from harness.llms import measure_prefill` works without importing
-    # torch when only the zoo is needed.
-    if name == "measure_prefill":
-        from harness.llms.torch_prefill import measure_prefill
-
-        return measure_prefill
-    raise AttributeError(name)
+def check_tokens(spec: LLMSpec, visual_tokens: Any, prompt_tokens: Any) -> tuple[int, int]:
+    """Validate token counts against the model's context; UserError otherwise."""
+    for what, value, low in (("visual token count", visual_tokens, 1), ("prompt token count", prompt_tokens, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"{what} must be an integer >= {low}, got {value!r}")
+    total = visual_tokens + prompt_tokens
+    if total > spec.max_positions:
+        raise UserError(
+            f"{visual_tokens} visual + {prompt_tokens} prompt tokens = {total} exceeds {spec.name}'s "
+            f"context length of {spec.max_positions} tokens"
+        )
+    return visual_tokens, prompt_tokens
 
 
 __all__ = [
@@ -101,7 +107,7 @@ __all__ = [
     "LLMSpec",
     "PrefillResult",
     "get_llm_spec",
+    "check_tokens",
     "list_llms",
-    "measure_prefill",
     "tiny_spec",
 ]

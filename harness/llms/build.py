@@ -22,45 +22,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.errors import UserError, suggest
+from harness.devices import TORCH_DTYPES as DTYPES  # noqa: F401 (re-exported)
+from harness.devices import torch_dtype
+from harness.dtypes import FLOAT_PRECISIONS, canonical_precision
+from harness.errors import UserError
 from harness.llms.zoo import LLMSpec
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16", "float": "float32"}
 
 #: Fixed runtime overhead (libraries, allocator slack) added to memory estimates.
 _RUNTIME_OVERHEAD_BYTES = 512 * 2**20
 
 
 def dtype_name(name: str) -> str:
-    """Canonical dtype name ('float32' | 'bfloat16' | 'float16'); UserError otherwise."""
-    key = _DTYPE_ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in DTYPES:
-        raise UserError(suggest(name, list(DTYPES), "dtype"))
-    return key
+    """Canonical float dtype name ('float32' | 'bfloat16' | 'float16'); UserError otherwise."""
+    return canonical_precision(name, FLOAT_PRECISIONS)
 
 
 def resolve_dtype(name: str, device: str = "cpu") -> torch.dtype:
     """The torch dtype for ``name`` if ``device`` supports it; UserError otherwise."""
-    key = dtype_name(name)
-    dev = torch.device(device).type
-    if dev == "mps" and key == "bfloat16" and not _mps_supports_bf16():
-        raise UserError("bfloat16 is not supported by this MPS device; use float16 or float32")
-    if dev == "cuda" and key == "bfloat16" and not torch.cuda.is_bf16_supported():
-        raise UserError("bfloat16 is not supported by this CUDA device; use float16 or float32")
-    return DTYPES[key]
-
-
-def _mps_supports_bf16() -> bool:
-    try:
-        torch.ones(1, dtype=torch.bfloat16, device="mps")
-        return True
-    except (RuntimeError, TypeError):
-        return False
+    return torch_dtype(name, device)
 
 
 def check_device(device: str) -> str:

@@ -1,7 +1,8 @@
 """The LLaVA-style projector: encoder channels -> LLM hidden -> LLM hidden (two Linear, GELU).
 
 It runs on every image, between the encoder and the LLM, so its cost is part of TTFT; it is
-measured as its own step and reported on its own line.
+measured as its own step and reported on its own line (by the LLM backends:
+``harness.backends.torch.prefill.measure_projector``, ``harness.backends.mlx.prefill``).
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.errors import UserError, suggest
 from harness.init import materialize
-from harness.protocol import Measurement, Protocol, get_protocol
 
 
 class Projector(nn.Module):
@@ -43,35 +42,3 @@ def encoder_features(tokens: int, in_dim: int, *, dtype: torch.dtype = torch.flo
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     return torch.randn(1, tokens, in_dim, generator=gen).to(device=device, dtype=dtype)
-
-
-def measure_projector(
-    in_dim: int,
-    hidden: int,
-    tokens: int,
-    *,
-    backend: str = "torch",
-    device: str = "cpu",
-    dtype: str = "float32",
-    protocol: str | Protocol = "quick",
-    seed: int = 0,
-) -> Measurement:
-    """Time the projector alone for ``tokens`` visual tokens (``backend`` torch or mlx)."""
-    for what, value in (("in_dim", in_dim), ("hidden", hidden), ("tokens", tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise UserError(f"projector {what} must be a positive integer, got {value!r}")
-    proto = get_protocol(protocol)
-    if backend == "mlx":
-        from harness.llms.mlx_prefill import measure_projector_mlx
-
-        return measure_projector_mlx(in_dim, hidden, tokens, dtype=dtype, protocol=proto, seed=seed)[0]
-    if backend != "torch":
-        raise UserError(suggest(backend, ["torch", "mlx"], "projector backend"))
-    from harness.llms.build import check_device, resolve_dtype
-    from harness.llms.torch_prefill import time_projector, torch_synchronizer
-
-    device = check_device(device)
-    torch_dtype = resolve_dtype(dtype, device)
-    projector = build_projector(in_dim, hidden, dtype=torch_dtype, device=device, seed=seed + 1)
-    features = encoder_features(tokens, in_dim, dtype=torch_dtype, device=device, seed=seed + 2)
-    return time_projector(projector, features, proto, torch_synchronizer(device))

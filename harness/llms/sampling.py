@@ -14,24 +14,19 @@ fitting two layer counts, whose difference would amplify noise by ``L / (k2 - k1
 Each timed sample of the k-layer model becomes one estimated sample (with the base at its
 median), so the estimate's interval carries the k-layer noise scaled by ``L/k``.
 Results are marked ``estimated=True`` with k and L recorded.
+
+This module is the runtime-independent part (the estimator and its result types); the
+runners build and time the models: ``harness.backends.torch.prefill.measure_sampled`` and
+``validate_sampling`` for PyTorch, ``harness.backends.mlx.prefill`` for MLX.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from harness.llms.build import build_torch_llm, check_memory
-from harness.llms.zoo import LLMSpec
-from harness.protocol import Measurement, Protocol, get_protocol, measure
+from harness.protocol import Measurement
 from harness.stats import summarize
-
-if TYPE_CHECKING:
-    from harness.llms.torch_prefill import PrefillInputs
 
 ESTIMATOR = "t_base + (L/k) * (t_k - t_base)"
 
@@ -86,37 +81,6 @@ class SampledPrefill:
         }
 
 
-def measure_sampled(
-    spec: LLMSpec,
-    inputs: PrefillInputs,
-    k: int,
-    *,
-    dtype: str = "float32",
-    device: str = "cpu",
-    protocol: str | Protocol = "quick",
-    seed: int = 0,
-    weights_dir: str | Path | None = None,
-) -> SampledPrefill:
-    """Build the 0-layer and k-layer models, time both, extrapolate to ``spec.layers``."""
-    from harness.llms.torch_prefill import check_logits, prefill_callable, torch_synchronizer
-
-    if not 1 <= k <= spec.layers:
-        raise ValueError(f"k must be in 1..{spec.layers}")
-    proto = get_protocol(protocol)
-    sync = torch_synchronizer(device)
-    timings: dict[int, Measurement] = {}
-    build_s = 0.0
-    for n in (0, k):
-        built = build_torch_llm(spec, dtype=dtype, device=device, layers=n, seed=seed, weights_dir=weights_dir)
-        build_s += built.build_s
-        step, out = prefill_callable(built.model, inputs.visual, inputs.prompt_ids)
-        timings[n] = measure(step, proto, synchronize=sync)
-        check_logits(out, spec)
-        del built, step, out
-    est = estimated_measurement(timings[0], timings[k], k, spec.layers)
-    return SampledPrefill(est, timings[0], timings[k], k, spec.layers, build_s)
-
-
 @dataclass
 class SamplingCheck:
     """Sampled vs full prefill on one model, interleaved over ``rounds``."""
@@ -134,49 +98,3 @@ class SamplingCheck:
     def rel_error(self) -> float:
         """(estimate - full) / full."""
         return self.estimate_ms / self.full_ms - 1.0
-
-
-def validate_sampling(
-    spec: LLMSpec,
-    visual_tokens: int,
-    k: int,
-    *,
-    prompt_tokens: int = 16,
-    protocol: str | Protocol = "quick",
-    rounds: int = 2,
-    dtype: str = "float32",
-    seed: int = 0,
-) -> SamplingCheck:
-    """Time the full model and the sampled estimate alternately (full, base, k-layer per
-    round, so machine drift hits both alike) and compare pooled medians. CPU only.
-    """
-    import torch
-
-    from harness.llms.torch_prefill import prefill_callable, prepare_inputs
-
-    proto = get_protocol(protocol)
-    check_memory(spec, visual_tokens + prompt_tokens, dtype, spec.layers + k)
-    torch.set_flush_denormal(proto.flush_denormal)
-    inputs = prepare_inputs(spec, visual_tokens, prompt_tokens, dtype=getattr(torch, dtype), seed=seed)
-    steps = {}
-    models = {}
-    for n in (spec.layers, 0, k):
-        models[n] = build_torch_llm(spec, dtype=dtype, layers=n, seed=seed)
-        steps[n] = prefill_callable(models[n].model, inputs.visual, inputs.prompt_ids)[0]
-    full: list[float] = []
-    est: list[float] = []
-    per_round = []
-    for r in range(rounds):
-        t0 = time.perf_counter()
-        m_full = measure(steps[spec.layers], proto)
-        m_base = measure(steps[0], proto)
-        m_k = measure(steps[k], proto)
-        e = estimated_measurement(m_base, m_k, k, spec.layers)
-        full += m_full.samples_ms
-        est += e.samples_ms
-        per_round.append({
-            "round": r, "full_ms": m_full.stats.median_ms, "estimate_ms": e.stats.median_ms,
-            "base_ms": m_base.stats.median_ms, "k_layers_ms": m_k.stats.median_ms, "wall_s": time.perf_counter() - t0,
-        })
-    return SamplingCheck(spec.name, visual_tokens, prompt_tokens, k, spec.layers,
-                         float(np.median(full)), float(np.median(est)), per_round)

@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.errors import UserError, suggest
+from harness.errors import UserError
 
 
 @dataclass
@@ -76,9 +76,19 @@ class LLMAxis:
 
 @dataclass
 class BackendConfig:
+    """A backend preset (``sweeps/backend/*.yaml``): one registered backend per side.
+
+    ``device``/``dtype``/``llm_dtype`` are the sides' device and precisions. The remaining
+    flat fields are settings of the built-in backends, read by name by their config classes
+    (harness/backends/); ``encoder_options``/``llm_options`` carry any backend's own settings
+    (unknown keys are refused). ``runtimes`` registers backends the preset brings itself,
+    ``{name: "module:attr"}`` naming a ``harness.backends.base.Backend``, imported from
+    ``import_path`` (resolved like a custom encoder's, against the --config-dir's backend/).
+    """
+
     name: str = "torch-cpu"
-    encoder_backend: str = "torch"  # torch | coreml | fake
-    llm_backend: str = "torch"  # torch | mlx | fake
+    encoder_backend: str = "torch"  # a registered backend with an encoder runner
+    llm_backend: str = "torch"  # a registered backend with an LLM runner
     device: str = "cpu"
     dtype: str = "float32"
     llm_dtype: str = "float32"
@@ -88,6 +98,11 @@ class BackendConfig:
     compile: bool = False
     mlx_quantize_bits: int | None = None
     prefill_step_size: int = 2048
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    llm_options: dict[str, Any] = field(default_factory=dict)
+    runtimes: dict[str, str] = field(default_factory=dict)
+    import_path: str | None = None
+    description: str = ""
 
 
 @dataclass
@@ -187,14 +202,8 @@ def to_typed(cfg: DictConfig) -> SweepConfig:
 
 def validate(cfg: SweepConfig) -> None:
     """Semantic checks that need no model: names, backends, numbers."""
-    if cfg.backend.encoder_backend not in ("torch", "coreml", "fake"):
-        raise UserError(suggest(cfg.backend.encoder_backend, ["torch", "coreml", "fake"], "encoder backend"))
-    if cfg.backend.llm_backend not in ("torch", "mlx", "fake"):
-        raise UserError(suggest(cfg.backend.llm_backend, ["torch", "mlx", "fake"], "LLM backend"))
-    if cfg.backend.dtype not in ("float32", "float16", "bfloat16"):
-        raise UserError(suggest(cfg.backend.dtype, ["float32", "float16", "bfloat16"], "dtype"))
-    if cfg.backend.llm_dtype not in ("float32", "float16", "bfloat16"):
-        raise UserError(suggest(cfg.backend.llm_dtype, ["float32", "float16", "bfloat16"], "LLM dtype"))
+    # backend names and precisions are checked by the backends' own config classes
+    # (harness.sweep.runners.configure_backend), called by the engine right after this
     if cfg.prompt_tokens < 0:
         raise UserError(f"prompt_tokens must be >= 0, got {cfg.prompt_tokens}")
     if cfg.rounds < 1:
@@ -211,6 +220,36 @@ def validate(cfg: SweepConfig) -> None:
         for r in enc.resolutions:
             if r <= 0:
                 raise UserError(f"encoder {label!r}: resolution must be positive, got {r}")
+
+
+#: the user's --config-dir, exported by the sweep app: relative import paths of custom
+#: encoders and preset-defined backends are tried against it
+CONFIG_DIR_ENV = "VLM_PARETO_CONFIG_DIR"
+
+
+def import_dir(import_path: str | None, group: str = "encoder") -> str:
+    """Absolute folder for a user module (a custom encoder's factory, a preset's backend).
+
+    Relative paths are tried against the --config-dir's ``group`` folder (where the YAML
+    came from), the --config-dir itself, then the working directory.
+    """
+    import os
+
+    if import_path is None:
+        return str(Path.cwd())
+    p = Path(import_path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    candidates = []
+    extra = os.environ.get(CONFIG_DIR_ENV)
+    if extra:
+        candidates += [Path(extra) / group / p, Path(extra) / p]
+    candidates.append(Path.cwd() / p)
+    for c in candidates:
+        if c.is_dir():
+            return str(c.resolve())
+    what = "custom encoder" if group == "encoder" else f"{group} preset"
+    raise UserError(f"{what} import_path {import_path!r}: no such folder (tried {', '.join(map(str, candidates))})")
 
 
 def compose_error(e: Exception) -> UserError:

@@ -1,5 +1,13 @@
 """Execute a sweep plan: measure each unique task once, store it at once, resume on restart.
 
+The public engine API, used by the sweep and by ``search``::
+
+    plan, llm_specs = resolve(cfg)                     # config -> plan (validated)
+    runners = Runners(cfg, llm_specs)                  # the two backends' runners
+    measurer = Measurer(store, run_id, runners)        # owns claim / reuse / store
+    for job in jobs(plan, runners.key):                # plan -> jobs
+        measurer.run(job)
+
 Workers that share a run (a resumed sweep, or several Hydra launcher jobs writing to one
 database) coordinate through the store: a task is *claimed* with a ``running`` row before
 it is measured, an ``ok`` row is reused, and a claim left by a dead process is taken over.
@@ -16,21 +24,21 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from harness.backends.base import Outcome
 from harness.errors import UserError
 from harness.fingerprint import fingerprint
-from harness.store import MeasurementKey, Store
-from harness.sweep.configs import SweepConfig, validate
-from harness.sweep.plan import Plan, build_plan, encoder_key, prefill_key, projector_key
-from harness.sweep.runners import Outcome, Runners
+from harness.store import Store
+from harness.sweep.configs import CONFIG_DIR_ENV, SweepConfig, import_dir, validate
+from harness.sweep.plan import Job, Plan, build_plan, jobs
+from harness.sweep.runners import Runners, configure_backend
+from harness.tasks import MeasurementKey, Task
 
-#: the user's --config-dir, exported by the sweep app for custom encoders' import paths
-CONFIG_DIR_ENV = "VLM_PARETO_CONFIG_DIR"
+__all__ = ["CONFIG_DIR_ENV", "Job", "Measurer", "SweepOutcome", "jobs", "resolve", "run_sweep"]
 #: a claim by another host is considered abandoned after this long
 CLAIM_TIMEOUT_S = 2 * 3600
 POLL_S = 0.5
@@ -53,7 +61,8 @@ class SweepOutcome:
         return 1 if self.failures else 0
 
 
-def _owner() -> str:
+def owner_id() -> str:
+    """This worker's claim owner: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -82,6 +91,7 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
     Raises UserError before anything is measured (bad names, resolutions, empty grid).
     """
     validate(cfg)
+    configure_backend(cfg.backend)  # backend names and settings, before anything is built
     from harness.encoders.zoo import encoder_out_dim, encoder_tokens, get_spec
 
     for enc in cfg.encoders.values():
@@ -92,7 +102,7 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
             meta = {k: getattr(enc, k) for k in ("aliases", "probe_resolution", "native_resolution",
                                                  "min_resolution", "max_resolution", "params_m_paper")
                     if getattr(enc, k) not in (None, [])}
-            meta["import_path"] = _import_dir(enc.import_path)
+            meta["import_path"] = import_dir(enc.import_path, "encoder")
             spec = register_custom_encoder({"name": enc.name, "model": enc.model, **meta})
             enc.name = spec.name
         else:
@@ -125,26 +135,6 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
                 f"{task.tokens} visual + {task.prompt_tokens} prompt tokens"
             )
     return plan, llm_specs
-
-
-def _import_dir(import_path: str | None) -> str:
-    """Absolute folder for a custom encoder's factory module (see EncoderAxis.import_path)."""
-    if import_path is None:
-        return str(Path.cwd())
-    p = Path(import_path).expanduser()
-    if p.is_absolute():
-        return str(p)
-    # The YAML came from the --config-dir's encoder/ folder (when one was given): relative
-    # paths mean "relative to that file" first, as in `vlm-pareto zoo --encoder-config`.
-    candidates = []
-    extra = os.environ.get(CONFIG_DIR_ENV)
-    if extra:
-        candidates += [Path(extra) / "encoder" / p, Path(extra) / p]
-    candidates.append(Path.cwd() / p)
-    for c in candidates:
-        if c.is_dir():
-            return str(c.resolve())
-    raise UserError(f"custom encoder import_path {import_path!r}: no such folder (tried {', '.join(map(str, candidates))})")
 
 
 def _spec_from_axis(llm: Any, label: str) -> Any:
@@ -207,6 +197,138 @@ class _Progress:
             self.bar.stop()
 
 
+class TaskRunner(Protocol):
+    """What the measurer needs from runners (:class:`harness.sweep.runners.Runners`)."""
+
+    round: int
+
+    def measure(self, task: Task, in_dim: int = 0) -> Outcome: ...
+
+
+class Measurer:
+    """Measures jobs into one run of the store: claim, reuse, measure, store, record failures.
+
+    Workers that share a run coordinate through claims (see the module docstring). Counts of
+    what happened are kept in ``counts`` (measured / reused / skipped / failed) with one line
+    per skipped or failed point in ``skipped`` / ``failures``.
+    """
+
+    def __init__(self, store: Store, run_id: str, runners: TaskRunner, owner: str | None = None):
+        self.store, self.run_id, self.runners = store, run_id, runners
+        self.owner = owner or owner_id()
+        self.counts: dict[str, int] = {"measured": 0, "reused": 0, "skipped": 0, "failed": 0}
+        self.failures: list[str] = []
+        self.skipped: list[str] = []
+        self.round = 0
+        #: keys measured by this process this round (side results included), never counted as reused
+        self.produced: set[MeasurementKey] = set()
+
+    def start_round(self, rnd: int) -> None:
+        """Begin interleaved round ``rnd`` (0-based): later rounds append samples."""
+        self.round = rnd
+        self.runners.round = rnd
+        self.produced = set()
+
+    def run_all(self, job_list: Iterable[Job]) -> None:
+        for job in job_list:
+            self.run(job)
+
+    def row(self, key: MeasurementKey) -> dict[str, Any] | None:
+        """The stored row of ``key`` in this run (None if absent)."""
+        return self.store.get_measurement(self.run_id, key)
+
+    def run(self, job: Job) -> None:
+        """Measure ``job`` unless the run already has it (or another live worker is on it)."""
+        store, run_id, key, rnd = self.store, self.run_id, job.key, self.round
+        if key in self.produced:
+            return  # stored already this round as a by-product of another task
+        existing = store.get_measurement(run_id, key)
+        if rnd == 0 and existing is not None and existing["status"] == "ok":
+            self.counts["reused"] += 1
+            return
+        if rnd > 0 and existing is not None and existing["status"] == "ok" and int(existing["extra"].get("rounds", 1)) > rnd:
+            self.counts["reused"] += 1  # a resumed run: this round of this key is already stored
+            return
+        if rnd == 0 and not self._claim(job):
+            return
+        try:
+            outcome = self.runners.measure(job.task, job.in_dim)
+        except BaseException as e:
+            if not isinstance(e, Exception):  # Ctrl-C, SystemExit: free the key for a resume
+                if rnd == 0:
+                    store.release(run_id, key, self.owner)
+                raise
+            self._record_failure(key, job.label, e)
+            return
+        self._store(key, outcome)
+        if outcome.projector is not None and job.projector_key is not None:
+            skey = job.projector_key
+            prev = store.get_measurement(run_id, skey)
+            if skey not in self.produced and not (prev is not None and prev["status"] == "ok"
+                                                  and int(prev["extra"].get("rounds", 1)) > rnd):
+                self._store(skey, outcome.projector)
+
+    def _claim(self, job: Job) -> bool:
+        """Reserve ``job.key``; False when another worker stored it meanwhile (reused)."""
+        waited = False
+        while True:
+            row = self.store.claim(self.run_id, job.key, self.owner)
+            if row["status"] == "ok":
+                self.counts["reused"] += 1
+                return False
+            if row["status"] == "running" and row["reason"] == self.owner:
+                return True
+            if _claim_is_stale(row):
+                self.store.release(self.run_id, job.key, row["reason"])
+                continue
+            if not waited:
+                print(f"waiting for {row['reason']} to finish {job.label} (claimed {row['created_at'][:19]}; "
+                      f"taken over after {CLAIM_TIMEOUT_S // 3600} h if that worker is gone)", file=sys.stderr)
+                waited = True
+            time.sleep(POLL_S)  # another live worker is measuring it: wait and reuse
+
+    def _record_failure(self, key: MeasurementKey, label: str, e: Exception) -> None:
+        """Store why a point did not measure: UserError/MemoryError -> skipped, anything else -> failed."""
+        store, run_id = self.store, self.run_id
+        if isinstance(e, UserError):
+            store.add_measurement(run_id, key, status="skipped", reason=str(e))
+            self.counts["skipped"] += 1
+            self.skipped.append(f"{label}: {e}")
+        elif isinstance(e, MemoryError):
+            store.add_measurement(run_id, key, status="skipped", reason=f"out of memory: {e}")
+            self.counts["skipped"] += 1
+            self.skipped.append(f"{label}: out of memory")
+        else:  # a crash of one point must not stop the sweep
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=8))
+            store.add_measurement(run_id, key, status="failed", reason=f"{type(e).__name__}: {e}",
+                                  extra={"traceback": tb})
+            self.counts["failed"] += 1
+            self.failures.append(f"{label}: {type(e).__name__}: {e}")
+
+    def _store(self, key: MeasurementKey, outcome: Outcome) -> None:
+        m = outcome.measurement
+        extra = outcome.extra_dict()
+        rnd = self.round
+        if rnd > 0:
+            # Interleaved rounds: append this round's samples to the stored ones.
+            prev = self.store.get_measurement(self.run_id, key)
+            if prev is not None and prev["status"] == "ok":
+                from harness.protocol import Measurement
+                from harness.stats import summarize
+
+                samples = list(prev["samples_ms"]) + list(m.samples_ms)
+                m = Measurement(samples_ms=samples, stats=summarize(samples), protocol=m.protocol, threads=m.threads,
+                                warmup_ms=m.warmup_ms, peak_mem_bytes=m.peak_mem_bytes, memory_probe=m.memory_probe,
+                                capped=m.capped, wall_s=m.wall_s)
+                extra["rounds"] = int(prev["extra"].get("rounds", 1)) + 1
+        else:
+            extra["rounds"] = 1
+        self.store.add_measurement(self.run_id, key, m, extra=extra, build_s=outcome.build_s,
+                                   estimated=outcome.estimated, replace=rnd > 0)
+        self.counts["measured"] += 1
+        self.produced.add(key)
+
+
 def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | None = None,
               log: Callable[[str], None] | None = None) -> SweepOutcome:
     """Measure ``cfg``'s grid into the store and return what happened."""
@@ -216,139 +338,32 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
     store = Store(cfg.db)
     fp = fingerprint(threads=cfg.protocol.threads or os.cpu_count())
     run_id = store.create_run(command, config_dict or asdict(cfg), fp, run_id=cfg.run_id)
-    out = SweepOutcome(run_id=run_id, plan=plan, counts={"measured": 0, "reused": 0, "skipped": 0, "failed": 0})
+    out = SweepOutcome(run_id=run_id, plan=plan)
     log(f"run {run_id}: {plan.summary()} on {fp['machine']}")
     runners = Runners(cfg, llm_specs)
-    owner = _owner()
+    measurer = Measurer(store, run_id, runners)
+    out.counts = measurer.counts
+    out.failures, out.skipped = measurer.failures, measurer.skipped
+    job_list = jobs(plan, runners.key)
 
-    # in_dim the prefill of (llm, tokens) measures its projector with: the first one planned
-    first_in_dim = {}
-    for pt in plan.projector_tasks:
-        first_in_dim.setdefault((pt.llm, pt.tokens), pt.in_dim)
-
-    jobs: list[tuple[MeasurementKey, str, Callable[[], Outcome]]] = []
-    for et in plan.encoder_tasks:
-        jobs.append((encoder_key(et, cfg), f"{et.name} @ {et.resolution} {et.tiling}", lambda et=et: runners.encoder(et)))
-    proj_keys = {(p.llm, p.tokens, p.in_dim): projector_key(p, cfg) for p in plan.projector_tasks}
-    for pt in plan.prefill_tasks:
-        in_dim = first_in_dim[(pt.llm, pt.tokens)]
-        jobs.append((prefill_key(pt, cfg), f"{pt.llm} prefill {pt.tokens}+{pt.prompt_tokens} tok",
-                     lambda pt=pt, d=in_dim: runners.prefill(pt, d)))
-    for pj in plan.projector_tasks:
-        jobs.append((proj_keys[(pj.llm, pj.tokens, pj.in_dim)], f"projector {pj.in_dim}->{pj.llm} {pj.tokens} tok",
-                     lambda pj=pj: runners.projector(pj)))
-
-    progress = _Progress(len(jobs) * cfg.rounds, cfg.progress)
+    progress = _Progress(len(job_list) * cfg.rounds, cfg.progress)
     status = "done"
     try:
         for rnd in range(cfg.rounds):
-            runners.round = rnd
-            out.produced = set()
-            for key, label, fn in jobs:
-                progress.step(label + (f" (round {rnd + 1}/{cfg.rounds})" if cfg.rounds > 1 else ""))
-                _run_job(store, run_id, key, label, fn, rnd, owner, out, proj_keys)
+            measurer.start_round(rnd)
+            for job in job_list:
+                progress.step(job.label + (f" (round {rnd + 1}/{cfg.rounds})" if cfg.rounds > 1 else ""))
+                measurer.run(job)
                 progress.advance()
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
         progress.close()
+        out.produced = set(measurer.produced)
         if status != "interrupted":
             # "partial": some points failed but the rest of the run is good data
             status = ("failed" if not out.counts["measured"] + out.counts["reused"] else "partial") if out.failures else "done"
         store.set_run_status(run_id, status)
         out.wall_s = time.perf_counter() - t0
     return out
-
-
-def _run_job(store: Store, run_id: str, key: MeasurementKey, label: str, fn: Callable[[], Outcome], rnd: int,
-             owner: str, out: SweepOutcome, proj_keys: dict[tuple, MeasurementKey]) -> None:
-    if key in out.produced:
-        return  # stored already this round as a by-product of another task
-    existing = store.get_measurement(run_id, key)
-    if rnd == 0 and existing is not None and existing["status"] == "ok":
-        out.counts["reused"] += 1
-        return
-    if rnd > 0 and existing is not None and existing["status"] == "ok" and int(existing["extra"].get("rounds", 1)) > rnd:
-        out.counts["reused"] += 1  # a resumed run: this round of this key is already stored
-        return
-    waited = False
-    if rnd == 0:
-        while True:
-            row = store.claim(run_id, key, owner)
-            if row["status"] == "ok":
-                out.counts["reused"] += 1
-                return
-            if row["status"] == "running" and row["reason"] == owner:
-                break
-            if _claim_is_stale(row):
-                store.release(run_id, key, row["reason"])
-                continue
-            if not waited:
-                print(f"waiting for {row['reason']} to finish {label} (claimed {row['created_at'][:19]}; "
-                      f"taken over after {CLAIM_TIMEOUT_S // 3600} h if that worker is gone)", file=sys.stderr)
-                waited = True
-            time.sleep(POLL_S)  # another live worker is measuring it: wait and reuse
-    try:
-        outcome = fn()
-    except BaseException as e:
-        if not isinstance(e, Exception):  # Ctrl-C, SystemExit: free the key for a resume
-            if rnd == 0:
-                store.release(run_id, key, owner)
-            raise
-        _record_failure(store, run_id, key, label, e, out)
-        return
-    _store_outcome(store, run_id, key, outcome, rnd)
-    out.counts["measured"] += 1
-    out.produced.add(key)
-    for side_id, side in outcome.side.items():
-        _, llm, tokens, in_dim = side_id
-        skey = proj_keys.get((llm, tokens, in_dim))
-        if skey is None:
-            continue
-        prev = store.get_measurement(run_id, skey)
-        if skey in out.produced or (prev is not None and prev["status"] == "ok"
-                                    and int(prev["extra"].get("rounds", 1)) > rnd):
-            continue
-        _store_outcome(store, run_id, skey, side, rnd)
-        out.counts["measured"] += 1
-        out.produced.add(skey)
-
-
-def _record_failure(store: Store, run_id: str, key: MeasurementKey, label: str, e: Exception,
-                    out: SweepOutcome) -> None:
-    """Store why a point did not measure: UserError/MemoryError -> skipped, anything else -> failed."""
-    if isinstance(e, UserError):
-        store.add_measurement(run_id, key, status="skipped", reason=str(e))
-        out.counts["skipped"] += 1
-        out.skipped.append(f"{label}: {e}")
-    elif isinstance(e, MemoryError):
-        store.add_measurement(run_id, key, status="skipped", reason=f"out of memory: {e}")
-        out.counts["skipped"] += 1
-        out.skipped.append(f"{label}: out of memory")
-    else:  # a crash of one point must not stop the sweep
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=8))
-        store.add_measurement(run_id, key, status="failed", reason=f"{type(e).__name__}: {e}", extra={"traceback": tb})
-        out.counts["failed"] += 1
-        out.failures.append(f"{label}: {type(e).__name__}: {e}")
-
-
-def _store_outcome(store: Store, run_id: str, key: MeasurementKey, outcome: Outcome, rnd: int) -> None:
-    m = outcome.measurement
-    extra = dict(outcome.extra)
-    if rnd > 0:
-        # Interleaved rounds: append this round's samples to the stored ones.
-        prev = store.get_measurement(run_id, key)
-        if prev is not None and prev["status"] == "ok":
-            from harness.protocol import Measurement
-            from harness.stats import summarize
-
-            samples = list(prev["samples_ms"]) + list(m.samples_ms)
-            m = Measurement(samples_ms=samples, stats=summarize(samples), protocol=m.protocol, threads=m.threads,
-                            warmup_ms=m.warmup_ms, peak_mem_bytes=m.peak_mem_bytes, memory_probe=m.memory_probe,
-                            capped=m.capped, wall_s=m.wall_s)
-            extra["rounds"] = int(prev["extra"].get("rounds", 1)) + 1
-    else:
-        extra["rounds"] = 1
-    store.add_measurement(run_id, key, m, extra=extra, build_s=outcome.build_s, estimated=outcome.estimated,
-                          replace=rnd > 0)

@@ -8,37 +8,17 @@ E + L x (distinct token counts) measurements instead of E x L.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from harness.errors import UserError
-from harness.store import MeasurementKey
-from harness.sweep.configs import SweepConfig
+from harness.tasks import EncoderTask, MeasurementKey, PrefillTask, ProjectorTask, Task
 
+if TYPE_CHECKING:
+    from harness.sweep.configs import SweepConfig
 
-@dataclass(frozen=True)
-class EncoderTask:
-    label: str  # key in cfg.encoders
-    name: str  # zoo name
-    resolution: int
-    tiling: str
-    tokens: int
-    out_dim: int
-
-
-@dataclass(frozen=True)
-class PrefillTask:
-    llm_label: str
-    llm: str
-    tokens: int
-    prompt_tokens: int
-
-
-@dataclass(frozen=True)
-class ProjectorTask:
-    llm_label: str
-    llm: str
-    tokens: int
-    in_dim: int
+__all__ = ["EncoderTask", "GridPoint", "Job", "Plan", "PrefillTask", "ProjectorTask", "build_plan", "jobs"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +50,8 @@ class Plan:
         )
 
 
-def build_plan(cfg: SweepConfig, encoder_info, llm_names: dict[str, str]) -> Plan:
+def build_plan(cfg: SweepConfig, encoder_info: Callable[[str, int, str], tuple[int, int]],
+               llm_names: dict[str, str]) -> Plan:
     """Enumerate the grid and its unique tasks.
 
     ``encoder_info(name, resolution, tiling) -> (tokens, out_dim)`` validates and counts without
@@ -89,7 +70,8 @@ def build_plan(cfg: SweepConfig, encoder_info, llm_names: dict[str, str]) -> Pla
                 ek = (enc.name, resolution, tiling)
                 if ek not in seen_enc:
                     seen_enc.add(ek)
-                    plan.encoder_tasks.append(EncoderTask(label, enc.name, resolution, tiling, tokens, out_dim))
+                    plan.encoder_tasks.append(EncoderTask(label, enc.name, resolution, tiling, tokens, out_dim,
+                                                          enc.weights))
                 for llm_label, llm in llm_names.items():
                     plan.points.append(GridPoint(enc.name, resolution, tiling, llm, tokens, out_dim))
                     pk = (llm, tokens)
@@ -113,41 +95,43 @@ def build_plan(cfg: SweepConfig, encoder_info, llm_names: dict[str, str]) -> Pla
     return plan
 
 
-def encoder_key(task: EncoderTask, cfg: SweepConfig) -> MeasurementKey:
-    return MeasurementKey(
-        "encoder",
-        task.name,
-        resolution=task.resolution,
-        tiling=task.tiling,
-        tokens=task.tokens,
-        backend=cfg.backend.encoder_backend,
-        device=cfg.backend.device,
-        dtype=cfg.backend.coreml_precision if cfg.backend.encoder_backend == "coreml" else cfg.backend.dtype,
-        protocol=cfg.protocol.name,
-    )
+@dataclass(frozen=True)
+class Job:
+    """One task to measure under its store key (what :class:`harness.sweep.engine.Measurer` runs).
+
+    A prefill job also times the projector for ``in_dim`` encoder channels on the same
+    inputs; that by-product is stored under ``projector_key``.
+    """
+
+    key: MeasurementKey
+    label: str
+    task: Task
+    in_dim: int = 0
+    projector_key: MeasurementKey | None = None
 
 
-def prefill_key(task: PrefillTask, cfg: SweepConfig) -> MeasurementKey:
-    return MeasurementKey(
-        "prefill",
-        task.llm,
-        tokens=task.tokens,
-        prompt_tokens=task.prompt_tokens,
-        backend=cfg.backend.llm_backend,
-        device=cfg.backend.device,
-        dtype=cfg.backend.llm_dtype,
-        protocol=cfg.protocol.name,
-    )
+def label_of(task: Task) -> str:
+    """A short human label for progress lines and skip/failure reports."""
+    if isinstance(task, EncoderTask):
+        return f"{task.name} @ {task.resolution} {task.tiling}"
+    if isinstance(task, PrefillTask):
+        return f"{task.llm} prefill {task.tokens}+{task.prompt_tokens} tok"
+    return f"projector {task.in_dim}->{task.llm} {task.tokens} tok"
 
 
-def projector_key(task: ProjectorTask, cfg: SweepConfig) -> MeasurementKey:
-    return MeasurementKey(
-        "projector",
-        task.llm,
-        tokens=task.tokens,
-        in_dim=task.in_dim,
-        backend=cfg.backend.llm_backend,
-        device=cfg.backend.device,
-        dtype=cfg.backend.llm_dtype,
-        protocol=cfg.protocol.name,
-    )
+def jobs(plan: Plan, key: Callable[[Task], MeasurementKey]) -> list[Job]:
+    """The plan's tasks as jobs, in measuring order: encoders, prefills, projectors.
+
+    ``key(task)`` makes each store key (``Runners.key``: backend, device and precision of
+    the task's side). Each prefill carries the first planned projector width of its
+    (LLM, tokens), so that projector usually comes along for free.
+    """
+    first_in_dim: dict[tuple[str, int], ProjectorTask] = {}
+    for pt in plan.projector_tasks:
+        first_in_dim.setdefault((pt.llm, pt.tokens), pt)
+    out = [Job(key(t), label_of(t), t) for t in plan.encoder_tasks]
+    for t in plan.prefill_tasks:
+        pj = first_in_dim[(t.llm, t.tokens)]
+        out.append(Job(key(t), label_of(t), t, in_dim=pj.in_dim, projector_key=key(pj)))
+    out += [Job(key(t), label_of(t), t) for t in plan.projector_tasks]
+    return out

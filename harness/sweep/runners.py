@@ -1,141 +1,161 @@
-"""Dispatch a sweep task to the runner its backend names (torch, coreml, mlx, fake).
+"""The two runners of a sweep: its encoder backend and its LLM backend, chosen by name.
 
-This is the only place the sweep touches the runners, so adding a backend means one branch
-here. Real runners are imported lazily: a ``fake`` sweep never imports torch.
+A backend preset (``sweeps/backend/*.yaml``, typed as :class:`BackendConfig`) names one
+backend per side (``encoder_backend``, ``llm_backend``); each is looked up in the backend
+registry (:mod:`harness.backends`), configured from the preset by its own config class and
+asked for its runner. Nothing here knows any particular backend: adding one is a module and
+a YAML. A preset may register backends of its own (``runtimes: {name: "module:attr"}``,
+with ``import_path`` resolved like a custom encoder's).
+
+:class:`Runners` also makes each task's :class:`~harness.tasks.MeasurementKey` (backend
+name, device and precision come from the side's config) and decides layer sampling.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
+from dataclasses import asdict
 from typing import Any
 
-from harness.errors import UserError
-from harness.protocol import Measurement, Protocol
-from harness.sweep import fake
-from harness.sweep.configs import SweepConfig
-from harness.sweep.plan import EncoderTask, PrefillTask, ProjectorTask
+from harness.backends import get_backend, names_for, register_backend
+from harness.backends.base import (
+    EncoderRunner,
+    LLMRunner,
+    Outcome,
+    RunContext,
+    RunnerConfig,
+    Side,
+    Skipped,
+)
+from harness.errors import UserError, suggest
+from harness.protocol import Protocol
+from harness.sweep.configs import BackendConfig, SweepConfig, import_dir
+from harness.tasks import EncoderTask, MeasurementKey, PrefillTask, ProjectorTask, Task
 
-
-@dataclass
-class Outcome:
-    """What one task produced, ready for ``Store.add_measurement``."""
-
-    measurement: Measurement
-    extra: dict[str, Any] = field(default_factory=dict)
-    build_s: float | None = None
-    estimated: bool = False
-    #: a by-product measurement of another task (the projector measured with a prefill)
-    side: dict[tuple, Outcome] = field(default_factory=dict)
+__all__ = ["Outcome", "Runners", "configure_backend", "protocol_of"]
 
 
 def protocol_of(cfg: SweepConfig) -> Protocol:
     """The sweep's protocol config as a validated :class:`Protocol` (same fields by name)."""
-    from dataclasses import asdict
-
     return Protocol(**asdict(cfg.protocol))
 
 
+def register_runtimes(backend: BackendConfig) -> None:
+    """Register the backends a preset defines itself (``runtimes``), importable from ``import_path``."""
+    if not backend.runtimes:
+        return
+    folder = import_dir(backend.import_path, "backend")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    for name, target in backend.runtimes.items():
+        if not isinstance(target, str) or ":" not in target:
+            raise UserError(f"backend preset {backend.name!r}: runtimes.{name} must be 'module:attr', got {target!r}")
+        register_backend(name, target)
+
+
+def configure_backend(backend: BackendConfig) -> dict[Side, RunnerConfig]:
+    """Each side's backend config from the preset; UserError for unknown names or bad settings."""
+    register_runtimes(backend)
+    preset = asdict(backend)
+    out: dict[Side, RunnerConfig] = {}
+    for side, key in (("encoder", "encoder_backend"), ("llm", "llm_backend")):
+        name = str(preset[key])
+        offered = names_for(side)  # type: ignore[arg-type]
+        if name.lower() not in offered:
+            what = "encoder backend" if side == "encoder" else "LLM backend"
+            raise UserError(suggest(name, offered, what))
+        out[side] = get_backend(name).make_config(preset, side)  # type: ignore[arg-type]
+    return out
+
+
 class Runners:
-    """Measures tasks for one sweep config; caches LLM specs and sampling decisions."""
+    """Measures tasks for one sweep config; caches runners, LLM specs and sampling decisions."""
 
     def __init__(self, cfg: SweepConfig, llm_specs: dict[str, Any]):
         self.cfg = cfg
         self.protocol = protocol_of(cfg)
         self.llm_specs = llm_specs  # canonical name -> LLMSpec
-        self.round = 0
+        self.context = RunContext(seed=cfg.seed, batch_tiles=cfg.batch_tiles, llm_specs=llm_specs)
+        configs = configure_backend(cfg.backend)
+        self.encoder_config, self.llm_config = configs["encoder"], configs["llm"]
+        self._encoder: EncoderRunner | None = None
+        self._llm: LLMRunner | None = None
 
-    # -- encoders -------------------------------------------------------------------------
+    # -- round (interleaved repetitions; canned backends vary their jitter with it) ---------
+    @property
+    def round(self) -> int:
+        return self.context.round
+
+    @round.setter
+    def round(self, value: int) -> None:
+        self.context.round = value
+
+    # -- runners, created on first use after the availability check ----------------------
+    def encoder_runner(self) -> EncoderRunner:
+        if self._encoder is None:
+            reason = self.encoder_config.availability()
+            if reason:
+                raise Skipped(reason)
+            self._encoder = get_backend(self.encoder_config.name).encoder_runner(self.encoder_config, self.context)
+        return self._encoder
+
+    def llm_runner(self) -> LLMRunner:
+        if self._llm is None:
+            reason = self.llm_config.availability()
+            if reason:
+                raise Skipped(reason)
+            self._llm = get_backend(self.llm_config.name).llm_runner(self.llm_config, self.context)
+        return self._llm
+
+    # -- keys -------------------------------------------------------------------------------
+    def key(self, task: Task) -> MeasurementKey:
+        """The store key of ``task``: backend name, device and precision of its side's config."""
+        proto = self.protocol.name
+        if isinstance(task, EncoderTask):
+            c = self.encoder_config
+            return MeasurementKey("encoder", task.name, resolution=task.resolution, tiling=task.tiling,
+                                  tokens=task.tokens, backend=c.name, device=c.device, dtype=c.key_dtype(),
+                                  protocol=proto)
+        c = self.llm_config
+        if isinstance(task, PrefillTask):
+            return MeasurementKey("prefill", task.llm, tokens=task.tokens, prompt_tokens=task.prompt_tokens,
+                                  backend=c.name, device=c.device, dtype=c.key_dtype(), protocol=proto)
+        return MeasurementKey("projector", task.llm, tokens=task.tokens, in_dim=task.in_dim, backend=c.name,
+                              device=c.device, dtype=c.key_dtype(), protocol=proto)
+
+    # -- measuring --------------------------------------------------------------------------
     def encoder(self, task: EncoderTask) -> Outcome:
-        b = self.cfg.backend
-        enc_cfg = self.cfg.encoders[task.label]
-        if b.encoder_backend == "fake":
-            from harness.encoders.tiling import parse_tiling
+        return self.encoder_runner().measure(task, self.protocol)
 
-            t = parse_tiling(task.tiling)
-            tile = t.tile_resolution(task.resolution)
-            m = fake.fake_encoder(task.name, tile, t.images, self.protocol, self.round)
-            return Outcome(m, {"fake": True, "tile_resolution": tile, "images": t.images, "out_dim": task.out_dim},
-                           build_s=0.0)
-        if b.encoder_backend == "coreml":
-            from harness.encoders.coreml_runner import measure_encoder_coreml
-
-            r = measure_encoder_coreml(
-                task.name, task.resolution, task.tiling, compute_units=b.compute_units,
-                precision=b.coreml_precision, protocol=self.protocol, weights=enc_cfg.weights,
-            )
-        else:
-            from harness.encoders.torch_runner import measure_encoder
-
-            r = measure_encoder(
-                task.name, task.resolution, task.tiling, device=b.device, dtype=b.dtype,
-                protocol=self.protocol, channels_last=b.channels_last, compile=b.compile,
-                batch_tiles=self.cfg.batch_tiles, weights=enc_cfg.weights, seed=self.cfg.seed,
-            )
-        if r.tokens != task.tokens:
-            raise RuntimeError(f"{task.name} produced {r.tokens} tokens, the plan expected {task.tokens}")
-        return Outcome(r.measurement, {**r.extra, "params_m": r.params_m, "out_dim": r.out_dim}, build_s=r.build_s)
-
-    # -- LLM side -------------------------------------------------------------------------
     def sample_layers_for(self, llm: str) -> int | None:
         """k layers to build and time, or None for the whole model."""
         if self.cfg.sample_layers is not None:
             return self.cfg.sample_layers
-        if not self.cfg.auto_sample or self.cfg.backend.llm_backend == "fake":
+        if not self.cfg.auto_sample:
+            return None
+        backend = get_backend(self.llm_config.name)
+        if backend.llm is None or not backend.llm.SUPPORTS_LAYER_SAMPLING:
             return None
         spec = self.llm_specs[llm]
         if spec.params_b > self.cfg.auto_sample_above_b:
             return min(self.cfg.auto_sample_k, spec.layers)
-        from harness.llms.build import check_memory
-
-        try:
-            check_memory(spec, tokens=4096, dtype=self.cfg.backend.llm_dtype, device=self.cfg.backend.device)
-        except UserError:
+        if not self.llm_runner().fits(spec, 4096):
             return min(self.cfg.auto_sample_k, spec.layers)
         return None
 
     def prefill(self, task: PrefillTask, in_dim: int) -> Outcome:
-        """Prefill for (LLM, tokens); the projector for ``in_dim`` comes along as a side result."""
-        b = self.cfg.backend
-        spec = self.llm_specs[task.llm]
-        if b.llm_backend == "fake":
-            m = fake.fake_prefill(task.llm, spec.params_b, task.tokens + task.prompt_tokens, self.protocol, self.round)
-            proj = fake.fake_projector(task.llm, in_dim, spec.hidden, task.tokens, self.protocol, self.round)
-            side = {("projector", task.llm, task.tokens, in_dim): Outcome(proj, {"in_dim": in_dim, "fake": True})}
-            return Outcome(m, {"fake": True, "params_b": spec.params_b, "encoder_dim": in_dim}, build_s=0.0, side=side)
-        from harness.llms.torch_prefill import measure_prefill
-
+        """Prefill for (LLM, tokens); the projector for ``in_dim`` comes along as ``Outcome.projector``."""
+        runner = self.llm_runner()
         k = self.sample_layers_for(task.llm)
-        r = measure_prefill(
-            spec, task.tokens, task.prompt_tokens, encoder_dim=in_dim, backend=b.llm_backend,
-            device=b.device, dtype=b.llm_dtype, protocol=self.protocol, sample_layers=k,
-            **({"prefill_step_size": b.prefill_step_size, "quantize_bits": b.mlx_quantize_bits}
-               if b.llm_backend == "mlx" else {}),
-        )
-        extra = {
-            **r.extra,
-            "encoder_dim": in_dim,  # the projector_ms below is for this encoder width
-            "projector_ms": r.projector_ms,
-            "sampled_layers": r.sampled_layers,
-            "total_layers": r.total_layers,
-            "params_b": r.params_b,
-        }
-        side = {
-            ("projector", task.llm, task.tokens, in_dim): Outcome(
-                r.projector, {"in_dim": in_dim, "out_dim": spec.hidden}, build_s=0.0
-            )
-        }
-        return Outcome(r.measurement, extra, build_s=r.build_s, estimated=r.estimated, side=side)
+        return runner.prefill(task, self.llm_specs[task.llm], in_dim, self.protocol, sample_layers=k)
 
     def projector(self, task: ProjectorTask) -> Outcome:
-        b = self.cfg.backend
-        spec = self.llm_specs[task.llm]
-        if b.llm_backend == "fake":
-            m = fake.fake_projector(task.llm, task.in_dim, spec.hidden, task.tokens, self.protocol, self.round)
-            return Outcome(m, {"in_dim": task.in_dim, "fake": True}, build_s=0.0)
-        from harness.llms.projector import measure_projector
+        return self.llm_runner().projector(task, self.llm_specs[task.llm], self.protocol)
 
-        m = measure_projector(
-            task.in_dim, spec.hidden, task.tokens, backend=b.llm_backend, device=b.device,
-            dtype=b.llm_dtype, protocol=self.protocol,
-        )
-        return Outcome(m, {"in_dim": task.in_dim, "out_dim": spec.hidden}, build_s=0.0)
+    def measure(self, task: Task, in_dim: int = 0) -> Outcome:
+        """Dispatch any task to its side's runner (``in_dim`` is for prefill tasks)."""
+        if isinstance(task, EncoderTask):
+            return self.encoder(task)
+        if isinstance(task, PrefillTask):
+            return self.prefill(task, in_dim)
+        return self.projector(task)

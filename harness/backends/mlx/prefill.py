@@ -22,8 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import UserError, suggest
-from harness.llms import DEFAULT_ENCODER_DIM, DEFAULT_PROMPT_TOKENS, PrefillResult
+from harness.dtypes import canonical_precision
+from harness.errors import UserError
+from harness.llms import DEFAULT_ENCODER_DIM, DEFAULT_PROMPT_TOKENS, PrefillResult, check_tokens
+from harness.llms.sampling import ESTIMATOR, estimated_measurement
 from harness.llms.zoo import LLMSpec, get_llm_spec
 from harness.protocol import Measurement, Protocol, get_protocol, measure
 
@@ -35,7 +37,8 @@ MLX_DTYPES: dict[str, tuple[str, int | None]] = {
     "q8": ("float16", 8),
     "q4": ("float16", 4),
 }
-_ALIASES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "8bit": "q8", "int8": "q8", "4bit": "q4", "int4": "q4"}
+#: MLX quantizes with its own group-wise scheme: an int8 request means its 8-bit ('q8')
+_MLX_INT = {"int8": "q8"}
 
 
 def import_mlx() -> tuple[Any, Any]:
@@ -53,9 +56,8 @@ def import_mlx() -> tuple[Any, Any]:
 
 
 def mlx_dtype_name(name: str) -> str:
-    key = _ALIASES.get(str(name).lower(), str(name).lower())
-    if key not in MLX_DTYPES:
-        raise UserError(suggest(name, list(MLX_DTYPES), "MLX dtype"))
+    key = canonical_precision(name, (*MLX_DTYPES, *_MLX_INT), "MLX dtype")
+    key = _MLX_INT.get(key, key)
     return key
 
 
@@ -190,9 +192,6 @@ def measure_prefill_mlx(
     visual + ``prompt_tokens`` prompt tokens. ``dtype``: float16 | bfloat16 | float32 | q8 | q4.
     ``sample_layers=k`` uses the layer-sampling estimator of :mod:`harness.llms.sampling`.
     """
-    from harness.llms.sampling import ESTIMATOR, estimated_measurement
-    from harness.llms.torch_prefill import check_tokens
-
     mx, nn = import_mlx()
     spec = get_llm_spec(llm)
     prompt_tokens = DEFAULT_PROMPT_TOKENS if prompt_tokens is None else prompt_tokens

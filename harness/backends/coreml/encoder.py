@@ -37,6 +37,8 @@ from harness.protocol import Measurement, Protocol, get_protocol, measure
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 PRECISIONS = {"float16": "FLOAT16", "fp16": "FLOAT16", "float32": "FLOAT32", "fp32": "FLOAT32"}
 DEFAULT_CACHE = Path("results") / "cache" / "coreml"
+MACOS_ONLY = ("Core ML prediction needs macOS (this is {platform}); conversion works here via convert_coreml(), "
+              "timing does not")
 
 
 @dataclass
@@ -231,12 +233,12 @@ def measure_coreml(
 
     Raises UserError on anything but macOS (checked first, before any conversion work).
     """
-    from harness.encoders.torch_runner import EncoderResult
+    from harness.encoders import EncoderResult
 
     units = _compute_units(compute_units)
     _precision(precision)
     if not is_macos():
-        raise UserError(f"Core ML prediction needs macOS (this is {sys.platform}); conversion works here via convert_coreml(), timing does not")
+        raise UserError(MACOS_ONLY.format(platform=sys.platform))
     import coremltools as ct
     import numpy as np
 
@@ -293,6 +295,3 @@ def _last_predict_ns(mlmodel: Any) -> int | None:
     except Exception:
         return None
 
-
-#: The name the sweep runner imports.
-measure_encoder_coreml = measure_coreml

@@ -14,52 +14,36 @@ UserError.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from harness.devices import CudaProbe, MPSProbe, resolve_device  # noqa: F401 (re-exported)
+from harness.denormal import flush_denormal
+from harness.devices import CANONICAL_DTYPE, resolve_device, torch_dtype
+from harness.encoders import EncoderResult
 from harness.encoders.tiling import Tiling, parse_tiling, split_tiles
-from harness.encoders.zoo import TokenEncoder, build_encoder, get_spec, validate_resolution
-from harness.errors import UserError, suggest
-from harness.protocol import Measurement, Protocol, get_protocol, measure
+from harness.encoders.zoo import (
+    EncoderSpec,
+    TokenEncoder,
+    build_encoder,
+    get_spec,
+    validate_resolution,
+)
+from harness.errors import UserError
+from harness.protocol import MemoryProbe, Protocol, get_protocol, measure
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-CANONICAL_DTYPE = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 #: OpenAI CLIP's normalisation (SigLIP uses 0.5/0.5; the scale is what matters for timing).
 PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
 PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
 CONV_FAMILIES = ("fastvit", "convnext")
 
 
-@dataclass
-class EncoderResult:
-    """One encoder timing: the protocol's measurement plus what the encoder produced."""
-
-    measurement: Measurement
-    tokens: int
-    out_dim: int
-    params_m: float
-    build_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["measurement"] = self.measurement.to_dict()
-        return d
-
-
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    key = str(dtype).lower()
-    if key not in DTYPES:
-        raise UserError(suggest(dtype, ["float32", "float16", "bfloat16"], "dtype"))
-    return DTYPES[key]
+    """A torch dtype from a precision name (any device); UserError for unknown names."""
+    return torch_dtype(dtype)
 
 
 def make_images(tiling: Tiling, resolution: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
@@ -70,19 +54,6 @@ def make_images(tiling: Tiling, resolution: int, device: torch.device, dtype: to
     mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
     return ((pixels - mean) / std).to(device=device, dtype=dtype)
-
-
-@contextlib.contextmanager
-def flush_denormal(enabled: bool, device: torch.device) -> Iterator[bool]:
-    """Flush denormals to zero on CPU while timing (restored afterwards)."""
-    if not enabled or device.type != "cpu":
-        yield False
-        return
-    ok = torch.set_flush_denormal(True)
-    try:
-        yield ok
-    finally:
-        torch.set_flush_denormal(False)
 
 
 def encode_step(encoder: TokenEncoder, inputs: torch.Tensor, batch_tiles: bool) -> Callable[[], torch.Tensor]:
@@ -128,34 +99,48 @@ def count_gflops(name: str, resolution: int, tiling: str = "none") -> float | No
         return None
 
 
-def measure_encoder(
-    name: str,
+@dataclass
+class TorchEncoderStep:
+    """A built encoder and its timed step (what ``TorchEncoderRunner.build`` wraps)."""
+
+    spec: EncoderSpec
+    encoder: TokenEncoder
+    step: Callable[[], torch.Tensor]
+    device: torch.device
+    synchronize: Callable[[], None] | None
+    probe: MemoryProbe | None
+    dtype: torch.dtype
+    tiling: Tiling
+    tile: int
+    channels_last: bool
+    compile: bool
+    batch_tiles: bool
+    build_s: float
+
+
+def build_encoder_step(
+    name: str | EncoderSpec,
     resolution: int,
     tiling: str = "none",
     *,
     device: str = "cpu",
     dtype: str = "float32",
-    protocol: str | Protocol = "quick",
     channels_last: bool | None = None,
     compile: bool = False,
     batch_tiles: bool = True,
     weights: str | None = None,
     seed: int = 0,
-    flops: bool = True,
-) -> EncoderResult:
-    """Build and time encoder ``name`` at total side ``resolution`` with ``tiling``.
+) -> TorchEncoderStep:
+    """Build encoder ``name`` for total side ``resolution`` with ``tiling``, and its input.
 
     ``channels_last=None`` means "where it helps": on for convolutional families, off for ViTs.
     ``compile`` wraps the module in ``torch.compile`` (compilation happens in warm-up).
     ``batch_tiles`` runs tiles + overview as one batch, else one after another.
-    Returns an :class:`EncoderResult`; ``extra`` records gflops, gflops_per_s, channels_last,
-    compile, batch_tiles, flush_denormal, dtype, device, tile_resolution, images, memory probe.
     """
-    spec = get_spec(name)
+    spec = get_spec(name.name if isinstance(name, EncoderSpec) else name)
     t = parse_tiling(tiling)
     tdtype = resolve_dtype(dtype)
     dev, sync, probe = resolve_device(device)
-    proto = get_protocol(protocol)
     tile = validate_resolution(spec.name, resolution, t.text, dtype_bytes=torch.tensor([], dtype=tdtype).element_size())
     if channels_last is None:
         channels_last = spec.family in CONV_FAMILIES
@@ -175,12 +160,41 @@ def measure_encoder(
     inputs = split_tiles(images, t) if t.tiled else images
     inputs = inputs.contiguous(memory_format=memory_format)
     step = encode_step(encoder, inputs, batch_tiles)
+    return TorchEncoderStep(spec, encoder, step, dev, sync, probe, tdtype, t, tile, bool(channels_last),
+                            bool(compile), bool(batch_tiles), build_s)
 
-    with torch.inference_mode(), flush_denormal(proto.flush_denormal, dev) as flushed:
+
+def measure_encoder(
+    name: str,
+    resolution: int,
+    tiling: str = "none",
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    protocol: str | Protocol = "quick",
+    channels_last: bool | None = None,
+    compile: bool = False,
+    batch_tiles: bool = True,
+    weights: str | None = None,
+    seed: int = 0,
+    flops: bool = True,
+) -> EncoderResult:
+    """Build and time encoder ``name`` at total side ``resolution`` with ``tiling``.
+
+    Settings as in :func:`build_encoder_step`. Returns an :class:`EncoderResult`; ``extra``
+    records gflops, gflops_per_s, channels_last, compile, batch_tiles, flush_denormal, dtype,
+    device, tile_resolution, images, memory probe.
+    """
+    proto = get_protocol(protocol)
+    b = build_encoder_step(name, resolution, tiling, device=device, dtype=dtype, channels_last=channels_last,
+                           compile=compile, batch_tiles=batch_tiles, weights=weights, seed=seed)
+    spec, t, tile, step, sync = b.spec, b.tiling, b.tile, b.step, b.synchronize
+
+    with torch.inference_mode(), flush_denormal(proto.flush_denormal, b.device.type) as flushed:
         out = step()  # shape check before timing; also the first compile happens here
         if sync:
             sync()
-        measurement = measure(step, proto, synchronize=sync, memory=probe)
+        measurement = measure(step, proto, synchronize=sync, memory=b.probe)
     tokens, out_dim = int(out.shape[1]), int(out.shape[2])
     expected = t.images * spec.tokens_at(tile)
     if tokens != expected:
@@ -191,15 +205,15 @@ def measure_encoder(
     extra: dict[str, Any] = {
         "gflops": gflops,
         "gflops_per_s": (gflops / median_s) if gflops and median_s > 0 else None,
-        "channels_last": bool(channels_last),
-        "compile": bool(compile),
-        "batch_tiles": bool(batch_tiles),
+        "channels_last": b.channels_last,
+        "compile": b.compile,
+        "batch_tiles": b.batch_tiles,
         "flush_denormal": bool(flushed),
-        "dtype": CANONICAL_DTYPE[tdtype],
-        "device": str(dev),
+        "dtype": CANONICAL_DTYPE[b.dtype],
+        "device": str(b.device),
         "tile_resolution": tile,
         "images": t.images,
-        "reparameterized": encoder.reparameterized,
+        "reparameterized": b.encoder.reparameterized,
         "memory_probe": measurement.memory_probe,
         "params_include_head": False,
         "input": "clip-normalised uniform pixels",
@@ -208,7 +222,7 @@ def measure_encoder(
         measurement=measurement,
         tokens=tokens,
         out_dim=out_dim,
-        params_m=encoder.params() / 1e6,
-        build_s=build_s,
+        params_m=b.encoder.params() / 1e6,
+        build_s=b.build_s,
         extra=extra,
     )

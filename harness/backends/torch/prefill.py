@@ -14,18 +14,20 @@ scale matters on CPUs because values drifting into the denormal range slow arith
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from harness.devices import resolve_device
-from harness.errors import UserError, suggest
-from harness.llms import DEFAULT_ENCODER_DIM, DEFAULT_PROMPT_TOKENS, PrefillResult
+from harness.denormal import set_flush_denormal
+from harness.devices import resolve_device, torch_synchronizer
+from harness.errors import UserError
+from harness.llms import DEFAULT_ENCODER_DIM, DEFAULT_PROMPT_TOKENS, PrefillResult, check_tokens
 from harness.llms.build import (
-    DTYPES,
     build_torch_llm,
     check_device,
     check_memory,
@@ -33,29 +35,9 @@ from harness.llms.build import (
     resolve_dtype,
 )
 from harness.llms.projector import Projector, build_projector, encoder_features
+from harness.llms.sampling import SampledPrefill, SamplingCheck, estimated_measurement
 from harness.llms.zoo import LLMSpec, get_llm_spec
 from harness.protocol import Measurement, Protocol, get_protocol, measure
-
-BACKENDS = ("torch", "mlx")
-
-
-def check_tokens(spec: LLMSpec, visual_tokens: Any, prompt_tokens: Any) -> tuple[int, int]:
-    """Validate token counts against the model's context; UserError otherwise."""
-    for what, value, low in (("visual token count", visual_tokens, 1), ("prompt token count", prompt_tokens, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UserError(f"{what} must be an integer >= {low}, got {value!r}")
-    total = visual_tokens + prompt_tokens
-    if total > spec.max_positions:
-        raise UserError(
-            f"{visual_tokens} visual + {prompt_tokens} prompt tokens = {total} exceeds {spec.name}'s "
-            f"context length of {spec.max_positions} tokens"
-        )
-    return visual_tokens, prompt_tokens
-
-
-def torch_synchronizer(device: str) -> Callable[[], None] | None:
-    """The clock-read hook for ``device``: waits for queued GPU work; None on CPU."""
-    return resolve_device(device)[1]
 
 
 def prompt_token_ids(spec: LLMSpec, prompt_tokens: int, device: str = "cpu") -> torch.Tensor:
@@ -140,7 +122,7 @@ def _apply_denormal_policy(proto: Protocol, device: str) -> bool:
     # measure() sets threads but not the denormal mode; on CPU flush denormals to zero as the
     # protocol asks, so stray tiny values cannot slow a sample down.
     if torch.device(device).type == "cpu":
-        return bool(torch.set_flush_denormal(proto.flush_denormal)) and proto.flush_denormal
+        return set_flush_denormal(proto.flush_denormal)
     return False
 
 
@@ -160,7 +142,6 @@ def measure_prefill(
     prompt_tokens: int | None = None,
     *,
     encoder_dim: int = DEFAULT_ENCODER_DIM,
-    backend: str = "torch",
     device: str = "cpu",
     dtype: str = "float32",
     protocol: str | Protocol = "quick",
@@ -168,36 +149,20 @@ def measure_prefill(
     realistic_inputs: bool = True,
     seed: int = 0,
     weights_dir: str | Path | None = None,
-    prefill_step_size: int = 2048,
-    quantize_bits: int | None = None,
 ) -> PrefillResult:
     """Measure prefill latency of ``llm`` for ``visual_tokens`` + ``prompt_tokens`` tokens.
 
     ``prompt_tokens`` defaults to :data:`harness.llms.DEFAULT_PROMPT_TOKENS` (16).
     ``sample_layers=k`` builds and times k of the L decoder layers and extrapolates
-    (result ``estimated=True``; see :mod:`harness.llms.sampling`). ``backend="mlx"`` runs
-    the mlx-lm runner (``quantize_bits`` 4/8, or ``dtype`` ``q4``/``q8``, quantize it;
-    ``prefill_step_size`` applies there). Raises UserError for bad names, token counts, dtypes, devices, and
-    when the model would not fit in memory.
+    (result ``estimated=True``; see :mod:`harness.llms.sampling`). The MLX runner is
+    :func:`harness.backends.mlx.prefill.measure_prefill_mlx`. Raises UserError for bad names,
+    token counts, dtypes, devices, and when the model would not fit in memory.
     """
     spec = get_llm_spec(llm)
     prompt_tokens = DEFAULT_PROMPT_TOKENS if prompt_tokens is None else prompt_tokens
     check_tokens(spec, visual_tokens, prompt_tokens)
-    if backend not in BACKENDS:
-        raise UserError(suggest(backend, BACKENDS, "prefill backend"))
     if sample_layers is not None and (isinstance(sample_layers, bool) or not isinstance(sample_layers, int) or sample_layers < 1):
         raise UserError(f"sample_layers must be a positive integer, got {sample_layers!r}")
-    if backend == "mlx":
-        from harness.llms.mlx_prefill import measure_prefill_mlx, quantized_dtype
-
-        return measure_prefill_mlx(
-            spec, visual_tokens, prompt_tokens, encoder_dim=encoder_dim, dtype=quantized_dtype(dtype, quantize_bits),
-            protocol=protocol,
-            realistic_inputs=realistic_inputs, seed=seed, prefill_step_size=prefill_step_size,
-            sample_layers=sample_layers,
-        )
-    if quantize_bits is not None:
-        raise UserError("quantize_bits applies to the mlx backend only; the torch runner measures float dtypes")
     device = check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     proto = get_protocol(protocol)
@@ -222,8 +187,6 @@ def measure_prefill(
         "llm_source": spec.source,
     }
     if sampled:
-        from harness.llms.sampling import measure_sampled
-
         sample = measure_sampled(spec, inputs, k, dtype=dtype, device=device, protocol=proto, seed=seed, weights_dir=weights_dir)
         measurement, build_s = sample.estimate, sample.build_s
         extra.update(sample.extra())
@@ -254,15 +217,104 @@ def check_logits(out: dict[str, Any], spec: LLMSpec) -> None:
         raise RuntimeError(f"expected logits for the last position only, got shape {tuple(logits.shape)}")
 
 
-__all__ = [
-    "BACKENDS",
-    "DTYPES",
-    "PrefillInputs",
-    "analytic_prefill_flops",
-    "check_tokens",
-    "measure_prefill",
-    "time_projector",
-    "prefill_callable",
-    "prepare_inputs",
-    "torch_synchronizer",
-]
+# ---------------------------------------------------------------- layer sampling
+
+
+def measure_sampled(
+    spec: LLMSpec,
+    inputs: PrefillInputs,
+    k: int,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    protocol: str | Protocol = "quick",
+    seed: int = 0,
+    weights_dir: str | Path | None = None,
+) -> SampledPrefill:
+    """Build the 0-layer and k-layer models, time both, extrapolate to ``spec.layers``."""
+    if not 1 <= k <= spec.layers:
+        raise ValueError(f"k must be in 1..{spec.layers}")
+    proto = get_protocol(protocol)
+    sync = torch_synchronizer(device)
+    timings: dict[int, Measurement] = {}
+    build_s = 0.0
+    for n in (0, k):
+        built = build_torch_llm(spec, dtype=dtype, device=device, layers=n, seed=seed, weights_dir=weights_dir)
+        build_s += built.build_s
+        step, out = prefill_callable(built.model, inputs.visual, inputs.prompt_ids)
+        timings[n] = measure(step, proto, synchronize=sync)
+        check_logits(out, spec)
+        del built, step, out
+    est = estimated_measurement(timings[0], timings[k], k, spec.layers)
+    return SampledPrefill(est, timings[0], timings[k], k, spec.layers, build_s)
+
+
+def validate_sampling(
+    spec: LLMSpec,
+    visual_tokens: int,
+    k: int,
+    *,
+    prompt_tokens: int = 16,
+    protocol: str | Protocol = "quick",
+    rounds: int = 2,
+    dtype: str = "float32",
+    seed: int = 0,
+) -> SamplingCheck:
+    """Time the full model and the sampled estimate alternately (full, base, k-layer per
+    round, so machine drift hits both alike) and compare pooled medians. CPU only.
+    """
+    proto = get_protocol(protocol)
+    check_memory(spec, visual_tokens + prompt_tokens, dtype, spec.layers + k)
+    set_flush_denormal(proto.flush_denormal)
+    inputs = prepare_inputs(spec, visual_tokens, prompt_tokens, dtype=getattr(torch, dtype), seed=seed)
+    steps = {}
+    models = {}
+    for n in (spec.layers, 0, k):
+        models[n] = build_torch_llm(spec, dtype=dtype, layers=n, seed=seed)
+        steps[n] = prefill_callable(models[n].model, inputs.visual, inputs.prompt_ids)[0]
+    full: list[float] = []
+    est: list[float] = []
+    per_round = []
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        m_full = measure(steps[spec.layers], proto)
+        m_base = measure(steps[0], proto)
+        m_k = measure(steps[k], proto)
+        e = estimated_measurement(m_base, m_k, k, spec.layers)
+        full += m_full.samples_ms
+        est += e.samples_ms
+        per_round.append({
+            "round": r, "full_ms": m_full.stats.median_ms, "estimate_ms": e.stats.median_ms,
+            "base_ms": m_base.stats.median_ms, "k_layers_ms": m_k.stats.median_ms, "wall_s": time.perf_counter() - t0,
+        })
+    return SamplingCheck(spec.name, visual_tokens, prompt_tokens, k, spec.layers,
+                         float(np.median(full)), float(np.median(est)), per_round)
+
+
+# ---------------------------------------------------------------- the projector alone
+
+
+def time_projector_alone(
+    in_dim: int,
+    hidden: int,
+    tokens: int,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    protocol: str | Protocol = "quick",
+    seed: int = 0,
+) -> Measurement:
+    """Time the projector alone for ``tokens`` visual tokens (PyTorch)."""
+    for what, value in (("in_dim", in_dim), ("hidden", hidden), ("tokens", tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UserError(f"projector {what} must be a positive integer, got {value!r}")
+    proto = get_protocol(protocol)
+    device = check_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    projector = build_projector(in_dim, hidden, dtype=torch_dtype, device=device, seed=seed + 1)
+    features = encoder_features(tokens, in_dim, dtype=torch_dtype, device=device, seed=seed + 2)
+    return time_projector(projector, features, proto, torch_synchronizer(device))
+
+
+#: the name earlier versions exported from ``harness.llms.projector``
+measure_projector = time_projector_alone
