@@ -83,7 +83,7 @@ def table4_check(latency: dict[tuple[str, int], float]) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from harness.encoders.torch_runner import measure_encoder
+    from harness.backends.torch.encoder import measure_encoder
     from harness.protocol import get_protocol
 
     proto = get_protocol(args.protocol, threads=args.threads)

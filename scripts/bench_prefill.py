@@ -44,15 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.benchmark import Timer
     from torch.utils.flop_counter import FlopCounterMode
 
-    from harness.llms import get_llm_spec
-    from harness.llms.build import build_torch_llm, resolve_dtype
-    from harness.llms.sampling import validate_sampling
-    from harness.llms.torch_prefill import (
+    from harness.backends.torch.prefill import (
         analytic_prefill_flops,
         prefill_callable,
         prepare_inputs,
         time_projector,
+        validate_sampling,
     )
+    from harness.llms import get_llm_spec
+    from harness.llms.build import build_torch_llm, resolve_dtype
     from harness.peak import matmul_peak_gflops
     from harness.protocol import get_protocol, measure
 

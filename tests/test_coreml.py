@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends.coreml.encoder import convert_coreml, measure_coreml
 from harness.encoders import register_custom_encoder
-from harness.encoders.coreml_runner import convert_coreml, measure_coreml
 from harness.errors import UserError
 
 pytest.importorskip("coremltools")

@@ -113,7 +113,7 @@ def test_validate_resolution_memory_estimate_and_accepts():
 
 
 def test_validation_happens_before_building():
-    from harness.encoders.torch_runner import measure_encoder
+    from harness.backends.torch.encoder import measure_encoder
 
     # A resolution XXL cannot take must fail at once, not after building 846M parameters.
     with pytest.raises(UserError, match="stride 32"):
@@ -121,7 +121,7 @@ def test_validation_happens_before_building():
 
 
 def test_custom_encoder_end_to_end_from_yaml():
-    from harness.encoders.torch_runner import measure_encoder
+    from harness.backends.torch.encoder import measure_encoder
 
     spec = register_custom_encoder(EXAMPLE)
     assert spec.name == "my-tiny-convnet" and spec.family == "custom"
@@ -161,7 +161,7 @@ def test_custom_encoder_bad_config():
 
 
 def test_measure_encoder_tiling_batched_and_sequential_and_dtypes():
-    from harness.encoders.torch_runner import measure_encoder
+    from harness.backends.torch.encoder import measure_encoder
 
     register_custom_encoder(EXAMPLE)
     seq = measure_encoder("my-tiny-convnet", 128, "1x2", protocol="quick", batch_tiles=False, flops=False)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from harness.backends.torch.prefill import measure_projector
 from harness.errors import UserError
 from harness.llms import LLMS, get_llm_spec, list_llms, tiny_spec
 from harness.llms.build import (
@@ -20,7 +21,7 @@ from harness.llms.build import (
     hf_config,
     resolve_dtype,
 )
-from harness.llms.projector import Projector, build_projector, encoder_features, measure_projector
+from harness.llms.projector import Projector, build_projector, encoder_features
 from harness.llms.zoo import spec_from_config_dict
 from harness.protocol import get_protocol
 
@@ -215,8 +216,10 @@ def test_measure_projector_alone():
     assert m.stats.n >= 3 and m.stats.median_ms > 0
     with pytest.raises(UserError):
         measure_projector(0, 64, 12)
-    with pytest.raises(UserError, match="projector backend"):
-        measure_projector(96, 64, 12, backend="tensorrt")
+    from harness.backends import get_backend
+
+    with pytest.raises(UserError, match="did you mean 'torch'"):
+        get_backend("torchh")
 
 
 @pytest.mark.slow

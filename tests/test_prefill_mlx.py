@@ -12,13 +12,12 @@ pytestmark = pytest.mark.mlx
 mx = pytest.importorskip("mlx.core")
 pytest.importorskip("mlx_lm")
 
-from harness.llms.mlx_prefill import (  # noqa: E402
+from harness.backends.mlx.prefill import (  # noqa: E402
     build_mlx_llm,
     measure_prefill_mlx,
     prefill_step_fn,
     quantized_dtype,
 )
-from harness.llms.torch_prefill import measure_prefill  # noqa: E402
 
 PROTO = get_protocol("quick", threads=1)
 
@@ -63,8 +62,8 @@ def test_mlx_dtypes_and_quantization(dtype, bits):
         assert isinstance(built.model.model.layers[0].mlp.up_proj, nn.QuantizedLinear)
 
 
-def test_dispatch_from_measure_prefill_with_quantize_bits():
-    r = measure_prefill(tiny_spec(), 10, 2, encoder_dim=32, backend="mlx", dtype="float16", quantize_bits=8, protocol=PROTO)
+def test_quantize_bits_fold_into_the_dtype():
+    r = measure_prefill_mlx(tiny_spec(), 10, 2, encoder_dim=32, dtype=quantized_dtype("float16", 8), protocol=PROTO)
     assert r.backend == "mlx" and r.dtype == "q8"
     assert quantized_dtype("float16", None) == "float16"
     with pytest.raises(UserError, match="4 or 8"):

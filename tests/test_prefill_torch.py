@@ -7,16 +7,17 @@ import sys
 import pytest
 import torch
 
-from harness.errors import UserError
-from harness.llms import DEFAULT_PROMPT_TOKENS, PrefillResult, get_llm_spec, tiny_spec
-from harness.llms.build import build_torch_llm
-from harness.llms.sampling import estimated_measurement, extrapolate, validate_sampling
-from harness.llms.torch_prefill import (
+from harness.backends.torch.prefill import (
     analytic_prefill_flops,
     measure_prefill,
     prefill_callable,
     prepare_inputs,
+    validate_sampling,
 )
+from harness.errors import UserError
+from harness.llms import DEFAULT_PROMPT_TOKENS, PrefillResult, get_llm_spec, tiny_spec
+from harness.llms.build import build_torch_llm
+from harness.llms.sampling import estimated_measurement, extrapolate
 from harness.protocol import get_protocol, measure
 
 PROTO = get_protocol("quick", threads=1)
@@ -76,14 +77,14 @@ def test_bad_token_counts(tokens, prompt, match):
 
 
 def test_bad_backend_device_dtype_and_sampling():
+    from harness.backends import get_backend
+
     with pytest.raises(UserError, match="did you mean 'mlx'"):
-        measure_prefill(tiny_spec(), 8, backend="mlxx")
+        get_backend("mlxx")
     with pytest.raises(UserError, match="unknown dtype"):
         measure_prefill(tiny_spec(), 8, dtype="int3")
     with pytest.raises(UserError, match="sample_layers"):
         measure_prefill(tiny_spec(), 8, sample_layers=0)
-    with pytest.raises(UserError, match="mlx backend only"):
-        measure_prefill(tiny_spec(), 8, quantize_bits=4)
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             measure_prefill(tiny_spec(), 8, device="cuda")
@@ -104,7 +105,9 @@ def test_mlx_missing_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "mlx", None)
     monkeypatch.setitem(sys.modules, "mlx.core", None)
     with pytest.raises(UserError, match="backend 'mlx' needs mlx"):
-        measure_prefill(tiny_spec(), 8, backend="mlx", protocol=PROTO)
+        from harness.backends.mlx.prefill import measure_prefill_mlx
+
+        measure_prefill_mlx(tiny_spec(), 8, protocol=PROTO)
 
 
 def test_store_records():

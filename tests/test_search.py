@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from harness import cli
+from harness.backends import fake
 from harness.errors import UserError
 from harness.search import (
     CONSTRAINT,
@@ -24,7 +25,6 @@ from harness.search import (
     synthetic_accuracy,
 )
 from harness.store import MeasurementKey, Store
-from harness.backends import fake
 
 
 def small_space(llms=("qwen2-0.5b", "qwen2-1.5b"), rng=(256, 512)):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.backends.torch.prefill import prefill_callable, prepare_inputs
 from harness.llms import get_llm_spec, tiny_spec
 from harness.llms.build import build_torch_llm
-from harness.llms.torch_prefill import prefill_callable, prepare_inputs
 
 pytestmark = pytest.mark.bench
 
