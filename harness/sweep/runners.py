@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from harness.backends import get_backend, names_for, register_backend
+from harness.backends import BACKENDS, get_backend, names_for, register_backend
 from harness.backends.base import (
     EncoderRunner,
     LLMRunner,
@@ -60,11 +60,14 @@ def configure_backend(backend: BackendConfig) -> dict[Side, RunnerConfig]:
     out: dict[Side, RunnerConfig] = {}
     for side, key in (("encoder", "encoder_backend"), ("llm", "llm_backend")):
         name = str(preset[key])
-        offered = names_for(side)  # type: ignore[arg-type]
-        if name.lower() not in offered:
-            what = "encoder backend" if side == "encoder" else "LLM backend"
-            raise UserError(suggest(name, offered, what))
-        out[side] = get_backend(name).make_config(preset, side)  # type: ignore[arg-type]
+        what = "encoder backend" if side == "encoder" else "LLM backend"
+        if name not in BACKENDS:
+            raise UserError(suggest(name, names_for(side), what))  # type: ignore[arg-type]
+        backend = get_backend(name)
+        if side not in backend.sides():
+            raise UserError(f"backend {name!r} has no {side} runner (backend.{key}); "
+                            f"{what}s: {', '.join(names_for(side))}")  # type: ignore[arg-type]
+        out[side] = backend.make_config(preset, side)  # type: ignore[arg-type]
     return out
 
 
