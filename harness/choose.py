@@ -17,6 +17,8 @@ import pandas as pd
 
 from harness.errors import UserError, suggest
 from harness.pareto import pareto_front
+from harness.schema import BENCHMARK_COLUMNS as SCHEMA_BENCHMARKS
+from harness.schema import OPTION_FIELDS
 
 #: --by value -> (column, fallbacks in order, human description)
 BASES: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -25,18 +27,8 @@ BASES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "median": ("ttft_ms", (), "the median TTFT"),
 }
 
-BENCHMARK_COLUMNS = (
-    "avg5", "gqa", "textvqa", "pope", "docvqa", "seedbench",
-    "sqa", "mmmu", "mmvet", "vqav2", "llava_bench",
-)
-
-#: Columns copied into each option's dict (when present in the points table).
-OPTION_FIELDS = (
-    "encoder", "resolution", "llm", "tiling", "recipe", "tokens", "prompt_tokens",
-    "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms", "ttft_ci_low_ms", "ttft_ci_high_ms",
-    "ttft_p90_ms", "latency_source", "accuracy_source", "estimated", "machine", "backend",
-    "encoder_params_m", "llm_params_b", "peak_mem_bytes", "run_id",
-)
+#: Accuracy columns a choice can maximise (``avg5`` plus every benchmark; harness/schema.py).
+BENCHMARK_COLUMNS = ("avg5", *SCHEMA_BENCHMARKS)
 
 
 @dataclass(frozen=True)

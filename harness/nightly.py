@@ -16,20 +16,16 @@ import datetime as dt
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.compare import (
-    CONFIRM_RUNS,
     CONTEXT_FIELDS,
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLD,
     DEFAULT_WINDOW,
     KEY_FIELDS,
     MIN_SAMPLES,
-    HistoryStep,
-    SampleComparison,
     check_comparable,
     compare_samples,
     group_rows,
@@ -37,124 +33,14 @@ from harness.compare import (
     key_label,
     last_shift,
 )
+from harness.compare.history import KeyHistory, NightlyResult, RunInfo
 from harness.errors import UserError
+
+__all__ = ["KeyHistory", "NightlyResult", "RunInfo", "evaluate", "run_nightly", "select_history", "write_report"]
 
 #: Runs shown in the trend and walked for verdicts (older ones no longer matter to a window).
 DEFAULT_HISTORY = 30
 DEFAULT_OUT = Path("reports") / "nightly"
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One run of the history (from the store's ``runs`` table)."""
-
-    run_id: str
-    created_at: str
-    git_commit: str | None = None
-
-
-@dataclass
-class KeyHistory:
-    """One measured key (plus its context) over the runs that measured it, oldest first."""
-
-    key: dict[str, Any]
-    context: dict[str, Any]
-    runs: list[RunInfo]
-    medians_ms: list[float]
-    ci_low_ms: list[float]
-    ci_high_ms: list[float]
-    steps: list[HistoryStep]
-    latest: SampleComparison | None  # the new run vs its baseline, with a bootstrap CI
-    shift_index: int | None  # run index where the latest level shift began
-    baseline_median_ms: float | None  # the file baseline's median, when a file is used
-    noisy: bool = False  # the new run's samples have IQR/median > 10%: read the verdict with care
-
-    @property
-    def label(self) -> str:
-        return key_label(self.key)
-
-    @property
-    def status(self) -> str:
-        return self.steps[-1].status if self.steps else "no-baseline"
-
-    @property
-    def shift_run(self) -> RunInfo | None:
-        return self.runs[self.shift_index] if self.shift_index is not None else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "label": self.label,
-            "context": self.context,
-            "status": self.status,
-            "runs": [r.run_id for r in self.runs],
-            "created_at": [r.created_at for r in self.runs],
-            "git_commits": [r.git_commit for r in self.runs],
-            "medians_ms": self.medians_ms,
-            "ci_low_ms": self.ci_low_ms,
-            "ci_high_ms": self.ci_high_ms,
-            "statuses": [s.status for s in self.steps],
-            "latest": self.latest.to_dict() if self.latest else None,
-            "shift_run": self.shift_run.run_id if self.shift_run else None,
-            "baseline_median_ms": self.baseline_median_ms,
-            "noisy": self.noisy,
-        }
-
-
-@dataclass
-class NightlyResult:
-    """Everything the nightly job decided about one run."""
-
-    run_id: str
-    machine_id: str
-    created_at: str
-    git_commit: str | None
-    baseline: str  # "window of N previous runs" or the file path
-    window: int
-    threshold: float
-    alpha: float
-    keys: list[KeyHistory]
-    missing: list[str] = field(default_factory=list)  # keys in history but not in this run
-    out_dir: Path | None = None
-    #: points of this run that crashed or could not be measured ("label: reason")
-    failed: list[str] = field(default_factory=list)
-
-    @property
-    def confirmed(self) -> list[KeyHistory]:
-        return [k for k in self.keys if k.status == "regression"]
-
-    @property
-    def suspects(self) -> list[KeyHistory]:
-        return [k for k in self.keys if k.status == "suspect"]
-
-    @property
-    def improvements(self) -> list[KeyHistory]:
-        return [k for k in self.keys if k.status == "improvement"]
-
-    @property
-    def exit_code(self) -> int:
-        # A point that crashed tonight is a failure of the job, not "no regression".
-        return 1 if (self.confirmed or self.failed) else 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "machine_id": self.machine_id,
-            "created_at": self.created_at,
-            "git_commit": self.git_commit,
-            "baseline": self.baseline,
-            "window": self.window,
-            "threshold": self.threshold,
-            "alpha": self.alpha,
-            "confirm_runs": CONFIRM_RUNS,
-            "exit_code": self.exit_code,
-            "failed": list(self.failed),
-            "confirmed": [k.label for k in self.confirmed],
-            "suspects": [k.label for k in self.suspects],
-            "improvements": [k.label for k in self.improvements],
-            "missing": self.missing,
-            "keys": [k.to_dict() for k in self.keys],
-        }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,6 +66,13 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def aliases(self) -> dict[str, tuple[str, ...]]:
+        """Canonical name -> its registered aliases (every name, aliases or not)."""
+        out: dict[str, list[str]] = {name: [] for name in self._entries}
+        for alias, name in self._aliases.items():
+            out[name].append(alias)
+        return {name: tuple(sorted(a)) for name, a in out.items()}
+
     def __contains__(self, name: object) -> bool:
         key = str(name).strip().lower()
         return self._aliases.get(key, key) in self._entries

@@ -21,15 +21,8 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import UserError
+from harness.schema import TTFT_COLUMNS
 from harness.stats import combine_intervals, sum_of_medians_ci
-
-TTFT_COLUMNS = [
-    "encoder", "resolution", "llm", "tiling", "tokens", "prompt_tokens",
-    "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms", "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms",
-    "estimated", "backend", "machine", "run_id",
-    "encoder_backend", "prefill_backend", "dtype", "encoder_params_m", "llm_params_b", "latency_source",
-    "peak_mem_bytes",
-]
 
 #: Keys an encoder row's ``extra`` may use for its output channel count (projector in_dim).
 ENCODER_DIM_KEYS = ("out_dim", "channels", "embed_dim", "feature_dim")
@@ -200,7 +193,7 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
                 "latency_source": "measured",
                 "peak_mem_bytes": _peak_mem(e, p),
             })
-    df = pd.DataFrame(out, columns=TTFT_COLUMNS)
+    df = pd.DataFrame(out, columns=list(TTFT_COLUMNS))
     return df.sort_values(["encoder", "resolution", "tiling", "llm", "prompt_tokens"], kind="stable").reset_index(drop=True)
 
 

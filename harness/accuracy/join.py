@@ -29,26 +29,9 @@ from harness.accuracy.keys import (
     normalize_tiling,
 )
 from harness.errors import UserError
+from harness.schema import ARCH_FIELDS, BENCHMARK_COLUMNS, LATENCY_COLUMNS, POINT_COLUMNS
 
-ARCH_FIELDS: tuple[str, ...] = ("encoder", "resolution", "llm", "tiling")
-
-#: Benchmark columns of the joined-points table (DESIGN.md), in order.
-BENCHMARK_COLUMNS: tuple[str, ...] = (*AVG5, "sqa", "mmmu", "mmvet", "vqav2", "llava_bench")
-
-#: The joined-points table every consumer reads (DESIGN.md "Joined points").
-POINT_COLUMNS: tuple[str, ...] = (
-    *KEY_FIELDS, "tokens", "prompt_tokens", "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms",
-    "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms", "avg5", *BENCHMARK_COLUMNS,
-    "latency_source", "accuracy_source", "estimated", "machine", "backend", "encoder_params_m",
-    "llm_params_b", "run_id", "accuracy_partial",
-)
-
-#: Columns that come from the latency side of the join.
-LATENCY_COLUMNS: tuple[str, ...] = (
-    "tokens", "prompt_tokens", "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms",
-    "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms", "latency_source", "estimated", "machine",
-    "backend", "encoder_params_m", "llm_params_b", "run_id",
-)
+# The joined-points schema (columns, benchmark list) is declared once, in harness/schema.py.
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,13 @@ import re
 from dataclasses import dataclass
 
 from harness.errors import UserError, suggest
+from harness.schema import AVG5, KEY_FIELDS  # noqa: F401 (re-exported)
 
-# canonical -> aliases. Aliases are matched case-insensitively after trimming, except the
-# few in _CASE_SENSITIVE where the paper distinguishes names only by case.
-ENCODERS: dict[str, tuple[str, ...]] = {
+# canonical -> aliases, derived from the zoos (harness/encoders/zoo.py, harness/llms/zoo.py:
+# every zoo name and alias) plus the spellings papers and eval tools use and the paper-only
+# models below. Aliases are matched case-insensitively after trimming, except the few in
+# _CASE_SENSITIVE where the paper distinguishes names only by case.
+_PAPER_ENCODER_SPELLINGS: dict[str, tuple[str, ...]] = {
     "fastvithd": ("FastViTHD", "FastViT-HD", "fastvit_hd", "fastvit_mci3", "mci3"),
     "fastvit": ("FastViT", "MCi2", "mobileclip-mci2", "fastvit_mci2", "mobileclip_s2"),
     "vit-l-14": ("ViT-L/14", "ViT-L-14", "vit_l_14", "clip-vit-l-14", "openai/clip-vit-large-patch14-336",
@@ -41,7 +44,7 @@ ENCODERS: dict[str, tuple[str, ...]] = {
 #: 'ViT-G/14' (Qwen-VL, 1844M).
 _CASE_SENSITIVE: dict[str, str] = {"ViT-g/14": "vit-g-14", "ViT-G/14": "vit-bigg-14"}
 
-LLMS: dict[str, tuple[str, ...]] = {
+_PAPER_LLM_SPELLINGS: dict[str, tuple[str, ...]] = {
     "qwen2-0.5b": ("Qwen2-0.5B", "Qwen/Qwen2-0.5B-Instruct", "qwen2-0.5b-instruct", "qwen2_0.5b"),
     "qwen2-1.5b": ("Qwen2-1.5B", "Qwen/Qwen2-1.5B-Instruct", "qwen2-1.5b-instruct", "qwen2_1.5b"),
     "qwen2-7b": ("Qwen2-7B", "Qwen/Qwen2-7B-Instruct", "qwen2-7b-instruct", "qwen2_7b"),
@@ -60,8 +63,37 @@ LLMS: dict[str, tuple[str, ...]] = {
     "none": (),
 }
 
-#: Benchmark columns, lower-case, as used everywhere. The first five make up Avg-5.
-AVG5: tuple[str, ...] = ("gqa", "textvqa", "pope", "docvqa", "seedbench")
+
+def _with_zoo(registry_aliases: dict[str, tuple[str, ...]], spellings: dict[str, tuple[str, ...]]
+              ) -> dict[str, tuple[str, ...]]:
+    """The zoo's names and aliases, each extended by the extra spellings of that name."""
+    out = {name: tuple(aliases) for name, aliases in registry_aliases.items()}
+    for name, extra in spellings.items():
+        out[name] = tuple(dict.fromkeys((*out.get(name, ()), *extra)))
+    return out
+
+
+def _zoo_encoders() -> dict[str, tuple[str, ...]]:
+    from harness.encoders.zoo import BUILTIN_ORDER
+    from harness.encoders.zoo import ENCODERS as ZOO
+
+    aliases = ZOO.aliases()
+    return {name: aliases[name] for name in BUILTIN_ORDER}
+
+
+def _zoo_llms() -> dict[str, tuple[str, ...]]:
+    from harness.llms.zoo import LLMS as ZOO
+
+    return ZOO.aliases()
+
+
+#: canonical encoder -> every alias (the zoo's built-ins + paper spellings + paper-only encoders)
+ENCODERS: dict[str, tuple[str, ...]] = _with_zoo(_zoo_encoders(), _PAPER_ENCODER_SPELLINGS)
+#: canonical LLM -> every alias (the zoo's LLMs + paper spellings + paper-only decoders)
+LLMS: dict[str, tuple[str, ...]] = _with_zoo(_zoo_llms(), _PAPER_LLM_SPELLINGS)
+
+#: Benchmark aliases by column name (the columns themselves, and Avg-5's five, are declared
+#: in harness/schema.py; a test keeps the two in step).
 BENCHMARKS: dict[str, tuple[str, ...]] = {
     "gqa": ("GQA",),
     "textvqa": ("TextVQA", "textvqa_val", "Text VQA"),
@@ -105,7 +137,6 @@ class Key:
                 "tiling": self.tiling, "recipe": self.recipe}
 
 
-KEY_FIELDS: tuple[str, ...] = ("encoder", "resolution", "llm", "tiling", "recipe")
 
 
 def _lookup(table: dict[str, tuple[str, ...]]) -> dict[str, str]:

@@ -153,7 +153,8 @@ LLMS.register(
     "vicuna-7b",
     # Vicuna-7B v1.5 (the LLaVA-1.5 decoder): LLaMA-2-7B shapes, 4096 context.
     LLMSpec("vicuna-7b", "llama", 4096, 32, 32, 32, 11008, 32000, False, 4096, 10000.0, 1e-5),
-    aliases=("vicuna", "vicuna-7b-v1.5", "vic-7b", "lmsys/vicuna-7b-v1.5", "llama-7b"),
+    # not "llama-7b": LLaMA(-2)-7B is another decoder (Table 6 lists it as 'L-2')
+    aliases=("vicuna", "vicuna-7b-v1.5", "vic-7b", "lmsys/vicuna-7b-v1.5"),
 )
 
 

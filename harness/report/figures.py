@@ -28,11 +28,12 @@ from harness.report.summary import (
     latency_contexts,
     with_defaults,
 )
+from harness.schema import BENCHMARK_COLUMNS
 
 PALETTE = qualitative.D3 + qualitative.Dark24
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "star", "hexagon", "cross", "x", "pentagon", "triangle-down")
 PART_COLOURS = {"encoder": "#1f77b4", "projector": "#9467bd", "prefill": "#ff7f0e"}
-BENCH_COLUMNS = ("gqa", "textvqa", "pope", "docvqa", "seedbench", "sqa", "mmmu", "mmvet", "vqav2", "llava_bench")
+BENCH_COLUMNS = BENCHMARK_COLUMNS  # harness/schema.py
 
 
 def esc(value: object) -> str:

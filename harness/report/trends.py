@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from harness.nightly import KeyHistory, NightlyResult
+    from harness.compare.history import KeyHistory, NightlyResult
 
 #: Marker colour per run status (colour-blind-safe Okabe-Ito hues).
 STATUS_COLORS = {
