@@ -58,8 +58,26 @@ OPTION_FIELDS: tuple[str, ...] = tuple(
     c for c in POINT_COLUMNS if c not in ("avg5", *BENCHMARK_COLUMNS, "accuracy_partial")
 )
 
-#: Layout version of exported measurement files (CSV/JSON/Parquet) and nightly baselines.
+#: Layout version of exported measurement files (CSV/JSON/Parquet) and nightly baselines:
+#: a ``schema_version`` column in every row. Files from before versioning have none (= 1).
 FILE_SCHEMA_VERSION = 1
+
+
+def check_file_version(rows: list[dict[str, object]] | list[object], where: str) -> None:
+    """Refuse rows written with a newer file layout than this version reads (UserError)."""
+    from harness.errors import UserError
+
+    for r in rows:
+        v = r.get("schema_version") if isinstance(r, dict) else None
+        if v is None or v != v:  # absent or NaN: written before versioning
+            continue
+        try:
+            version = int(v)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: schema_version {v!r} is not a number") from None
+        if version > FILE_SCHEMA_VERSION:
+            raise UserError(f"{where} has file schema_version {version}; this vlm-pareto reads up to "
+                            f"{FILE_SCHEMA_VERSION}: upgrade vlm-pareto")
 
 
 def markdown_points_table() -> str:

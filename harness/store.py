@@ -552,12 +552,18 @@ class Store:
 
     # -- export ---------------------------------------------------------------------------
     def export(self, path: str | Path, run_ids: Sequence[str] | None = None) -> Path:
-        """Write measurements to CSV, Parquet or JSON (by extension) in one call."""
+        """Write measurements to CSV, Parquet or JSON (by extension) in one call.
+
+        Every row carries ``schema_version`` (:data:`harness.schema.FILE_SCHEMA_VERSION`), so
+        a reader (``compare``, nightly baselines) can refuse a layout it does not know.
+        """
+        from harness.schema import FILE_SCHEMA_VERSION
+
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet", ".pq", ".json"):
             raise UserError(f"cannot export to {path.name}: use a .csv, .parquet or .json file name")
-        df = self.measurements(run_ids)
+        df = self.measurements(run_ids).assign(schema_version=FILE_SCHEMA_VERSION)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if suffix == ".csv":

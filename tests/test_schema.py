@@ -94,3 +94,28 @@ def test_choose_max_memory_on_points_loaded_from_a_real_tiny_sweep(db_url, tmp_p
     tight = float(mem.min()) / 1e9 * 0.5  # nothing fits in half the smallest peak
     nothing = choose(pts, 1e9, limits=Limits(max_memory_gb=tight))
     assert nothing.choice is None
+
+
+def test_export_files_carry_schema_version_and_newer_layouts_are_refused(db_url, tmp_path):
+    import json
+
+    from harness.commands.compare import read_measurements_file
+    from harness.protocol import Measurement
+    from harness.stats import summarize
+    from harness.store import MeasurementKey, Store
+
+    s = Store(db_url)
+    rid = s.create_run("t", {}, {"machine_id": "m"})
+    samples = [1.0, 2.0, 3.0, 4.0, 5.0]
+    s.add_measurement(rid, MeasurementKey("encoder", "fastvit", resolution=64), Measurement(samples, summarize(samples), "quick", 1))
+    for ext in ("csv", "json", "parquet"):
+        rows = read_measurements_file(s.export(tmp_path / f"m.{ext}"))
+        assert [int(r["schema_version"]) for r in rows] == [schema.FILE_SCHEMA_VERSION]
+    doc = json.loads((tmp_path / "m.json").read_text())
+    doc[0]["schema_version"] = schema.FILE_SCHEMA_VERSION + 1
+    (tmp_path / "new.json").write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="upgrade vlm-pareto"):
+        read_measurements_file(tmp_path / "new.json")
+    del doc[0]["schema_version"]  # files from before versioning are read as version 1
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    assert len(read_measurements_file(tmp_path / "old.json")) == 1

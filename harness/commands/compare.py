@@ -24,6 +24,7 @@ from harness.compare import (
     compare_tables,
 )
 from harness.errors import UserError
+from harness.schema import check_file_version
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".json")
 
@@ -87,6 +88,7 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
                 doc = doc["measurements"]
             if not isinstance(doc, list):
                 raise UserError(f"{p} is neither a measurements export (a JSON list of rows) nor pytest-benchmark JSON")
+            check_file_version(doc, str(p))
             return [dict(r) for r in doc]
         import pandas as pd
 
@@ -101,6 +103,7 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
     except (OSError, ValueError, ImportError) as e:
         raise UserError(f"cannot read {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     rows = df.to_dict("records")
+    check_file_version(rows, str(p))
     for i, r in enumerate(rows, start=2):  # line 1 is the header
         s = r.get("samples_ms")
         if isinstance(s, str):
