@@ -18,8 +18,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests and scripts."""
+    """ruff over the package, tests and scripts; mypy over the package ([tool.mypy])."""
     session.run("ruff", "check", "harness", "tests", "scripts", "noxfile.py")
+    session.run("mypy", "harness", "--ignore-missing-imports")
 
 
 @nox.session(venv_backend="none")

@@ -17,7 +17,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
 
 from harness.errors import UserError
+from harness.tasks import MeasurementKey  # noqa: F401 (the key lives with the tasks; re-exported)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,30 +135,6 @@ OPTUNA_TABLES = {"studies", "version_info", "alembic_version", "trials"}
 
 #: version -> function upgrading a database from version-1 to version (runs in one transaction).
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
-
-
-@dataclass(frozen=True)
-class MeasurementKey:
-    """The full identity of one measurement within a run (see docs/DESIGN.md)."""
-
-    kind: str
-    name: str
-    resolution: int = 0
-    tiling: str = "none"
-    tokens: int = 0
-    prompt_tokens: int = 0
-    in_dim: int = 0
-    backend: str = "torch"
-    device: str = "cpu"
-    dtype: str = "float32"
-    protocol: str = "standard"
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("encoder", "prefill", "projector"):
-            raise UserError(f"measurement kind must be encoder, prefill or projector, got {self.kind!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def now_iso() -> str:

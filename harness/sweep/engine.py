@@ -103,8 +103,8 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
                                                  "min_resolution", "max_resolution", "params_m_paper")
                     if getattr(enc, k) not in (None, [])}
             meta["import_path"] = import_dir(enc.import_path, "encoder")
-            spec = register_custom_encoder({"name": enc.name, "model": enc.model, **meta})
-            enc.name = spec.name
+            custom = register_custom_encoder({"name": enc.name, "model": enc.model, **meta})
+            enc.name = custom.name
         else:
             enc.name = get_spec(enc.name).name
     from harness.llms.zoo import get_llm_spec, spec_from_config_dict

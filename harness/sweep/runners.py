@@ -58,16 +58,17 @@ def configure_backend(backend: BackendConfig) -> dict[Side, RunnerConfig]:
     register_runtimes(backend)
     preset = asdict(backend)
     out: dict[Side, RunnerConfig] = {}
-    for side, key in (("encoder", "encoder_backend"), ("llm", "llm_backend")):
+    sides: tuple[tuple[Side, str], ...] = (("encoder", "encoder_backend"), ("llm", "llm_backend"))
+    for side, key in sides:
         name = str(preset[key])
         what = "encoder backend" if side == "encoder" else "LLM backend"
         if name not in BACKENDS:
-            raise UserError(suggest(name, names_for(side), what))  # type: ignore[arg-type]
-        backend = get_backend(name)
-        if side not in backend.sides():
+            raise UserError(suggest(name, names_for(side), what))
+        chosen = get_backend(name)
+        if side not in chosen.sides():
             raise UserError(f"backend {name!r} has no {side} runner (backend.{key}); "
-                            f"{what}s: {', '.join(names_for(side))}")  # type: ignore[arg-type]
-        out[side] = backend.make_config(preset, side)  # type: ignore[arg-type]
+                            f"{what}s: {', '.join(names_for(side))}")
+        out[side] = chosen.make_config(preset, side)
     return out
 
 

@@ -256,7 +256,8 @@ def measure_coreml(
     native_ns: list[int] = []
 
     def step() -> Any:
-        total, out = 0, None
+        total: int | None = 0
+        out = None
         for _ in range(calls):
             out = mlmodel.predict(x)
             ns = _last_predict_ns(mlmodel)

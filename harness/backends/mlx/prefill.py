@@ -204,7 +204,7 @@ def measure_prefill_mlx(
     proto = get_protocol(protocol)
     float_dtype = getattr(mx, MLX_DTYPES[dname][0])
     sampled = sample_layers is not None and sample_layers < spec.layers
-    k = sample_layers if sampled else spec.layers
+    k: int = sample_layers if (sampled and sample_layers is not None) else spec.layers
     _check_memory_mlx(spec, visual_tokens + prompt_tokens, dname, k)
 
     projector_m, projector, features = measure_projector_mlx(encoder_dim, spec.hidden, visual_tokens, dtype=dname,

@@ -148,7 +148,7 @@ def build_encoder_step(
     t0 = time.perf_counter()
     encoder = build_encoder(spec.name, tile, device=str(dev), dtype=tdtype, seed=seed, weights=weights)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    encoder.module = encoder.module.to(memory_format=memory_format)
+    encoder.module = encoder.module.to(memory_format=memory_format)  # type: ignore[call-overload]
     if compile:
         try:
             encoder.module = torch.compile(encoder.module)  # type: ignore[assignment]

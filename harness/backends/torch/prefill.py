@@ -87,8 +87,9 @@ def prefill_callable(model: torch.nn.Module, visual: torch.Tensor, prompt_ids: t
     """The timed step, and a dict where it leaves the last logits (checked after timing)."""
     from transformers import DynamicCache
 
-    embed = model.get_input_embeddings()
-    config = model.config
+    hf: Any = model  # a transformers model (torch's Module.__getattr__ types hide its methods)
+    embed = hf.get_input_embeddings()
+    config = hf.config
     out: dict[str, Any] = {}
 
     def step() -> None:
@@ -114,8 +115,8 @@ def analytic_prefill_flops(spec: LLMSpec, tokens: int, layers: int | None = None
     k = spec.layers if layers is None else layers
     h, kv = spec.hidden, spec.kv_heads * spec.head_dim
     per_token_layer = 2 * (2 * h * h + 2 * h * kv + 3 * h * spec.intermediate)
-    attention = 2 * 2 * tokens * tokens * h if attention else 0  # QK^T and AV
-    return float(k * (tokens * per_token_layer + attention) + 2 * h * spec.vocab)
+    attn = 2 * 2 * tokens * tokens * h if attention else 0  # QK^T and AV
+    return float(k * (tokens * per_token_layer + attn) + 2 * h * spec.vocab)
 
 
 def _apply_denormal_policy(proto: Protocol, device: str) -> bool:
@@ -167,7 +168,7 @@ def measure_prefill(
     torch_dtype = resolve_dtype(dtype, device)
     proto = get_protocol(protocol)
     sampled = sample_layers is not None and sample_layers < spec.layers
-    k = sample_layers if sampled else spec.layers
+    k: int = sample_layers if (sampled and sample_layers is not None) else spec.layers
     check_memory(spec, visual_tokens + prompt_tokens, dtype, k, device, encoder_dim)
 
     flush = _apply_denormal_policy(proto, device)
