@@ -138,6 +138,11 @@ def _accuracy(
     return acc.drop(columns=["_key", "_rank"]).reset_index(drop=True)
 
 
+
+#: Accuracy rows of every source the points use, one per key, best source first (public for
+#: ``harness.search``): ``accuracy_rows(db, use_store, files, use_paper, notes)``.
+accuracy_rows = _accuracy
+
 def load_points(
     *,
     db: str | None = None,

@@ -1,4 +1,4 @@
-"""``vlm-pareto search``: an Optuna study over a space too large to sweep (see harness/search.py)."""
+"""``vlm-pareto search``: an Optuna study over a space too large to sweep (see harness/search/)."""
 
 from __future__ import annotations
 

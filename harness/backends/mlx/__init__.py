@@ -57,10 +57,10 @@ class MLXLLM(LLMRunner):
     config: MLXConfig
 
     def fits(self, spec: LLMSpec, tokens: int) -> bool:
-        from harness.backends.mlx.prefill import _check_memory_mlx
+        from harness.backends.mlx.prefill import check_memory_mlx
 
         try:
-            _check_memory_mlx(spec, tokens, self.config.mlx_dtype(), spec.layers)
+            check_memory_mlx(spec, tokens, self.config.mlx_dtype(), spec.layers)
         except UserError:
             return False
         return True

@@ -205,7 +205,7 @@ def measure_prefill_mlx(
     float_dtype = getattr(mx, MLX_DTYPES[dname][0])
     sampled = sample_layers is not None and sample_layers < spec.layers
     k: int = sample_layers if (sampled and sample_layers is not None) else spec.layers
-    _check_memory_mlx(spec, visual_tokens + prompt_tokens, dname, k)
+    check_memory_mlx(spec, visual_tokens + prompt_tokens, dname, k)
 
     projector_m, projector, features = measure_projector_mlx(encoder_dim, spec.hidden, visual_tokens, dtype=dname,
                                                              protocol=proto, seed=seed)
@@ -257,7 +257,7 @@ def measure_prefill_mlx(
     )
 
 
-def _check_memory_mlx(spec: LLMSpec, tokens: int, dname: str, layers: int) -> None:
+def check_memory_mlx(spec: LLMSpec, tokens: int, dname: str, layers: int) -> None:
     from harness.llms.build import check_memory
 
     float_name, bits = MLX_DTYPES[dname]

@@ -1,0 +1,68 @@
+"""Measuring configurations through the engine's Measurer into one run of the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.errors import UserError
+from harness.search.space import Config, SearchSpace
+
+# ------------------------------------------------------------------------ measurement
+
+
+class Evaluator:
+    """Measures configurations into one run of the store, through the sweep's runners.
+
+    Tasks are built like ``harness.sweep.plan`` does and measured by the engine's
+    :class:`~harness.sweep.engine.Measurer` (the claim/reuse logic: an ``ok`` row of the run is reused, a dead worker's claim taken over),
+    so a configuration sharing an encoder setting or a prefill token count with an earlier one
+    costs only the missing tasks.
+    """
+
+    def __init__(self, space: SearchSpace, store: Any, run_id: str):
+        from harness.sweep.engine import Measurer
+        from harness.sweep.runners import Runners
+
+        self.space, self.store, self.run_id = space, store, run_id
+        self.runners = Runners(space.cfg, space.llm_specs)
+        self.measurer = Measurer(store, run_id, self.runners)
+
+    def ttft(self, c: Config) -> dict[str, Any]:
+        """Measure (or reuse) the tasks of ``c`` and return its composed TTFT row.
+
+        Raises UserError when a task was skipped or failed (its reason is in the store).
+        """
+        from harness.sweep.plan import EncoderTask, Plan, PrefillTask, ProjectorTask, jobs
+        from harness.ttft import compose_ttft
+
+        cfg, enc = self.space.cfg, self.space.encoders[c.encoder]
+        tokens = self.space.tokens(c)
+        llm_label = self.space.llms[c.llm]
+        weights = cfg.encoders[enc.label].weights if enc.label in cfg.encoders else None
+        et = EncoderTask(enc.label, enc.name, c.resolution, c.tiling, tokens, enc.out_dim, weights)
+        pt = PrefillTask(llm_label, c.llm, tokens, cfg.prompt_tokens)
+        jt = ProjectorTask(llm_label, c.llm, tokens, enc.out_dim)
+        # the projector for this encoder's channels comes along with the prefill
+        job_list = jobs(Plan(encoder_tasks=[et], prefill_tasks=[pt], projector_tasks=[jt]), self.runners.key)
+        self.measurer.run_all(job_list)
+        ek, pk, jk = (j.key for j in job_list)
+        rows = {kind: self.store.get_measurement(self.run_id, k) for kind, k in
+                (("encoder", ek), ("prefill", pk), ("projector", jk))}
+        bad = {k: r for k, r in rows.items() if r is None or r["status"] != "ok"}
+        if bad:
+            kind, r = next(iter(bad.items()))
+            raise UserError(f"{c.label()}: {kind} {'missing' if r is None else r['status']}: "
+                            f"{'' if r is None else r.get('reason')}")
+        df = compose_ttft([rows["encoder"]], [rows["projector"]], [rows["prefill"]])
+        if len(df) != 1:
+            raise RuntimeError(f"{c.label()}: composing TTFT gave {len(df)} rows, expected 1")
+        return {str(k): v for k, v in df.iloc[0].to_dict().items()}
+
+    @property
+    def measured(self) -> int:
+        """Measurements taken by this process (reused ones excluded)."""
+        return int(self.measurer.counts["measured"])
+
+    def run_measurements(self) -> int:
+        """Distinct successful measurements stored in the run (all sessions)."""
+        return len(self.store.measurement_rows(run_ids=[self.run_id], status="ok"))
