@@ -21,15 +21,12 @@ from harness.backends.base import (
     RunnerConfig,
     encoder_outcome,
 )
-from harness.errors import UserError, suggest
+from harness.backends.coreml.encoder import MACOS_ONLY, compute_units_name
 from harness.protocol import Protocol
 from harness.tasks import EncoderTask
 
 if TYPE_CHECKING:
     from harness.encoders.zoo import EncoderSpec
-
-COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
-
 
 @dataclass
 class CoreMLConfig(RunnerConfig):
@@ -44,15 +41,10 @@ class CoreMLConfig(RunnerConfig):
 
     def validate(self) -> None:
         super().validate()
-        key = str(self.compute_units).upper().replace("-", "_")
-        if key not in COMPUTE_UNITS:
-            raise UserError(suggest(self.compute_units, COMPUTE_UNITS, "compute units"))
-        self.compute_units = key
+        self.compute_units = compute_units_name(self.compute_units)
 
     def availability(self) -> str | None:
         if sys.platform != "darwin":
-            from harness.backends.coreml.encoder import MACOS_ONLY
-
             return MACOS_ONLY.format(platform=sys.platform)
         return super().availability()
 

@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.dtypes import canonical_precision
 from harness.encoders.tiling import parse_tiling
 from harness.encoders.zoo import build_encoder, get_spec, validate_resolution
 from harness.errors import UserError, suggest
 from harness.protocol import Measurement, Protocol, get_protocol, measure
 
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
-PRECISIONS = {"float16": "FLOAT16", "fp16": "FLOAT16", "float32": "FLOAT32", "fp32": "FLOAT32"}
+#: canonical precision (harness/dtypes.py) -> coremltools ``ct.precision`` member
+PRECISIONS = {"float16": "FLOAT16", "float32": "FLOAT32"}
 DEFAULT_CACHE = Path("results") / "cache" / "coreml"
 MACOS_ONLY = ("Core ML prediction needs macOS (this is {platform}); conversion works here via convert_coreml(), "
               "timing does not")
@@ -62,13 +64,10 @@ def is_macos() -> bool:
 
 
 def _precision(precision: str) -> str:
-    key = str(precision).lower()
-    if key not in PRECISIONS:
-        raise UserError(suggest(precision, ["float16", "float32"], "Core ML precision"))
-    return "float16" if PRECISIONS[key] == "FLOAT16" else "float32"
+    return canonical_precision(precision, tuple(PRECISIONS), "Core ML precision")
 
 
-def _compute_units(units: str) -> str:
+def compute_units_name(units: str) -> str:
     key = str(units).upper().replace("-", "_")
     if key not in COMPUTE_UNITS:
         raise UserError(suggest(units, COMPUTE_UNITS, "compute units"))
@@ -132,7 +131,7 @@ def convert_coreml(
 
     spec = get_spec(name)
     prec = _precision(precision)
-    units = _compute_units(compute_units)
+    units = compute_units_name(compute_units)
     t = parse_tiling(tiling)
     tile = validate_resolution(spec.name, resolution, t.text)
     batch = t.images if batch_tiles else 1
@@ -235,7 +234,7 @@ def measure_coreml(
     """
     from harness.encoders import EncoderResult
 
-    units = _compute_units(compute_units)
+    units = compute_units_name(compute_units)
     _precision(precision)
     if not is_macos():
         raise UserError(MACOS_ONLY.format(platform=sys.platform))
