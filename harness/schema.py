@@ -13,6 +13,9 @@ Pure data, no imports beyond the standard library: any module may use it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 #: Benchmarks of Avg-5 (the paper's average), in the paper's order.
 AVG5: tuple[str, ...] = ("gqa", "textvqa", "pope", "docvqa", "seedbench")
 #: Every benchmark column (Avg-5 first), lower-case, as used everywhere.
@@ -63,7 +66,7 @@ OPTION_FIELDS: tuple[str, ...] = tuple(
 FILE_SCHEMA_VERSION = 1
 
 
-def check_file_version(rows: list[dict[str, object]] | list[object], where: str) -> None:
+def check_file_version(rows: Iterable[Any], where: str) -> None:
     """Refuse rows written with a newer file layout than this version reads (UserError)."""
     from harness.errors import UserError
 
@@ -72,7 +75,7 @@ def check_file_version(rows: list[dict[str, object]] | list[object], where: str)
         if v is None or v != v:  # absent or NaN: written before versioning
             continue
         try:
-            version = int(v)  # type: ignore[call-overload]
+            version = int(v)
         except (TypeError, ValueError):
             raise UserError(f"{where}: schema_version {v!r} is not a number") from None
         if version > FILE_SCHEMA_VERSION:
