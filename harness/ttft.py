@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.backends.base import EncoderExtra, PrefillExtra
 from harness.errors import UserError
 from harness.schema import TTFT_COLUMNS
 from harness.stats import combine_intervals, sum_of_medians_ci
@@ -118,8 +119,8 @@ def _projector_for(prefill: dict[str, Any], enc_dim: int | None, projectors: lis
     if candidates and len(dims) == 1:
         return _part(_latest(candidates, ("name",))[0])
     # Fall back to the projector time recorded with the prefill, if its encoder dim fits.
-    ms = _num(prefill["extra"].get("projector_ms"))
-    pdim = _num(prefill["extra"].get("encoder_dim"))
+    px = PrefillExtra.from_dict(prefill["extra"])
+    ms, pdim = _num(px.projector_ms), _num(px.encoder_dim)
     if ms is not None and (enc_dim is None or pdim in (None, enc_dim)):
         return ms, ms, ms, ms, []
     return None
@@ -177,6 +178,7 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
                 point, lo, hi = combine_intervals([x[:3] for x in parts])
             runs = sorted({str(r.get("run_id")) for r in (e, p) if r.get("run_id") is not None})
             eb, pb = str(e.get("backend", "")), str(p.get("backend", ""))
+            ex, px = EncoderExtra.from_dict(e["extra"]), PrefillExtra.from_dict(p["extra"])
             out.append({
                 "encoder": e["name"], "resolution": int(e.get("resolution", 0)), "llm": p["name"],
                 "tiling": str(e.get("tiling", "none")), "tokens": int(e["tokens"]),
@@ -188,9 +190,10 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
                 "machine": str(e.get("machine_id") or p.get("machine_id") or ""),
                 "run_id": ",".join(runs),
                 "encoder_backend": eb, "prefill_backend": pb, "dtype": p.get("dtype"),
-                "encoder_params_m": _num(e["extra"].get("params_m")),
-                "llm_params_b": _num(p["extra"].get("params_b")) or (_num(p["extra"].get("params_m")) or math.nan) / 1e3,
-                "latency_source": "measured",
+                "encoder_params_m": _num(ex.params_m),
+                "llm_params_b": _num(px.params_b) or (_num(px.settings.get("params_m")) or math.nan) / 1e3,
+                # a predicted part (a latency model, not a run) makes the whole point predicted
+                "latency_source": "predicted" if "predicted" in (ex.latency_source, px.latency_source) else "measured",
                 "peak_mem_bytes": _peak_mem(e, p),
             })
     df = pd.DataFrame(out, columns=list(TTFT_COLUMNS))

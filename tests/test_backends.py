@@ -225,3 +225,26 @@ def test_encoder_runner_default_measure_checks_tokens():
     with pytest.raises(RuntimeError, match="plan expected 17"):
         Wrong(FakeConfig(name="w"), RunContext()).measure(task, get_protocol("quick"))
 
+
+
+def test_a_predicted_part_makes_the_point_predicted_without_special_cases():
+    """A latency-model backend stores its Outcome like any other; the points say 'predicted'."""
+    from harness.backends.base import EncoderExtra
+    from harness.stats import summarize
+    from harness.ttft import compose_ttft
+
+    def row(kind, extra, **kw):
+        s = summarize([10.0, 11.0, 12.0])
+        return dict(kind=kind, name=kw.pop("name"), resolution=kw.pop("resolution", 0), tiling="none", tokens=16,
+                    prompt_tokens=kw.pop("prompt_tokens", 0), in_dim=kw.pop("in_dim", 0), backend=kw.pop("backend"),
+                    device="cpu", dtype="float32", protocol="quick", status="ok", samples_ms=[10.0, 11.0, 12.0],
+                    median_ms=s.median_ms, p90_ms=s.p90_ms, ci_low_ms=s.ci_low_ms, ci_high_ms=s.ci_high_ms,
+                    estimated=True, extra=extra, machine_id="m", run_id="r")
+
+    e = row("encoder", EncoderExtra(out_dim=64, params_m=1.0, latency_source="predicted").to_dict(),
+            name="fastvit", resolution=512, backend="predictor")
+    p = row("prefill", PrefillExtra(encoder_dim=64, projector_ms=0.5, params_b=0.5).to_dict(),
+            name="qwen2-0.5b", prompt_tokens=16, backend="torch")
+    df = compose_ttft([e], [], [p])
+    assert df.iloc[0]["latency_source"] == "predicted" and df.iloc[0]["encoder_params_m"] == 1.0
+    assert df.iloc[0]["projector_ms"] == 0.5 and df.iloc[0]["llm_params_b"] == 0.5

@@ -39,7 +39,7 @@ def proj(llm="qwen2-0.5b", tokens=256, in_dim=3072, samples=(5.0, 5.2, 4.8, 5.1,
 
 def test_sum_and_interval_with_samples():
     df = compose_ttft([enc()], [proj()], [pre()])
-    assert list(df.columns) == TTFT_COLUMNS and len(df) == 1
+    assert tuple(df.columns) == TTFT_COLUMNS and len(df) == 1
     r = df.iloc[0]
     assert (r.encoder, r.resolution, r.llm, r.tiling, r.tokens, r.prompt_tokens) == ("fastvithd", 1024, "qwen2-0.5b", "none", 256, 16)
     assert (r.encoder_ms, r.projector_ms, r.prefill_ms) == (100.0, 5.0, 200.0)
@@ -100,7 +100,7 @@ def test_dataframe_input_with_json_columns_and_mixed_backends():
 
 def test_empty_inputs_give_empty_table():
     df = compose_ttft(None, None, None)
-    assert df.empty and list(df.columns) == TTFT_COLUMNS
+    assert df.empty and tuple(df.columns) == TTFT_COLUMNS
 
 
 def test_fit_recovers_quadratic_and_reports_residuals():
