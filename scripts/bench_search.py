@@ -2,7 +2,7 @@
 
 Space: the ``paper_fig4`` preset widened as the search widens it (FastViTHD 256..1536 in steps
 of 64, FastViT 256..1024 in steps of 32, Qwen2 0.5B/1.5B/7B, no tiling: 138 configurations),
-measured with the ``fake`` backend (canned, deterministic latencies, harness/backends/fake.py)
+measured with the ``fake`` backend (canned, deterministic latencies, harness/backends/fake/latencies.py)
 and scored with :func:`harness.search.synthetic_accuracy` (deterministic, documented there).
 
 1. The whole grid is measured through the same evaluator (one run), giving its frontier and
