@@ -195,6 +195,7 @@ def validate(cfg: SweepConfig) -> None:
         raise UserError(suggest(cfg.backend.dtype, ["float32", "float16", "bfloat16"], "dtype"))
     if cfg.backend.llm_dtype not in ("float32", "float16", "bfloat16"):
         raise UserError(suggest(cfg.backend.llm_dtype, ["float32", "float16", "bfloat16"], "LLM dtype"))
+    _validate_numbers(cfg)
     if cfg.prompt_tokens < 0:
         raise UserError(f"prompt_tokens must be >= 0, got {cfg.prompt_tokens}")
     if cfg.rounds < 1:
@@ -211,6 +212,51 @@ def validate(cfg: SweepConfig) -> None:
         for r in enc.resolutions:
             if r <= 0:
                 raise UserError(f"encoder {label!r}: resolution must be positive, got {r}")
+
+
+#: (dotted key, predicate, what it must be) for the numeric settings checked before a run starts
+_NUMBER_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("protocol.warmup_runs", lambda v: v >= 0, ">= 0"),
+    ("protocol.min_runs", lambda v: v >= 1, ">= 1"),
+    ("protocol.threads", lambda v: v >= 0, ">= 0 (0 = all cores)"),
+    ("protocol.warmup_min_s", lambda v: v >= 0, ">= 0"),
+    ("protocol.min_time_s", lambda v: v >= 0, ">= 0"),
+    ("protocol.max_time_s", lambda v: v > 0, "> 0"),
+    ("protocol.confidence", lambda v: 0.5 <= v < 1.0, "in [0.5, 1)"),
+    ("backend.prefill_step_size", lambda v: v >= 1, ">= 1"),
+    ("auto_sample_k", lambda v: v >= 1, ">= 1"),
+    ("auto_sample_above_b", lambda v: v > 0, "> 0"),
+    ("max_measurements", lambda v: v >= 1, ">= 1"),
+    ("seed", lambda v: v >= 0, ">= 0"),
+)
+
+
+def _validate_numbers(cfg: SweepConfig) -> None:
+    """Every numeric setting in range, named by its override key (before any run row exists)."""
+    import math
+    from dataclasses import asdict
+
+    for dotted, ok, must in _NUMBER_RULES:
+        obj: Any = cfg
+        for part in dotted.split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, float) and not math.isfinite(obj):
+            raise UserError(f"{dotted} must be a finite number, got {obj}")
+        if not ok(obj):
+            raise UserError(f"{dotted} must be {must}, got {obj}")
+    if not cfg.protocol.name:
+        raise UserError("protocol.name must be a non-empty string")
+    bits = cfg.backend.mlx_quantize_bits
+    if bits is not None and bits not in (2, 3, 4, 6, 8):
+        raise UserError(f"backend.mlx_quantize_bits must be null or one of 2, 3, 4, 6, 8, got {bits}")
+    units = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
+    if cfg.backend.compute_units not in units:
+        raise UserError(suggest(cfg.backend.compute_units, units, "backend.compute_units"))
+    if cfg.backend.coreml_precision not in ("float16", "float32"):
+        raise UserError(suggest(cfg.backend.coreml_precision, ["float16", "float32"], "backend.coreml_precision"))
+    from harness.protocol import Protocol
+
+    Protocol(**asdict(cfg.protocol))  # whatever else the protocol itself checks
 
 
 def compose_error(e: Exception) -> UserError:
