@@ -217,7 +217,7 @@ def test_recover_refuses_to_overwrite(tmp_path):
 
 # -- read-only commands stay read-only -------------------------------------------------------
 
-READERS = [["runs"], ["report", "--out", "{tmp}/rep"], ["choose", "--budget-ms", "100"], ["compare", "a", "b"]]
+READERS = [["runs"], ["report", "--out", "{tmp}/rep"], ["choose", "--budget-ms", "100"], ["compare", "--baseline", "a", "--candidate", "b"]]
 
 
 @pytest.mark.parametrize("argv", READERS, ids=lambda a: a[0])
