@@ -195,4 +195,6 @@ def read_results(path: str | Path, *, pope_metric: str = "accuracy",
                         "is the file truncated?") from e
     except RecursionError as e:
         raise UserError(f"{p}: JSON nested too deeply to be an lmms-eval results file") from e
+    except ValueError as e:  # e.g. an integer literal over Python's digit limit
+        raise UserError(f"{p}: invalid JSON ({str(e).splitlines()[0]})") from e
     return parse_results(data, p, pope_metric=pope_metric, skip_unknown=skip_unknown)

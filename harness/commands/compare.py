@@ -60,10 +60,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _is_run(spec: str, db: str | None) -> bool:
-    from harness.store import Store
+    from harness.store import Store, StoreCorrupt
 
     try:
         return Store(db, readonly=True).get_run(spec) is not None
+    except StoreCorrupt:
+        raise
     except UserError:
         return False
 
