@@ -126,9 +126,10 @@ def _db_error_line(e: BaseException) -> str | None:
     from harness.store import _short, corrupt_message, describe_url, is_corruption, resolve_url
 
     where = describe_url(resolve_url(None))
+    detail = _short(e) if isinstance(e, Exception) else str(e)
     if is_corruption(e):
-        return corrupt_message(where, _short(e))
-    return (f"database error on {where}: {_short(e)}; check the store with 'vlm-pareto db check' "
+        return corrupt_message(where, detail)
+    return (f"database error on {where}: {detail}; check the store with 'vlm-pareto db check' "
             "(rerun with --debug for the traceback)")
 
 

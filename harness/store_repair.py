@@ -70,8 +70,8 @@ def check_store(url: str | None = None) -> CheckResult:
         store = Store(url, readonly=True)
         counts: dict[str, int] = {}
         with store.engine.connect() as conn:
-            for t in (runs_table, measurements_table, accuracy_table):
-                counts[t.name] = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+            for table in (runs_table, measurements_table, accuracy_table):
+                counts[table.name] = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
         return CheckResult(store.where, True, [], counts, str(store.schema_version))
     where = str(path)
     if path.exists() and path.is_file() and path.stat().st_size == 0:

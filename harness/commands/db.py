@@ -50,18 +50,18 @@ def run(args: argparse.Namespace) -> int:
         store = Store(None, create=False)
         print(f"{store.where}: schema v{store.schema_version} (this vlm-pareto: v{SCHEMA_VERSION})")
         return 0
-    res = recover_store(args.src, args.dst)
+    rec = recover_store(args.src, args.dst)
     if args.json:
-        print(json.dumps(res.as_json(), indent=1))
+        print(json.dumps(rec.as_json(), indent=1))
         return 0
-    copied = ", ".join(f"{v} {k}" for k, v in res.copied.items())
-    print(f"recovered into {res.dst}: {copied}")
-    damaged = {k: v for k, v in res.damaged_regions.items() if v}
+    copied = ", ".join(f"{v} {k}" for k, v in rec.copied.items())
+    print(f"recovered into {rec.dst}: {copied}")
+    damaged = {k: v for k, v in rec.damaged_regions.items() if v}
     if damaged:
         print("  skipped damaged regions: " + ", ".join(f"{k} {v}" for k, v in damaged.items()))
-    unusable = {k: v for k, v in res.unusable.items() if v}
+    unusable = {k: v for k, v in rec.unusable.items() if v}
     if unusable:
         print("  unusable rows (garbage from damaged pages): " + ", ".join(f"{k} {v}" for k, v in unusable.items()))
-    if res.placeholder_runs:
-        print(f"  {res.placeholder_runs} run(s) whose row was lost were recreated as placeholders (status partial)")
+    if rec.placeholder_runs:
+        print(f"  {rec.placeholder_runs} run(s) whose row was lost were recreated as placeholders (status partial)")
     return 0
