@@ -102,9 +102,12 @@ def _accuracy(
 ) -> pd.DataFrame:
     frames = []
     if use_store:
-        from harness.store import Store
+        from harness.store import Store, StoreMissing
 
-        acc = Store(db, readonly=True).accuracy()
+        try:
+            acc = Store(db, readonly=True).accuracy()
+        except StoreMissing:  # no store yet: no stored accuracy
+            acc = pd.DataFrame()
         if len(acc):
             acc = acc.copy()
             acc["accuracy_source"] = [

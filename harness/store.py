@@ -161,6 +161,10 @@ def _migrate_v2(conn: sa.Connection) -> None:
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _migrate_v2}
 
 
+class StoreMissing(UserError):
+    """There is no store yet where a reader looked (missing path, empty file, no tables)."""
+
+
 class StoreCorrupt(UserError):
     """The store file is damaged: nothing more is written to it (see docs/store.md)."""
 
@@ -304,7 +308,7 @@ class Store:
         if path is not None:
             if not path.exists():
                 if not create:
-                    raise UserError(f"no results store at {path}; run 'vlm-pareto sweep' first or pass --db")
+                    raise StoreMissing(f"no results store at {path} (no runs yet); run 'vlm-pareto sweep' first or pass --db")
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
@@ -316,7 +320,7 @@ class Store:
             elif not os.access(path, os.R_OK):
                 raise UserError(f"results store {path} is not readable; check its permissions")
             elif readonly and path.stat().st_size == 0:
-                raise UserError(f"{path} is an empty file, not a results store; run a sweep with --db {path} first")
+                raise StoreMissing(f"{path} is an empty file, not a results store; run a sweep with --db {path} first")
         try:
             if path is not None and readonly:
                 uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
@@ -381,7 +385,7 @@ class Store:
                     if tables - ours_or_optuna and "runs" not in tables:
                         raise UserError(f"{self.where} is a database, but not a vlm-pareto results store (left untouched)")
                     if not create and not tables:
-                        raise UserError(f"{self.where} holds no vlm-pareto results yet; run a sweep first")
+                        raise StoreMissing(f"{self.where} holds no vlm-pareto results yet; run a sweep first")
                     if self.readonly:
                         raise UserError(f"{self.where} is not a complete vlm-pareto results store (no meta table)")
                     metadata.create_all(conn)

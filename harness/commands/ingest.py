@@ -101,11 +101,11 @@ def _stored_records(stored: list[dict], keys: set[tuple[Key, str]]) -> dict[str,
 
 def _read_store_rows() -> list[dict]:
     """The accuracy rows stored now (read-only; none when there is no store yet)."""
-    from harness.store import Store
+    from harness.store import Store, StoreMissing
 
     try:
         store = Store(url=None, readonly=True)
-    except UserError:
+    except StoreMissing:
         return []  # no store yet: nothing to merge with
     df = store.accuracy()
     return [dict(r) for _, r in df.iterrows()]
