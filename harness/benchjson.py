@@ -105,6 +105,6 @@ def read_benchmark_json(path: str | Path) -> list[dict[str, Any]]:
         doc = json.loads(p.read_text())
     except FileNotFoundError as e:
         raise UserError(f"no such file: {p}") from e
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"cannot read {p} as JSON: {e}") from e
     return rows_from_benchmark_json(doc, str(p))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -28,10 +29,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("harness.commands.compare", "compare two runs (or benchmark files) for regressions"),
     "nightly": ("harness.commands.nightly", "nightly regression run against the history on this machine"),
     "runs": ("harness.commands.runs", "list runs in the store, or export measurements (CSV/Parquet/JSON)"),
+    "db": ("harness.commands.db", "check, migrate or recover the results store"),
 }
 
 #: Commands that take their own argv (Hydra parses it).
 PASSTHROUGH = {"sweep"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a bad option is a UserError (exit 2), no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = [c.strip().strip("'\"") for c in m.group(2).split(",")]
+            head = message.split(":", 1)[0]
+            message = f"{head}: " + suggest(m.group(1), choices, "choice")
+        raise UserError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -43,13 +57,14 @@ def _available() -> dict[str, tuple[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vlm-pareto",
         description=(
             "Benchmark vision-language models on accuracy vs time-to-first-token "
             "(TTFT = vision encoder + projector + LLM prefill) and find the Pareto frontier."
         ),
-        epilog="Run 'vlm-pareto <command> --help' for a command's options. Exit codes: 0 ok, "
+        epilog="Run 'vlm-pareto <command> --help' for a command's options. The global options "
+        "--db, --debug and --json may also follow the command. Exit codes: 0 ok, "
         "1 failure/regression/nothing fits, 2 bad input.",
     )
     parser.add_argument("--version", action="version", version=f"vlm-pareto {__version__}")
@@ -71,39 +86,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_passthrough(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
-    """Split global options from a pass-through command and its own arguments."""
-    for i, token in enumerate(argv):
-        if token in PASSTHROUGH:
-            return argv[:i], token, argv[i + 1 :]
-        if not token.startswith("-") and (i == 0 or argv[i - 1] != "--db"):
+def _hoist_globals(argv: list[str]) -> tuple[dict[str, object], list[str]]:
+    """Take ``--db X`` / ``--db=X`` / ``--debug`` from anywhere (before ``--``), and ``--json``
+    from before the command, so global options work before or after the subcommand."""
+    opts: dict[str, object] = {"db": None, "debug": False, "json": False}
+    out: list[str] = []
+    command_seen = False
+    i = 0
+    while i < len(argv):
+        t = argv[i]
+        if t == "--":
+            out.extend(argv[i:])
             break
-    return argv, None, []
+        if t == "--debug":
+            opts["debug"] = True
+        elif t == "--db" or t.startswith("--db="):
+            value = t[len("--db="):] if "=" in t else (argv[i + 1] if i + 1 < len(argv) else "")
+            i += 0 if "=" in t else 1
+            if not value or value.startswith("--"):
+                raise UserError("--db needs a value: a SQLite file path or a SQLAlchemy URL")
+            opts["db"] = value
+        elif t == "--json" and not command_seen:
+            opts["json"] = True
+        else:
+            if not t.startswith("-"):
+                command_seen = True
+            out.append(t)
+        i += 1
+    return opts, out
+
+
+def _db_error_line(e: BaseException) -> str | None:
+    """One line for a database error that escaped the store's own handling (None: not one)."""
+    import sqlite3
+
+    mod = type(e).__module__ or ""
+    if not (isinstance(e, sqlite3.Error) or mod.startswith(("sqlalchemy", "psycopg"))):
+        return None
+    from harness.store import _short, corrupt_message, describe_url, is_corruption, resolve_url
+
+    where = describe_url(resolve_url(None))
+    detail = _short(e) if isinstance(e, Exception) else str(e)
+    if is_corruption(e):
+        return corrupt_message(where, detail)
+    return (f"database error on {where}: {detail}; check the store with 'vlm-pareto db check' "
+            "(rerun with --debug for the traceback)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("VLM_PARETO_DEBUG") == "1"
     try:
-        head, passthrough, rest = _split_passthrough(argv)
-        if passthrough is not None:
-            parser = argparse.ArgumentParser(prog="vlm-pareto", add_help=False)
-            parser.add_argument("--debug", action="store_true")
-            parser.add_argument("--db", default=None)
-            gargs = parser.parse_args(head)
-            if gargs.db:
-                os.environ["VLM_PARETO_DB"] = gargs.db
-            module = importlib.import_module(COMMANDS[passthrough][0])
-            return int(module.main(rest, debug=gargs.debug) or 0)
-        parser = build_parser()
+        opts, argv = _hoist_globals(argv)
+        if opts["db"]:
+            os.environ["VLM_PARETO_DB"] = str(opts["db"])
+        if argv and argv[0] in PASSTHROUGH:
+            rest = argv[1:] + (["json=true"] if opts["json"] else [])
+            module = importlib.import_module(COMMANDS[argv[0]][0])
+            return int(module.main(rest, debug=debug) or 0)
         if argv and not argv[0].startswith("-") and argv[0] not in _available():
             raise UserError(suggest(argv[0], _available(), "command"))
+        if opts["json"] and argv and not argv[0].startswith("-"):
+            argv.insert(1, "--json")
+        parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
             parser.print_help()
             return 0
-        if args.db:
-            os.environ["VLM_PARETO_DB"] = args.db
+        args.db = opts["db"]
+        args.debug = debug
         module = importlib.import_module(args._module)
         return int(module.run(args) or 0)
     except UserError as e:
@@ -121,6 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vlm-pareto: interrupted (completed measurements are kept in the store)", file=sys.stderr)
         return 130
+    except Exception as e:
+        line = None if debug else _db_error_line(e)
+        if line is None:
+            raise
+        print(f"vlm-pareto: error: {' '.join(line.split())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,7 +46,7 @@ def _empty() -> pd.DataFrame:
 def _store_latency(db: str | None, run_ids: Sequence[str] | None, notes: list[str]) -> pd.DataFrame:
     from harness.store import Store
 
-    store = Store(db)
+    store = Store(db, readonly=True)
     if run_ids:
         for r in run_ids:
             store.require_run(r)
@@ -102,9 +102,12 @@ def _accuracy(
 ) -> pd.DataFrame:
     frames = []
     if use_store:
-        from harness.store import Store
+        from harness.store import Store, StoreMissing
 
-        acc = Store(db).accuracy()
+        try:
+            acc = Store(db, readonly=True).accuracy()
+        except StoreMissing:  # no store yet: no stored accuracy
+            acc = pd.DataFrame()
         if len(acc):
             acc = acc.copy()
             acc["accuracy_source"] = [
@@ -256,7 +259,7 @@ def points_from_args(args: argparse.Namespace) -> PointsResult:
     if args.source == "store" and not args.latency_csv and not run_ids and not args.all_runs:
         from harness.store import Store
 
-        runs = Store(db).list_runs()
+        runs = Store(db, readonly=True).list_runs()
         if not runs:
             raise UserError(
                 "the store has no runs; run 'vlm-pareto sweep' first, or use --source paper / --latency-csv FILE"

@@ -7,6 +7,15 @@ added. Unique keys plus ``INSERT ... ON CONFLICT DO NOTHING`` make concurrent wr
 two sweep workers measuring the same key never produce two rows.
 
 The schema is versioned (table ``meta``); :data:`MIGRATIONS` upgrades older files in place.
+Creating or migrating the schema happens in one write transaction that only one process can
+hold (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL): concurrent processes
+opening a new store wait for the winner and then see its finished schema.
+
+Readers (``Store(readonly=True)``) open SQLite files with ``mode=ro``: they never create,
+migrate or change the journal mode of a file, and a file they refuse is left byte-identical.
+Writers run ``PRAGMA quick_check`` on open and refuse a damaged file; a damaged page met
+later raises :class:`StoreCorrupt` and the store refuses every further write (see
+docs/store.md; ``vlm-pareto db check`` / ``db recover``).
 """
 
 from __future__ import annotations
@@ -14,7 +23,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
+import sqlite3
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
@@ -34,7 +46,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB_ENV = "VLM_PARETO_DB"
 DEFAULT_DB_PATH = Path("results") / "vlm_pareto.db"
 
@@ -58,6 +70,8 @@ runs_table = sa.Table(
     sa.Column("machine_id", sa.String(32), nullable=False, index=True),
     sa.Column("git_commit", sa.String(64)),
     sa.Column("status", sa.String(16), nullable=False, default="running"),
+    # why a run is not ``done`` (v2): the error that stopped it, or "interrupted"
+    sa.Column("reason", sa.Text),
 )
 
 KEY_COLUMNS = (
@@ -133,8 +147,52 @@ accuracy_table = sa.Table(
 #: tables Optuna's RDBStorage creates in the same database
 OPTUNA_TABLES = {"studies", "version_info", "alembic_version", "trials"}
 
+#: key of the PostgreSQL advisory lock held while the schema is created or migrated
+SCHEMA_LOCK_KEY = 0x766C6D70  # "vlmp"
+
+
+def _migrate_v2(conn: sa.Connection) -> None:
+    """v2: runs.reason (why a run stopped before its plan completed)."""
+    if "reason" not in {c["name"] for c in sa.inspect(conn).get_columns("runs")}:
+        conn.execute(sa.text("ALTER TABLE runs ADD COLUMN reason TEXT"))
+
+
 #: version -> function upgrading a database from version-1 to version (runs in one transaction).
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {2: _migrate_v2}
+
+
+class StoreMissing(UserError):
+    """There is no store yet where a reader looked (missing path, empty file, no tables)."""
+
+
+class StoreCorrupt(UserError):
+    """The store file is damaged: nothing more is written to it (see docs/store.md)."""
+
+
+def corrupt_message(where: str, detail: str) -> str:
+    if "not a database" in detail.lower():
+        return f"{where} is not a SQLite database, or is damaged beyond reading ({detail}); file left untouched"
+    return (
+        f"results store {where} is damaged ({detail}); nothing was written to it. Restore it from a "
+        f"backup, or copy every readable row into a new file with 'vlm-pareto db recover {where} NEW.db'"
+    )
+
+
+#: SQLite error texts that mean a damaged or foreign file (SQLITE_CORRUPT / SQLITE_NOTADB)
+_CORRUPT_MARKERS = ("malformed", "not a database", "disk image", "corrupt")
+#: PostgreSQL SQLSTATEs for damaged data (data_corrupted, index_corrupted)
+_CORRUPT_SQLSTATES = {"XX001", "XX002"}
+
+
+def is_corruption(e: BaseException) -> bool:
+    """Whether a DB-API / SQLAlchemy error says the database file itself is damaged."""
+    orig = getattr(e, "orig", None) or e
+    if getattr(orig, "sqlstate", None) in _CORRUPT_SQLSTATES or getattr(orig, "pgcode", None) in _CORRUPT_SQLSTATES:
+        return True
+    if isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, (sqlite3.IntegrityError,)):
+        low = str(orig).lower()
+        return any(m in low for m in _CORRUPT_MARKERS)
+    return False
 
 
 def now_iso() -> str:
@@ -156,7 +214,20 @@ def _sqlite_path(url: str) -> Path | None:
     u = sa.engine.make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return None
+    if u.database.startswith("file:"):  # sqlite URI filename
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(u.database).path))
     return Path(u.database)
+
+
+def describe_url(url: str) -> str:
+    """The file of a SQLite URL, else the URL without its password (for messages)."""
+    path = _sqlite_path(url)
+    if path is not None:
+        return str(path)
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
 
 
 def _json(value: Any) -> str | None:
@@ -181,21 +252,39 @@ def _finite(x: float | None) -> float | None:
 
 
 class Store:
-    """Results database. ``create=False`` refuses to make a new SQLite file (readers)."""
+    """Results database.
+
+    ``create=False`` refuses to make a new SQLite file. ``readonly=True`` (the read-only
+    commands: runs, report, choose, compare, zoo) also never migrates, never changes the
+    journal mode and opens SQLite with ``mode=ro``, so a refused file stays byte-identical.
+    Writers quick-check an existing file first and refuse a damaged one.
+    """
 
     def __init__(
-        self, url: str | None = None, *, create: bool = True, retries: int = 8, busy_timeout_s: float = 30.0
+        self,
+        url: str | None = None,
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        retries: int = 8,
+        busy_timeout_s: float = 30.0,
+        check: bool = True,
     ):
         self.url = resolve_url(url)
+        self.readonly = readonly
         self.retries = retries
+        self.busy_timeout_s = busy_timeout_s
         self.busy_timeout_ms = int(busy_timeout_s * 1000)
+        #: set once a damaged page was met: every later write is refused
+        self.corrupt: str | None = None
+        self.where = describe_url(self.url)
+        create = create and not readonly
         path = _sqlite_path(self.url)
+        self.path = path
         if path is not None:
             if not path.exists():
                 if not create:
-                    raise UserError(
-                        f"no results store at {path}; run 'vlm-pareto sweep' first or pass --db"
-                    )
+                    raise StoreMissing(f"no results store at {path} (no runs yet); run 'vlm-pareto sweep' first or pass --db")
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
@@ -204,23 +293,65 @@ class Store:
                     raise UserError(f"results directory {path.parent} is not writable; pass --db elsewhere")
             elif path.is_dir():
                 raise UserError(f"results store {path} is a directory, not a database file")
+            elif not os.access(path, os.R_OK):
+                raise UserError(f"results store {path} is not readable; check its permissions")
+            elif readonly and path.stat().st_size == 0:
+                raise StoreMissing(f"{path} is an empty file, not a results store; run a sweep with --db {path} first")
         try:
-            self.engine = sa.create_engine(self.url, future=True)
+            if path is not None and readonly:
+                uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+                self.engine = sa.create_engine(
+                    "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+                )
+            else:
+                self.engine = sa.create_engine(self.url)
         except (sa.exc.ArgumentError, ImportError) as e:
-            raise UserError(f"cannot use database URL {self.url!r}: {e}") from e
-        if self.engine.dialect.name == "sqlite":
-            timeout = self.busy_timeout_ms
+            raise UserError(f"cannot use database URL {self.where!r}: {e}") from e
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            timeout, ro = self.busy_timeout_ms, readonly
 
-            def pragmas(dbapi_conn: Any, _record: Any) -> None:
-                _sqlite_pragmas(dbapi_conn, timeout)
+            def on_connect(dbapi_conn: Any, _record: Any) -> None:
+                # explicit transactions (below) instead of the driver's implicit ones
+                dbapi_conn.isolation_level = None
+                _sqlite_pragmas(dbapi_conn, timeout, readonly=ro)
 
-            sa.event.listen(self.engine, "connect", pragmas)
-        self._ensure_schema(create)
+            def on_begin(conn: sa.Connection) -> None:
+                # Write transactions take the write lock up front: a read-then-write
+                # transaction can then never fail half-way on a lock (it waits for
+                # busy_timeout instead), and schema creation is serialized across processes.
+                write = conn.get_execution_options().get("vlm_pareto_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write and not ro else "BEGIN")
+
+            sa.event.listen(self.engine, "connect", on_connect)
+            sa.event.listen(self.engine, "begin", on_begin)
+        elif dialect == "postgresql" and readonly:
+
+            def pg_readonly(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("SET default_transaction_read_only = on")
+                cur.close()
+                dbapi_conn.commit()
+
+            sa.event.listen(self.engine, "connect", pg_readonly)
+
+        def on_error(ctx: Any) -> None:
+            if is_corruption(ctx.original_exception):
+                self.corrupt = _short(ctx.original_exception)
+                raise StoreCorrupt(corrupt_message(self.where, self.corrupt)) from ctx.original_exception
+
+        sa.event.listen(self.engine, "handle_error", on_error)
+        #: the engine for write transactions (``BEGIN IMMEDIATE`` on SQLite)
+        self.writer = self.engine.execution_options(vlm_pareto_write=True)
+        self._ensure_schema(create, check=check)
 
     # -- schema ---------------------------------------------------------------------------
-    def _ensure_schema(self, create: bool) -> None:
+    def _ensure_schema(self, create: bool, *, check: bool = True) -> None:
         try:
-            with self.engine.begin() as conn:
+            with (self.engine if self.readonly else self.writer).begin() as conn:
+                if conn.dialect.name == "postgresql" and not self.readonly:
+                    # one process creates/migrates; the others wait here and then see its schema
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
                 insp = sa.inspect(conn)
                 tables = set(insp.get_table_names())
                 # Optuna studies (vlm-pareto search) share the database: their tables are
@@ -228,26 +359,54 @@ class Store:
                 ours_or_optuna = {t for t in tables if t in OPTUNA_TABLES or t.startswith(("trial", "study"))}
                 if "meta" not in tables:
                     if tables - ours_or_optuna and "runs" not in tables:
-                        raise UserError(f"{self.url} is a database, but not a vlm-pareto results store")
+                        raise UserError(f"{self.where} is a database, but not a vlm-pareto results store (left untouched)")
                     if not create and not tables:
-                        raise UserError(f"{self.url} holds no vlm-pareto results yet; run a sweep first")
+                        raise StoreMissing(f"{self.where} holds no vlm-pareto results yet; run a sweep first")
+                    if self.readonly:
+                        raise UserError(f"{self.where} is not a complete vlm-pareto results store (no meta table)")
                     metadata.create_all(conn)
                     conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
-                    return
-                version = int(conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar_one())
-                if version > SCHEMA_VERSION:
-                    raise UserError(
-                        f"results store schema v{version} is newer than this vlm-pareto (v{SCHEMA_VERSION}); upgrade vlm-pareto"
-                    )
-                for v in range(version + 1, SCHEMA_VERSION + 1):
-                    MIGRATIONS[v](conn)
-                    conn.execute(sa.update(meta_table).where(meta_table.c.key == "schema_version").values(value=str(v)))
+                else:
+                    raw = conn.execute(
+                        sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                    ).scalar_one_or_none()
+                    try:
+                        version = int(str(raw))
+                    except ValueError:
+                        raise UserError(f"results store {self.where} has no valid schema version ({raw!r})") from None
+                    if version > SCHEMA_VERSION:
+                        raise UserError(
+                            f"results store schema v{version} is newer than this vlm-pareto (v{SCHEMA_VERSION}); upgrade vlm-pareto"
+                        )
+                    if version < SCHEMA_VERSION and self.readonly:
+                        raise UserError(
+                            f"results store {self.where} has schema v{version}, this vlm-pareto reads v{SCHEMA_VERSION}; "
+                            f"upgrade it with 'vlm-pareto --db {self.where} db migrate' (read-only commands never change it)"
+                        )
+                    if check and not self.readonly:
+                        problems = quick_check(conn)
+                        if problems:
+                            self.corrupt = problems[0]
+                            raise StoreCorrupt(corrupt_message(self.where, f"quick_check: {problems[0]}"))
+                    for v in range(version + 1, SCHEMA_VERSION + 1):
+                        MIGRATIONS[v](conn)
+                        conn.execute(sa.update(meta_table).where(meta_table.c.key == "schema_version").values(value=str(v)))
+            if self.engine.dialect.name == "sqlite" and not self.readonly:
+                # WAL: readers never block the writer and a killed writer leaves a readable
+                # file. Set only after the file was accepted as a store (it is persistent).
+                raw_conn = self.engine.raw_connection()
+                try:
+                    cur = raw_conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.close()
+                finally:
+                    raw_conn.close()
         except UserError:
             raise
         except OperationalError as e:
-            raise UserError(_explain_db_error(self.url, e)) from e
+            raise UserError(_explain_db_error(self.where, e)) from e
         except DatabaseError as e:
-            raise UserError(f"cannot read results store {self.url}: {_short(e)} (file left untouched)") from e
+            raise UserError(f"cannot read results store {self.where}: {_short(e)} (file left untouched)") from e
 
     @property
     def schema_version(self) -> int:
@@ -255,19 +414,31 @@ class Store:
             return int(conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar_one())
 
     # -- retries --------------------------------------------------------------------------
-    def _retry(self, fn: Callable[[], T]) -> T:
-        """Run a write, retrying while another writer holds the lock."""
-        delay = 0.05
-        for attempt in range(self.retries + 1):
+    def _retry(self, fn: Callable[[], T], *, on_conflict: bool = False) -> T:
+        """Run a write, retrying while another writer holds the lock.
+
+        ``on_conflict``: also retry when a concurrent writer inserted the same unique key
+        first (``fn`` re-reads and decides again). A store found damaged refuses the write.
+        """
+        if self.readonly:
+            raise AssertionError("write on a read-only Store")
+        deadline = time.monotonic() + max(self.busy_timeout_s, 1.0)
+        delay = 0.02
+        for attempt in range(max(self.retries, 0) + 1000):
+            if self.corrupt is not None:
+                raise StoreCorrupt(corrupt_message(self.where, self.corrupt))
             try:
                 return fn()
+            except IntegrityError as e:
+                if not on_conflict or attempt >= 50:
+                    raise UserError(f"database error on {self.where}: {_short(e)}") from e
             except OperationalError as e:
                 locked = "locked" in str(e).lower() or "busy" in str(e).lower()
-                if not locked or attempt == self.retries:
-                    raise UserError(_explain_db_error(self.url, e)) from e
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+                if not locked or attempt >= self.retries and time.monotonic() > deadline:
+                    raise UserError(_explain_db_error(self.where, e)) from e
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+        raise UserError(f"results store {self.where}: gave up after repeated write conflicts")
 
     def _insert_ignore(self, table: sa.Table, values: dict[str, Any]) -> sa.Insert:
         dialect = self.engine.dialect.name
@@ -310,16 +481,21 @@ class Store:
         )
 
         def write() -> None:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 conn.execute(self._insert_ignore(runs_table, values))
 
         self._retry(write)
         return rid
 
-    def set_run_status(self, run_id: str, status: str) -> None:
+    def set_run_status(self, run_id: str, status: str, reason: str | None = None) -> None:
+        """Set a run's status (``running``, ``done``, ``partial``, ``failed``, ``interrupted``)
+        and why it is not ``done`` (None clears the reason)."""
+
         def write() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(sa.update(runs_table).where(runs_table.c.id == run_id).values(status=status))
+            with self.writer.begin() as conn:
+                conn.execute(
+                    sa.update(runs_table).where(runs_table.c.id == run_id).values(status=status, reason=reason)
+                )
 
         self._retry(write)
 
@@ -396,7 +572,7 @@ class Store:
         where = sa.and_(*(measurements_table.c[c] == values[c] for c in KEY_COLUMNS))
 
         def write() -> int:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 stale = where if replace else sa.and_(where, measurements_table.c.status != "ok")
                 conn.execute(sa.delete(measurements_table).where(stale))
                 try:
@@ -420,7 +596,7 @@ class Store:
         where = sa.and_(*(measurements_table.c[c] == values[c] for c in KEY_COLUMNS))
 
         def write() -> dict[str, Any]:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 # skipped/failed rows of an earlier attempt are retried by the claimant
                 conn.execute(sa.delete(measurements_table).where(
                     where, measurements_table.c.status.in_(["skipped", "failed"])))
@@ -442,7 +618,7 @@ class Store:
             cond.append(measurements_table.c.reason == owner)
 
         def write() -> None:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 conn.execute(sa.delete(measurements_table).where(sa.and_(*cond)))
 
         self._retry(write)
@@ -484,23 +660,47 @@ class Store:
         Returns counts ``{"inserted", "unchanged", "replaced", "conflicts"}``. A row whose key
         exists with different scores is a conflict unless ``replace``; conflicts write nothing.
         """
-        prepared = [_accuracy_values(r) for r in rows]
+        fixed = list(rows)
+        return self.merge_accuracy(lambda _stored: fixed, replace=replace)
+
+    def merge_accuracy(
+        self,
+        build: Callable[[list[dict[str, Any]]], Iterable[dict[str, Any]]],
+        *,
+        replace: bool = True,
+    ) -> dict[str, int]:
+        """Read the stored accuracy rows, ``build`` the rows to write from them, write them.
+
+        Read, build and write form one unit: if another process changed or inserted one of
+        the rows in between, the whole unit is redone on the new state (on SQLite the write
+        lock is taken up front; on PostgreSQL the write checks the row it read is unchanged),
+        so two overlapping ingests never lose each other's scores. ``build`` gets the stored
+        rows as dicts (``scores`` decoded) and may raise UserError (nothing is written).
+        """
         counts = {"inserted": 0, "unchanged": 0, "replaced": 0, "conflicts": 0}
         key_cols = ("encoder", "resolution", "llm", "tiling", "recipe", "source")
 
         def write() -> dict[str, int]:
             c = dict.fromkeys(counts, 0)
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
+                stored = [dict(r) for r in conn.execute(sa.select(accuracy_table).order_by(accuracy_table.c.id)).mappings()]
+                by_key = {tuple(r[k] for k in key_cols): r for r in stored}
+                decoded = [{**r, "scores": json.loads(r["scores"]) if r["scores"] else {}} for r in stored]
+                prepared = [_accuracy_values(r) for r in build(decoded)]
                 for v in prepared:
                     where = sa.and_(*(accuracy_table.c[k] == v[k] for k in key_cols))
-                    old = conn.execute(sa.select(accuracy_table).where(where)).mappings().first()
+                    old = by_key.get(tuple(v[k] for k in key_cols))
                     if old is None:
-                        conn.execute(sa.insert(accuracy_table).values(**v))
+                        conn.execute(sa.insert(accuracy_table).values(**v))  # a racing insert: IntegrityError
                         c["inserted"] += 1
-                    elif (old["scores"], old["partial"]) == (v["scores"], v["partial"]):
+                    elif (old["scores"], bool(old["partial"])) == (v["scores"], v["partial"]):
                         c["unchanged"] += 1
                     elif replace:
-                        conn.execute(sa.update(accuracy_table).where(where).values(**v))
+                        same_as_read = sa.and_(
+                            where, accuracy_table.c.scores == old["scores"], accuracy_table.c.partial == old["partial"]
+                        )
+                        if conn.execute(sa.update(accuracy_table).where(same_as_read).values(**v)).rowcount != 1:
+                            raise _Changed()
                         c["replaced"] += 1
                     else:
                         c["conflicts"] += 1
@@ -508,13 +708,17 @@ class Store:
                     raise _Conflict(c)
             return c
 
-        try:
-            return self._retry(write)
-        except _Conflict as e:
-            raise UserError(
-                f"{e.counts['conflicts']} accuracy row(s) already stored with different scores; "
-                "nothing written (pass --prefer newest to replace)"
-            ) from None
+        for _ in range(50):
+            try:
+                return self._retry(write, on_conflict=True)
+            except _Changed:
+                time.sleep(0.01 + random.random() * 0.05)
+            except _Conflict as e:
+                raise UserError(
+                    f"{e.counts['conflicts']} accuracy row(s) already stored with different scores; "
+                    "nothing written (pass --prefer newest to replace)"
+                ) from None
+        raise UserError(f"results store {self.where}: accuracy rows kept changing under this ingest; try again")
 
     def accuracy(self) -> pd.DataFrame:
         import pandas as pd
@@ -558,23 +762,41 @@ class Store:
         return path
 
 
+class _Changed(Exception):
+    """A row read in this unit was changed by another process before the write."""
+
+
 class _Conflict(Exception):
     def __init__(self, counts: dict[str, int]):
         self.counts = counts
 
 
-def _sqlite_pragmas(dbapi_conn: Any, busy_timeout_ms: int) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, busy_timeout_ms: int, *, readonly: bool = False) -> None:
+    """Per-connection settings; none of them changes the file (journal mode is set once, by
+    a writer, after the file was accepted)."""
     cur = dbapi_conn.cursor()
     try:
-        # WAL: readers never block the writer and a killed writer leaves a readable file.
-        cur.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against process crashes in WAL mode (only power loss can drop
-        # the last transaction), and much cheaper than FULL.
-        cur.execute("PRAGMA synchronous=NORMAL")
+        # first, so that every later statement waits for a lock instead of failing
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cur.execute("PRAGMA foreign_keys=ON")
+        if readonly:
+            cur.execute("PRAGMA query_only=ON")
+        else:
+            # NORMAL is durable against process crashes in WAL mode (only power loss can drop
+            # the last transaction), and much cheaper than FULL.
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
     finally:
         cur.close()
+
+
+def quick_check(conn: sa.Connection, full: bool = False) -> list[str]:
+    """Problems SQLite's ``quick_check`` (``integrity_check`` when ``full``) finds; [] when
+    fine and on other dialects (PostgreSQL checksums its own pages)."""
+    if conn.dialect.name != "sqlite":
+        return []
+    pragma = "integrity_check" if full else "quick_check"
+    rows = [str(r[0]) for r in conn.exec_driver_sql(f"PRAGMA {pragma}(20)")]
+    return [] if rows == ["ok"] else rows
 
 
 def _short(e: Exception) -> str:
@@ -582,16 +804,16 @@ def _short(e: Exception) -> str:
     return str(orig or e).splitlines()[0]
 
 
-def _explain_db_error(url: str, e: Exception) -> str:
+def _explain_db_error(where: str, e: Exception) -> str:
     msg = _short(e)
     low = msg.lower()
     if "locked" in low or "busy" in low:
-        return f"results store {url} is locked by another process ({msg}); wait for it or use another --db"
+        return f"results store {where} is locked by another process ({msg}); wait for it or use another --db"
     if "unable to open" in low or "readonly" in low or "read-only" in low:
-        return f"cannot write results store {url} ({msg}); check permissions or pass --db elsewhere"
+        return f"cannot write results store {where} ({msg}); check permissions or pass --db elsewhere"
     if "not a database" in low or "malformed" in low:
-        return f"results store {url} is corrupt or not a database ({msg}); file left untouched"
-    return f"database error on {url}: {msg}"
+        return f"results store {where} is corrupt or not a database ({msg}); file left untouched"
+    return f"database error on {where}: {msg}"
 
 
 def _run_dict(row: Any) -> dict[str, Any]:

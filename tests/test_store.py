@@ -113,7 +113,7 @@ def test_corrupt_store_is_refused_and_untouched(tmp_path):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)
     digest = hashlib.sha256(bad.read_bytes()).hexdigest()
-    with pytest.raises(UserError, match="corrupt or not a database|cannot read"):
+    with pytest.raises(UserError, match="corrupt or not a database|not a SQLite database|cannot read"):
         Store(str(bad))
     assert hashlib.sha256(bad.read_bytes()).hexdigest() == digest
 

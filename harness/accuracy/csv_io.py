@@ -32,6 +32,13 @@ TTFT_TOLERANCE_REL = 0.01
 
 
 def _rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    try:
+        return _parse_rows(path, required, optional)
+    except csv.Error as e:  # NUL bytes, a field over the size limit, ...
+        raise UserError(f"{path}: not a readable CSV file ({e})") from e
+
+
+def _parse_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     text = read_user_text(path, encoding="utf-8-sig")  # -sig: spreadsheets write a BOM
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]

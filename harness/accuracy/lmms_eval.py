@@ -89,7 +89,10 @@ def find_results_files(path: str | Path) -> list[Path]:
 def parse_date(value: Any, path: str | Path) -> datetime | None:
     """The ``date`` field (unix seconds, ``YYYYMMDD_HHMMSS`` or ISO), else the name's stamp."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return datetime.fromtimestamp(float(value))
+        try:
+            return datetime.fromtimestamp(float(value))
+        except (OverflowError, OSError, ValueError) as e:
+            raise UserError(f"{path}: date {value!r} is not a valid unix time ({e})") from e
     if isinstance(value, str):
         text = value.strip()
         for fmt, width in (("%Y%m%d_%H%M%S", 15), ("%Y-%m-%dT%H:%M:%S", 19), ("%Y-%m-%d %H:%M:%S", 19)):
@@ -190,4 +193,8 @@ def read_results(path: str | Path, *, pope_metric: str = "accuracy",
     except json.JSONDecodeError as e:
         raise UserError(f"{p}: invalid JSON at line {e.lineno} column {e.colno} ({e.msg}); "
                         "is the file truncated?") from e
+    except RecursionError as e:
+        raise UserError(f"{p}: JSON nested too deeply to be an lmms-eval results file") from e
+    except ValueError as e:  # e.g. an integer literal over Python's digit limit
+        raise UserError(f"{p}: invalid JSON ({str(e).splitlines()[0]})") from e
     return parse_results(data, p, pope_metric=pope_metric, skip_unknown=skip_unknown)

@@ -111,4 +111,6 @@ def read_manifest(path: str | Path, *, strict_names: bool = True) -> list[Manife
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UserError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from e
+    except RecursionError as e:
+        raise UserError(f"{p}: YAML nested too deeply to be a manifest") from e
     return parse_manifest(data, p, strict_names=strict_names)

@@ -61,10 +61,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _is_run(spec: str, db: str | None) -> bool:
-    from harness.store import Store
+    from harness.store import Store, StoreCorrupt
 
     try:
-        return Store(db, create=False).get_run(spec) is not None
+        return Store(db, readonly=True).get_run(spec) is not None
+    except StoreCorrupt:
+        raise
     except UserError:
         return False
 
@@ -100,7 +102,7 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
             raise UserError(f"cannot read {p.name}: use a .csv, .parquet or .json measurements export")
     except UserError:
         raise
-    except (OSError, ValueError, ImportError) as e:
+    except (OSError, ValueError, ImportError, RecursionError) as e:
         raise UserError(f"cannot read {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     rows = df.to_dict("records")
     check_file_version(rows, str(p))
@@ -139,7 +141,7 @@ def load_side(specs: list[str], db: str | None, benchmark_json: bool = False) ->
         if store is None:
             from harness.store import Store
 
-            store = Store(db, create=False)
+            store = Store(db, readonly=True)
         run = store.get_run(spec)
         if run is None:
             store.require_run(spec)  # raises the store's "no run ... (latest: ...)" message

@@ -85,17 +85,10 @@ def _lmms_records(path: Path, key: Key, args: argparse.Namespace) -> list[ScoreR
     return out
 
 
-def _stored_records(keys: set[tuple[Key, str]]) -> dict[str, list[ScoreRecord]]:
+def _stored_records(stored: list[dict], keys: set[tuple[Key, str]]) -> dict[str, list[ScoreRecord]]:
     """Scores already stored for the keys being ingested, so new files add to them."""
-    from harness.store import Store
-
-    try:
-        store = Store(url=None, create=False)
-    except UserError:
-        return {}  # no store yet: nothing to merge with
-    df = store.accuracy()
     out: dict[str, list[ScoreRecord]] = {}
-    for _, r in df.iterrows():
+    for r in stored:
         key = Key(r["encoder"], int(r["resolution"]), r["llm"], r["tiling"], r["recipe"])
         if (key, r["source"]) not in keys:
             continue
@@ -106,8 +99,28 @@ def _stored_records(keys: set[tuple[Key, str]]) -> dict[str, list[ScoreRecord]]:
     return out
 
 
-def collect(args: argparse.Namespace, *, merge_store: bool = True) -> Collected:
-    """Read and validate every input; return the merged rows (nothing is written)."""
+def _read_store_rows() -> list[dict]:
+    """The accuracy rows stored now (read-only; none when there is no store yet)."""
+    from harness.store import Store, StoreMissing
+
+    try:
+        store = Store(url=None, readonly=True)
+    except StoreMissing:
+        return []  # no store yet: nothing to merge with
+    df = store.accuracy()
+    return [dict(r) for _, r in df.iterrows()]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Score records read from the files, by source, before any merge."""
+
+    by_source: dict[str, list[ScoreRecord]]
+    files: list[str]
+
+
+def read_inputs(args: argparse.Namespace) -> Inputs:
+    """Read and validate every input file (nothing is written)."""
     strict = not args.allow_new_names
     lmms: list[ScoreRecord] = []
     csv_records: list[ScoreRecord] = []
@@ -133,16 +146,27 @@ def collect(args: argparse.Namespace, *, merge_store: bool = True) -> Collected:
         for f in find_results_files(path):
             lmms.extend(_lmms_records(f, flag_key, args))
             files.append(str(f))
-    by_source = {LMMS_SOURCE: lmms, CSV_SOURCE: csv_records}
-    if merge_store:
-        wanted = {(r.key, s) for s, recs in by_source.items() for r in recs}
-        for source, recs in _stored_records(wanted).items():
-            by_source[source] = recs + by_source[source]
+    return Inputs({LMMS_SOURCE: lmms, CSV_SOURCE: csv_records}, files)
+
+
+def merge(inputs: Inputs, stored: list[dict], prefer: str | None) -> list[AccuracyRow]:
+    """Merge the inputs with the scores already stored for the same keys (pure)."""
+    by_source = {s: list(recs) for s, recs in inputs.by_source.items()}
+    wanted = {(r.key, s) for s, recs in by_source.items() for r in recs}
+    for source, recs in _stored_records(stored, wanted).items():
+        by_source[source] = recs + by_source[source]
     rows: list[AccuracyRow] = []
     for source, recs in by_source.items():
         if recs:
-            rows.extend(merge_records(recs, source, prefer=args.prefer))
-    return Collected(rows, files)
+            rows.extend(merge_records(recs, source, prefer=prefer))
+    return rows
+
+
+def collect(args: argparse.Namespace, *, merge_store: bool = True) -> Collected:
+    """Read and validate every input; return the merged rows (nothing is written)."""
+    inputs = read_inputs(args)
+    stored = _read_store_rows() if merge_store else []
+    return Collected(merge(inputs, stored, args.prefer), inputs.files)
 
 
 def _fmt(row: AccuracyRow) -> str:
@@ -158,12 +182,24 @@ def _fmt(row: AccuracyRow) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    collected = collect(args)
     counts = None
-    if not args.dry_run:
+    if args.dry_run:
+        collected = collect(args)
+    else:
         from harness.store import Store
 
-        counts = Store(url=None).add_accuracy([r.to_store() for r in collected.rows], replace=True)
+        inputs = read_inputs(args)  # every file validated before the store is opened
+        store = Store(url=None)
+        merged: list[AccuracyRow] = []
+
+        def build(stored: list[dict]) -> list[dict]:
+            # runs inside the store's write unit: merged with the rows stored *now*, so a
+            # concurrent ingest of overlapping files is never overwritten
+            merged[:] = merge(inputs, stored, args.prefer)
+            return [r.to_store() for r in merged]
+
+        counts = store.merge_accuracy(build, replace=True)
+        collected = Collected(merged, inputs.files)
     if args.json:
         json.dump([r.to_json() for r in collected.rows], sys.stdout, indent=1)
         sys.stdout.write("\n")

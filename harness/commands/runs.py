@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = Store(create=False)
+    store = Store(readonly=True)
     if args.run:
         for rid in args.run:
             store.require_run(rid)

@@ -206,7 +206,7 @@ def spec_from_config_path(path: Path) -> LLMSpec:
         raise UserError(f"{str(path)!r} has no config.json; give a transformers config file or a model directory")
     try:
         cfg = json.loads(cfg_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise UserError(f"{str(cfg_file)!r} is not a JSON model config: {e}") from e
     if not isinstance(cfg, dict):
         raise UserError(f"{str(cfg_file)!r} is not a model config (expected a JSON object)")

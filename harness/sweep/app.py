@@ -174,6 +174,14 @@ def _job(cfg: Any) -> int:
     except UserError as e:
         print(f"vlm-pareto: error: {e}", file=sys.stderr)
         code = 2
+    except Exception as e:
+        from harness.cli import _db_error_line
+
+        line = _db_error_line(e)
+        if line is None:
+            raise
+        print(f"vlm-pareto: error: {' '.join(line.split())}", file=sys.stderr)
+        code = 2
     finally:
         _record_exit(code)
     return code

@@ -204,6 +204,7 @@ def validate(cfg: SweepConfig) -> None:
     """Semantic checks that need no model: names, backends, numbers."""
     # backend names and precisions are checked by the backends' own config classes
     # (harness.sweep.runners.configure_backend), called by the engine right after this
+    _validate_numbers(cfg)
     if cfg.prompt_tokens < 0:
         raise UserError(f"prompt_tokens must be >= 0, got {cfg.prompt_tokens}")
     if cfg.rounds < 1:
@@ -250,6 +251,43 @@ def import_dir(import_path: str | None, group: str = "encoder") -> str:
             return str(c.resolve())
     what = "custom encoder" if group == "encoder" else f"{group} preset"
     raise UserError(f"{what} import_path {import_path!r}: no such folder (tried {', '.join(map(str, candidates))})")
+
+
+#: (dotted key, predicate, what it must be) for the numeric settings checked before a run starts
+_NUMBER_RULES: tuple[tuple[str, Any, str], ...] = (
+    ("protocol.warmup_runs", lambda v: v >= 0, ">= 0"),
+    ("protocol.min_runs", lambda v: v >= 1, ">= 1"),
+    ("protocol.threads", lambda v: v >= 0, ">= 0 (0 = all cores)"),
+    ("protocol.warmup_min_s", lambda v: v >= 0, ">= 0"),
+    ("protocol.min_time_s", lambda v: v >= 0, ">= 0"),
+    ("protocol.max_time_s", lambda v: v > 0, "> 0"),
+    ("protocol.confidence", lambda v: 0.5 <= v < 1.0, "in [0.5, 1)"),
+    ("backend.prefill_step_size", lambda v: v >= 1, ">= 1"),
+    ("auto_sample_k", lambda v: v >= 1, ">= 1"),
+    ("auto_sample_above_b", lambda v: v > 0, "> 0"),
+    ("max_measurements", lambda v: v >= 1, ">= 1"),
+    ("seed", lambda v: v >= 0, ">= 0"),
+)
+
+
+def _validate_numbers(cfg: SweepConfig) -> None:
+    """Every numeric setting in range, named by its override key (before any run row exists)."""
+    import math
+    from dataclasses import asdict
+
+    for dotted, ok, must in _NUMBER_RULES:
+        obj: Any = cfg
+        for part in dotted.split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, float) and not math.isfinite(obj):
+            raise UserError(f"{dotted} must be a finite number, got {obj}")
+        if not ok(obj):
+            raise UserError(f"{dotted} must be {must}, got {obj}")
+    if not cfg.protocol.name:
+        raise UserError("protocol.name must be a non-empty string")
+    from harness.protocol import Protocol
+
+    Protocol(**asdict(cfg.protocol))  # whatever else the protocol itself checks
 
 
 def compose_error(e: Exception) -> UserError:

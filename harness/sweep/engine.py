@@ -347,7 +347,8 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
     job_list = jobs(plan, runners.key)
 
     progress = _Progress(len(job_list) * cfg.rounds, cfg.progress)
-    status = "done"
+    completed = False
+    stop: BaseException | None = None
     try:
         for rnd in range(cfg.rounds):
             measurer.start_round(rnd)
@@ -355,15 +356,33 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
                 progress.step(job.label + (f" (round {rnd + 1}/{cfg.rounds})" if cfg.rounds > 1 else ""))
                 measurer.run(job)
                 progress.advance()
-    except KeyboardInterrupt:
-        status = "interrupted"
+        completed = True
+    except BaseException as e:
+        stop = e
         raise
     finally:
         progress.close()
         out.produced = set(measurer.produced)
-        if status != "interrupted":
-            # "partial": some points failed but the rest of the run is good data
-            status = ("failed" if not out.counts["measured"] + out.counts["reused"] else "partial") if out.failures else "done"
-        store.set_run_status(run_id, status)
         out.wall_s = time.perf_counter() - t0
+        status, reason = final_status(completed, stop, out)
+        if store.corrupt is None:  # nothing is written into a store found damaged
+            try:
+                store.set_run_status(run_id, status, reason)
+            except UserError:
+                if stop is None:
+                    raise
     return out
+
+
+def final_status(completed: bool, stop: BaseException | None, out: SweepOutcome) -> tuple[str, str | None]:
+    """(status, reason) of a run: ``done`` only when its whole plan ran."""
+    if isinstance(stop, KeyboardInterrupt):
+        return "interrupted", "interrupted (Ctrl-C); resume with run_id=" + out.run_id
+    if not completed:
+        what = f"{type(stop).__name__}: {stop}" if stop is not None else "unknown"
+        return "partial", " ".join(f"stopped before its plan completed: {what}".split())[:1000]
+    if out.failures:
+        # "partial": some points failed but the rest of the run is good data
+        status = "failed" if not out.counts["measured"] + out.counts["reused"] else "partial"
+        return status, f"{len(out.failures)} point(s) failed: {out.failures[0]}"[:1000]
+    return "done", None
