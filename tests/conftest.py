@@ -4,13 +4,50 @@ Markers (see pyproject.toml): ``slow`` tests run only with ``-m slow`` (or ``--r
 ``macos`` tests run only on macOS; ``bench`` tests (tests/benchmarks) only with
 ``--benchmark-only``. Every test gets its own SQLite store through ``$VLM_PARETO_DB`` so the
 suite never touches ``results/``.
+
+``postgres`` and ``slurm`` tests use the real services that ``scripts/services.sh start``
+(run by ``scripts/test.sh``) brings up: the env file it writes (``$VLM_PARETO_SERVICES_ENV``,
+else ``<repo>/.services.env``) names them. A service the script could not start skips its
+tests with the script's reason, and the end of the run says which services were unavailable.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: marker -> (env var holding the connection fact, env var holding why it is unavailable)
+SERVICES = {
+    "postgres": ("VLM_PARETO_TEST_PG_URL", "VLM_PARETO_TEST_PG_UNAVAILABLE"),
+    "slurm": ("VLM_PARETO_TEST_SLURM_PARTITION", "VLM_PARETO_TEST_SLURM_UNAVAILABLE"),
+}
+_unavailable: dict[str, str] = {}
+_skipped_for: dict[str, int] = {}
+
+
+def _load_services_env() -> None:
+    """Export the services' env file (KEY=value lines) into this process and its children."""
+    path = Path(os.environ.get("VLM_PARETO_SERVICES_ENV") or ROOT / ".services.env")
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, eq, value = line.partition("=")
+            if eq and not key.startswith("#") and key.strip():
+                os.environ.setdefault(key.strip(), value)
+    extra_path = os.environ.get("VLM_PARETO_TEST_SLURM_PATH")
+    if extra_path and extra_path not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = extra_path + os.pathsep + os.environ.get("PATH", "")
+    for name, (fact, why) in SERVICES.items():
+        if not os.environ.get(fact):
+            _unavailable[name] = os.environ.get(why) or (
+                f"not started (run 'scripts/services.sh start', or 'bash scripts/test.sh'; no {path.name})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _load_services_env()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,6 +68,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_mac)
         if "bench" in item.keywords and not bench_only and "bench" not in markexpr:
             item.add_marker(skip_bench)
+        for name, why in _unavailable.items():
+            if name in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=f"{name} unavailable: {why}"))
+                _skipped_for[name] = _skipped_for.get(name, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Never silent: say which real services were missing and how many tests that skipped."""
+    if not _skipped_for:
+        return
+    terminalreporter.section("services unavailable", sep="=", yellow=True)
+    for name, n in sorted(_skipped_for.items()):
+        terminalreporter.write_line(f"{name}: {n} test(s) skipped: {_unavailable[name]}")
 
 
 @pytest.fixture(autouse=True)
