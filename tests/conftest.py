@@ -94,3 +94,27 @@ def _isolated_store(tmp_path, monkeypatch):
 @pytest.fixture
 def db_url(_isolated_store) -> str:
     return f"sqlite:///{_isolated_store}"
+
+
+def wipe_postgres(url: str) -> None:
+    """Empty the scratch database: drop and recreate its ``public`` schema."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg(monkeypatch) -> str:
+    """The services' PostgreSQL database, emptied, as the default store (tests marked postgres)."""
+    url = os.environ.get("VLM_PARETO_TEST_PG_URL")
+    if not url:
+        pytest.skip(f"postgres unavailable: {_unavailable.get('postgres', 'no VLM_PARETO_TEST_PG_URL')}")
+    wipe_postgres(url)
+    monkeypatch.setenv("VLM_PARETO_DB", url)
+    return url

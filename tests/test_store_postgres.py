@@ -30,20 +30,6 @@ SLOW_SWEEP = ["sweep", "--config-name", "quick", "--config-dir", str(SLOW), "~en
               "~llms.tiny_llama", "report=false"]
 
 
-def pg_url() -> str:
-    return os.environ["VLM_PARETO_TEST_PG_URL"]
-
-
-def wipe(url: str) -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
 def tables(url: str) -> set[str]:
     import sqlalchemy as sa
 
@@ -54,23 +40,10 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
-@pytest.fixture
-def pg(monkeypatch) -> str:
-    url = pg_url()
-    wipe(url)
-    monkeypatch.setenv("VLM_PARETO_DB", url)
-    return url
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_db(request, db_url, monkeypatch) -> str:
+def any_db(request, db_url) -> str:
     """The same test on SQLite (a file) and on the PostgreSQL server."""
-    if request.param == "sqlite":
-        return db_url
-    url = pg_url()
-    wipe(url)
-    monkeypatch.setenv("VLM_PARETO_DB", url)
-    return url
+    return db_url if request.param == "sqlite" else request.getfixturevalue("pg")
 
 
 def cli(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
