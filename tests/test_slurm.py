@@ -194,3 +194,23 @@ def test_unreachable_database_is_refused_before_any_job_is_submitted(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "cannot connect to database" in lines[0] and "is the server running" in lines[0]
     assert not job_ids(tmp_path / "mr")
+
+
+def test_claim_of_a_cancelled_job_on_another_node_is_taken_over_at_once(tmp_path):
+    """A claim names its SLURM job: once SLURM says that job ended, the claim is stale (not 2 h later)."""
+    from harness.store import now_iso
+    from harness.sweep.engine import _claim_is_stale
+
+    r = subprocess.run(["sbatch", "--parsable", "-p", partition(), "-o", str(tmp_path / "j.out"), "--wrap", "sleep 120"],
+                       capture_output=True, text=True, check=True, cwd=tmp_path)
+    job = r.stdout.strip().split(";")[0]
+    claim = {"reason": f"another-node:4242 slurm-job {job}", "created_at": now_iso()}
+    deadline = time.time() + 60
+    while job_states({job})[job] == "PENDING" and time.time() < deadline:
+        time.sleep(0.3)
+    assert not _claim_is_stale(claim)  # its job is alive: wait for it
+    subprocess.run(["scancel", job], check=True)
+    wait_until_jobs_leave_the_queue({job})
+    assert _claim_is_stale(claim)
+    # without a job id, a claim from another host is only stale after the claim timeout
+    assert not _claim_is_stale({"reason": "another-node:4242", "created_at": now_iso()})

@@ -7,6 +7,7 @@ they are one line and exit code 2 before anything is submitted or written.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -58,3 +59,41 @@ def check_slurm(overrides: list[str]) -> None:
     if partition is not None and partition not in parts:
         raise UserError(suggest(partition, parts, "SLURM partition (hydra.launcher.partition)")
                         + "; list them with sinfo")
+
+
+#: claim owners written inside a SLURM job end with this and the job id
+JOB_TAG = " slurm-job "
+#: squeue states of a job that may still be measuring
+LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STOPPED"}
+
+
+def owner_suffix() -> str:
+    """`` slurm-job <id>`` inside a SLURM job (appended to a claim's ``host:pid``), else ''."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID") and \
+        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    job = job or os.environ.get("SLURM_JOB_ID")
+    return f"{JOB_TAG}{job}" if job else ""
+
+
+def split_owner(owner: str) -> tuple[str, str | None]:
+    """(``host:pid``, SLURM job id or None) of a claim owner."""
+    base, tag, job = owner.partition(JOB_TAG)
+    return (base, job.strip() or None) if tag else (owner, None)
+
+
+def job_is_gone(job: str) -> bool | None:
+    """True when SLURM says the job that holds a claim has ended (scancel, time limit, node
+    failure), so the claim can be taken over at once instead of after the claim timeout;
+    None when that cannot be asked (no squeue here)."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], capture_output=True, text=True,
+                           timeout=30)
+    except subprocess.TimeoutExpired:
+        return None
+    if r.returncode != 0:
+        # "Invalid job id specified": purged from the controller long after it ended
+        return "invalid job id" in r.stderr.lower() or None
+    states = set(r.stdout.split())
+    return bool(states) and not (states & LIVE_STATES)
