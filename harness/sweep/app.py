@@ -33,11 +33,13 @@ vlm-pareto sweep: measure an (encoder x resolution x LLM x tiling) grid.
   vlm-pareto sweep --config-name paper_fig4 protocol=standard backend=torch-cpu
   vlm-pareto sweep encoders.fastvithd.resolutions=[256,512] run_id=my-run   # resume my-run
   vlm-pareto sweep -m protocol=quick,standard hydra/launcher=joblib
+  vlm-pareto sweep -m tiling=none,2x2 hydra/launcher=submitit_slurm hydra.launcher.partition=P  # docs/team.md
   vlm-pareto sweep --config-dir ./my_conf +encoder@encoders.mine=my_encoder
   vlm-pareto sweep --cfg job                 # print the composed config
 
 Measurements go to the store (--db before 'sweep', or $VLM_PARETO_DB); the report for the
-sweep is written to reports/<name>/ at the end. Exit: 0 ok, 1 a point failed, 2 bad input.
+sweep is written to reports/<name>/ at the end. Exit: 0 ok, 1 a point failed (or a launcher
+job died: rerun with the same run_id to finish), 2 bad input.
 """
 
 
