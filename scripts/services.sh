@@ -49,7 +49,11 @@ apt_install() {  # apt_install PKG... ; 0 on success
     return 1
   fi
   log "installing $* (apt-get)"
-  if [ "$APT_UPDATED" = 0 ]; then apt-get update -qq >/dev/null 2>&1 || true; APT_UPDATED=1; fi
+  # one `apt-get update` per hour is enough (scripts/test.sh may just have run one for chromium)
+  if [ "$APT_UPDATED" = 0 ] && [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+  fi
+  APT_UPDATED=1
   # policy-rc.d 101: the packages must not start their system-wide daemons; we start our own.
   local policy=/usr/sbin/policy-rc.d created=0
   if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created=1; fi
@@ -317,6 +321,13 @@ case "$cmd" in
     mkdir -p "$STATE"; chmod 755 "$STATE"
     t0=$(date +%s)
     PG_REASON=""; SLURM_REASON=""
+    # everything missing in one apt-get run (each service re-checks and says what is missing)
+    missing=()
+    [ -z "$(pg_bin)" ] && missing+=(postgresql)
+    for c in slurmctld slurmd; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
+    command -v sbatch >/dev/null 2>&1 || missing+=(slurm-client)
+    command -v munged >/dev/null 2>&1 || missing+=(munge)
+    [ ${#missing[@]} -gt 0 ] && apt_install "${missing[@]}"
     pg_start || log "PostgreSQL unavailable: $PG_REASON"
     slurm_start || log "SLURM unavailable: $SLURM_REASON"
     write_env

@@ -44,6 +44,31 @@ def _load_services_env() -> None:
         if not os.environ.get(fact):
             _unavailable[name] = os.environ.get(why) or (
                 f"not started (run 'scripts/services.sh start', or 'bash scripts/test.sh'; no {path.name})")
+        else:
+            dead = _does_not_answer(name, os.environ[fact])
+            if dead:
+                _unavailable[name] = f"{dead} (stale {path.name}? run 'scripts/services.sh start')"
+
+
+def _does_not_answer(name: str, fact: str) -> str | None:
+    """A cheap liveness check of a service the env file names (None when it answers)."""
+    import socket
+    import subprocess
+
+    if name == "postgres":
+        import sqlalchemy as sa
+
+        try:
+            u = sa.engine.make_url(fact)
+            with socket.create_connection((u.host or "127.0.0.1", u.port or 5432), timeout=3):
+                return None
+        except (OSError, sa.exc.ArgumentError) as e:
+            return f"PostgreSQL at {fact.rpartition('@')[2]} does not answer ({e})"
+    try:
+        r = subprocess.run(["sinfo", "-h", "-p", fact, "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"sinfo failed ({e})"
+    return None if r.returncode == 0 and r.stdout.strip() else f"partition {fact} does not answer (sinfo)"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,7 +96,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for name, why in _unavailable.items():
             if name in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=f"{name} unavailable: {why}"))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2])
+        for name in SERVICES:
+            if f"{name} unavailable:" in reason:
                 _skipped_for[name] = _skipped_for.get(name, 0) + 1
+                break
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
