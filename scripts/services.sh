@@ -143,7 +143,7 @@ export SLURM_CONF="$SLURM/slurm.conf"
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 slurm_answers() {
-  [ -f "$SLURM_CONF" ] && timeout 10 sinfo -h -p "$PARTITION" -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'
+  [ -f "$SLURM_CONF" ] && timeout 10 sinfo -h -p "$PARTITION" -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated|completing)'
 }
 
 munge_start() {
@@ -253,7 +253,7 @@ slurm_start() {
   mkdir -p "$STATE"
   munge_start || { SLURM_REASON="munged did not start (see $MUNGE/munged.log)"; return 1; }
   sacct_standin
-  if slurm_answers && pid_alive "$SLURM/slurmctld.pid"; then
+  if pid_alive "$SLURM/slurmctld.pid" && pid_alive "$SLURM/slurmd.pid" && slurm_answers; then
     log "SLURM already running (partition $PARTITION)"; return 0
   fi
   slurm_conf
