@@ -264,13 +264,16 @@ def main(argv: list[str], debug: bool = False) -> int:
         codes = [int(p.read_text() or 0) for p in files if not p.name.startswith(STARTED)]
     if hydra_failed and not started:
         return 2  # hydra refused the command line before any job ran
-    if hydra_failed or len(codes) < len(started):
+    lost = len(started) - len(codes)
+    if lost > 0:
         # A launcher job died without reporting (scancel, OOM kill, time limit): its
         # committed measurements are kept and a rerun of the same run resumes it.
         run_ids = sorted({r for r in started if r})
         again = f"run_id={run_ids[0]}" if len(run_ids) == 1 else "the same run_id"
-        lost = max(len(started) - len(codes), 1 if hydra_failed else 0)
-        print(f"vlm-pareto: error: {lost} sweep job(s) ended without an exit code (cancelled, killed or out of "
-              f"time); what they committed is kept: rerun with {again} to finish", file=sys.stderr)
+        print(f"vlm-pareto: error: {lost} of {len(started)} sweep job(s) ended without an exit code (cancelled, "
+              f"killed, out of time, or still running when the launcher gave up); what they committed is kept: "
+              f"rerun with {again} to finish", file=sys.stderr)
         return max([1, *codes])
+    if hydra_failed:
+        return max(codes, default=2)  # a job raised; hydra printed it
     return max(codes, default=0)
