@@ -14,15 +14,19 @@
 # The connection facts go to an env file (KEY=value lines) that tests/conftest.py reads:
 #   VLM_PARETO_TEST_PG_URL, VLM_PARETO_TEST_SLURM_PARTITION, SLURM_CONF, and
 #   VLM_PARETO_TEST_<PG|SLURM>_UNAVAILABLE=<reason> for a service that could not be started.
-# It is written to $STATE/services.env and copied to <repo>/.services.env (git-ignored).
+# It is written to $STATE/services.env and, for the default state folder, copied to
+# <repo>/.services.env (git-ignored).
 # Environment: VLM_PARETO_SERVICES_DIR (state folder; default /tmp/vlm-pareto-services-<hash
 # of the repo path>), VLM_PARETO_SERVICES_NO_INSTALL=1 (never apt-get).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
 HASH=$(printf %s "$ROOT" | cksum | cut -d' ' -f1)
-STATE=${VLM_PARETO_SERVICES_DIR:-/tmp/vlm-pareto-services-$HASH}
+DEFAULT_STATE=/tmp/vlm-pareto-services-$HASH
+STATE=${VLM_PARETO_SERVICES_DIR:-$DEFAULT_STATE}
 ENV_FILE="$STATE/services.env"
-REPO_ENV="$ROOT/.services.env"
+# the repo's copy of the env file belongs to the default state folder only
+REPO_ENV=/dev/null
+[ "$STATE" = "$DEFAULT_STATE" ] && REPO_ENV="$ROOT/.services.env"
 PARTITION=vlmp
 PG_DB=vlm
 PG_USER=vlm
@@ -86,6 +90,10 @@ pg_start() {
   fi
   if is_root && ! getent passwd postgres >/dev/null; then
     PG_REASON="no 'postgres' system user to run the server as"; return 1
+  fi
+  if is_root && ! runuser -u postgres -- test -x "$STATE"; then
+    PG_REASON="user postgres cannot reach the state folder $STATE (a parent folder is private); set VLM_PARETO_SERVICES_DIR elsewhere"
+    return 1
   fi
   local port; port=$(saved_port pg 55432)
   mkdir -p "$STATE/pg"
@@ -312,7 +320,7 @@ write_env() {
   } >"$tmp"
   chmod 600 "$tmp"
   mv "$tmp" "$ENV_FILE"
-  cp "$ENV_FILE" "$REPO_ENV" 2>/dev/null || true
+  [ "$REPO_ENV" = /dev/null ] || cp "$ENV_FILE" "$REPO_ENV" 2>/dev/null || true
 }
 
 cmd=${1:-status}
@@ -336,7 +344,7 @@ case "$cmd" in
   stop)
     pg_stop
     slurm_stop
-    rm -f "$REPO_ENV"
+    [ "$REPO_ENV" = /dev/null ] || rm -f "$REPO_ENV"
     [ -f "$ENV_FILE" ] && printf 'VLM_PARETO_TEST_PG_UNAVAILABLE=services stopped\nVLM_PARETO_TEST_SLURM_UNAVAILABLE=services stopped\n' >"$ENV_FILE"
     ;;
   status)
