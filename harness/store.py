@@ -804,9 +804,29 @@ def _short(e: Exception) -> str:
     return str(orig or e).splitlines()[0]
 
 
+def _server_hint(msg: str) -> str | None:
+    """What to do about a database server that refuses us (PostgreSQL and the like)."""
+    low = msg.lower()
+    if "connection refused" in low or "could not connect" in low or "timeout expired" in low \
+            or "no route to host" in low or "name or service not known" in low:
+        return "is the server running and the host/port in --db right?"
+    if "password authentication failed" in low or "no password supplied" in low or "role" in low and "does not exist" in low:
+        return "check the user and password in --db (or ~/.pgpass)"
+    if "database" in low and "does not exist" in low:
+        return "create it (createdb) or fix the database name in --db"
+    return None
+
+
 def _explain_db_error(where: str, e: Exception) -> str:
     msg = _short(e)
     low = msg.lower()
+    try:  # never print a password
+        where = sa.engine.make_url(where).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        pass
+    hint = _server_hint(msg)
+    if hint:
+        return f"cannot connect to database {where}: {msg.removeprefix('connection failed: ')}; {hint}"
     if "locked" in low or "busy" in low:
         return f"results store {where} is locked by another process ({msg}); wait for it or use another --db"
     if "unable to open" in low or "readonly" in low or "read-only" in low:

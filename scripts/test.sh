@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command: install vlm-pareto with its test extras (and Debian's chromium for the
-# browser test when it is missing and we may install it), then run the default test suite.
-# Extra arguments go to pytest (e.g. `-m slow`, `-k report`).
+# browser test when it is missing and we may install it), start the real services the
+# postgres/slurm tests use (scripts/services.sh: PostgreSQL and a one-node SLURM cluster on
+# loopback, installed with apt-get when missing and run as root), run the default test suite,
+# and stop the services it started. Extra arguments go to pytest (e.g. `-m slow`, `-k report`).
+# VLM_PARETO_SERVICES=0 skips the services (their tests are then skipped, and the run says so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,4 +14,13 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "warning: chromium could not be installed; browser tests will be skipped"
 fi
 "$PY" -m pip install --quiet -c constraints.txt -e '.[test]'
-exec "$PY" -m pytest "$@"
+if [ "${VLM_PARETO_SERVICES:-1}" != 0 ]; then
+  # Stop afterwards only what this invocation started (services already up stay up).
+  if ! bash scripts/services.sh status >/dev/null 2>&1; then
+    trap 'bash scripts/services.sh stop' EXIT
+  fi
+  bash scripts/services.sh start
+  export VLM_PARETO_SERVICES_ENV
+  VLM_PARETO_SERVICES_ENV=$(bash scripts/services.sh env)
+fi
+"$PY" -m pytest "$@"

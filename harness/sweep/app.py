@@ -23,6 +23,7 @@ INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--
 VALUE_FLAGS = {"--config-name", "-cn", "--config-dir", "-cd", "--config-path", "-cp", "--cfg", "-c",
                "--package", "-p", "--info", "-i", "--experimental-rerun"}
 EXIT_DIR_ENV = "VLM_PARETO_SWEEP_EXIT_DIR"
+STARTED = "started-"
 
 HELP_EPILOG = """
 vlm-pareto sweep: measure an (encoder x resolution x LLM x tiling) grid.
@@ -32,11 +33,13 @@ vlm-pareto sweep: measure an (encoder x resolution x LLM x tiling) grid.
   vlm-pareto sweep --config-name paper_fig4 protocol=standard backend=torch-cpu
   vlm-pareto sweep encoders.fastvithd.resolutions=[256,512] run_id=my-run   # resume my-run
   vlm-pareto sweep -m protocol=quick,standard hydra/launcher=joblib
+  vlm-pareto sweep -m tiling=none,2x2 hydra/launcher=submitit_slurm hydra.launcher.partition=P  # docs/team.md
   vlm-pareto sweep --config-dir ./my_conf +encoder@encoders.mine=my_encoder
   vlm-pareto sweep --cfg job                 # print the composed config
 
 Measurements go to the store (--db before 'sweep', or $VLM_PARETO_DB); the report for the
-sweep is written to reports/<name>/ at the end. Exit: 0 ok, 1 a point failed, 2 bad input.
+sweep is written to reports/<name>/ at the end. Exit: 0 ok, 1 a point failed (or a launcher
+job died: rerun with the same run_id to finish), 2 bad input.
 """
 
 
@@ -129,6 +132,10 @@ def precheck(argv: list[str]) -> None:
     if name not in available:
         raise UserError(suggest(name, available, "sweep preset (--config-name)"))
     _check_group_overrides(overrides, dirs)
+    if multirun:
+        from harness.sweep.slurm import check_slurm
+
+        check_slurm(overrides)
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     axes = []
@@ -143,6 +150,7 @@ def precheck(argv: list[str]) -> None:
             axes.append([ov.input_line])
     search = [f"hydra.searchpath=[file://{dirs[0]}]"] if extra_dir else []
     GlobalHydra.instance().clear()
+    dbs: set[str | None] = set()
     try:
         with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
             for combo in itertools.islice(itertools.product(*axes), 64):
@@ -150,9 +158,16 @@ def precheck(argv: list[str]) -> None:
                     cfg = compose(config_name=name, overrides=list(combo) + search)
                 except Exception as e:
                     raise compose_error(e) from e
-                resolve(to_typed(cfg))
+                typed = to_typed(cfg)
+                resolve(typed)
+                dbs.add(typed.db)
     finally:
         GlobalHydra.instance().clear()
+    if multirun:  # an unreachable database fails here once, not once per launched job
+        from harness.store import Store
+
+        for db in dbs:
+            Store(db)
 
 
 def _job(cfg: Any) -> int:
@@ -168,6 +183,7 @@ def _job(cfg: Any) -> int:
         typed = to_typed(cfg)
         if typed.run_id is None and _is_multirun():
             typed.run_id = _multirun_run_id(typed.name)
+        _record_start(typed.run_id)
         command = "vlm-pareto sweep " + " ".join(sys.argv[1:])
         out = run_sweep(typed, command=command.strip(), config_dict=OmegaConf.to_container(cfg, resolve=True))
         code = finish(typed, out)
@@ -203,6 +219,16 @@ def _multirun_run_id(name: str) -> str:
     return f"{name}-{Path(HydraConfig.get().sweep.dir).name}"
 
 
+def _record_start(run_id: str | None) -> None:
+    """A job that started but never records its exit code was killed (scancel, OOM, time)."""
+    d = os.environ.get(EXIT_DIR_ENV)
+    if d:
+        try:
+            Path(d, f"{STARTED}{os.getpid()}-{os.urandom(4).hex()}").write_text(run_id or "")
+        except OSError:
+            pass  # _record_exit says so
+
+
 def _record_exit(code: int) -> None:
     d = os.environ.get(EXIT_DIR_ENV)
     if d:
@@ -225,20 +251,37 @@ def main(argv: list[str], debug: bool = False) -> int:
     precheck(argv)
     # Jobs report exit codes through files: under the working directory (shared storage on a
     # cluster, where /tmp of the submitting node is not visible to the jobs' nodes).
-    exit_root = Path("outputs")
+    # Absolute: a job may run in another working directory (hydra.job.chdir, a cluster's).
+    exit_root = Path("outputs").resolve()
     exit_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".exit-", dir=exit_root) as exit_dir:
         os.environ[EXIT_DIR_ENV] = exit_dir
         task = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)
         saved = sys.argv
         sys.argv = ["vlm-pareto sweep", *argv]
+        hydra_failed = False
         try:
             task()
         except SystemExit as e:  # hydra exits on its own errors (after printing them)
-            if e.code not in (0, None):
-                return 2
+            hydra_failed = e.code not in (0, None)
         finally:
             sys.argv = saved
             os.environ.pop(EXIT_DIR_ENV, None)
-        codes = [int(p.read_text() or 0) for p in Path(exit_dir).iterdir()]
+        files = list(Path(exit_dir).iterdir())
+        started = [p.read_text() for p in files if p.name.startswith(STARTED)]
+        codes = [int(p.read_text() or 0) for p in files if not p.name.startswith(STARTED)]
+    if hydra_failed and not started:
+        return 2  # hydra refused the command line before any job ran
+    lost = len(started) - len(codes)
+    if lost > 0:
+        # A launcher job died without reporting (scancel, OOM kill, time limit): its
+        # committed measurements are kept and a rerun of the same run resumes it.
+        run_ids = sorted({r for r in started if r})
+        again = f"run_id={run_ids[0]}" if len(run_ids) == 1 else "the same run_id"
+        print(f"vlm-pareto: error: {lost} of {len(started)} sweep job(s) ended without an exit code (cancelled, "
+              f"killed, out of time, or still running when the launcher gave up); what they committed is kept: "
+              f"rerun with {again} to finish", file=sys.stderr)
+        return max([1, *codes])
+    if hydra_failed:
+        return max(codes, default=2)  # a job raised; hydra printed it
     return max(codes, default=0)

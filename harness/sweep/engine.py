@@ -62,12 +62,19 @@ class SweepOutcome:
 
 
 def owner_id() -> str:
-    """This worker's claim owner: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This worker's claim owner: ``host:pid`` (plus the SLURM job id inside a SLURM job)."""
+    from harness.sweep.slurm import owner_suffix
+
+    return f"{socket.gethostname()}:{os.getpid()}{owner_suffix()}"
 
 
 def _claim_is_stale(row: dict[str, Any]) -> bool:
-    host, _, pid = str(row.get("reason") or "").rpartition(":")
+    from harness.sweep.slurm import job_is_gone, split_owner
+
+    owner, slurm_job = split_owner(str(row.get("reason") or ""))
+    host, _, pid = owner.rpartition(":")
+    if slurm_job is not None and host != socket.gethostname() and job_is_gone(slurm_job):
+        return True  # a cancelled / timed-out SLURM job on another node: take over now
     if host == socket.gethostname() and pid.isdigit():
         if int(pid) == os.getpid():
             return True  # our own leftover (a previous attempt in this process)
