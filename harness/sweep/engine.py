@@ -24,6 +24,7 @@ from typing import Any
 
 from harness.errors import UserError
 from harness.fingerprint import fingerprint
+from harness.progress import Progress
 from harness.store import MeasurementKey, Store
 from harness.sweep.configs import SweepConfig, validate
 from harness.sweep.plan import Plan, build_plan, encoder_key, prefill_key, projector_key
@@ -170,43 +171,6 @@ def _spec_from_axis(llm: Any, label: str) -> Any:
     return spec
 
 
-class _Progress:
-    """A bar over measurements with the current grid point and ETA; silent off a terminal."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.bar = None
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-                transient=False,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("", total=total)
-
-    def step(self, description: str) -> None:
-        if self.bar:
-            self.bar.update(self.task, description=description)
-
-    def advance(self) -> None:
-        if self.bar:
-            self.bar.advance(self.task)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
-
-
 def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | None = None,
               log: Callable[[str], None] | None = None) -> SweepOutcome:
     """Measure ``cfg``'s grid into the store and return what happened."""
@@ -238,7 +202,7 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
         jobs.append((proj_keys[(pj.llm, pj.tokens, pj.in_dim)], f"projector {pj.in_dim}->{pj.llm} {pj.tokens} tok",
                      lambda pj=pj: runners.projector(pj)))
 
-    progress = _Progress(len(jobs) * cfg.rounds, cfg.progress)
+    progress = Progress(len(jobs) * cfg.rounds, cfg.progress, counts=out.counts)
     status = "done"
     try:
         for rnd in range(cfg.rounds):
@@ -247,7 +211,7 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
             for key, label, fn in jobs:
                 progress.step(label + (f" (round {rnd + 1}/{cfg.rounds})" if cfg.rounds > 1 else ""))
                 _run_job(store, run_id, key, label, fn, rnd, owner, out, proj_keys)
-                progress.advance()
+                progress.advance(store.get_measurement(run_id, key))
     except KeyboardInterrupt:
         status = "interrupted"
         raise
