@@ -38,9 +38,13 @@ def fmt_duration(s: float) -> str:
 
 
 def _ms_pair(lo: float, hi: float) -> str:
+    """A CI with the unit and digits of its upper end: 14.9-20.0 s, 0.07-6.65 ms."""
     if hi >= 1000:
-        return f"{lo / 1000:.2f}-{hi / 1000:.2f} s"
-    return f"{lo:.2f}-{hi:.2f} ms" if hi < 10 else f"{lo:.1f}-{hi:.1f} ms"
+        lo, hi, unit = lo / 1000, hi / 1000, "s"
+        digits = 1 if hi >= 10 else 2
+    else:
+        unit, digits = "ms", (2 if hi < 10 else 1)
+    return f"{lo:.{digits}f}-{hi:.{digits}f} {unit}"
 
 
 def describe_row(row: Mapping[str, Any] | None) -> str:
