@@ -48,7 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="resolve conflicting duplicate scores by the newest file (its 'date', else its name)")
     p.add_argument("--skip-unknown", action="store_true", help="ignore tasks that are not known benchmarks")
     p.add_argument("--allow-new-names", action="store_true",
-                   help="accept encoder/LLM names outside the alias table (custom models)")
+                   help="accept any encoder/LLM name (slugified), not only the ones the sweeps know")
+    p.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                   help="also accept the encoders/LLMs defined in DIR/encoder/*.yaml and DIR/llm/*.yaml (the "
+                   "sweep's --config-dir); built-in zoo names and sweeps/llm/*.yaml are always accepted")
     p.add_argument("--json", action="store_true", help="print the resulting rows as JSON")
     p.add_argument("--dry-run", action="store_true", help="validate and show, write nothing")
     return p
@@ -108,6 +111,11 @@ def _stored_records(keys: set[tuple[Key, str]]) -> dict[str, list[ScoreRecord]]:
 
 def collect(args: argparse.Namespace, *, merge_store: bool = True) -> Collected:
     """Read and validate every input; return the merged rows (nothing is written)."""
+    from harness.accuracy.keys import add_known_names
+    from harness.accuracy.known import sweep_names
+
+    for what, names in sweep_names(getattr(args, "config_dir", None) or ()).items():
+        add_known_names(what, names)
     strict = not args.allow_new_names
     lmms: list[ScoreRecord] = []
     csv_records: list[ScoreRecord] = []
@@ -157,8 +165,24 @@ def _fmt(row: AccuracyRow) -> str:
     return f"  {head}: {acc}{flag}\n      {scores}"
 
 
+def _unknown_name(e: BaseException | None) -> bool:
+    from harness.accuracy.keys import UnknownName
+
+    while e is not None:
+        if isinstance(e, UnknownName):
+            return True
+        e = e.__cause__
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
-    collected = collect(args)
+    try:
+        collected = collect(args)
+    except UserError as e:
+        if not _unknown_name(e):
+            raise
+        raise UserError(f"{e}; a model of your own? pass --allow-new-names, or --config-dir DIR "
+                        "(the sweep's, with encoder/ and llm/ YAML files)") from e
     counts = None
     if not args.dry_run:
         from harness.store import Store
