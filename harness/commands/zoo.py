@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                         for r, n in e["tokens"].items())
         enc_rows.append([e["name"], params, e["params_include_head"], str(e["stride"]), str(e["out_dim"]), toks])
     print("Encoders (params measured on the meta device; visual tokens per resolution, no tiling)")
-    head = "tokens at resolution" if resolutions else "tokens at resolution (p: the paper's, n: native)"
+    head = "tokens at resolution" if resolutions else "tokens at resolution (p: paper or config resolutions, n: native)"
     print(_table(["name", "params", "count covers", "stride", "out_dim", head], enc_rows))
     for e in encoders:
         if e.get("note"):
