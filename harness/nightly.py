@@ -257,11 +257,11 @@ def _verdicts_csv(result: NightlyResult) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def measure_preset(preset: str, protocol: str, rounds: int, db: str | None) -> str:
+def measure_preset(preset: str, protocol: str, rounds: int, db: str | None, progress: bool = False) -> str:
     """Run the sweep preset through the sweep engine; return the new run id."""
     from harness.sweep import run_preset
 
-    return str(run_preset(preset, protocol, rounds, db))
+    return str(run_preset(preset, protocol, rounds, db, progress=progress))
 
 
 def run_nightly(
@@ -277,15 +277,17 @@ def run_nightly(
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
     date: str | None = None,
+    progress: bool = False,
 ) -> NightlyResult:
     """Measure (unless ``run_id`` is given), evaluate against history, write the report.
 
-    Returns the result; its ``exit_code`` is 1 on a confirmed regression, else 0.
+    Returns the result; its ``exit_code`` is 1 on a confirmed regression, else 0. ``progress``:
+    the sweep's progress on stderr while measuring (harness/progress.py).
     """
     from harness.store import Store
 
     if run_id is None:
-        run_id = measure_preset(preset, protocol, rounds, db)
+        run_id = measure_preset(preset, protocol, rounds, db, progress)
         store = Store(db)
     else:
         store = Store(db, create=False)

@@ -152,6 +152,21 @@ _ENCODER_LOOKUP = _lookup(ENCODERS)
 _LLM_LOOKUP = _lookup(LLMS)
 _BENCH_LOOKUP = _lookup(BENCHMARKS)
 
+#: Names beyond the table that a caller vouches for (``vlm-pareto ingest`` adds what the
+#: sweeps know: zoo aliases, sweeps/llm/*.yaml, custom encoders; see harness/accuracy/known.py).
+_EXTRA: dict[str, dict[str, str]] = {"encoder": {}, "llm": {}}
+
+
+class UnknownName(UserError):
+    """A name in neither the alias table nor the names added with :func:`add_known_names`."""
+
+
+def add_known_names(what: str, names: dict[str, str]) -> None:
+    """Accept ``names`` (lower-case alias -> canonical) as ``what`` ('encoder' or 'llm') names."""
+    for alias, canonical in names.items():
+        if alias not in (_ENCODER_LOOKUP if what == "encoder" else _LLM_LOOKUP):
+            _EXTRA[what][alias.strip().lower()] = canonical
+
 
 def slug(name: str) -> str:
     """Lower-case, '/' and spaces to '-', drop anything else odd: a safe custom name."""
@@ -166,14 +181,15 @@ def _canonical(name: object, lookup: dict[str, str], what: str, strict: bool,
     text = str(name).strip()
     if case_sensitive and text in case_sensitive:
         return case_sensitive[text]
-    hit = lookup.get(text.lower())
+    extra = _EXTRA.get(what, {})
+    hit = lookup.get(text.lower()) or extra.get(text.lower())
     if hit is not None:
         return hit
     if not strict:
         s = slug(text)
         if s:
             return s
-    raise UserError(suggest(text, sorted(set(lookup.values())), what))
+    raise UnknownName(suggest(text, sorted({*lookup.values(), *extra.values()}), what))
 
 
 def normalize_encoder(name: object, *, strict: bool = True) -> str:

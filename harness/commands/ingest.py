@@ -48,7 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="resolve conflicting duplicate scores by the newest file (its 'date', else its name)")
     p.add_argument("--skip-unknown", action="store_true", help="ignore tasks that are not known benchmarks")
     p.add_argument("--allow-new-names", action="store_true",
-                   help="accept encoder/LLM names outside the alias table (custom models)")
+                   help="accept any encoder/LLM name (slugified), not only the ones the sweeps know")
+    p.add_argument("--config-dir", action="append", default=[], metavar="DIR",
+                   help="also accept the encoders/LLMs defined in DIR/encoder/*.yaml and DIR/llm/*.yaml (the "
+                   "sweep's --config-dir); built-in zoo names and sweeps/llm/*.yaml are always accepted")
     p.add_argument("--json", action="store_true", help="print the resulting rows as JSON")
     p.add_argument("--dry-run", action="store_true", help="validate and show, write nothing")
     return p
@@ -121,6 +124,11 @@ class Inputs:
 
 def read_inputs(args: argparse.Namespace) -> Inputs:
     """Read and validate every input file (nothing is written)."""
+    from harness.accuracy.keys import add_known_names
+    from harness.accuracy.known import sweep_names
+
+    for what, names in sweep_names(getattr(args, "config_dir", None) or ()).items():
+        add_known_names(what, names)
     strict = not args.allow_new_names
     lmms: list[ScoreRecord] = []
     csv_records: list[ScoreRecord] = []
@@ -181,7 +189,27 @@ def _fmt(row: AccuracyRow) -> str:
     return f"  {head}: {acc}{flag}\n      {scores}"
 
 
+def _unknown_name(e: BaseException | None) -> bool:
+    from harness.accuracy.keys import UnknownName
+
+    while e is not None:
+        if isinstance(e, UnknownName):
+            return True
+        e = e.__cause__
+    return False
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UserError as e:
+        if not _unknown_name(e):
+            raise
+        raise UserError(f"{e}; a model of your own? pass --allow-new-names, or --config-dir DIR "
+                        "(the sweep's, with encoder/ and llm/ YAML files)") from e
+
+
+def _run(args: argparse.Namespace) -> int:
     counts = None
     if args.dry_run:
         collected = collect(args)

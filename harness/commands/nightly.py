@@ -42,6 +42,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"report root (default {DEFAULT_OUT})")
     p.add_argument("--date", default=None, help="report folder name (default: the run's UTC date)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON instead of the summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr while measuring (default: a bar on a terminal, else one line "
+                   "per finished measurement)")
     return p
 
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_nightly(
         args.preset, db=db, run_id=args.run_id, protocol=args.protocol, rounds=args.rounds,
         baseline_file=args.baseline, window=args.window, out=args.out, threshold=args.threshold,
-        alpha=args.alpha, date=args.date,
+        alpha=args.alpha, date=args.date, progress=not args.quiet,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=1, default=str))

@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help='print {"best", "front", "counts", ...} as JSON')
     out.add_argument("--report", metavar="DIR", default=None, help="also write the Pareto report of the points")
-    out.add_argument("--quiet", action="store_true", help="no per-trial lines on stderr")
+    out.add_argument("--quiet", action="store_true", help="no progress on stderr (per-trial and per-measurement lines, or the bar on a terminal)")
     return p
 
 
@@ -97,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
         check_budget,
         load_accuracy,
         parse_range,
-        stderr_log,
         sweep_config,
     )
 
@@ -118,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     search = Search(space, acc, db=db, study_name=args.study_name, resume=args.resume, budget_ms=budget,
                     by=args.by or "ci-high", benchmark=benchmark, recipe=acc.recipe, seed=args.seed,
                     command="vlm-pareto search", accuracy_notes=acc.notes)
-    result = search.optimize(args.trials, log=None if args.quiet or args.json else stderr_log)
+    result = search.optimize(args.trials, progress=not (args.quiet or args.json))
     if args.report:
         from harness.points import PointsResult
         from harness.report.html import write_report

@@ -22,15 +22,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--encoder-config", action="append", default=[], metavar="YAML",
                    help="also register a custom encoder from a Hydra YAML (repeatable)")
     p.add_argument("--resolutions", default=None, metavar="R,R,...",
-                   help="resolutions to list tokens for (default: 256,336,384,512,768,1024,1536,2048)")
+                   help="resolutions to list tokens for (default: each encoder's paper resolutions and its "
+                   "native one)")
     return p
 
 
-def _resolutions(text: str | None) -> tuple[int, ...]:
-    from harness.encoders.zoo import ZOO_RESOLUTIONS
-
+def _resolutions(text: str | None) -> tuple[int, ...] | None:
     if not text:
-        return ZOO_RESOLUTIONS
+        return None  # per encoder: its paper resolutions and its native one
     try:
         values = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError as e:
@@ -40,9 +39,16 @@ def _resolutions(text: str | None) -> tuple[int, ...]:
     return values
 
 
-def encoder_rows(resolutions: tuple[int, ...]) -> list[dict[str, Any]]:
-    """One JSON-ready dict per zoo encoder."""
-    from harness.encoders.zoo import count_params, encoder_tokens, list_encoders
+def encoder_rows(resolutions: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready dict per zoo encoder; ``tokens`` at ``resolutions`` or, by default, at the
+    encoder's paper resolutions and its native one."""
+    from harness.encoders.zoo import (
+        ZOO_NOTES,
+        count_params,
+        encoder_tokens,
+        list_encoders,
+        listed_resolutions,
+    )
 
     rows = []
     for spec in list_encoders():
@@ -53,12 +59,14 @@ def encoder_rows(resolutions: tuple[int, ...]) -> list[dict[str, Any]]:
             "native_resolution": spec.native_resolution, "paper_resolutions": list(spec.paper_resolutions),
             "tokens": {},
         }
+        if spec.name in ZOO_NOTES:
+            row["note"] = ZOO_NOTES[spec.name]
         try:
             row["params_m"] = round(count_params(spec.name, True) / 1e6, 2)
             row["params_m_encoder"] = round(count_params(spec.name, False) / 1e6, 2)
         except Exception as e:  # an encoder module that is missing or broken: list it anyway
             row["error"] = f"cannot build: {type(e).__name__}: {e}"
-        for r in resolutions:
+        for r in resolutions or listed_resolutions(spec):
             try:
                 row["tokens"][str(r)] = encoder_tokens(spec.name, r)
             except UserError:
@@ -103,11 +111,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     enc_rows = []
     for e in encoders:
-        params = "?" if e["params_m"] is None else f"{e['params_m']:.1f}M"
-        toks = " ".join(f"{r}:{n}" for r, n in e["tokens"].items())
+        params = "?" if e["params_m"] is None else f"{e['params_m']:.2f}M"
+        marks = {r: ("p" if r in e["paper_resolutions"] else "") + ("n" if r == e["native_resolution"] else "")
+                 for r in map(int, e["tokens"])}
+        toks = " ".join(f"{r}{'' if resolutions or not marks[int(r)] else '(' + marks[int(r)] + ')'}:{n}"
+                        for r, n in e["tokens"].items())
         enc_rows.append([e["name"], params, e["params_include_head"], str(e["stride"]), str(e["out_dim"]), toks])
-    print("Encoders (params measured on the meta device; tokens per resolution, no tiling)")
-    print(_table(["name", "params", "count covers", "stride", "out_dim", "tokens at resolution"], enc_rows))
+    print("Encoders (params measured on the meta device; visual tokens per resolution, no tiling)")
+    head = "tokens at resolution" if resolutions else "tokens at resolution (p: paper or config resolutions, n: native)"
+    print(_table(["name", "params", "count covers", "stride", "out_dim", head], enc_rows))
+    for e in encoders:
+        if e.get("note"):
+            print(f"note: {e['name']}: {e['note']}")
+    if not resolutions:
+        print("(other resolutions: --resolutions R,R,...)")
     print()
     if note:
         print(note)

@@ -22,8 +22,19 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-#: Resolutions `vlm-pareto zoo` reports token counts for.
+#: Resolutions `vlm-pareto zoo --resolutions` used to default to (kept for callers that want a grid).
 ZOO_RESOLUTIONS = (256, 336, 384, 512, 768, 1024, 1536, 2048)
+
+#: What the zoo listing must say beside an encoder (paper settings that are *not* this encoder).
+ZOO_NOTES = {
+    "convnext-l": "the paper's ConvNeXt-L rows at 768/1024/1536 (Table 6 R18/R26/R35: 144/256/576 tokens) are "
+                  "ConvLLaVA's five-stage stride-64 variant, not this stride-32 encoder (576/1024/2304 tokens there)",
+}
+
+
+def listed_resolutions(spec: EncoderSpec) -> tuple[int, ...]:
+    """The resolutions `vlm-pareto zoo` lists by default: the paper's for this encoder and its native one."""
+    return tuple(sorted({*spec.paper_resolutions, spec.native_resolution}))
 
 
 @dataclass(frozen=True)
@@ -389,7 +400,9 @@ _BUILTINS = (
         builder="harness.encoders.hf:build_convnext_l",
         native_resolution=320, min_resolution=32, max_resolution=4096,
         params_m_paper=200.0, params_include_head="includes the CLIP MLP projection head (196.2M trunk)",
-        paper_resolutions=(320, 512, 768, 1024, 1536), aliases=("convnext-large", "convnext_large", "clip-convnext-l", "convnext_large_d_320", "c.n-l"),
+        # Table 4 (LLaVA-1.5) uses 320 and 512; the 768-1536 rows of Table 6 are ConvLLaVA's
+        # stride-64 variant (ZOO_NOTES), so they are not this encoder's paper resolutions.
+        paper_resolutions=(320, 512), aliases=("convnext-large", "convnext_large", "clip-convnext-l", "convnext_large_d_320", "c.n-l"),
         description="CLIP ConvNeXt-L, last stage (stride 32)",
         act_bytes_per_pixel=192 / 16 * 4 * 4 * 3,
     ),

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from harness.report.axes import log_axis
 from harness.report.summary import (
     SOURCE_LABELS,
     Context,
@@ -153,7 +154,8 @@ def accuracy_vs_ttft(ca: ContextAnalysis, benchmark: str, styles: Styles, key: s
     ))
     fig.update_layout(
         title=_title(f"{bl} vs TTFT (recipe {ca.context.recipe})", ca.context.origin),
-        xaxis={"type": "log", "title": {"text": "TTFT = encoder + projector + prefill (ms, log scale; bars: 95% CI)"}},
+        xaxis=log_axis([*rows["ttft_ms"], *rows["ttft_ci_low_ms"], *rows["ttft_ci_high_ms"]], "ms",
+                       "TTFT = encoder + projector + prefill (log scale; bars: 95% CI)"),
         yaxis={"title": {"text": esc(bl)}},
         legend={"title": {"text": "encoder + LLM (open marker: estimated)"}},
         template="plotly_white", height=560, margin={"t": 90},
@@ -224,11 +226,11 @@ def static_vs_tiled(ctx: Context, benchmark: str, styles: Styles, key: str) -> F
         ))
     bl = benchmark_label(benchmark)
     if use_acc:
-        axes = {"xaxis": {"type": "log", "title": {"text": "TTFT (ms, log scale)"}}, "yaxis": {"title": {"text": esc(bl)}}}
+        axes = {"xaxis": log_axis(rows["ttft_ms"], "ms", "TTFT (log scale)"), "yaxis": {"title": {"text": esc(bl)}}}
         main = f"Static vs tiled input: {bl} vs TTFT"
     else:
         axes = {"xaxis": {"title": {"text": "total input resolution (px)"}},
-                "yaxis": {"type": "log", "title": {"text": "TTFT (ms, log scale)"}}}
+                "yaxis": log_axis(rows["ttft_ms"], "ms", "TTFT (log scale)")}
         main = "Static vs tiled input: TTFT vs resolution (no accuracy for tiled points)"
     fig.update_layout(title=_title(main, ctx.origin), template="plotly_white", height=520, margin={"t": 90}, **axes)
     return FigureSpec(key, f"Static vs tiled, {ctx.label}", fig,
@@ -251,7 +253,8 @@ def encoder_scaling(ctx: Context, styles: Styles, key: str) -> FigureSpec | None
         fig.add_trace(go.Scatter(x=g["resolution"].tolist(), y=g["encoder_ms"].tolist(), name=esc(enc), **common), 1, 1)
         fig.add_trace(go.Scatter(x=g["resolution"].tolist(), y=g["tokens"].tolist(), name=esc(enc), showlegend=False,
                                  **common), 1, 2)
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(log_axis(rows["encoder_ms"], "ms"), row=1, col=1)
+    fig.update_yaxes(log_axis(rows["tokens"], ""), row=1, col=2)
     fig.update_xaxes(title_text="input resolution (px)")
     fig.update_layout(title=_title("Encoder latency and token count vs resolution", ctx.origin),
                       template="plotly_white", height=480, margin={"t": 110})

@@ -155,9 +155,11 @@ def export_static(specs: list[FigureSpec], out_dir: Path, formats: tuple[str, ..
         import kaleido  # noqa: F401
     except ImportError:
         return [], ["static images skipped: kaleido is not installed (pip install kaleido)"]
+    browser, why = find_browser()
+    if browser is None:
+        return [], [why]
     env = dict(os.environ)
-    if "BROWSER_PATH" not in env and Path(CHROMIUM).exists():
-        env["BROWSER_PATH"] = CHROMIUM
+    env["BROWSER_PATH"] = browser  # kaleido 1.x (choreographer) takes the browser from here
     paths = [out_dir / f"{s.key}.{fmt_}" for s in specs for fmt_ in formats]
     with tempfile.TemporaryDirectory() as tmp:
         job = Path(tmp) / "job.json"
@@ -283,6 +285,43 @@ def write_report(
     summary = out / "summary.md"
     summary.write_text(render_markdown(analysis, title, notes=notes, files=files), encoding="utf-8")
     return ReportPaths(out, index, summary, csv_path, js_path, images, [s.key for s in specs], notes)
+
+
+#: the one line printed when no browser can be had (what to install, and what still works)
+NO_BROWSER = ("static images skipped: no Chrome/Chromium for kaleido; install one (Debian/Ubuntu: "
+              "'sudo apt-get install chromium'; elsewhere: 'plotly_get_chrome') or set BROWSER_PATH, then run "
+              "'vlm-pareto report' again (index.html is written)")
+
+
+def _is_exe(path: str | Path) -> bool:
+    return Path(path).is_file() and os.access(path, os.X_OK)
+
+
+def find_browser() -> tuple[str | None, str]:
+    """A Chrome/Chromium for kaleido, or ``(None, one line saying what to install)``.
+
+    Looks at ``$BROWSER_PATH``, Debian's ``/usr/bin/chromium``, then choreographer's own search
+    (Chrome, Chromium, Edge, Brave on ``PATH`` and their usual install paths, and a browser
+    downloaded by ``plotly_get_chrome``).
+    """
+    env = os.environ.get("BROWSER_PATH")
+    if env:
+        if _is_exe(env):
+            return env, ""
+        return None, (f"static images skipped: BROWSER_PATH={env!r} is not an executable; point it at Chrome/"
+                      "Chromium or unset it (index.html is written)")
+    if _is_exe(CHROMIUM):
+        return CHROMIUM, ""
+    try:
+        from choreographer.browsers.chromium import Chromium
+
+        found = Chromium.find_browser(skip_local=False)
+    except Exception:  # an older/newer choreographer: fall back to PATH
+        found = next((w for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
+                      if (w := shutil.which(n))), None)
+    if found and _is_exe(found):
+        return str(found), ""
+    return None, NO_BROWSER
 
 
 def chromium_path() -> str | None:

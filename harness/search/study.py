@@ -244,13 +244,21 @@ class Search:
         return seen
 
     def optimize(self, n_trials: int, log: Callable[[str], None] | None = None,
-                 stop: Callable[[TrialRecord], bool] | None = None) -> SearchResult:
-        """Run ``n_trials`` more trials (fewer if ``stop(record)`` says so) and return what the study knows."""
+                 stop: Callable[[TrialRecord], bool] | None = None, progress: bool = False) -> SearchResult:
+        """Run ``n_trials`` more trials (fewer if ``stop(record)`` says so) and return what the study knows.
+
+        ``progress``: a bar over trials on a terminal, else one stderr line per new measurement
+        (see harness/progress.py); trial lines then go to ``log`` or, without one, to stderr.
+        """
         from optuna.trial import TrialState
+
+        from harness.progress import Progress
 
         if int(n_trials) < 0:
             raise UserError(f"--trials must be >= 0, got {n_trials}")
-        log = log or (lambda msg: None)
+        bar = Progress(int(n_trials), progress, title="search", counts=self.evaluator.measurer.counts, unit="trial")
+        self.evaluator.progress = bar if progress else None
+        log = log or (bar.log if progress else (lambda msg: None))
         budget = self.settings.budget_ms
         new, repeats = 0, 0
         # A proposal of an evaluated configuration is answered from the study at no cost and
@@ -259,6 +267,7 @@ class Search:
         while new < int(n_trials) and repeats < max(_MAX_REPEATS, int(n_trials)):
             trial = self.study.ask()
             c = _suggest(trial, self.space)
+            bar.step(c.label())
             before = self.evaluator.measured
             point = self._seen.get(c)
             state, reason = ("duplicate" if point else "complete"), None
@@ -283,9 +292,13 @@ class Search:
                 self.evaluator.measured - before, self.evaluator.run_measurements(), reason)
             self.trace.append(rec)
             log(_trace_line(rec))
+            if rec.state != "duplicate":
+                bar.advance(line=False)
             new, repeats = (new, repeats + 1) if rec.state == "duplicate" else (new + 1, 0)
             if stop is not None and stop(rec):
                 break
+        bar.close()
+        self.evaluator.progress = None
         self.store.set_run_status(self.run_id, "done")
         return self.result()
 

@@ -158,6 +158,7 @@ class SweepConfig:
     batch_tiles: bool = True
     #: refuse grids whose measurement count exceeds this (typo guard)
     max_measurements: int = 2000
+    #: stderr progress: a bar on a terminal, one line per measurement elsewhere (harness/progress.py)
     progress: bool = True
     #: print the end-of-sweep summary as JSON (run id, counts, TTFT points) instead of a table
     json: bool = False

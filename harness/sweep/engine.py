@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from harness.backends.base import Outcome
 from harness.errors import UserError
 from harness.fingerprint import fingerprint
+from harness.progress import Progress
 from harness.store import Store
 from harness.sweep.configs import CONFIG_DIR_ENV, SweepConfig, import_dir, validate
 from harness.sweep.plan import Job, Plan, build_plan, jobs
@@ -165,43 +166,6 @@ def _spec_from_axis(llm: Any, label: str) -> Any:
             )
         return zoo
     return spec
-
-
-class _Progress:
-    """A bar over measurements with the current grid point and ETA; silent off a terminal."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.bar = None
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-                transient=False,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("", total=total)
-
-    def step(self, description: str) -> None:
-        if self.bar:
-            self.bar.update(self.task, description=description)
-
-    def advance(self) -> None:
-        if self.bar:
-            self.bar.advance(self.task)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.stop()
 
 
 class TaskRunner(Protocol):
@@ -353,7 +317,7 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
     out.failures, out.skipped = measurer.failures, measurer.skipped
     job_list = jobs(plan, runners.key)
 
-    progress = _Progress(len(job_list) * cfg.rounds, cfg.progress)
+    progress = Progress(len(job_list) * cfg.rounds, cfg.progress, counts=out.counts)
     completed = False
     stop: BaseException | None = None
     try:
@@ -362,7 +326,7 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
             for job in job_list:
                 progress.step(job.label + (f" (round {rnd + 1}/{cfg.rounds})" if cfg.rounds > 1 else ""))
                 measurer.run(job)
-                progress.advance()
+                progress.advance(measurer.row(job.key))
         completed = True
     except BaseException as e:
         stop = e

@@ -60,6 +60,9 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
         paths = write_report(result, out_dir, title=f"vlm-pareto sweep '{cfg.name}' ({cfg.cite})")
         out.report_dir = str(out_dir)
         print(f"report: {paths.index_html}")
+        for n in paths.notes:  # e.g. no browser for the PNG/SVG figures: what to install, in one line
+            if n.startswith("static images"):
+                print(f"note: {n}", file=sys.stderr)
     return out.exit_code
 
 
