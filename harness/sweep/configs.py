@@ -104,6 +104,11 @@ class ProtocolConfig:
     threads: int = 0
     flush_denormal: bool = True
     confidence: float = 0.95
+    # interference handling (docs/noise.md)
+    retakes: int = 3
+    quiet_wait_s: float = 0.0
+    contention_margin: float = 0.10
+    rounds: int = 1
 
 
 @dataclass
