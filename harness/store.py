@@ -80,7 +80,7 @@ measurements_table = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # encoder | prefill | projector
+    sa.Column("kind", sa.String(16), nullable=False),  # encoder | prefill | projector | canary
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("resolution", sa.Integer, nullable=False, default=0),
     sa.Column("tiling", sa.String(32), nullable=False, default="none"),
@@ -137,6 +137,10 @@ OPTUNA_TABLES = {"studies", "version_info", "alembic_version", "trials"}
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {}
 
 
+#: ``canary``: the machine-speed reference workload of a run (harness/canary.py), never a point
+MEASUREMENT_KINDS = ("encoder", "prefill", "projector", "canary")
+
+
 @dataclass(frozen=True)
 class MeasurementKey:
     """The full identity of one measurement within a run (see docs/DESIGN.md)."""
@@ -154,7 +158,7 @@ class MeasurementKey:
     protocol: str = "standard"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("encoder", "prefill", "projector"):
+        if self.kind not in MEASUREMENT_KINDS:
             raise UserError(f"measurement kind must be encoder, prefill or projector, got {self.kind!r}")
 
     def as_dict(self) -> dict[str, Any]:

@@ -139,8 +139,12 @@ class SweepConfig:
     auto_sample_above_b: float = 3.0
     #: resume / share a run: measurements already stored for it are reused
     run_id: str | None = None
-    #: repeat the whole grid this many times, interleaved (nightly drift control)
+    #: repeat the whole grid this many times, interleaved (nightly drift control); the
+    #: protocol's ``rounds`` is the least (docs/noise.md)
     rounds: int = 1
+    #: time the machine-speed canary at the start, between rounds and at the end (docs/noise.md);
+    #: null: on unless both backends are fake
+    canary: bool | None = None
     report: bool = True
     report_dir: str | None = None
     db: str | None = None

@@ -220,6 +220,11 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
     log(f"run {run_id}: {plan.summary()} on {fp['machine']}")
     runners = Runners(cfg, llm_specs)
     owner = _owner()
+    # noise hooks (docs/noise.md): rounds from the protocol, machine-speed canary
+    from harness.rounds import plan_rounds
+
+    n_rounds, runners.protocol = plan_rounds(runners.protocol, cfg.rounds)
+    canary = _sweep_canary(cfg, store, run_id, log)
 
     # in_dim the prefill of (llm, tokens) measures its projector with: the first one planned
     first_in_dim = {}
@@ -238,16 +243,20 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
         jobs.append((proj_keys[(pj.llm, pj.tokens, pj.in_dim)], f"projector {pj.in_dim}->{pj.llm} {pj.tokens} tok",
                      lambda pj=pj: runners.projector(pj)))
 
-    progress = _Progress(len(jobs) * cfg.rounds, cfg.progress)
+    progress = _Progress(len(jobs) * n_rounds, cfg.progress)
     status = "done"
     try:
-        for rnd in range(cfg.rounds):
+        for rnd in range(n_rounds):
             runners.round = rnd
             out.produced = set()
+            if canary is not None:
+                canary.checkpoint("start" if rnd == 0 else f"before round {rnd + 1}")
             for key, label, fn in jobs:
-                progress.step(label + (f" (round {rnd + 1}/{cfg.rounds})" if cfg.rounds > 1 else ""))
+                progress.step(label + (f" (round {rnd + 1}/{n_rounds})" if n_rounds > 1 else ""))
                 _run_job(store, run_id, key, label, fn, rnd, owner, out, proj_keys)
                 progress.advance()
+        if canary is not None:
+            canary.checkpoint("end")
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -334,21 +343,24 @@ def _record_failure(store: Store, run_id: str, key: MeasurementKey, label: str, 
 
 
 def _store_outcome(store: Store, run_id: str, key: MeasurementKey, outcome: Outcome, rnd: int) -> None:
-    m = outcome.measurement
-    extra = dict(outcome.extra)
-    if rnd > 0:
-        # Interleaved rounds: append this round's samples to the stored ones.
-        prev = store.get_measurement(run_id, key)
-        if prev is not None and prev["status"] == "ok":
-            from harness.protocol import Measurement
-            from harness.stats import summarize
+    from harness.rounds import pool_round
 
-            samples = list(prev["samples_ms"]) + list(m.samples_ms)
-            m = Measurement(samples_ms=samples, stats=summarize(samples), protocol=m.protocol, threads=m.threads,
-                            warmup_ms=m.warmup_ms, peak_mem_bytes=m.peak_mem_bytes, memory_probe=m.memory_probe,
-                            capped=m.capped, wall_s=m.wall_s)
-            extra["rounds"] = int(prev["extra"].get("rounds", 1)) + 1
-    else:
-        extra["rounds"] = 1
+    # Interleaved rounds: this round's samples are appended to the stored ones, the interval
+    # is over rounds and the interference verdict the worst round's (harness/rounds.py).
+    prev = store.get_measurement(run_id, key) if rnd > 0 else None
+    m, extra = pool_round(outcome.measurement, outcome.extra, prev, rnd)
     store.add_measurement(run_id, key, m, extra=extra, build_s=outcome.build_s, estimated=outcome.estimated,
                           replace=rnd > 0)
+
+
+def _sweep_canary(cfg: SweepConfig, store: Store, run_id: str, log: Callable[[str], None]) -> Any:
+    """The run's machine-speed canary (harness/canary.py); None when the sweep turns it off
+    (``canary: false``, or ``null`` with fake backends only, which never import torch)."""
+    on = getattr(cfg, "canary", None)
+    if on is None:
+        on = not (cfg.backend.encoder_backend == "fake" and cfg.backend.llm_backend == "fake")
+    if not on:
+        return None
+    from harness.canary import SweepCanary
+
+    return SweepCanary(store, run_id, cfg.protocol.threads or os.cpu_count() or 1, log)
