@@ -282,3 +282,15 @@ def run_canary_text(store: Any, run_id: str) -> str | None:
         if any(c.get("verdict") == "contended" for c in cps):
             text += " (* contended)"
     return text
+
+
+def canary_history_line(runs: Sequence[Mapping[str, Any]], canary_ms: Mapping[str, float]) -> str | None:
+    """Nightly: the last run's canary vs the earlier runs', and whether history was scaled."""
+    if not runs:
+        return None
+    last = canary_ms.get(str(runs[-1]["id"]))
+    hist = [canary_ms[str(r["id"])] for r in runs[:-1] if str(r["id"]) in canary_ms]
+    line = history_text(last, hist)
+    if last is not None and hist:
+        line += "; earlier runs scaled to this run's machine speed before comparing"
+    return line

@@ -38,6 +38,7 @@ from harness.compare import (
     last_shift,
 )
 from harness.errors import UserError
+from harness.interference import is_contended
 
 #: Runs shown in the trend and walked for verdicts (older ones no longer matter to a window).
 DEFAULT_HISTORY = 30
@@ -68,6 +69,8 @@ class KeyHistory:
     shift_index: int | None  # run index where the latest level shift began
     baseline_median_ms: float | None  # the file baseline's median, when a file is used
     noisy: bool = False  # the new run's samples have IQR/median > 10%: read the verdict with care
+    #: the new run's measurement is contended (docs/noise.md): never a regression, status "contended"
+    contended: bool = False
 
     @property
     def label(self) -> str:
@@ -75,6 +78,8 @@ class KeyHistory:
 
     @property
     def status(self) -> str:
+        if self.contended and self.steps and self.steps[-1].status != "no-baseline":
+            return "contended"
         return self.steps[-1].status if self.steps else "no-baseline"
 
     @property
@@ -98,6 +103,7 @@ class KeyHistory:
             "shift_run": self.shift_run.run_id if self.shift_run else None,
             "baseline_median_ms": self.baseline_median_ms,
             "noisy": self.noisy,
+            "contended": self.contended,
         }
 
 
@@ -118,6 +124,12 @@ class NightlyResult:
     out_dir: Path | None = None
     #: points of this run that crashed or could not be measured ("label: reason")
     failed: list[str] = field(default_factory=list)
+    #: the run's machine-speed canary against the machine's history, and what was normalised
+    machine_speed: str | None = None
+
+    @property
+    def contended(self) -> list[KeyHistory]:
+        return [k for k in self.keys if k.status == "contended"]
 
     @property
     def confirmed(self) -> list[KeyHistory]:
@@ -153,6 +165,8 @@ class NightlyResult:
             "suspects": [k.label for k in self.suspects],
             "improvements": [k.label for k in self.improvements],
             "missing": self.missing,
+            "contended": [k.label for k in self.contended],
+            "machine_speed": self.machine_speed,
             "keys": [k.to_dict() for k in self.keys],
         }
 
@@ -230,7 +244,7 @@ def build_histories(
                 else:
                     reference = [float(s) for r in ref[k][ctx] for s in r["samples_ms"]]
             infos, samples, meds, los, his = [], [], [], [], []
-            noisy = False
+            noisy = contended = False
             for rid, i in order.items():
                 entries = by_run[rid].get(k, {}).get(ctx)
                 if not entries:
@@ -248,6 +262,7 @@ def build_histories(
                 his.append(_finite_or_nan(r0.get("ci_high_ms")))
                 flag = r0.get("noisy")
                 noisy = flag is not None and not (isinstance(flag, float) and math.isnan(flag)) and bool(flag)
+                contended = is_contended(r0.get("extra"))
             label = key_label(key)
             if ref is not None and reference is None:
                 # The file has nothing for this key: fall back to the window, say so in the status.
@@ -267,7 +282,7 @@ def build_histories(
                 key=key, context=context, runs=infos, medians_ms=meds, ci_low_ms=los, ci_high_ms=his,
                 steps=steps, latest=latest_cmp, shift_index=shift,
                 baseline_median_ms=float(sorted(reference)[len(reference) // 2]) if reference else None,
-                noisy=noisy,
+                noisy=noisy, contended=contended,
             ))
     present = {(k, c) for k in latest for c in latest[k]}
     missing = sorted({
@@ -299,6 +314,13 @@ def evaluate(
     run = runs[-1]
     # only successful rows: a skipped/failed point has no samples and no history
     rows = store.measurements([r["id"] for r in runs], status="ok")
+    # noise hooks (docs/noise.md): scale every run to this run's machine speed (canary) and keep
+    # earlier contended measurements out of the baselines
+    from harness.canary import canary_history_line, normalise_history
+    from harness.interference import is_contended as _contended
+
+    rows, canary_ms = normalise_history(runs, rows)
+    rows = [r for r in rows if r.get("run_id") == run_id or not _contended(r.get("extra"))]
     reference_rows = None
     baseline_desc = f"median of up to {window} previous runs on machine {run['machine_id']}"
     if baseline_file is not None:
@@ -319,6 +341,7 @@ def evaluate(
         run_id=run_id, machine_id=str(run["machine_id"]), created_at=str(run["created_at"]),
         git_commit=run.get("git_commit"), baseline=baseline_desc, window=window, threshold=threshold,
         alpha=alpha, keys=histories, missing=missing,
+        machine_speed=canary_history_line(runs, canary_ms),
     )
 
 
