@@ -208,6 +208,11 @@ def validate(cfg: SweepConfig) -> None:
         raise UserError(f"prompt_tokens must be >= 0, got {cfg.prompt_tokens}")
     if cfg.rounds < 1:
         raise UserError(f"rounds must be >= 1, got {cfg.rounds}")
+    from dataclasses import asdict
+
+    from harness.protocol import Protocol
+
+    Protocol(**asdict(cfg.protocol))  # impossible protocol settings fail before a run is created
     if cfg.sample_layers is not None and cfg.sample_layers < 1:
         raise UserError(f"sample_layers must be >= 1 (or null for the full model), got {cfg.sample_layers}")
     if not cfg.encoders:
