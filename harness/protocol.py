@@ -346,7 +346,7 @@ def measure(
     finally:
         if gc_was_enabled:
             gc.enable()
-        if flushed:
+        if flushed and torch is not None:
             torch.set_flush_denormal(False)
 
     all_ms = [s / 1e6 for s in samples_ns]

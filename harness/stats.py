@@ -7,7 +7,7 @@ protocol, TTFT composition and regression tests share one definition of each sta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -189,4 +189,4 @@ def summarize_rounds(
         lo, hi, spread = s.ci_low_ms, s.ci_high_ms, False
         lo = min(lo, s.median_ms * (1.0 - single_round_half_width))
         hi = max(hi, s.median_ms * (1.0 + single_round_half_width))
-    return Stats(**{**s.to_dict(), "ci_low_ms": float(lo), "ci_high_ms": float(hi), "noisy": bool(s.noisy or spread)})
+    return replace(s, ci_low_ms=float(lo), ci_high_ms=float(hi), noisy=bool(s.noisy or spread))
