@@ -16,9 +16,10 @@ signals, read just before and just after every timed sample (outside the timed r
               ``margin x wall`` means the scheduler gave our cores to someone else.
 ``runqueue``  ``procs_running`` of ``/proc/stat`` minus this process's own running threads:
               other runnable tasks. More of them than cores left free by our threads, at both
-              the start and the end of the sample, is a persistent neighbour.
+              the start and the end of the sample, is a persistent neighbour. Not used when
+              /proc/stat lists more CPUs than we may run on (a container on a bigger host).
 ``steal``     ``/proc/stat`` steal time (a hypervisor ran another guest on our vCPUs), summed
-              over CPUs, above ``margin x wall``.
+              over the CPUs we may run on, above ``margin x wall``.
 
 A sample is **contended** when any available signal fires. With no signal at all (a platform
 without process CPU time and without /proc, or ``VLM_PARETO_INTERFERENCE=off``) every verdict is
@@ -99,30 +100,51 @@ class _Files:
             self.forget(p)
 
 
-def _parse_stat(text: str | None) -> tuple[int | None, int | None]:
-    """(procs_running, steal ticks summed over CPUs) from /proc/stat text; None where absent."""
+def _parse_stat(text: str | None, cpus: frozenset[int] | None = None) -> tuple[int | None, int | None]:
+    """(procs_running, steal ticks) from /proc/stat text; None where absent.
+
+    Steal is summed over ``cpus`` (the CPUs we may run on), or over all CPUs when None."""
     if text is None:
         return None, None
     running = steal = None
     for line in text.splitlines():
-        if line.startswith("cpu "):
+        if line.startswith("cpu"):
             parts = line.split()
-            if len(parts) > 8:
-                steal = int(parts[8])
+            if len(parts) <= 8:
+                continue
+            if parts[0] == "cpu":
+                if cpus is None:
+                    steal = int(parts[8])
+            elif cpus is not None and parts[0][3:].isdigit() and int(parts[0][3:]) in cpus:
+                steal = (steal or 0) + int(parts[8])
         elif line.startswith("procs_running"):
             running = int(line.split()[1])
             break
     return running, steal
 
 
-def _proc_stat(files: _Files | None = None) -> tuple[int | None, int | None]:
+def _stat_cpus(text: str | None) -> int:
+    """How many CPUs /proc/stat lists (a container may see the whole host's)."""
+    if text is None:
+        return 0
+    return sum(1 for line in text.splitlines() if line.startswith("cpu") and line[3:4].isdigit())
+
+
+def _proc_stat(files: _Files | None = None, cpus: frozenset[int] | None = None) -> tuple[int | None, int | None]:
     if files is None:
         try:
             with open("/proc/stat", "rb") as f:
-                return _parse_stat(f.read().decode("ascii", "replace"))
+                return _parse_stat(f.read().decode("ascii", "replace"), cpus)
         except OSError:
             return None, None
-    return _parse_stat(files.read("/proc/stat", 65536))
+    return _parse_stat(files.read("/proc/stat", 65536), cpus)
+
+
+def _affinity() -> frozenset[int] | None:
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 class _Tasks:
@@ -206,8 +228,13 @@ class Probe:
         wait, _ = self._tasks.read(False) if sys.platform.startswith("linux") else (None, 0)
         if "runwait" in wanted and wait is not None:
             avail.append("runwait")
-        running, steal = _proc_stat(self._files) if sys.platform.startswith("linux") else (None, None)
-        if "runqueue" in wanted and running is not None:
+        linux = sys.platform.startswith("linux")
+        self._cpus = _affinity() if linux else None
+        running, steal = _proc_stat(self._files, self._cpus) if linux else (None, None)
+        # procs_running counts every CPU /proc/stat lists: in a container pinned to some of a
+        # bigger host's CPUs it would count the neighbours' tasks too, so it is not used there
+        host_cpus = _stat_cpus(self._files.read("/proc/stat", 65536)) if linux else 0
+        if "runqueue" in wanted and running is not None and host_cpus <= self.ncpu:
             avail.append("runqueue")
         if "steal" in wanted and steal is not None:
             avail.append("steal")
@@ -217,7 +244,9 @@ class Probe:
 
     def close(self) -> None:
         """Close the procfs files kept open between reads."""
-        self._files.close()
+        files = getattr(self, "_files", None)
+        if files is not None:
+            files.close()
 
     def __del__(self) -> None:
         self.close()
@@ -238,7 +267,7 @@ class Probe:
     def read(self) -> Reading:
         cpu = time.process_time_ns() if "cpu" in self.signals else None
         wait, own_running = self._tasks.read("runqueue" in self.signals) if self._need_tasks else (None, 0)
-        running, steal = _proc_stat(self._files) if self._need_stat else (None, None)
+        running, steal = _proc_stat(self._files, self._cpus) if self._need_stat else (None, None)
         others = None
         if "runqueue" in self.signals and running is not None:
             others = max(0, running - max(own_running, 1))
@@ -293,14 +322,14 @@ class Probe:
         if "runqueue" not in self.signals and "steal" not in self.signals:
             return True, None
         others: list[int] = []
-        steal0 = _proc_stat()[1]
+        steal0 = _proc_stat(None, self._cpus)[1]
         t0 = time.perf_counter_ns()
         for _ in range(polls):
             time.sleep(window_s / polls)
             r = self.read()
             if r.others is not None:
                 others.append(r.others)
-        steal1 = _proc_stat()[1]
+        steal1 = _proc_stat(None, self._cpus)[1]
         busy = int(np.median(others)) if others else None
         stolen = (steal0 is not None and steal1 is not None
                   and (steal1 - steal0) * _TICK_NS > self.margin * (time.perf_counter_ns() - t0))
