@@ -75,12 +75,16 @@ FAST = Protocol("t", warmup_runs=2, warmup_min_s=0.0, min_runs=8, min_time_s=0.0
 # -- detection --------------------------------------------------------------------------------
 
 
+LINUX = sys.platform.startswith("linux")
+
+
+@pytest.mark.skipif(not LINUX, reason="run-queue wait (schedstat) is a Linux signal")
 def test_a_busy_neighbour_makes_samples_contended():
     with hogs():
         m = measure(work, FAST)
     ev = m.interference
     assert ev is not None and ev["version"] == 1
-    assert {"cpu", "runwait", "runqueue"} <= set(ev["signals"])  # Linux exposes all three
+    assert {"cpu", "runwait"} <= set(ev["signals"])  # Linux exposes both (runqueue: not in every container)
     assert m.verdict == "contended" and m.contended
     assert ev["n_contended"] >= ev["n_taken"] // 2
     s = ev["samples"]
@@ -105,6 +109,7 @@ def test_contended_samples_are_retaken_up_to_the_limit():
         assert len(m.samples_ms) == proto.min_runs and ev["n_taken"] == proto.min_runs + len(m.dropped_ms)
 
 
+@pytest.mark.skipif(not LINUX or "runqueue" not in Probe(1).signals, reason="needs the run-queue signal")
 def test_quiet_wait_is_bounded_and_says_so(capfd):
     proto = Protocol("t", warmup_runs=1, warmup_min_s=0.0, min_runs=3, min_time_s=0.0, max_time_s=20.0,
                      threads=1, quiet_wait_s=0.6)
