@@ -104,8 +104,8 @@ def rows_by_key(db: str, run_id: str) -> dict[str, dict[str, Any]]:
 
     out = {}
     for r in Store(db).measurement_rows([run_id], status="ok"):
-        if r["kind"] != "canary":
-            out[key_label(r)] = r
+        if r["kind"] != "canary":  # projectors of one LLM differ by encoder width
+            out[key_label(r) + (f" in={r['in_dim']}" if r["kind"] == "projector" else "")] = r
     return out
 
 
