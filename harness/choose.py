@@ -227,6 +227,9 @@ def choose(
                else np.zeros(len(df), dtype=bool))
     if partial.any():
         notes.append(f"{int(partial.sum())} point(s) with partial (--limit) accuracy left out")
+    if "contended" in df and df["contended"].fillna(False).astype(bool).any():
+        notes.append(f"{int(df['contended'].fillna(False).astype(bool).sum())} point(s) measured while the machine was "
+                     "busy (contended): their latency is unreliable, re-measure on a quiet machine (docs/noise.md)")
     eligible = df[limit_ok & df["_acc"].notna().to_numpy() & df["_basis"].notna().to_numpy() & ~partial]
     sort_keys = ["_acc", "_basis", "ttft_ms"] + [c for c in ("encoder", "llm", "resolution", "tiling", "recipe") if c in df]
     ascending = [False, True, True] + [True] * (len(sort_keys) - 3)

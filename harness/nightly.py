@@ -35,6 +35,7 @@ from harness.compare import (
 )
 from harness.compare.history import KeyHistory, NightlyResult, RunInfo
 from harness.errors import UserError
+from harness.interference import is_contended
 
 __all__ = ["KeyHistory", "NightlyResult", "RunInfo", "evaluate", "run_nightly", "select_history", "write_report"]
 
@@ -116,7 +117,7 @@ def build_histories(
                 else:
                     reference = [float(s) for r in ref[k][ctx] for s in r["samples_ms"]]
             infos, samples, meds, los, his = [], [], [], [], []
-            noisy = False
+            noisy = contended = False
             for rid, i in order.items():
                 entries = by_run[rid].get(k, {}).get(ctx)
                 if not entries:
@@ -134,6 +135,7 @@ def build_histories(
                 his.append(_finite_or_nan(r0.get("ci_high_ms")))
                 flag = r0.get("noisy")
                 noisy = flag is not None and not (isinstance(flag, float) and math.isnan(flag)) and bool(flag)
+                contended = is_contended(r0.get("extra"))
             label = key_label(key)
             if ref is not None and reference is None:
                 # The file has nothing for this key: fall back to the window, say so in the status.
@@ -153,7 +155,7 @@ def build_histories(
                 key=key, context=context, runs=infos, medians_ms=meds, ci_low_ms=los, ci_high_ms=his,
                 steps=steps, latest=latest_cmp, shift_index=shift,
                 baseline_median_ms=float(sorted(reference)[len(reference) // 2]) if reference else None,
-                noisy=noisy,
+                noisy=noisy, contended=contended,
             ))
     present = {(k, c) for k in latest for c in latest[k]}
     missing = sorted({
@@ -185,6 +187,13 @@ def evaluate(
     run = runs[-1]
     # only successful rows: a skipped/failed point has no samples and no history
     rows = store.measurements([r["id"] for r in runs], status="ok")
+    # noise hooks (docs/noise.md): scale every run to this run's machine speed (canary) and keep
+    # earlier contended measurements out of the baselines
+    from harness.canary import canary_history_line, normalise_history
+    from harness.interference import is_contended as _contended
+
+    rows, canary_ms = normalise_history(runs, rows)
+    rows = [r for r in rows if r.get("run_id") == run_id or not _contended(r.get("extra"))]
     reference_rows = None
     baseline_desc = f"median of up to {window} previous runs on machine {run['machine_id']}"
     if baseline_file is not None:
@@ -205,6 +214,7 @@ def evaluate(
         run_id=run_id, machine_id=str(run["machine_id"]), created_at=str(run["created_at"]),
         git_commit=run.get("git_commit"), baseline=baseline_desc, window=window, threshold=threshold,
         alpha=alpha, keys=histories, missing=missing,
+        machine_speed=canary_history_line(runs, canary_ms),
     )
 
 

@@ -5,6 +5,11 @@ minimum total time are reached, capped by a maximum time. Every raw sample is ke
 runner supplies ``synchronize`` (CUDA/MPS sync, ``mx.eval``) which is called before every
 clock read, so asynchronous backends are timed to completion. The garbage collector is run
 before timing and disabled during it, so a collection never lands inside one sample.
+
+Every timed sample also carries interference evidence (process CPU time, run-queue wait,
+other runnable tasks, steal; :mod:`harness.interference`). A *contended* sample is re-taken
+(at most ``retakes`` times per measurement) and left out of the statistics; a measurement
+that could not collect ``min_runs`` clean samples is marked ``contended`` (docs/noise.md).
 """
 
 from __future__ import annotations
@@ -79,6 +84,12 @@ class Protocol:
 
     ``threads``: intra-op threads for the backend; ``0`` means "all cores"
     (``os.cpu_count()``). The resolved count is recorded with every measurement.
+
+    Interference (docs/noise.md): ``retakes`` contended samples at most are re-taken per
+    measurement; ``quiet_wait_s`` > 0 waits (at most that long, with a message) for a quiet
+    machine before timing; ``contention_margin`` is the share of wall time lost to others that
+    makes a sample contended; ``rounds`` is the least number of interleaved rounds a sweep
+    spreads each measurement over (its samples budget is split between them).
     """
 
     name: str = "standard"
@@ -90,6 +101,10 @@ class Protocol:
     threads: int = 0
     flush_denormal: bool = True
     confidence: float = 0.95
+    retakes: int = 0
+    quiet_wait_s: float = 0.0
+    contention_margin: float = 0.10
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -112,6 +127,15 @@ class Protocol:
             raise UserError("protocol times must be >= 0 (max_time_s > 0)")
         if not 0.5 <= self.confidence < 1.0:
             raise UserError(f"protocol confidence must be in [0.5, 1), got {self.confidence}")
+        if self.retakes < 0:
+            raise UserError(f"protocol retakes must be >= 0 (0 = never re-take a contended sample), got {self.retakes}")
+        if self.quiet_wait_s < 0 or self.quiet_wait_s > self.max_time_s:
+            raise UserError(f"protocol quiet_wait_s must be in [0, max_time_s={self.max_time_s:g}], "
+                            f"got {self.quiet_wait_s:g}")
+        if not 0.0 < self.contention_margin < 1.0:
+            raise UserError(f"protocol contention_margin must be in (0, 1), got {self.contention_margin}")
+        if self.rounds < 1:
+            raise UserError(f"protocol rounds must be >= 1, got {self.rounds}")
 
     @property
     def resolved_threads(self) -> int:
@@ -153,10 +177,15 @@ def _convert(key: str, ftype: Any, value: Any) -> Any:
 
 PROTOCOLS: dict[str, Protocol] = {
     # Seconds-scale: tests, demos and the README's main job on a 2-core CPU.
-    "quick": Protocol("quick", warmup_runs=1, warmup_min_s=0.0, min_runs=3, min_time_s=0.0, max_time_s=30.0),
-    "standard": Protocol("standard", warmup_runs=2, warmup_min_s=0.5, min_runs=10, min_time_s=2.0, max_time_s=60.0),
+    # One round: its intervals are widened to the single-round floor (harness.stats).
+    "quick": Protocol("quick", warmup_runs=1, warmup_min_s=0.0, min_runs=3, min_time_s=0.0, max_time_s=30.0,
+                      retakes=3),
+    # Three interleaved rounds in a sweep: the interval includes round-to-round variance.
+    "standard": Protocol("standard", warmup_runs=2, warmup_min_s=0.5, min_runs=10, min_time_s=2.0, max_time_s=60.0,
+                         retakes=10, rounds=3),
     # Nightly regression tracking: enough samples for a rank test to have power.
-    "rigorous": Protocol("rigorous", warmup_runs=3, warmup_min_s=1.0, min_runs=30, min_time_s=5.0, max_time_s=300.0),
+    "rigorous": Protocol("rigorous", warmup_runs=3, warmup_min_s=1.0, min_runs=30, min_time_s=5.0, max_time_s=300.0,
+                         retakes=30, rounds=3),
 }
 
 
@@ -184,6 +213,19 @@ class Measurement:
     memory_probe: str | None = None
     capped: bool = False
     wall_s: float = 0.0
+    #: interference evidence (harness.interference.Evidence.to_dict); None: not collected
+    interference: dict[str, Any] | None = None
+    #: contended samples left out of ``samples_ms`` (re-taken)
+    dropped_ms: list[float] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        """``clean`` / ``contended`` / ``unknown`` (no interference signal on this platform)."""
+        return str((self.interference or {}).get("verdict", "unknown"))
+
+    @property
+    def contended(self) -> bool:
+        return self.verdict == "contended"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -210,28 +252,39 @@ def measure(
     protocol: Protocol | str = "standard",
     synchronize: Callable[[], Any] | None = None,
     memory: MemoryProbe | None = None,
+    cpu_bound: bool | None = None,
 ) -> Measurement:
     """Time ``fn`` under ``protocol``; ``synchronize`` is called before every clock read.
 
     Peak memory is read during one extra warm-up step (never during timed steps, so probing
-    adds nothing to the samples).
+    adds nothing to the samples). Interference evidence is read around every sample, outside
+    the timed region; ``cpu_bound`` (default: no ``synchronize``, i.e. a CPU step) says whether
+    the CPU-time rule applies.
     """
+    from harness.interference import Probe
+
     proto = get_protocol(protocol)
     sync = synchronize or _noop
     threads = apply_threads(proto.resolved_threads)
     clock = time.perf_counter_ns
     wall0 = time.perf_counter()
+    probe = Probe(threads, proto.contention_margin, cpu_bound=synchronize is None if cpu_bound is None else cpu_bound)
+    read = probe.read
 
     warmup: list[float] = []
+    warm_ev = []
     start = clock()
     while len(warmup) < proto.warmup_runs or (clock() - start) / 1e9 < proto.warmup_min_s:
         if (clock() - start) / 1e9 > proto.max_time_s:
             break
         sync()
+        r0 = read()
         t0 = clock()
         fn()
         sync()
-        warmup.append((clock() - t0) / 1e6)
+        dt = clock() - t0
+        warm_ev.append(probe.evidence(r0, read(), dt))
+        warmup.append(dt / 1e6)
 
     peak: int | None = None
     probe_name: str | None = None
@@ -243,6 +296,8 @@ def measure(
         peak = memory.peak()
         probe_name = memory.name
 
+    waited = _wait_for_quiet(probe, proto) if proto.quiet_wait_s > 0 else 0.0
+
     # Denormals slow CPU arithmetic by orders of magnitude and depend on data, not on the
     # model: flush them for every torch runner unless the protocol says otherwise.
     torch = sys.modules.get("torch")
@@ -252,21 +307,38 @@ def measure(
     gc.collect()
     gc.disable()
     samples_ns: list[int] = []
+    evidence = []
+    reasons: list[list[str]] = []
     append = samples_ns.append
     min_runs, min_ns, max_ns = proto.min_runs, proto.min_time_s * 1e9, proto.max_time_s * 1e9
-    total = 0
+    total = clean_total = clean_n = 0
     capped = False
+    used = probe.used_threads(warm_ev)
     try:
         timed_start = clock()
         while True:
             sync()
+            r0 = read()
             t0 = clock()
             fn()
             sync()
             dt = clock() - t0
+            ev = probe.evidence(r0, read(), dt)
             append(dt)
             total += dt
-            if len(samples_ns) >= min_runs and total >= min_ns:
+            evidence.append(ev)
+            if used is None or len(evidence) <= 50 or len(evidence) % 50 == 0:
+                used = probe.used_threads(warm_ev + evidence)
+            why = probe.reasons(ev, used)
+            reasons.append(why)
+            if not why:
+                clean_n += 1
+                clean_total += dt
+            n_bad = len(samples_ns) - clean_n
+            if clean_n >= min_runs and clean_total >= min_ns:
+                break
+            # re-takes used up: stop once the plain protocol's budget is reached
+            if n_bad > proto.retakes and len(samples_ns) >= min_runs and total >= min_ns:
                 break
             if clock() - timed_start >= max_ns:
                 capped = True
@@ -274,13 +346,21 @@ def measure(
     finally:
         if gc_was_enabled:
             gc.enable()
-        if flushed:
+        if flushed and torch is not None:
             torch.set_flush_denormal(False)
 
-    samples_ms = [s / 1e6 for s in samples_ns]
+    all_ms = [s / 1e6 for s in samples_ns]
+    clean_ms = [s for s, why in zip(all_ms, reasons, strict=True) if not why]
+    if not probe.known:
+        verdict, kept = "unknown", all_ms
+    elif len(clean_ms) >= min_runs:
+        verdict, kept = "clean", clean_ms
+    else:
+        verdict, kept = "contended", all_ms
+    info = _evidence(probe, used, evidence, reasons, verdict, waited)
     return Measurement(
-        samples_ms=samples_ms,
-        stats=summarize(samples_ms, proto.confidence),
+        samples_ms=kept,
+        stats=summarize(kept, proto.confidence),
         protocol=proto.name,
         threads=threads,
         warmup_ms=warmup,
@@ -288,4 +368,34 @@ def measure(
         memory_probe=probe_name,
         capped=capped,
         wall_s=time.perf_counter() - wall0,
+        interference=info,
+        dropped_ms=[s for s, why in zip(all_ms, reasons, strict=True) if why] if verdict == "clean" else [],
     )
+
+
+def _evidence(probe: Any, used: float | None, evidence: list[Any], reasons: list[list[str]], verdict: str,
+              waited: float) -> dict[str, Any]:
+    from harness.interference import Evidence
+
+    ev = Evidence(signals=probe.signals, margin=probe.margin, threads=probe.threads, ncpu=probe.ncpu,
+                  used_threads=used, samples=evidence, contended=reasons,
+                  retaken=sum(1 for r in reasons if r) if verdict == "clean" else 0, waited_s=waited, verdict=verdict)
+    return ev.to_dict()
+
+
+def _wait_for_quiet(probe: Any, proto: Protocol) -> float:
+    """Wait (at most ``quiet_wait_s``) until other runnable tasks fit in our free cores."""
+    t0 = time.perf_counter()
+    quiet, busy = probe.quiet_now()
+    if quiet:
+        return time.perf_counter() - t0
+    print(f"vlm-pareto: machine busy ({busy} other runnable task(s), {probe.free_cores()} free core(s)); "
+          f"waiting up to {proto.quiet_wait_s:g} s for it to quieten", file=sys.stderr, flush=True)
+    while time.perf_counter() - t0 < proto.quiet_wait_s:
+        quiet, busy = probe.quiet_now()
+        if quiet:
+            break
+    waited = time.perf_counter() - t0
+    print(f"vlm-pareto: {'quiet' if quiet else 'still busy'} after {waited:.1f} s; timing"
+          + ("" if quiet else " (contended samples will be re-taken or flagged)"), file=sys.stderr, flush=True)
+    return waited

@@ -36,7 +36,7 @@ ACCURACY_SOURCES: tuple[str, ...] = ("ingested", "csv", "paper", "predicted")
 LATENCY_COLUMNS: tuple[str, ...] = (
     "tokens", "prompt_tokens", "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms",
     "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms", "latency_source", "estimated", "machine",
-    "backend", "encoder_params_m", "llm_params_b", "peak_mem_bytes", "run_id",
+    "backend", "encoder_params_m", "llm_params_b", "peak_mem_bytes", "run_id", "contended",
 )
 
 #: The rows ``compose_ttft`` returns: one per (encoder, resolution, tiling, LLM) measured.
@@ -53,7 +53,7 @@ POINT_COLUMNS: tuple[str, ...] = (
     *KEY_FIELDS, "tokens", "prompt_tokens", "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms",
     "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms", "avg5", *BENCHMARK_COLUMNS,
     "latency_source", "accuracy_source", "estimated", "machine", "backend", "encoder_params_m",
-    "llm_params_b", "peak_mem_bytes", "run_id", "accuracy_partial",
+    "llm_params_b", "peak_mem_bytes", "run_id", "contended", "accuracy_partial",
 )
 
 #: Columns of a chosen option (``vlm-pareto choose``), when present in the points.

@@ -7,7 +7,7 @@ protocol, TTFT composition and regression tests share one definition of each sta
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -129,3 +129,64 @@ def combine_intervals(parts: Sequence[tuple[float, float, float]]) -> tuple[floa
     lo = point - float(np.sqrt(sum((p - lo_) ** 2 for p, lo_, _ in parts)))
     hi = point + float(np.sqrt(sum((hi_ - p) ** 2 for p, _, hi_ in parts)))
     return point, lo, hi
+
+
+#: A measurement from one round (one process, one pass over the grid) cannot see run-to-run
+#: variance; its interval is widened to at least +-this share of the median (docs/noise.md).
+SINGLE_ROUND_HALF_WIDTH = 0.10
+
+
+def hierarchical_median_ci(
+    groups: Sequence[Sequence[float] | np.ndarray],
+    confidence: float = 0.95,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Two-level bootstrap CI of the pooled median: resample rounds, then samples within each.
+
+    Round-to-round variance (another process, another pass over the grid, a drifting machine)
+    is in the interval, not only the within-round spread. Deterministic (fixed seed).
+    """
+    gs = [np.asarray(g, dtype=float) for g in groups if len(g) > 0]
+    if not gs:
+        raise ValueError("no samples")
+    if len(gs) == 1:
+        return bootstrap_median_ci(gs[0], confidence, n_boot, seed)
+    rng = np.random.default_rng(seed)
+    k = len(gs)
+    meds = np.empty(n_boot)
+    picks = rng.integers(0, k, size=(n_boot, k))
+    for b in range(n_boot):
+        pooled = np.concatenate([gs[i][rng.integers(0, gs[i].size, size=gs[i].size)] for i in picks[b]])
+        meds[b] = np.median(pooled)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(meds, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def summarize_rounds(
+    groups: Sequence[Sequence[float] | np.ndarray],
+    confidence: float = 0.95,
+    single_round_half_width: float = SINGLE_ROUND_HALF_WIDTH,
+) -> Stats:
+    """:func:`summarize` of the pooled samples, with an interval over rounds.
+
+    Two or more rounds: :func:`hierarchical_median_ci`. One round: the bootstrap interval
+    widened to at least +-``single_round_half_width`` of the median, since one round says
+    nothing about how the next process or pass would measure. ``noisy`` also marks round
+    medians that spread by more than the IQR threshold.
+    """
+    gs = [np.asarray(g, dtype=float) for g in groups if len(g) > 0]
+    if not gs:
+        raise ValueError("no samples")
+    pooled = np.concatenate(gs)
+    s = summarize(pooled, confidence)
+    if len(gs) >= 2:
+        lo, hi = hierarchical_median_ci(gs, confidence)
+        meds = np.asarray([np.median(g) for g in gs])
+        spread = bool(s.median_ms > 0 and (meds.max() - meds.min()) / s.median_ms > NOISY_IQR_RATIO)
+    else:
+        lo, hi, spread = s.ci_low_ms, s.ci_high_ms, False
+        lo = min(lo, s.median_ms * (1.0 - single_round_half_width))
+        hi = max(hi, s.median_ms * (1.0 + single_round_half_width))
+    return replace(s, ci_low_ms=float(lo), ci_high_ms=float(hi), noisy=bool(s.noisy or spread))

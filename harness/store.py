@@ -94,7 +94,7 @@ measurements_table = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("kind", sa.String(16), nullable=False),  # encoder | prefill | projector
+    sa.Column("kind", sa.String(16), nullable=False),  # encoder | prefill | projector | canary
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("resolution", sa.Integer, nullable=False, default=0),
     sa.Column("tiling", sa.String(32), nullable=False, default="none"),

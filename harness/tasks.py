@@ -17,6 +17,9 @@ from harness.errors import UserError
 
 #: the measurement kinds, in the order a sweep runs them
 KINDS = ("encoder", "prefill", "projector")
+#: every kind a store row can have: ``canary`` is a run's machine-speed reference workload
+#: (harness/canary.py), never a point
+MEASUREMENT_KINDS = (*KINDS, "canary")
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ class MeasurementKey:
     protocol: str = "standard"
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise UserError(f"measurement kind must be encoder, prefill or projector, got {self.kind!r}")
+        if self.kind not in MEASUREMENT_KINDS:
+            raise UserError(f"measurement kind must be one of {', '.join(MEASUREMENT_KINDS)}, got {self.kind!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

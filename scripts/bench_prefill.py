@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(one pair is at the mercy of a shared machine's fast/slow phases)")
     ap.add_argument("--validate-sampling", type=int, metavar="K", help="also compare k-layer sampling with the full model")
     ap.add_argument("--sampling-tokens", type=int, default=256)
-    ap.add_argument("--sampling-rounds", type=int, default=2)
+    ap.add_argument("--sampling-rounds", type=int, default=5,
+                    help="interleaved full-vs-sampled rounds; the error reported is their median (default 5)")
     ap.add_argument("--skip-points", action="store_true", help="only run the sampling validation")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args(argv)
@@ -127,12 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         check = validate_sampling(spec, args.sampling_tokens, args.validate_sampling, prompt_tokens=args.prompt_tokens,
                                   protocol=proto, rounds=args.sampling_rounds, dtype=args.dtype)
-        result["sampling"] = {**check.__dict__, "rel_error": check.rel_error, "wall_s": time.perf_counter() - t0}
-        print(f"\nlayer sampling: k={check.k} of L={check.total_layers}, {check.tokens}+{check.prompt_tokens} tokens: "
-              f"full {check.full_ms:.1f} ms, estimate {check.estimate_ms:.1f} ms, error {100 * check.rel_error:+.1f}%")
-        for r in check.per_round:
+        lo, q1, q3, hi = check.error_spread
+        result["sampling"] = {**check.__dict__, "rel_error": check.rel_error, "round_errors": check.round_errors,
+                              "error_spread": {"min": lo, "q1": q1, "q3": q3, "max": hi},
+                              "contended_rounds": check.contended_rounds, "wall_s": time.perf_counter() - t0}
+        print(f"\nlayer sampling: k={check.k} of L={check.total_layers}, {check.tokens}+{check.prompt_tokens} tokens, "
+              f"{len(check.per_round)} interleaved rounds: median error {100 * check.rel_error:+.1f}% "
+              f"(IQR {100 * q1:+.1f}% to {100 * q3:+.1f}%, range {100 * lo:+.1f}% to {100 * hi:+.1f}%); "
+              f"pooled full {check.full_ms:.1f} ms, estimate {check.estimate_ms:.1f} ms"
+              + (f"; {check.contended_rounds} round(s) contended" if check.contended_rounds else ""))
+        for r, err in zip(check.per_round, check.round_errors, strict=True):
             print("  round {round}: full {full_ms:.1f} ms, estimate {estimate_ms:.1f} ms "
-                  "(base {base_ms:.2f} ms, k layers {k_layers_ms:.1f} ms)".format(**r))
+                  "(base {base_ms:.2f} ms, k layers {k_layers_ms:.1f} ms)".format(**r)
+                  + f" error {100 * err:+.1f}%" + (" [contended]" if r.get("contended") else ""))
 
     if args.json:
         with open(args.json, "w") as f:

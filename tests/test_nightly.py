@@ -159,7 +159,11 @@ def test_nightly_end_to_end_on_the_quick_preset(db_url, tmp_path, capsys):
     runs = Store(db_url).list_runs()
     assert len(runs) == 2 and all(r["status"] == "done" for r in runs)
     rows = Store(db_url).measurement_rows([runs[-1]["id"]])
+    canary = [r for r in rows if r["kind"] == "canary"]  # the machine-speed canary (docs/noise.md)
+    rows = [r for r in rows if r["kind"] != "canary"]
     assert rows and all(r["extra"]["rounds"] == 2 and r["protocol"] == "quick" for r in rows)
+    assert len(canary) == 1 and [c["at"] for c in canary[0]["extra"]["canary"]["checkpoints"]] == [
+        "start", "before round 2", "end"]
     assert runs[0]["id"] in first and runs[1]["id"] in second
     for night in ("night1", "night2"):
         folder = tmp_path / "nightly" / night

@@ -47,7 +47,7 @@ def _label(o: dict) -> str:
 
 def _line(o: dict) -> str:
     acc = "n/a" if o.get("accuracy") is None else f"{o['accuracy']:.2f}"
-    est = ", estimated" if o.get("estimated") else ""
+    est = (", estimated" if o.get("estimated") else "") + (", UNRELIABLE: contended" if str(o.get("contended")) == "True" else "")
     return (f"{o['benchmark']} {acc}; TTFT {_ms(o.get('ttft_ms'))} ms median, {_ms(o.get('budget_ttft_ms'))} ms "
             f"by {o.get('basis')} [latency: {o.get('latency_source')}{est}, {o.get('machine')}]")
 

@@ -51,6 +51,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help=f"significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA})")
     p.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
                    help=f"refuse keys with fewer samples per side (default {MIN_SAMPLES})")
+    p.add_argument("--raw", action="store_true",
+                   help="compare latencies as measured; by default, when both sides carry a machine-speed "
+                        "canary, the candidate is divided by the canary ratio (docs/noise.md)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     return p
 
@@ -200,16 +203,27 @@ def run(args: argparse.Namespace) -> int:
     db = getattr(args, "db", None) or os.environ.get("VLM_PARETO_DB")
     base_rows, base_src = load_side(list(args.baseline), db, args.benchmark_json)
     cand_rows, cand_src = load_side([args.candidate], db, args.benchmark_json)
+    # noise hooks (docs/noise.md): canary normalisation; contended keys are never regressions
+    from harness.canary import normalise_pair
+    from harness.interference import contended_labels
+
+    base_rows, cand_rows, speed = normalise_pair(base_rows, cand_rows, normalise=not getattr(args, "raw", False))
+    unreliable = contended_labels(base_rows) | contended_labels(cand_rows)
     cmp = compare_tables(base_rows, cand_rows, args.threshold, args.alpha, min_samples=args.min_samples)
+    failing = [r for r in cmp.regressions if r.label not in unreliable]
     if args.json:
-        print(json.dumps({"baseline": base_src, "candidate": cand_src, **cmp.to_dict()}, indent=2,
+        print(json.dumps({"baseline": base_src, "candidate": cand_src, **cmp.to_dict(),
+                          "machine_speed": speed.to_dict(), "contended": sorted(unreliable)}, indent=2,
                          default=_json_default))
     else:
         print(f"baseline:  {'; '.join(base_src)}")
         print(f"candidate: {'; '.join(cand_src)}")
+        print(speed.text())
         print()
         print(render_table(cmp))
-    return 1 if cmp.regressions else 0
+        if unreliable:
+            print(f"contended (unreliable, never a failing regression): {', '.join(sorted(unreliable))}")
+    return 1 if failing else 0
 
 
 def _json_default(o: Any) -> Any:

@@ -160,6 +160,8 @@ class KeyHistory:
     shift_index: int | None  # run index where the latest level shift began
     baseline_median_ms: float | None  # the file baseline's median, when a file is used
     noisy: bool = False  # the new run's samples have IQR/median > 10%: read the verdict with care
+    #: the new run's measurement is contended (docs/noise.md): never a regression, status "contended"
+    contended: bool = False
 
     @property
     def label(self) -> str:
@@ -167,6 +169,8 @@ class KeyHistory:
 
     @property
     def status(self) -> str:
+        if self.contended and self.steps and self.steps[-1].status != "no-baseline":
+            return "contended"
         return self.steps[-1].status if self.steps else "no-baseline"
 
     @property
@@ -190,6 +194,7 @@ class KeyHistory:
             "shift_run": self.shift_run.run_id if self.shift_run else None,
             "baseline_median_ms": self.baseline_median_ms,
             "noisy": self.noisy,
+            "contended": self.contended,
         }
 
 
@@ -210,6 +215,12 @@ class NightlyResult:
     out_dir: Path | None = None
     #: points of this run that crashed or could not be measured ("label: reason")
     failed: list[str] = field(default_factory=list)
+    #: the run's machine-speed canary against the machine's history, and what was normalised
+    machine_speed: str | None = None
+
+    @property
+    def contended(self) -> list[KeyHistory]:
+        return [k for k in self.keys if k.status == "contended"]
 
     @property
     def confirmed(self) -> list[KeyHistory]:
@@ -245,5 +256,7 @@ class NightlyResult:
             "suspects": [k.label for k in self.suspects],
             "improvements": [k.label for k in self.improvements],
             "missing": self.missing,
+            "contended": [k.label for k in self.contended],
+            "machine_speed": self.machine_speed,
             "keys": [k.to_dict() for k in self.keys],
         }

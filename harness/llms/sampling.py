@@ -95,6 +95,24 @@ class SamplingCheck:
     per_round: list[dict[str, float]] = field(default_factory=list)
 
     @property
+    def round_errors(self) -> list[float]:
+        """(estimate - full) / full of each round (both timed back to back in that round)."""
+        return [r["estimate_ms"] / r["full_ms"] - 1.0 for r in self.per_round if r.get("full_ms")]
+
+    @property
     def rel_error(self) -> float:
-        """(estimate - full) / full."""
-        return self.estimate_ms / self.full_ms - 1.0
+        """Median over rounds of (estimate - full) / full; one busy round cannot swing it."""
+        errs = self.round_errors
+        return float(np.median(errs)) if errs else self.estimate_ms / self.full_ms - 1.0
+
+    @property
+    def error_spread(self) -> tuple[float, float, float, float]:
+        """(min, q1, q3, max) of the per-round errors."""
+        e = np.asarray(self.round_errors or [self.rel_error], dtype=float)
+        q1, q3 = np.quantile(e, [0.25, 0.75])
+        return float(e.min()), float(q1), float(q3), float(e.max())
+
+    @property
+    def contended_rounds(self) -> int:
+        return sum(1 for r in self.per_round if r.get("contended"))
+

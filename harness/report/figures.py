@@ -101,6 +101,7 @@ def hover_text(row: pd.Series, benchmark: str) -> str:
         lines.append(", ".join(scores))
     prov = SOURCE_LABELS.get(str(row.get("latency_source")), esc(row.get("latency_source")))
     est = " (estimated: layer-sampled)" if bool(row.get("estimated", False)) else ""
+    est += " (UNRELIABLE: contended)" if str(row.get("contended")) == "True" else ""
     lines.append(f"latency: {esc(prov)}{est}, {esc(row.get('machine'))}, {esc(row.get('backend'))}")
     lines.append(f"accuracy: {esc(row.get('accuracy_source'))}")
     if "run_id" in row.index and not pd.isna(row.get("run_id")):

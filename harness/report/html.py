@@ -95,6 +95,8 @@ def _points_table(df: pd.DataFrame, benchmark: str, frontier_idx: set[int]) -> s
                 v = SOURCE_LABELS.get(str(r["latency_source"]), str(r["latency_source"]))
                 if bool(r["estimated"]):
                     v += " (estimated: layer-sampled)"
+                if str(r.get("contended")) == "True":
+                    v += " (UNRELIABLE: contended, machine busy)"
             elif c in ("resolution", "tokens"):
                 v = "" if c not in r or pd.isna(r[c]) else str(int(r[c]))
             elif not text:

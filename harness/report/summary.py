@@ -208,6 +208,8 @@ def render_markdown(
             prov = md_escape(SOURCE_LABELS.get(_text(r.get("latency_source")), _text(r.get("latency_source"))))
             if bool(r.get("estimated", False)):
                 prov += ", estimated (layer-sampled)"
+            if str(r.get("contended")) == "True":
+                prov += ", UNRELIABLE (contended)"
             lines.append(f"| {md_escape(config_label(r))} | {fmt(r['ttft_ms'])}{ci} | {fmt(r[analysis.benchmark])} | {prov} |")
         lines.append("")
         if ca.comparisons:

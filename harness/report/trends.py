@@ -24,6 +24,7 @@ STATUS_COLORS = {
     "improvement": "#009E73",
     "~": "#0072B2",
     "no-baseline": "#999999",
+    "contended": "#CC79A7",
 }
 STATUS_WORDS = {
     "regression": "confirmed regression",
@@ -31,6 +32,7 @@ STATUS_WORDS = {
     "improvement": "improvement",
     "~": "no change",
     "no-baseline": "no baseline yet",
+    "contended": "unreliable (contended: the machine was busy; no verdict)",
 }
 
 
@@ -143,6 +145,11 @@ def summary_markdown(result: NightlyResult) -> str:
         if k.shift_run is not None:
             lines.append(f"- {k.label}: the level shift began at run `{k.shift_run.run_id}` "
                          f"({k.shift_run.created_at[:10]}, commit `{str(k.shift_run.git_commit or '?')[:12]}`)")
+    if result.machine_speed:
+        lines.append(f"- {result.machine_speed}")
+    if result.contended:
+        lines.append(f"- {len(result.contended)} key(s) contended tonight (too few clean samples; never called a "
+                     "regression, kept out of later baselines): " + ", ".join(k.label for k in result.contended))
     noisy = [k.label for k in result.keys if k.noisy]
     if noisy:
         lines.append(f"- {len(noisy)} key(s) measured noisily tonight (IQR/median > 10%; a busy machine?): "

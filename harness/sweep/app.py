@@ -38,14 +38,10 @@ vlm-pareto sweep: measure an (encoder x resolution x LLM x tiling) grid.
   vlm-pareto sweep --cfg job                 # print the composed config
 
 Measurements go to the store (--db before 'sweep', or $VLM_PARETO_DB); the report for the
-<<<<<<< HEAD
-sweep is written to reports/<name>/ at the end. Exit: 0 ok, 1 a point failed (or a launcher
-job died: rerun with the same run_id to finish), 2 bad input.
-=======
 sweep is written to reports/<name>/ at the end. Progress goes to stderr: a bar on a terminal,
 one line per finished measurement elsewhere (pipe, CI log); progress=false silences it.
-Exit: 0 ok, 1 a point failed, 2 bad input.
->>>>>>> newcomer
+Exit: 0 ok, 1 a point failed (or a launcher job died: rerun with the same run_id to finish),
+2 bad input.
 """
 
 

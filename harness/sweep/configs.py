@@ -119,6 +119,11 @@ class ProtocolConfig:
     threads: int = 0
     flush_denormal: bool = True
     confidence: float = 0.95
+    # interference handling (docs/noise.md)
+    retakes: int = 3
+    quiet_wait_s: float = 0.0
+    contention_margin: float = 0.10
+    rounds: int = 1
 
 
 @dataclass
@@ -149,8 +154,12 @@ class SweepConfig:
     auto_sample_above_b: float = 3.0
     #: resume / share a run: measurements already stored for it are reused
     run_id: str | None = None
-    #: repeat the whole grid this many times, interleaved (nightly drift control)
+    #: repeat the whole grid this many times, interleaved (nightly drift control); the
+    #: protocol's ``rounds`` is the least (docs/noise.md)
     rounds: int = 1
+    #: time the machine-speed canary at the start, between rounds and at the end (docs/noise.md);
+    #: null: on unless both backends are fake
+    canary: bool | None = None
     report: bool = True
     report_dir: str | None = None
     db: str | None = None
@@ -210,6 +219,11 @@ def validate(cfg: SweepConfig) -> None:
         raise UserError(f"prompt_tokens must be >= 0, got {cfg.prompt_tokens}")
     if cfg.rounds < 1:
         raise UserError(f"rounds must be >= 1, got {cfg.rounds}")
+    from dataclasses import asdict
+
+    from harness.protocol import Protocol
+
+    Protocol(**asdict(cfg.protocol))  # impossible protocol settings fail before a run is created
     if cfg.sample_layers is not None and cfg.sample_layers < 1:
         raise UserError(f"sample_layers must be >= 1 (or null for the full model), got {cfg.sample_layers}")
     if not cfg.encoders:

@@ -277,23 +277,13 @@ class Measurer:
             self.failures.append(f"{label}: {type(e).__name__}: {e}")
 
     def _store(self, key: MeasurementKey, outcome: Outcome) -> None:
-        m = outcome.measurement
-        extra = outcome.extra_dict()
-        rnd = self.round
-        if rnd > 0:
-            # Interleaved rounds: append this round's samples to the stored ones.
-            prev = self.store.get_measurement(self.run_id, key)
-            if prev is not None and prev["status"] == "ok":
-                from harness.protocol import Measurement
-                from harness.stats import summarize
+        from harness.rounds import pool_round
 
-                samples = list(prev["samples_ms"]) + list(m.samples_ms)
-                m = Measurement(samples_ms=samples, stats=summarize(samples), protocol=m.protocol, threads=m.threads,
-                                warmup_ms=m.warmup_ms, peak_mem_bytes=m.peak_mem_bytes, memory_probe=m.memory_probe,
-                                capped=m.capped, wall_s=m.wall_s)
-                extra["rounds"] = int(prev["extra"].get("rounds", 1)) + 1
-        else:
-            extra["rounds"] = 1
+        rnd = self.round
+        # Interleaved rounds: this round's samples are appended to the stored ones, the interval
+        # is over rounds and the interference verdict the worst round's (harness/rounds.py).
+        prev = self.store.get_measurement(self.run_id, key) if rnd > 0 else None
+        m, extra = pool_round(outcome.measurement, outcome.extra_dict(), prev, rnd)
         self.store.add_measurement(self.run_id, key, m, extra=extra, build_s=outcome.build_s,
                                    estimated=outcome.estimated, replace=rnd > 0)
         self.counts["measured"] += 1
@@ -312,21 +302,30 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
     out = SweepOutcome(run_id=run_id, plan=plan)
     log(f"run {run_id}: {plan.summary()} on {fp['machine']}")
     runners = Runners(cfg, llm_specs)
+    # noise hooks (docs/noise.md): rounds from the protocol, machine-speed canary
+    from harness.rounds import plan_rounds
+
+    n_rounds, runners.protocol = plan_rounds(runners.protocol, cfg.rounds)
+    canary = _sweep_canary(cfg, store, run_id, log)
     measurer = Measurer(store, run_id, runners)
     out.counts = measurer.counts
     out.failures, out.skipped = measurer.failures, measurer.skipped
     job_list = jobs(plan, runners.key)
 
-    progress = Progress(len(job_list) * cfg.rounds, cfg.progress, counts=out.counts)
+    progress = Progress(len(job_list) * n_rounds, cfg.progress, counts=out.counts)
     completed = False
     stop: BaseException | None = None
     try:
-        for rnd in range(cfg.rounds):
+        for rnd in range(n_rounds):
             measurer.start_round(rnd)
+            if canary is not None:
+                canary.checkpoint("start" if rnd == 0 else f"before round {rnd + 1}")
             for job in job_list:
-                progress.step(job.label + (f" (round {rnd + 1}/{cfg.rounds})" if cfg.rounds > 1 else ""))
+                progress.step(job.label + (f" (round {rnd + 1}/{n_rounds})" if n_rounds > 1 else ""))
                 measurer.run(job)
                 progress.advance(measurer.row(job.key))
+        if canary is not None:
+            canary.checkpoint("end")
         completed = True
     except BaseException as e:
         stop = e
@@ -357,3 +356,16 @@ def final_status(completed: bool, stop: BaseException | None, out: SweepOutcome)
         status = "failed" if not out.counts["measured"] + out.counts["reused"] else "partial"
         return status, f"{len(out.failures)} point(s) failed: {out.failures[0]}"[:1000]
     return "done", None
+
+
+def _sweep_canary(cfg: SweepConfig, store: Store, run_id: str, log: Callable[[str], None]) -> Any:
+    """The run's machine-speed canary (harness/canary.py); None when the sweep turns it off
+    (``canary: false``, or ``null`` with fake backends only, which never import torch)."""
+    on = getattr(cfg, "canary", None)
+    if on is None:
+        on = not (cfg.backend.encoder_backend == "fake" and cfg.backend.llm_backend == "fake")
+    if not on:
+        return None
+    from harness.canary import SweepCanary
+
+    return SweepCanary(store, run_id, cfg.protocol.threads or os.cpu_count() or 1, log)

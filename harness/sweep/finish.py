@@ -53,6 +53,11 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
         print(f"(could not compose TTFT rows: {e})", file=sys.stderr)
         return out.exit_code
     print(summary_table(result.points))
+    for note in result.notes:  # the run's machine-speed canary vs the machine's history (docs/noise.md)
+        if "machine-speed canary" in note:
+            print(note)
+    if "contended" in result.points and result.points["contended"].any():
+        print(f"{int(result.points['contended'].sum())} point(s) contended (machine busy): unreliable, see docs/noise.md")
     if cfg.report:
         from harness.report.html import write_report
 

@@ -1,0 +1,354 @@
+"""Interference detection, re-takes, the machine-speed canary and intervals over rounds (docs/noise.md).
+
+Detection is tested against a real busy neighbour: CPU-bound subprocesses started and stopped
+by the test, one more than there are cores, so every core is oversubscribed.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from harness.canary import (
+    CANARY_KIND,
+    SweepCanary,
+    canary_key,
+    history_text,
+    normalise_history,
+    normalise_pair,
+    run_canary_text,
+)
+from harness.errors import UserError
+from harness.interference import (
+    ENV,
+    Probe,
+    SampleEvidence,
+    available_cpus,
+    contended_labels,
+    is_contended,
+    mark_points,
+    merge_rounds,
+    verdict_of,
+)
+from harness.protocol import Measurement, Protocol, get_protocol, measure
+from harness.rounds import plan_rounds, pool_round
+from harness.stats import (
+    SINGLE_ROUND_HALF_WIDTH,
+    hierarchical_median_ci,
+    summarize,
+    summarize_rounds,
+)
+from harness.store import MeasurementKey, Store
+
+HOG = "import time\nend = time.time() + 60\nwhile time.time() < end:\n    pass\n"
+
+
+@contextmanager
+def hogs(n: int | None = None) -> Iterator[None]:
+    """``n`` (default: cores + 1) busy-looping processes, killed on exit (and after 60 s anyway)."""
+    procs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(n or available_cpus() + 1)]
+    try:
+        time.sleep(0.3)  # let them reach the run queue
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def work() -> None:
+    """A few ms of CPU-bound pure-Python work (one thread)."""
+    sum(i * i for i in range(40_000))
+
+
+FAST = Protocol("t", warmup_runs=2, warmup_min_s=0.0, min_runs=8, min_time_s=0.0, max_time_s=20.0, threads=1)
+
+
+# -- detection --------------------------------------------------------------------------------
+
+
+LINUX = sys.platform.startswith("linux")
+
+
+@pytest.mark.skipif(not LINUX, reason="run-queue wait (schedstat) is a Linux signal")
+def test_a_busy_neighbour_makes_samples_contended():
+    with hogs():
+        m = measure(work, FAST)
+    ev = m.interference
+    assert ev is not None and ev["version"] == 1
+    assert {"cpu", "runwait"} <= set(ev["signals"])  # Linux exposes both (runqueue: not in every container)
+    assert m.verdict == "contended" and m.contended
+    assert ev["n_contended"] >= ev["n_taken"] // 2
+    s = ev["samples"]
+    assert len(s["wall_ms"]) == len(s["cpu_ms"]) == len(s["contended"]) == ev["n_taken"]
+    # the evidence itself: we waited for a core for a good share of the wall time
+    waits = [w / t for w, t in zip(s["wait_ms"], s["wall_ms"], strict=True)]
+    assert np.median(waits) > 0.1
+
+
+def test_contended_samples_are_retaken_up_to_the_limit():
+    proto = Protocol("t", warmup_runs=1, warmup_min_s=0.0, min_runs=4, min_time_s=0.0, max_time_s=20.0,
+                     threads=1, retakes=6)
+    with hogs():
+        m = measure(work, proto)
+    ev = m.interference
+    assert ev is not None
+    if m.verdict == "contended":  # clean samples could not be had: the retakes were spent
+        assert ev["n_taken"] >= proto.retakes + 1
+        assert ev["n_taken"] <= proto.min_runs + proto.retakes + 1
+        assert len(m.samples_ms) == ev["n_taken"]  # all kept, flagged
+    else:  # enough clean samples between the hog's time slices: stats over the clean ones only
+        assert len(m.samples_ms) == proto.min_runs and ev["n_taken"] == proto.min_runs + len(m.dropped_ms)
+
+
+@pytest.mark.skipif(not LINUX or "runqueue" not in Probe(1).signals, reason="needs the run-queue signal")
+def test_quiet_wait_is_bounded_and_says_so(capfd):
+    proto = Protocol("t", warmup_runs=1, warmup_min_s=0.0, min_runs=3, min_time_s=0.0, max_time_s=20.0,
+                     threads=1, quiet_wait_s=0.6)
+    with hogs():
+        t0 = time.perf_counter()
+        m = measure(work, proto)
+        took = time.perf_counter() - t0
+    err = capfd.readouterr().err
+    assert "waiting up to 0.6 s for it to quieten" in err and "still busy" in err
+    assert m.interference is not None and 0.6 <= m.interference["waited_s"] < 3.0
+    assert took < 15
+
+
+def test_no_signal_means_unknown_not_clean(monkeypatch):
+    monkeypatch.setenv(ENV, "off")
+    m = measure(work, FAST)
+    assert m.verdict == "unknown" and not m.contended
+    assert m.interference is not None and m.interference["signals"] == []
+    assert len(m.samples_ms) == FAST.min_runs
+
+
+def test_the_rules_on_evidence():
+    p = Probe(2, margin=0.10, signals=("cpu", "runwait", "runqueue", "steal"))
+    # 2 threads busy: cpu = 2 x wall is clean; losing 30% of one thread's time is not
+    assert p.reasons(SampleEvidence(wall_ms=10, cpu_ms=20, wait_ms=0.1, steal_ms=0, others_start=0, others_end=0),
+                     2.0) == []
+    assert "cpu" in p.reasons(SampleEvidence(wall_ms=10, cpu_ms=14), 2.0)
+    # a workload that only keeps 1.5 threads busy undisturbed is not flagged for that
+    assert p.reasons(SampleEvidence(wall_ms=10, cpu_ms=15), 1.5) == []
+    # a step that mostly waits (sleep, a device) has no CPU rule
+    assert p.reasons(SampleEvidence(wall_ms=10, cpu_ms=0.1), 0.01) == []
+    assert p.reasons(SampleEvidence(wall_ms=10, wait_ms=2.0), None) == ["runwait"]
+    assert p.reasons(SampleEvidence(wall_ms=10, steal_ms=2.0), None) == ["steal"]
+    if p.ncpu >= 1:
+        free = p.free_cores(2.0)
+        assert p.reasons(SampleEvidence(wall_ms=10, others_start=free + 1, others_end=free + 1), 2.0) == ["runqueue"]
+        # one snapshot over is not a persistent neighbour
+        assert p.reasons(SampleEvidence(wall_ms=10, others_start=free + 1, others_end=free), 2.0) == []
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(UserError, match="retakes must be >= 0"):
+        Protocol("t", retakes=-1)
+    with pytest.raises(UserError, match="quiet_wait_s must be in"):
+        Protocol("t", quiet_wait_s=120.0, max_time_s=60.0)
+    with pytest.raises(UserError, match="rounds must be >= 1"):
+        get_protocol("quick", rounds=0)
+    with pytest.raises(UserError, match="contention_margin"):
+        get_protocol("quick", contention_margin="1.5")
+
+
+@pytest.mark.parametrize("override, words", [
+    ("protocol.retakes=-1", "retakes must be >= 0"),
+    ("protocol.quiet_wait_s=100", "quiet_wait_s must be in [0, max_time_s=5]"),
+])
+def test_cli_bad_protocol_is_one_line_exit_2(tmp_path, override, words):
+    r = subprocess.run([sys.executable, "-m", "harness", "sweep", "--config-name", "quick", "backend=fake",
+                        "report=false", override], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr
+
+
+# -- intervals over rounds --------------------------------------------------------------------
+
+
+def test_interval_over_rounds_covers_round_to_round_shifts():
+    rng = np.random.default_rng(1)
+    # three processes whose levels differ by ~8% while each is tight (0.5%)
+    rounds = [rng.normal(level, 0.005 * level, 12) for level in (100.0, 108.0, 103.0)]
+    naive = summarize(np.concatenate(rounds))
+    lo, hi = hierarchical_median_ci(rounds)
+    assert hi - lo > 1.5 * (naive.ci_high_ms - naive.ci_low_ms)
+    # a fourth process at one of the seen levels falls inside the round-level interval
+    s = summarize_rounds(rounds)
+    assert s.ci_low_ms <= 101.0 and s.ci_high_ms >= 106.0 and not s.noisy
+    # round medians spreading by more than 10% mark the measurement noisy
+    assert summarize_rounds([rounds[0], rounds[1] * 1.05]).noisy
+    assert s.n == 36 and s.median_ms == pytest.approx(naive.median_ms)
+
+
+def test_one_round_is_honestly_wide():
+    x = np.random.default_rng(0).normal(100.0, 0.2, 10)
+    s = summarize_rounds([x])
+    assert s.ci_low_ms <= 100.0 * (1 - SINGLE_ROUND_HALF_WIDTH) + 0.5
+    assert s.ci_high_ms >= 100.0 * (1 + SINGLE_ROUND_HALF_WIDTH) - 0.5
+
+
+def test_protocol_rounds_split_the_budget():
+    std = get_protocol("standard")
+    n, per = plan_rounds(std, 1)
+    assert n == std.rounds == 3 and per.min_runs == 4 and per.min_time_s == pytest.approx(std.min_time_s / 3)
+    n, per = plan_rounds(std, 5)  # the sweep asks for more rounds: each gets the full budget
+    assert n == 5 and per == std
+
+
+def _m(samples, verdict):
+    return Measurement(samples_ms=list(samples), stats=summarize(samples), protocol="quick", threads=1,
+                       interference={"version": 1, "verdict": verdict, "n_taken": len(samples), "n_contended": 0,
+                                     "retaken": 0, "waited_s": 0.0, "reasons": {}})
+
+
+def test_pool_round_keeps_round_sizes_and_the_worst_verdict():
+    m0, e0 = pool_round(_m([10.0, 10.1, 10.2], "clean"), {"k": 1}, None, 0)
+    assert e0["rounds"] == 1 and e0["round_sizes"] == [3] and verdict_of(e0) == "clean"
+    prev = {"status": "ok", "samples_ms": m0.samples_ms, "extra": e0}
+    m1, e1 = pool_round(_m([11.0, 11.2], "contended"), {"k": 1}, prev, 1)
+    assert e1["rounds"] == 2 and e1["round_sizes"] == [3, 2] and m1.stats.n == 5
+    assert verdict_of(e1) == "contended" and e1["interference"]["rounds"] == ["clean", "contended"]
+    assert merge_rounds({"verdict": "clean"}, {"verdict": "unknown"})["verdict"] == "unknown"
+
+
+# -- canary -----------------------------------------------------------------------------------
+
+
+def test_canary_checkpoints_are_stored_with_the_run(db_url):
+    store = Store(db_url)
+    rid = store.create_run("test", {}, {"machine_id": "m1", "machine": "test box"})
+    can = SweepCanary(store, rid, 1)
+    assert can.checkpoint("start") is not None and can.checkpoint("end") is not None
+    rows = store.measurement_rows([rid], kind=CANARY_KIND)
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and rows[0]["median_ms"] > 0
+    cps = rows[0]["extra"]["canary"]["checkpoints"]
+    assert [c["at"] for c in cps] == ["start", "end"] and all(c["median_ms"] > 0 for c in cps)
+    assert store.get_measurement(rid, canary_key(1)) is not None
+    # a resumed run appends to the same row
+    SweepCanary(store, rid, 1).checkpoint("after resume")
+    cps = store.measurement_rows([rid], kind=CANARY_KIND)[0]["extra"]["canary"]["checkpoints"]
+    assert [c["at"] for c in cps] == ["start", "end", "after resume"]
+    line = run_canary_text(store, rid)
+    assert line is not None and "no earlier run on this machine" in line and "start" in line
+
+
+def test_canary_history_line():
+    assert "1.50x slower than usual" in history_text(15.0, [10.0, 10.2, 9.8])
+    assert "about as fast as usual" in history_text(10.1, [10.0, 10.2, 9.8])
+    assert "not measured" in history_text(None, [10.0])
+
+
+def _rows(run_id, name, med, n=30, kind="encoder", seed=0, extra=None):
+    rng = np.random.default_rng(seed)
+    s = [float(x) for x in rng.lognormal(math.log(med), 0.01, n)]
+    return {"run_id": run_id, "kind": kind, "name": name, "resolution": 256, "samples_ms": s,
+            "median_ms": float(np.median(s)), "machine_id": "m1", "backend": "torch", "device": "cpu",
+            "dtype": "float32", "protocol": "standard", "status": "ok", "extra": extra or {}}
+
+
+def test_compare_normalises_a_slower_machine_away():
+    from harness.compare import compare_tables
+
+    base = [_rows("a", "enc", 100.0), _rows("a", "canary-mm-dw-v1", 20.0, kind=CANARY_KIND)]
+    # the whole machine is 1.5x slower: encoder and canary alike
+    cand = [_rows("b", "enc", 150.0, seed=1), _rows("b", "canary-mm-dw-v1", 30.0, kind=CANARY_KIND, seed=1)]
+    raw = compare_tables([base[0]], [cand[0]])
+    assert raw.regressions
+    b, c, note = normalise_pair(base, cand)
+    assert note.normalised and note.ratio == pytest.approx(1.5, rel=0.02)
+    assert all(r["kind"] != CANARY_KIND for r in b + c)
+    assert not compare_tables(b, c).regressions
+    assert "machine 1.50x slower" in note.text()
+    # the encoder got slower on an unchanged machine: still a regression after normalising
+    cand2 = [_rows("b", "enc", 150.0, seed=1), _rows("b", "canary-mm-dw-v1", 20.0, kind=CANARY_KIND, seed=1)]
+    b, c, note = normalise_pair(base, cand2)
+    assert compare_tables(b, c).regressions
+    # no canary on one side: compared as measured
+    b, c, note = normalise_pair([base[0]], cand)
+    assert not note.normalised and "none in the baseline" in note.text()
+
+
+def test_nightly_history_is_scaled_to_tonights_machine():
+    runs = [{"id": "r0"}, {"id": "r1"}]
+    rows = [_rows("r0", "enc", 100.0), _rows("r0", "c", 20.0, kind=CANARY_KIND),
+            _rows("r1", "enc", 150.0), _rows("r1", "c", 30.0, kind=CANARY_KIND)]
+    out, per_run = normalise_history(runs, rows)
+    assert set(per_run) == {"r0", "r1"} and all(r["kind"] != CANARY_KIND for r in out)
+    r0 = next(r for r in out if r["run_id"] == "r0")
+    assert np.median(r0["samples_ms"]) == pytest.approx(150.0, rel=0.03)
+
+
+# -- what the analysis does with contended measurements --------------------------------------
+
+
+def test_nightly_never_calls_a_regression_on_a_contended_run(db_url):
+    from harness.nightly import evaluate
+
+    store = Store(db_url)
+    rng = np.random.default_rng(0)
+    for i, level in enumerate([10.0] * 5 + [13.0, 13.0]):
+        rid = f"n{i:02d}"
+        store.create_run("nightly", {}, {"machine_id": "m1"}, run_id=rid)
+        s = [float(x) for x in rng.lognormal(math.log(level), 0.02, 40)]
+        contended = i >= 5
+        key = MeasurementKey("encoder", "enc-a", resolution=256, protocol="rigorous")
+        store.add_measurement(rid, key, Measurement(samples_ms=s, stats=summarize(s), protocol="rigorous", threads=1),
+                              extra={"interference": {"version": 1, "verdict": "contended" if contended else "clean"}})
+        store.set_run_status(rid, "done")
+    res = evaluate(store, "n06")
+    assert [k.status for k in res.keys] == ["contended"] and res.exit_code == 0 and not res.confirmed
+    assert res.to_dict()["contended"] == ["encoder enc-a@256"]
+    # the contended night n05 was kept out of the baseline of n06
+    assert 5 not in res.keys[0].steps[-1].baseline_runs
+
+
+def test_points_and_compare_flag_contended_measurements():
+    import pandas as pd
+
+    c = {"interference": {"verdict": "contended"}}
+    rows = [_rows("a", "enc", 100.0, extra=c), _rows("a", "enc2", 100.0)]
+    assert contended_labels(rows) == {"encoder enc@256"}
+    assert is_contended('{"interference": {"verdict": "contended"}}') and not is_contended("{}")
+    points = pd.DataFrame([{"encoder": "enc", "resolution": 256, "tiling": "none", "llm": "q", "tokens": 16},
+                           {"encoder": "enc2", "resolution": 256, "tiling": "none", "llm": "q", "tokens": 16}])
+    m = pd.DataFrame([{**_rows("a", "enc", 1.0, extra=c), "tiling": "none", "tokens": 16},
+                      {**_rows("a", "enc2", 1.0, extra={"interference": {"verdict": "clean"}}), "tiling": "none",
+                       "tokens": 16},
+                      {**_rows("a", "q", 1.0, kind="prefill", extra={"interference": {"verdict": "clean"}}),
+                       "resolution": 0, "tiling": "none", "tokens": 16}])
+    out = mark_points(points, m)
+    assert out["contended"].tolist() == [True, False] and out["interference"].tolist() == ["contended", "clean"]
+
+
+def test_choose_shows_contended_points_as_unreliable():
+    import pandas as pd
+
+    from harness.choose import choose
+    from harness.commands.choose import render
+
+    pts = pd.DataFrame([
+        {"encoder": "a", "resolution": 256, "llm": "q", "tiling": "none", "recipe": "r", "ttft_ms": 100.0,
+         "ttft_ci_low_ms": 90.0, "ttft_ci_high_ms": 110.0, "avg5": 60.0, "contended": True,
+         "latency_source": "measured", "machine": "box"},
+        {"encoder": "b", "resolution": 256, "llm": "q", "tiling": "none", "recipe": "r", "ttft_ms": 80.0,
+         "ttft_ci_low_ms": 75.0, "ttft_ci_high_ms": 85.0, "avg5": 55.0, "contended": False,
+         "latency_source": "measured", "machine": "box"},
+    ])
+    res = choose(pts, 200.0)
+    text = render(res)
+    assert res.choice is not None and res.choice["contended"] is True
+    assert "UNRELIABLE: contended" in text and "1 point(s) measured while the machine was busy" in text
