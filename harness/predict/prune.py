@@ -1,0 +1,130 @@
+"""Search with fewer measurements: skip configurations whose predicted TTFT cannot reach the
+frontier found so far.
+
+Pure pieces first (:func:`online_scales`, :func:`predict_ms`, :func:`dominated`), then
+:class:`CostPruner`, which ``harness.search.Search`` calls before measuring a proposal (the
+hook is a few lines in ``Search.optimize``). The cost model is calibrated *online* on the
+measurements the search has taken: per part, the ratio measured / cost-model roofline,
+per encoder (per LLM for prefill) where that name has rows, else the median over all names
+(one parameter per name: robust from the first measurement on). A proposal that would need a
+new measurement is skipped when even an optimistic prediction (``(1 - margin)`` x the
+predicted TTFT) is dominated by a measured point (at least as accurate, faster) or exceeds
+the budget. Skipped proposals are told to Optuna with their predicted values (so the sampler
+learns the region is poor) and never enter the results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: optimism of the skip test: a candidate survives unless 1 - MARGIN of its predicted TTFT
+#: is already dominated. Online fits on this machine are within ~10% (docs/predict.md).
+MARGIN = 0.2
+
+
+def roofline_ms(cost: Any, profile: Any, part: str) -> float:
+    """Uncalibrated roofline time of ``cost`` on ``profile``'s ``part`` (the features' scale)."""
+    from harness.predict.calibrate import default_coef, part_seconds
+
+    x = part_seconds(cost, profile, part)
+    return float(x @ default_coef(profile)[: len(x)])
+
+
+def online_scales(rows: Iterable[tuple[str, float, float]]) -> tuple[dict[str, float], float | None]:
+    """``rows`` of (name, measured_ms, roofline_ms) -> (median ratio per name, median over all)."""
+    by: dict[str, list[float]] = {}
+    allr: list[float] = []
+    for name, ms, roof in rows:
+        if ms > 0 and roof > 0:
+            by.setdefault(name, []).append(ms / roof)
+            allr.append(ms / roof)
+    return {k: float(np.median(v)) for k, v in by.items()}, (float(np.median(allr)) if allr else None)
+
+
+def predict_ms(name: str, roof: float, scales: dict[str, float], overall: float | None) -> float | None:
+    s = scales.get(name, overall)
+    return None if s is None else s * roof
+
+
+def dominated(acc: float, ttft_low: float, front: Sequence[tuple[float, float]], budget: float | None) -> bool:
+    """True when a point with accuracy ``acc`` and TTFT at least ``ttft_low`` cannot join the
+    (feasible) frontier of ``front`` = [(accuracy, ttft_ms)] (or cannot fit ``budget``)."""
+    if budget is not None and ttft_low > budget:
+        return True
+    return any(a >= acc and t <= ttft_low for a, t in front)
+
+
+@dataclass
+class Skip:
+    accuracy: float
+    ttft_ms: float
+    reason: str
+
+
+class CostPruner:
+    """``pruner(search, config) -> Skip | None`` for :class:`harness.search.Search`."""
+
+    def __init__(self, profile: str = "host-cpu", margin: float = MARGIN):
+        from harness.predict.profiles import get_profile
+
+        self.profile = get_profile(profile)
+        self.margin = margin
+        self.skipped = 0
+
+    def _measured(self, search: Any) -> Any:
+        return search.store.measurements(run_ids=[search.run_id], status="ok")
+
+    def __call__(self, search: Any, c: Any) -> Skip | None:
+        from harness.predict.costmodel import encoder_cost, prefill_cost
+
+        space = search.space
+        tokens = space.tokens(c)
+        prompt = space.cfg.prompt_tokens
+        df = self._measured(search)
+        if df is None or len(df) == 0:
+            return None
+        enc_rows = df[df["kind"] == "encoder"]
+        pre_rows = df[df["kind"] == "prefill"]
+        have_enc = ((enc_rows["name"] == c.encoder) & (enc_rows["resolution"] == c.resolution)
+                    & (enc_rows["tiling"] == c.tiling)).any()
+        have_pre = ((pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)).any()
+        if have_enc and have_pre:
+            return None  # costs (almost) nothing: measure it
+        try:
+            e_roof = roofline_ms(encoder_cost(c.encoder, c.resolution, c.tiling), self.profile, "encoder")
+            p_roof = roofline_ms(prefill_cost(c.llm, tokens + prompt), self.profile, "prefill")
+            e_scales, e_all = online_scales(
+                (r["name"], float(r["median_ms"]),
+                 roofline_ms(encoder_cost(r["name"], int(r["resolution"]), r["tiling"]), self.profile, "encoder"))
+                for _, r in enc_rows.iterrows())
+            p_scales, p_all = online_scales(
+                (r["name"], float(r["median_ms"]),
+                 roofline_ms(prefill_cost(r["name"], int(r["tokens"]) + int(r["prompt_tokens"])), self.profile, "prefill"))
+                for _, r in pre_rows.iterrows())
+        except Exception:  # noqa: BLE001 - anything the cost model cannot describe is measured
+            return None
+        e_ms = predict_ms(c.encoder, e_roof, e_scales, e_all)
+        p_ms = predict_ms(c.llm, p_roof, p_scales, p_all)
+        if e_ms is None or p_ms is None:
+            return None
+        if have_enc:
+            m = enc_rows[(enc_rows["name"] == c.encoder) & (enc_rows["resolution"] == c.resolution)
+                         & (enc_rows["tiling"] == c.tiling)]
+            e_ms = float(m["median_ms"].iloc[0])
+        if have_pre:
+            p_ms = float(pre_rows[(pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)]["median_ms"].iloc[0])
+        ttft = e_ms + p_ms
+        acc, _ = search.accuracy(c, tokens, space.llm_params_b[c.llm])
+        front = [(float(p["accuracy"]), float(p["ttft_ms"])) for p in search._seen.values()
+                 if p.get("feasible", True)]
+        if math.isnan(float(acc)):
+            return None
+        if dominated(float(acc), ttft * (1 - self.margin), front, search.settings.budget_ms):
+            self.skipped += 1
+            return Skip(float(acc), ttft, f"predicted TTFT {ttft:.0f} ms cannot reach the frontier")
+        return None
