@@ -40,8 +40,8 @@ def predict_frame(points: pd.DataFrame, pred: Predictor) -> pd.DataFrame:
             tokens = r.get("tokens")
             tok = None if tokens is None or (isinstance(tokens, float) and math.isnan(tokens)) else int(tokens)
             p = pred.predict(str(r["encoder"]), int(r["resolution"]), str(r["llm"]), str(r.get("tiling") or "none"),
-                             tokens=tok)
-        except (UserError, KeyError, ValueError, TypeError):
+                             tokens=tok, compute=False)
+        except (UserError, KeyError, ValueError, TypeError, LookupError):
             for c in cols:
                 cols[c].append(math.nan)
             continue
@@ -82,5 +82,6 @@ def with_predicted_latency(result: Any, device: str, db: str | None = None) -> A
                      "efficiencies; no error band is claimed)")
     missing = int(points["ttft_ms"].isna().sum())
     if missing:
-        notes.append(f"{missing} point(s) could not be predicted (encoder or LLM outside the cost model)")
+        notes.append(f"{missing} point(s) could not be predicted: encoder or LLM outside the zoo, or its cost not "
+                     "counted yet (run 'vlm-pareto predict --device NAME --encoder E --resolutions R --llm L' once)")
     return replace(result, points=points, notes=notes)

@@ -18,9 +18,10 @@ decoder layers at three token counts and extrapolating (every feature is exactly
 in tokens and affine in layers). The projector is a two-layer MLP, counted in closed form.
 
 Built-in encoders at the usual resolutions and the built-in LLMs ship precomputed in
-``harness/data/costs.json`` (so ``choose``/``report`` never import torch); anything else is
-counted on first need and cached in ``$VLM_PARETO_CACHE`` (default
-``~/.cache/vlm-pareto``) as ``costs-v<VERSION>.json``.
+``harness/data/costs.json``; anything else is counted on first need (``compute=True``: torch,
+meta device) and cached in ``$VLM_PARETO_CACHE`` (default ``~/.cache/vlm-pareto``) as
+``costs-v<VERSION>.json``. ``compute=False`` (``choose``/``report``, which never import torch)
+reads only the shipped table and the cache.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def _llm_forward_cost(spec: Any, layers: int, tokens: int) -> Cost:
 _POLY_TOKENS = (32, 64, 128)
 
 
-def count_llm_poly(llm: str) -> dict[str, list[float]]:
+def count_llm_poly(llm: Any) -> dict[str, list[float]]:
     """Per feature, ``[c0, c1, c2]`` with feature(T) = c0 + c1 T + c2 T^2 for the whole model."""
     import numpy as np
 
@@ -281,13 +282,18 @@ def encoder_tile_cost(name: str, tile_resolution: int, *, compute: bool = True) 
     hit = _encoder_entry_shipped(name, tile_resolution)
     if hit is not None:
         return Cost.from_dict(hit)
-    if not compute:
-        return None
-    key = _encoder_key(name)
+    try:
+        key = _encoder_key(name)
+    except Exception:  # noqa: BLE001 - not in the zoo
+        if not compute:
+            return None
+        raise
     data = _load_cache()
     hit = data["encoders"].get(key, {}).get(str(tile_resolution))
     if hit is not None:
         return Cost.from_dict(hit)
+    if not compute:
+        return None
     cost = count_encoder_tile(name, tile_resolution)
     data = _load_cache()
     data["encoders"].setdefault(key, {})[str(tile_resolution)] = cost.to_dict()
@@ -328,12 +334,12 @@ def llm_poly(llm: str, *, compute: bool = True) -> dict[str, list[float]] | None
     hit = shipped_table()["llms"].get(canon)
     if hit is not None:
         return dict(hit)
-    if not compute:
-        return None
     data = _load_cache()
     hit = data["llms"].get(llm)
     if hit is not None:
         return dict(hit)
+    if not compute:
+        return None
     poly = count_llm_poly(llm)
     data = _load_cache()
     data["llms"][llm] = poly
@@ -366,6 +372,32 @@ def encoder_out_dim(name: str) -> int:
     from harness.encoders.zoo import encoder_out_dim as dim
 
     return dim(name)
+
+
+def zoo_costs(encoders: list[dict[str, Any]], resolutions: Iterable[int], llms: Iterable[str]) -> dict[str, Any]:
+    """For ``zoo --json``: adds ``costs`` {resolution: Cost dict} to each encoder row (single
+    image, counted or cached) and returns the LLMs' prefill polynomials {llm: {feature: [c0, c1, c2]}}."""
+    for row in encoders:
+        costs: dict[str, Any] = {}
+        for r in resolutions:
+            if str(r) not in row.get("tokens", {}):
+                continue
+            try:
+                c = encoder_tile_cost(row["name"], int(r))
+            except Exception as e:  # noqa: BLE001 - listed anyway, like zoo's params
+                costs[str(r)] = {"error": f"{type(e).__name__}: {e}"}
+                continue
+            if c is not None:
+                costs[str(r)] = c.to_dict()
+        row["costs"] = costs
+    out: dict[str, Any] = {}
+    for name in llms:
+        try:
+            out[name] = llm_poly(name)
+        except Exception as e:  # noqa: BLE001
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+    out["_formula"] = "feature(T) = c0 + c1*T + c2*T^2 for T = visual + prompt tokens (prefill, last logit only)"
+    return out
 
 
 # --------------------------------------------------------------------------- shipped table

@@ -87,13 +87,16 @@ class Predictor:
 
     # -- prediction --------------------------------------------------------------
     def predict(self, encoder: str, resolution: int, llm: str, tiling: str = "none", *,
-                tokens: int | None = None, prompt_tokens: int | None = None) -> Prediction:
+                tokens: int | None = None, prompt_tokens: int | None = None, compute: bool = True) -> Prediction:
+        """``compute=False``: only shipped/cached costs (no torch); raises LookupError if missing."""
         if tokens is None:
             from harness.predict.costmodel import shipped_table
 
             tokens = _tokens(encoder, resolution, tiling, shipped_table())
         prompt = self.profile.prompt_tokens if prompt_tokens is None else prompt_tokens
-        enc, pre = part_costs(encoder, resolution, tiling, llm, tokens, prompt)
+        enc, pre = part_costs(encoder, resolution, tiling, llm, tokens, prompt, compute=compute)
+        if enc is None or (pre is None and llm and llm != "none"):
+            raise LookupError(f"no cost counted yet for {encoder}@{resolution} {tiling} + {llm}")
         row = KnownRow("", "ttft", 1.0, encoder=enc, prefill=pre)
         n = len(design_row(row, self.profile)) // 2
         x = design_row(row, self.profile)

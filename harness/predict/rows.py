@@ -88,9 +88,10 @@ def store_known_rows(store: Any, *, machine_id: str | None = None, backend: str 
                      dtype: str = "float32") -> list[KnownRow]:
     """This machine's ok measurements (encoder, prefill, projector) as known rows; the median
     of repeated measurements of one key."""
+    from harness.fingerprint import fingerprint
     from harness.fingerprint import machine_id as this_machine
 
-    mid = machine_id or this_machine()
+    mid = machine_id or this_machine(fingerprint())
     df = store.measurements(status="ok")
     if df is None or len(df) == 0:
         return []
