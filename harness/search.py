@@ -682,7 +682,7 @@ class Search:
         seed: int = 0,
         command: str = "vlm-pareto search",
         accuracy_notes: Iterable[str] = (),
-        prune: bool = True,
+        prune: bool = False,
     ):
         import optuna
 

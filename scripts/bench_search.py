@@ -37,7 +37,6 @@ from harness.pareto import hypervolume_2d
 from harness.search import Evaluator, Search, build_space, sweep_config, synthetic_accuracy
 from harness.store import Store
 
-
 PRUNE = True
 
 

@@ -67,7 +67,7 @@ def grid(args: argparse.Namespace) -> list[tuple[str, int, str, str]]:
     if names or args.llm:
         if not names or not args.llm:
             raise UserError("pass both --encoder (or --encoder-config) and --llm, or a --preset")
-        out = []
+        out: list[tuple[str, int, str, str]] = []
         for n in names:
             spec = get_spec(n)
             res = _ints(args.resolutions) or list(spec.paper_resolutions or (spec.native_resolution,))
@@ -83,12 +83,12 @@ def grid(args: argparse.Namespace) -> list[tuple[str, int, str, str]]:
     if name not in known:
         raise UserError(suggest(name, known, "preset"))
     cfg = compose_sweep(name, [])
-    out = []
+    out2: list[tuple[str, int, str, str]] = []
     for axis in cfg.encoders.values():
         for r in axis.resolutions or []:
             for la in cfg.llms.values():
-                out.append((axis.name, int(r), la.name, cfg.tiling.spec))
-    return out
+                out2.append((axis.name, int(r), la.name, cfg.tiling.spec))
+    return out2
 
 
 def _list() -> int:
@@ -177,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
     status = "calibrated, band = 90th pct of leave-one-out |error|" if pred.calibrated else "uncalibrated: no error band"
     print(f"predicted for {pred.profile.name} ({status})")
     print(head)
-    for p in sorted(points, key=lambda d: d["ttft_ms"]):
-        band = (f"{p['ttft_low_ms']:.0f}-{p['ttft_high_ms']:.0f}" if p["calibrated"] else "uncalibrated")
-        print(f"{p['encoder']:>14} {p['resolution']:>5} {p['tiling']:>13} {p['llm']:>11} {p['encoder_ms']:>10.1f} "
-              f"{p['prefill_ms']:>10.1f} {p['ttft_ms']:>9.1f}  {band}")
+    for d in sorted(points, key=lambda d: d["ttft_ms"]):
+        band = (f"{d['ttft_low_ms']:.0f}-{d['ttft_high_ms']:.0f}" if d["calibrated"] else "uncalibrated")
+        print(f"{d['encoder']:>14} {d['resolution']:>5} {d['tiling']:>13} {d['llm']:>11} {d['encoder_ms']:>10.1f} "
+              f"{d['prefill_ms']:>10.1f} {d['ttft_ms']:>9.1f}  {band}")
     return 0

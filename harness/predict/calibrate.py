@@ -19,7 +19,6 @@ Uncalibrated profiles use a plain roofline with fixed default efficiencies
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,19 +93,19 @@ class Fit:
 
     def efficiencies(self) -> dict[str, float]:
         """Fitted coefficients by column; flops/bytes as fraction of peak, ops in us/op."""
-        out = {}
+        out: dict[str, float] = {}
         for name, k in zip(COLUMNS, self.coef, strict=True):
-            if name not in self.active:
-                continue
+            if name not in self.active or k <= 0:
+                continue  # a zero coefficient: the term explains nothing in these rows
             if name.endswith(".ops"):
                 out[name.replace(".ops", ".us_per_op")] = float(k)
             else:
-                out[name + ".efficiency"] = float(1.0 / k) if k > 0 else math.inf
+                out[name + ".efficiency"] = float(1.0 / k)
         return out
 
 
 def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from scipy.optimize import nnls
+    from scipy.optimize import nnls  # type: ignore[import-untyped]
 
     x, _ = nnls(a, b, maxiter=50 * a.shape[1])
     return np.asarray(x)

@@ -29,13 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from unittest import mock
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 #: Bump when the counting rules change: shipped and cached tables of another version are ignored.
 COST_VERSION = 1
@@ -150,7 +150,13 @@ def count_encoder_tile(name: str, tile_resolution: int) -> Cost:
     """One image of side ``tile_resolution`` through encoder ``name`` (reparameterized)."""
     import torch
 
-    from harness.encoders.zoo import _builder_kwargs, _reparameterize, builder_fn, get_spec, to_tokens
+    from harness.encoders.zoo import (
+        _builder_kwargs,
+        _reparameterize,
+        builder_fn,
+        get_spec,
+        to_tokens,
+    )
 
     spec = get_spec(name)
     with torch.device("meta"):

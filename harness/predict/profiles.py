@@ -127,7 +127,7 @@ def load_profile_file(path: str | Path) -> Profile:
 
 
 def user_dirs() -> list[Path]:
-    out = []
+    out: list[Path] = []
     env = os.environ.get("VLM_PARETO_DEVICES")
     if env:
         out.extend(Path(p) for p in env.split(os.pathsep) if p)

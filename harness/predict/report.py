@@ -11,7 +11,7 @@ from harness.predict.claims import claims_html, claims_markdown
 
 def validation_figure_json(held: list, title: str) -> str:
     """A plotly figure (JSON) of leave-one-out predictions against known latencies."""
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # type: ignore[import-untyped]
 
     fig = go.Figure()
     parts = sorted({h.part for h in held})

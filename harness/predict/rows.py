@@ -6,7 +6,14 @@ import math
 from typing import Any
 
 from harness.predict.calibrate import KnownRow
-from harness.predict.costmodel import Cost, encoder_cost, encoder_out_dim, llm_hidden, prefill_cost, projector_cost
+from harness.predict.costmodel import (
+    Cost,
+    encoder_cost,
+    encoder_out_dim,
+    llm_hidden,
+    prefill_cost,
+    projector_cost,
+)
 
 _PLAIN_VARIANTS = ("", "frozen-encoder", "chat")
 
@@ -66,7 +73,7 @@ def paper_known_rows(prompt_tokens: int = 16) -> list[KnownRow]:
                                 source=r["source"], key={"encoder": r["encoder"], "resolution": res,
                                                          "tiling": tiling, "llm": "none"}))
         if not math.isnan(ttft_ms):
-            key = ("ttft", r["encoder"], res, tiling, llm)
+            key = ("ttft", r["encoder"], res, tiling + "|" + llm)
             if key in seen:
                 continue
             tokens = int(r["tokens"])
