@@ -234,7 +234,7 @@ def test_host_profile_calibrates_from_the_store_and_holds_out_a_family(db_url):
     for name, res in [("fastvithd", 256), ("fastvithd", 512), ("fastvit", 256), ("fastvit", 512),
                       ("convnext-l", 256), ("convnext-l", 320), ("convnext-l", 512), ("vit-l-14", 224),
                       ("vit-l-14", 336), ("convnext-xxl", 256), ("siglip-so400m", 384)]:
-        key = MeasurementKey(kind="encoder", name=name, resolution=res, tiling="none", tokens=1, backend="torch-cpu",
+        key = MeasurementKey(kind="encoder", name=name, resolution=res, tiling="none", tokens=1, backend="torch",
                              device="cpu", dtype="float32", protocol="quick")
         store.add_measurement(run, key, fake_encoder(name, res, 1, get_protocol("quick")))
     p = Predictor("host-cpu", store=store)

@@ -53,7 +53,8 @@ class Predictor:
                 self._rows = paper_known_rows(self.profile.prompt_tokens)
             elif src == "store" and self._store is not None:
                 extra = self.profile.extra.get("store") or {}
-                self._rows = store_known_rows(self._store, backend=str(extra.get("backend", "torch-cpu")),
+                self._rows = store_known_rows(self._store, backend=str(extra.get("backend", "torch")),
+                                              device=str(extra.get("device", "cpu")),
                                               dtype=str(extra.get("dtype", "float32")))
             else:
                 self._rows = []

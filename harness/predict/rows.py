@@ -91,8 +91,8 @@ def paper_known_rows(prompt_tokens: int = 16) -> list[KnownRow]:
     return out
 
 
-def store_known_rows(store: Any, *, machine_id: str | None = None, backend: str = "torch-cpu",
-                     dtype: str = "float32") -> list[KnownRow]:
+def store_known_rows(store: Any, *, machine_id: str | None = None, backend: str = "torch",
+                     device: str = "cpu", dtype: str = "float32") -> list[KnownRow]:
     """This machine's ok measurements (encoder, prefill, projector) as known rows; the median
     of repeated measurements of one key."""
     from harness.fingerprint import fingerprint
@@ -102,7 +102,7 @@ def store_known_rows(store: Any, *, machine_id: str | None = None, backend: str 
     df = store.measurements(status="ok")
     if df is None or len(df) == 0:
         return []
-    df = df[(df["machine_id"] == mid) & (df["backend"] == backend) & (df["dtype"] == dtype)]
+    df = df[(df["machine_id"] == mid) & (df["backend"] == backend) & (df["device"] == device) & (df["dtype"] == dtype)]
     out: list[KnownRow] = []
     for (kind, name, res, tiling, tokens, prompt, in_dim), g in df.groupby(
             ["kind", "name", "resolution", "tiling", "tokens", "prompt_tokens", "in_dim"]):
