@@ -306,3 +306,18 @@ def test_pruning_pure_functions():
     assert not dominated(70.0, 1000.0, front, None)
     assert dominated(70.0, 1000.0, front, 500.0)
     assert math.isfinite(overall)
+
+
+def test_sweep_summary_ends_with_the_paper_encoders_three_ways(capsys):
+    import pandas as pd
+
+    from harness.sweep.finish import _print_paper_three_way
+
+    measured = pd.DataFrame([{"encoder": "fastvithd", "resolution": 1024, "tiling": "none", "encoder_ms": 5736.3},
+                             {"encoder": "convnext-l", "resolution": 512, "tiling": "none", "encoder_ms": 1893.3}])
+    _print_paper_three_way(measured)
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip().startswith(("fastvithd", "convnext-l"))]
+    assert len(lines) == 2  # only encoders measured here
+    fhd = next(ln for ln in lines if ln.strip().startswith("fastvithd"))
+    assert "5736.3" in fhd and "235.6" in fhd and "distrusted" in fhd

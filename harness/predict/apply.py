@@ -58,7 +58,7 @@ def predict_frame(points: pd.DataFrame, pred: Predictor) -> pd.DataFrame:
     out["latency_source"] = "predicted"
     out["machine"] = label or f"predicted for {pred.profile.name}"
     out["backend"] = f"{pred.profile.parts['encoder'].unit} + {pred.profile.parts['prefill'].unit}"
-    out["estimated"] = True
+    out["estimated"] = False  # "estimated" means layer-sampled prefill; predictions say latency_source
     out["run_id"] = None
     return out
 
