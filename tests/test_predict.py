@@ -321,3 +321,29 @@ def test_sweep_summary_ends_with_the_paper_encoders_three_ways(capsys):
     assert len(lines) == 2  # only encoders measured here
     fhd = next(ln for ln in lines if ln.strip().startswith("fastvithd"))
     assert "5736.3" in fhd and "235.6" in fhd and "distrusted" in fhd
+
+
+def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
+    from harness.search import Config, Evaluator, Search, build_space, sweep_config, synthetic_accuracy
+    from harness.store import Store
+
+    space = build_space(sweep_config(encoders=["fastvithd"], llms=["qwen2-0.5b", "qwen2-1.5b"], backend="fake"),
+                        resolution_range=(256, 512))
+    budget = 1700.0
+    store = Store(f"sqlite:///{tmp_path / 'grid.db'}")
+    ev = Evaluator(space, store, store.create_run("grid", {}, {"machine_id": "m"}))
+    rows = []
+    for c in space.configs():
+        r = ev.ttft(c)
+        acc, _ = synthetic_accuracy(c, space.tokens(c), space.llm_params_b[c.llm])
+        rows.append((acc, -r["ttft_ms"], c, r["ttft_ci_high_ms"]))
+    expected = max(r for r in rows if r[3] <= budget)[2]
+    used = {}
+    for prune in (False, True):
+        s = Search(space, synthetic_accuracy, db=f"sqlite:///{tmp_path / f'{prune}.db'}", budget_ms=budget, seed=0,
+                   study_name="p", prune=prune)
+        res = s.optimize(len(space.configs()))
+        b = res.best
+        assert Config(b["encoder"], b["resolution"], b["tiling"], b["llm"]) == expected
+        used[prune] = res.measurements_total
+    assert used[True] <= used[False]

@@ -237,8 +237,19 @@ def cache_path() -> Path:
     return Path(root) / f"costs-v{COST_VERSION}.json"
 
 
+_MEMO: dict[str, tuple[float, dict[str, Any]]] = {}
+
+
 def _load_cache() -> dict[str, Any]:
+    """The disk cache (re-read only when the file changed: the search asks it per proposal)."""
     p = cache_path()
+    try:
+        mtime = p.stat().st_mtime
+    except OSError:
+        return {"version": COST_VERSION, "encoders": {}, "llms": {}}
+    hit = _MEMO.get(str(p))
+    if hit is not None and hit[0] == mtime:
+        return json.loads(json.dumps(hit[1]))
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -247,7 +258,8 @@ def _load_cache() -> dict[str, Any]:
         return {"version": COST_VERSION, "encoders": {}, "llms": {}}
     data.setdefault("encoders", {})
     data.setdefault("llms", {})
-    return data
+    _MEMO[str(p)] = (mtime, data)
+    return json.loads(json.dumps(data))
 
 
 def _save_cache(data: dict[str, Any]) -> None:

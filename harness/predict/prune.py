@@ -75,13 +75,28 @@ class CostPruner:
         self.profile = get_profile(profile)
         self.margin = margin
         self.skipped = 0
+        self._roof: dict[tuple[Any, ...], float] = {}
+
+    def _enc_roof(self, name: str, res: int, tiling: str) -> float:
+        from harness.predict.costmodel import encoder_cost
+
+        key = ("e", name, res, tiling)
+        if key not in self._roof:
+            self._roof[key] = roofline_ms(encoder_cost(name, res, tiling), self.profile, "encoder")
+        return self._roof[key]
+
+    def _pre_roof(self, llm: str, tokens: int) -> float:
+        from harness.predict.costmodel import prefill_cost
+
+        key = ("p", llm, tokens)
+        if key not in self._roof:
+            self._roof[key] = roofline_ms(prefill_cost(llm, tokens), self.profile, "prefill")
+        return self._roof[key]
 
     def _measured(self, search: Any) -> Any:
         return search.store.measurements(run_ids=[search.run_id], status="ok")
 
     def __call__(self, search: Any, c: Any) -> Skip | None:
-        from harness.predict.costmodel import encoder_cost, prefill_cost
-
         space = search.space
         tokens = space.tokens(c)
         prompt = space.cfg.prompt_tokens
@@ -96,15 +111,13 @@ class CostPruner:
         if have_enc and have_pre:
             return None  # costs (almost) nothing: measure it
         try:
-            e_roof = roofline_ms(encoder_cost(c.encoder, c.resolution, c.tiling), self.profile, "encoder")
-            p_roof = roofline_ms(prefill_cost(c.llm, tokens + prompt), self.profile, "prefill")
+            e_roof = self._enc_roof(c.encoder, c.resolution, c.tiling)
+            p_roof = self._pre_roof(c.llm, tokens + prompt)
             e_scales, e_all = online_scales(
-                (r["name"], float(r["median_ms"]),
-                 roofline_ms(encoder_cost(r["name"], int(r["resolution"]), r["tiling"]), self.profile, "encoder"))
+                (r["name"], float(r["median_ms"]), self._enc_roof(r["name"], int(r["resolution"]), r["tiling"]))
                 for _, r in enc_rows.iterrows())
             p_scales, p_all = online_scales(
-                (r["name"], float(r["median_ms"]),
-                 roofline_ms(prefill_cost(r["name"], int(r["tokens"]) + int(r["prompt_tokens"])), self.profile, "prefill"))
+                (r["name"], float(r["median_ms"]), self._pre_roof(r["name"], int(r["tokens"]) + int(r["prompt_tokens"])))
                 for _, r in pre_rows.iterrows())
         except Exception:  # noqa: BLE001 - anything the cost model cannot describe is measured
             return None
