@@ -135,6 +135,10 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
         print(f"distrusted row: {lbl} (fit is {e * 100:+.0f}% off; kept at low weight, not fitted)")
     print("leave-one-out (each row predicted by a fit without it):")
     print("\n".join(format_summary(s, "LOO")))
+    for part in ("encoder", "prefill", "ttft"):
+        if part not in s:
+            print(f"  LOO {part:8s} n=  0  no {part}-only known rows (validated only inside TTFT rows)"
+                  if part != "ttft" else "  LOO ttft     n=  0  no TTFT rows known")
     for h in loo:
         print(f"    {h.label:55s} known {h.known_ms:9.1f}  predicted {h.predicted_ms:9.1f}  {h.rel_error * 100:+6.0f}%")
     if fam is not None:
