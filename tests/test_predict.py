@@ -298,8 +298,11 @@ def test_pruning_pure_functions():
     from harness.predict.prune import dominated, online_scales, predict_ms
 
     scales, overall = online_scales([("a", 10.0, 5.0), ("a", 12.0, 6.0), ("b", 3.0, 1.0)])
-    assert scales == {"a": 2.0, "b": 3.0} and overall == 2.0
+    assert scales["a"] == pytest.approx((2.0, 1.0)) and scales["b"] == pytest.approx((3.0, 1.0)) and overall == 2.0
     assert predict_ms("c", 4.0, scales, overall) == 8.0
+    # a super-linear law (ms ~ roof^1.5) is followed, not flattened to a ratio
+    law, _ = online_scales([("e", 2 * r**1.5, r) for r in (1.0, 4.0, 9.0)])
+    assert predict_ms("e", 16.0, law, None) == pytest.approx(2 * 64.0)
     front = [(60.0, 100.0), (65.0, 300.0)]
     assert dominated(59.0, 150.0, front, None)
     assert not dominated(61.0, 150.0, front, None)
@@ -324,7 +327,14 @@ def test_sweep_summary_ends_with_the_paper_encoders_three_ways(capsys):
 
 
 def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
-    from harness.search import Config, Evaluator, Search, build_space, sweep_config, synthetic_accuracy
+    from harness.search import (
+        Config,
+        Evaluator,
+        Search,
+        build_space,
+        sweep_config,
+        synthetic_accuracy,
+    )
     from harness.store import Store
 
     space = build_space(sweep_config(encoders=["fastvithd"], llms=["qwen2-0.5b", "qwen2-1.5b"], backend="fake"),

@@ -35,20 +35,34 @@ def roofline_ms(cost: Any, profile: Any, part: str) -> float:
     return float(x @ default_coef(profile)[: len(x)])
 
 
-def online_scales(rows: Iterable[tuple[str, float, float]]) -> tuple[dict[str, float], float | None]:
-    """``rows`` of (name, measured_ms, roofline_ms) -> (median ratio per name, median over all)."""
-    by: dict[str, list[float]] = {}
+def online_scales(rows: Iterable[tuple[str, float, float]]) -> tuple[dict[str, tuple[float, float]], float | None]:
+    """``rows`` of (name, measured_ms, roofline_ms) -> per name a power law ``ms = a * roof**b``
+    (least squares in logs; ``b`` = 1 with one distinct roofline, clipped to [0.5, 2]), and the
+    median ratio over all names (``b`` = 1) for names without rows."""
+    by: dict[str, list[tuple[float, float]]] = {}
     allr: list[float] = []
     for name, ms, roof in rows:
         if ms > 0 and roof > 0:
-            by.setdefault(name, []).append(ms / roof)
+            by.setdefault(name, []).append((roof, ms))
             allr.append(ms / roof)
-    return {k: float(np.median(v)) for k, v in by.items()}, (float(np.median(allr)) if allr else None)
+    fits: dict[str, tuple[float, float]] = {}
+    for name, pts in by.items():
+        x = np.log([p[0] for p in pts])
+        y = np.log([p[1] for p in pts])
+        if len(set(np.round(x, 9))) >= 2:
+            b = float(np.clip(np.polyfit(x, y, 1)[0], 0.5, 2.0))
+            a = float(np.exp(np.median(y - b * x)))
+        else:
+            b, a = 1.0, float(np.exp(np.median(y - x)))
+        fits[name] = (a, b)
+    return fits, (float(np.median(allr)) if allr else None)
 
 
-def predict_ms(name: str, roof: float, scales: dict[str, float], overall: float | None) -> float | None:
-    s = scales.get(name, overall)
-    return None if s is None else s * roof
+def predict_ms(name: str, roof: float, fits: dict[str, tuple[float, float]], overall: float | None) -> float | None:
+    if name in fits:
+        a, b = fits[name]
+        return a * roof**b
+    return None if overall is None else overall * roof
 
 
 def dominated(acc: float, ttft_low: float, front: Sequence[tuple[float, float]], budget: float | None) -> bool:
