@@ -257,6 +257,8 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--benchmark", default="avg5", help="accuracy axis: avg5 (default) or gqa, textvqa, pope, ...")
     g.add_argument("--no-paper-accuracy", action="store_true",
                    help="do not borrow the paper's accuracy for measured configurations")
+    g.add_argument("--device", default=None, metavar="NAME",
+                   help="replace latencies by predictions for a device profile (vlm-pareto predict --list)")
 
 
 def points_from_args(args: argparse.Namespace) -> PointsResult:
@@ -276,8 +278,13 @@ def points_from_args(args: argparse.Namespace) -> PointsResult:
         run_ids = [runs[-1]["id"]]
     if args.all_runs and run_ids:
         raise UserError("--all-runs and --run are exclusive")
-    return load_points(
+    result = load_points(
         db=db, run_ids=run_ids, source=args.source, latency_csv=args.latency_csv, accuracy_files=args.accuracy,
         recipe=args.recipe, benchmark=args.benchmark, paper_accuracy=not args.no_paper_accuracy,
     )
+    if getattr(args, "device", None):
+        from harness.predict.apply import with_predicted_latency
+
+        result = with_predicted_latency(result, args.device, db)
+    return result
 

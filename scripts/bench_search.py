@@ -37,6 +37,8 @@ from harness.pareto import hypervolume_2d
 from harness.search import Evaluator, Search, build_space, sweep_config, synthetic_accuracy
 from harness.store import Store
 
+PRUNE = True
+
 
 def _hv(acc: list[float], ttft: list[float], ref: tuple[float, float]) -> float:
     if not acc:
@@ -64,7 +66,8 @@ def scenario(space, g: dict, budget: float | None, seeds: int, max_trials: int, 
     runs = []
     for seed in range(seeds):
         db = f"sqlite:///{tmp / f'seed{seed}-{budget}.db'}"
-        s = Search(space, synthetic_accuracy, db=db, budget_ms=budget, seed=seed, study_name=f"bench-{seed}")
+        s = Search(space, synthetic_accuracy, db=db, budget_ms=budget, seed=seed, study_name=f"bench-{seed}",
+                   prune=PRUNE)
         found_acc: list[float] = []
         found_ttft: list[float] = []
         state = {"hv": 0.0}
@@ -101,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-ms", type=float, action="append", default=None,
                     help="budget scenario(s); default: none and 3000")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-prune", action="store_true",
+                    help="measure every proposal (no cost-model pruning, harness/predict/prune.py)")
     args = ap.parse_args(argv)
+    global PRUNE
+    PRUNE = not args.no_prune
     budgets = args.budget_ms if args.budget_ms else [None, 3000.0]
     space = build_space(sweep_config(preset="paper_fig4", backend="fake"))
     out = []

@@ -62,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
     name = _name(args)
     out = Path(args.out) if args.out else Path("reports") / name
     title = args.title or f"vlm-pareto report: {name}"
+    sections = []
+    if args.source == "paper" or getattr(args, "device", None):
+        from harness.predict.report import report_sections
+
+        sections = report_sections(paper=args.source == "paper", device=getattr(args, "device", None),
+                                   db=getattr(args, "db", None))
     paths = write_report(result, out, title, benchmark=result.benchmark, reference_encoder=args.reference_encoder,
-                         static=not args.no_static, inline_js=args.inline_js)
+                         static=not args.no_static, inline_js=args.inline_js, sections=sections)
     if args.json:
         import json
 

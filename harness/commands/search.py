@@ -46,6 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     st.add_argument("--study-name", default=None, help="study name (default: derived from the settings)")
     st.add_argument("--resume", action="store_true", help="continue the study named --study-name")
+    st.add_argument("--no-prune", action="store_true", help="measure every proposal (default: skip proposals whose "
+                    "TTFT, predicted by the cost model calibrated on this search's measurements, cannot reach the front)")
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help='print {"best", "front", "counts", ...} as JSON')
     out.add_argument("--report", metavar="DIR", default=None, help="also write the Pareto report of the points")
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                         paper=not args.no_paper_accuracy)
     search = Search(space, acc, db=db, study_name=args.study_name, resume=args.resume, budget_ms=budget,
                     by=args.by or "ci-high", benchmark=benchmark, recipe=acc.recipe, seed=args.seed,
-                    command="vlm-pareto search", accuracy_notes=acc.notes)
+                    command="vlm-pareto search", accuracy_notes=acc.notes, prune=not args.no_prune)
     result = search.optimize(args.trials, progress=not (args.quiet or args.json))
     if args.report:
         from harness.points import PointsResult

@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
     encoders = encoder_rows(resolutions)
     llms, note = llm_rows()
     if args.json:
-        out: dict[str, Any] = {"encoders": encoders, "llms": llms}
+        from harness.predict.costmodel import zoo_costs
+
+        llm_costs = zoo_costs(encoders, resolutions, [r["name"] for r in llms])
+        out: dict[str, Any] = {"encoders": encoders, "llms": llms, "llm_costs": llm_costs}
         if note:
             out["note"] = note
         print(json.dumps(out, indent=2))

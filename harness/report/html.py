@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def export_static(specs: list[FigureSpec], out_dir: Path, formats: tuple[str, ..
 
 
 def render_html(title: str, specs: list[FigureSpec], analysis: ReportAnalysis, df: pd.DataFrame,
-                notes: list[str], *, plotly_src: str | None, plotly_inline: str | None) -> str:
+                notes: list[str], *, plotly_src: str | None, plotly_inline: str | None, extra_html: str = "") -> str:
     """The index.html text (pure)."""
     frontier_idx: set[int] = set()
     for ca in analysis.contexts:
@@ -215,6 +216,7 @@ def render_html(title: str, specs: list[FigureSpec], analysis: ReportAnalysis, d
         f"<ul class=notes>{notes_html}</ul>"
         + "".join(figs_html)
         + _comparisons_html(analysis)
+        + extra_html
         + "<h2>All points</h2><p class=caption>Bold rows are on the overall frontier of their context.</p>"
         + _points_table(df, analysis.benchmark, frontier_idx)
         + boot
@@ -232,12 +234,14 @@ def write_report(
     static: bool = True,
     inline_js: bool = False,
     static_timeout_s: float = 180.0,
+    sections: Sequence[tuple[str, str]] = (),
 ) -> ReportPaths:
     """Write the report for a :class:`harness.points.PointsResult` (or a joined-points DataFrame).
 
     Creates ``out_dir`` with ``index.html`` (+ ``plotly.min.js`` unless ``inline_js``),
     ``summary.md``, ``points.csv`` and, when ``static`` and kaleido + chromium work, a PNG
     and an SVG per figure. Returns the paths and notes (what was omitted or skipped, and why).
+    ``sections``: extra ``(markdown, html)`` blocks (e.g. the paper's claims checked).
     """
     from plotly.offline import get_plotlyjs
 
@@ -274,18 +278,21 @@ def write_report(
 
     js_path = None
     if inline_js:
-        page = render_html(title, specs, analysis, df, notes, plotly_src=None, plotly_inline=get_plotlyjs())
+        page = render_html(title, specs, analysis, df, notes, plotly_src=None, plotly_inline=get_plotlyjs(),
+                           extra_html="".join(h for _, h in sections))
     else:
         js_path = out / PLOTLY_JS
         js_path.write_text(get_plotlyjs(), encoding="utf-8")
-        page = render_html(title, specs, analysis, df, notes, plotly_src=PLOTLY_JS, plotly_inline=None)
+        page = render_html(title, specs, analysis, df, notes, plotly_src=PLOTLY_JS, plotly_inline=None,
+                           extra_html="".join(h for _, h in sections))
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     csv_path = out / "points.csv"
     df.drop(columns=["_row", "origin"]).to_csv(csv_path, index=False)
     files = {p.name: str(p) for p in [index, csv_path, *images]}
     summary = out / "summary.md"
-    summary.write_text(render_markdown(analysis, title, notes=notes, files=files), encoding="utf-8")
+    summary.write_text(render_markdown(analysis, title, notes=notes, files=files,
+                                           extra_md="\n".join(m for m, _ in sections)), encoding="utf-8")
     return ReportPaths(out, index, summary, csv_path, js_path, images, [s.key for s in specs], notes)
 
 

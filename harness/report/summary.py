@@ -188,6 +188,7 @@ def render_markdown(
     *,
     notes: list[str] | None = None,
     files: dict[str, str] | None = None,
+    extra_md: str = "",
 ) -> str:
     """summary.md: frontiers, reference-encoder comparisons and provenance, for a CI comment."""
     bl = benchmark_label(analysis.benchmark)
@@ -231,6 +232,8 @@ def render_markdown(
             lines.append("")
     for n in analysis.notes + list(notes or []):
         lines.append(f"- {md_escape(n)}")
+    if extra_md:
+        lines += ["", extra_md.rstrip()]
     if files:
         lines.append("")
         lines.append("Files: " + ", ".join(f"`{k}`" for k in files))

@@ -180,6 +180,7 @@ class Search:
         seed: int = 0,
         command: str = "vlm-pareto search",
         accuracy_notes: Iterable[str] = (),
+        prune: bool = False,
     ):
         import optuna
 
@@ -190,6 +191,12 @@ class Search:
             raise UserError(suggest(by, BASES, "--by value"))
         self.space, self.accuracy = space, accuracy
         self.notes = list(space.notes) + list(accuracy_notes)
+        # cost-model pruning (harness/predict/prune.py): skip proposals predicted off the frontier
+        self.pruner: Any = None
+        if prune:
+            from harness.predict.prune import CostPruner
+
+            self.pruner = CostPruner()
         self.settings = SearchSettings(
             check_budget(budget_ms), by, benchmark, recipe, asdict(space.cfg.backend), space.cfg.protocol.name,
             space.signature())
@@ -271,6 +278,15 @@ class Search:
             before = self.evaluator.measured
             point = self._seen.get(c)
             state, reason = ("duplicate" if point else "complete"), None
+            skip = self.pruner(self, c) if point is None and self.pruner is not None else None
+            if skip is not None:  # predicted off the frontier: told with predicted values, not measured
+                trial.set_user_attr("skipped", skip.reason)
+                if budget is not None:
+                    trial.set_constraint(CONSTRAINT, skip.ttft_ms - budget)
+                self.study.tell(trial, [skip.accuracy, skip.ttft_ms])
+                bar.advance(line=False)
+                new += 1
+                continue
             if point is None:
                 try:
                     point = self._evaluate(c)

@@ -58,6 +58,7 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
             print(note)
     if "contended" in result.points and result.points["contended"].any():
         print(f"{int(result.points['contended'].sum())} point(s) contended (machine busy): unreliable, see docs/noise.md")
+    _print_paper_three_way(result.points)
     if cfg.report:
         from harness.report.html import write_report
 
@@ -69,6 +70,19 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
             if n.startswith("static images"):
                 print(f"note: {n}", file=sys.stderr)
     return out.exit_code
+
+
+def _print_paper_three_way(points) -> None:
+    """The paper's encoders measured here, predicted for the M1 Max (leave-one-out), and the
+    paper's number, side by side (harness/predict/table4.py); only encoders measured here."""
+    try:
+        from harness.predict.table4 import three_way_table
+
+        text = three_way_table(points, only_measured=True)
+    except Exception as e:  # noqa: BLE001 - the measurements are stored; this is a summary extra
+        text = f"(no paper comparison: {type(e).__name__}: {e})"
+    if text:
+        print(text)
 
 
 def _finish_json(cfg: SweepConfig, out: SweepOutcome) -> int:

@@ -1,0 +1,157 @@
+"""Search with fewer measurements: skip configurations whose predicted TTFT cannot reach the
+frontier found so far.
+
+Pure pieces first (:func:`online_scales`, :func:`predict_ms`, :func:`dominated`), then
+:class:`CostPruner`, which ``harness.search.Search`` calls before measuring a proposal (the
+hook is a few lines in ``Search.optimize``). The cost model is calibrated *online* on the
+measurements the search has taken: per part, the ratio measured / cost-model roofline,
+per encoder (per LLM for prefill) where that name has rows, else the median over all names
+(one parameter per name: robust from the first measurement on). A proposal that would need a
+new measurement is skipped when even an optimistic prediction (``(1 - margin)`` x the
+predicted TTFT) is dominated by a measured point (at least as accurate, faster) or exceeds
+the budget. Skipped proposals are told to Optuna with their predicted values (so the sampler
+learns the region is poor) and never enter the results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: optimism of the skip test: a candidate survives unless 1 - MARGIN of its predicted TTFT
+#: is already dominated. Online fits on this machine are within ~10% (docs/predict.md).
+MARGIN = 0.2
+
+
+def roofline_ms(cost: Any, profile: Any, part: str) -> float:
+    """Uncalibrated roofline time of ``cost`` on ``profile``'s ``part`` (the features' scale)."""
+    from harness.predict.calibrate import default_coef, part_seconds
+
+    x = part_seconds(cost, profile, part)
+    return float(x @ default_coef(profile)[: len(x)])
+
+
+def online_scales(rows: Iterable[tuple[str, float, float]]) -> tuple[dict[str, tuple[float, float]], float | None]:
+    """``rows`` of (name, measured_ms, roofline_ms) -> per name a power law ``ms = a * roof**b``
+    (least squares in logs; ``b`` = 1 with one distinct roofline, clipped to [0.5, 2]), and the
+    median ratio over all names (``b`` = 1) for names without rows."""
+    by: dict[str, list[tuple[float, float]]] = {}
+    allr: list[float] = []
+    for name, ms, roof in rows:
+        if ms > 0 and roof > 0:
+            by.setdefault(name, []).append((roof, ms))
+            allr.append(ms / roof)
+    fits: dict[str, tuple[float, float]] = {}
+    for name, pts in by.items():
+        x = np.log([p[0] for p in pts])
+        y = np.log([p[1] for p in pts])
+        if len(set(np.round(x, 9))) >= 2:
+            b = float(np.clip(np.polyfit(x, y, 1)[0], 0.5, 2.0))
+            a = float(np.exp(np.median(y - b * x)))
+        else:
+            b, a = 1.0, float(np.exp(np.median(y - x)))
+        fits[name] = (a, b)
+    return fits, (float(np.median(allr)) if allr else None)
+
+
+def predict_ms(name: str, roof: float, fits: dict[str, tuple[float, float]], overall: float | None) -> float | None:
+    if name in fits:
+        a, b = fits[name]
+        return a * roof**b
+    return None if overall is None else overall * roof
+
+
+def dominated(acc: float, ttft_low: float, front: Sequence[tuple[float, float]], budget: float | None) -> bool:
+    """True when a point with accuracy ``acc`` and TTFT at least ``ttft_low`` cannot join the
+    (feasible) frontier of ``front`` = [(accuracy, ttft_ms)] (or cannot fit ``budget``)."""
+    if budget is not None and ttft_low > budget:
+        return True
+    return any(a >= acc and t <= ttft_low for a, t in front)
+
+
+@dataclass
+class Skip:
+    accuracy: float
+    ttft_ms: float
+    reason: str
+
+
+class CostPruner:
+    """``pruner(search, config) -> Skip | None`` for :class:`harness.search.Search`."""
+
+    def __init__(self, profile: str = "host-cpu", margin: float = MARGIN):
+        from harness.predict.profiles import get_profile
+
+        self.profile = get_profile(profile)
+        self.margin = margin
+        self.skipped = 0
+        self._roof: dict[tuple[Any, ...], float] = {}
+
+    def _enc_roof(self, name: str, res: int, tiling: str) -> float:
+        from harness.predict.costmodel import encoder_cost
+
+        key = ("e", name, res, tiling)
+        if key not in self._roof:
+            self._roof[key] = roofline_ms(encoder_cost(name, res, tiling), self.profile, "encoder")
+        return self._roof[key]
+
+    def _pre_roof(self, llm: str, tokens: int) -> float:
+        from harness.predict.costmodel import prefill_cost
+
+        key = ("p", llm, tokens)
+        if key not in self._roof:
+            self._roof[key] = roofline_ms(prefill_cost(llm, tokens), self.profile, "prefill")
+        return self._roof[key]
+
+    def _measured(self, search: Any) -> Any:
+        return search.store.measurements(run_ids=[search.run_id], status="ok")
+
+    def __call__(self, search: Any, c: Any) -> Skip | None:
+        space = search.space
+        tokens = space.tokens(c)
+        prompt = space.cfg.prompt_tokens
+        df = self._measured(search)
+        if df is None or len(df) == 0:
+            return None
+        enc_rows = df[df["kind"] == "encoder"]
+        pre_rows = df[df["kind"] == "prefill"]
+        have_enc = ((enc_rows["name"] == c.encoder) & (enc_rows["resolution"] == c.resolution)
+                    & (enc_rows["tiling"] == c.tiling)).any()
+        have_pre = ((pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)).any()
+        if have_enc and have_pre:
+            return None  # costs (almost) nothing: measure it
+        try:
+            e_roof = self._enc_roof(c.encoder, c.resolution, c.tiling)
+            p_roof = self._pre_roof(c.llm, tokens + prompt)
+            e_scales, e_all = online_scales(
+                (r["name"], float(r["median_ms"]), self._enc_roof(r["name"], int(r["resolution"]), r["tiling"]))
+                for _, r in enc_rows.iterrows())
+            p_scales, p_all = online_scales(
+                (r["name"], float(r["median_ms"]), self._pre_roof(r["name"], int(r["tokens"]) + int(r["prompt_tokens"])))
+                for _, r in pre_rows.iterrows())
+        except Exception:  # noqa: BLE001 - anything the cost model cannot describe is measured
+            return None
+        e_ms = predict_ms(c.encoder, e_roof, e_scales, e_all)
+        p_ms = predict_ms(c.llm, p_roof, p_scales, p_all)
+        if e_ms is None or p_ms is None:
+            return None
+        if have_enc:
+            m = enc_rows[(enc_rows["name"] == c.encoder) & (enc_rows["resolution"] == c.resolution)
+                         & (enc_rows["tiling"] == c.tiling)]
+            e_ms = float(m["median_ms"].iloc[0])
+        if have_pre:
+            p_ms = float(pre_rows[(pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)]["median_ms"].iloc[0])
+        ttft = e_ms + p_ms
+        acc, _ = search.accuracy(c, tokens, space.llm_params_b[c.llm])
+        front = [(float(p["accuracy"]), float(p["ttft_ms"])) for p in search._seen.values()
+                 if p.get("feasible", True)]
+        if math.isnan(float(acc)):
+            return None
+        if dominated(float(acc), ttft * (1 - self.margin), front, search.settings.budget_ms):
+            self.skipped += 1
+            return Skip(float(acc), ttft, f"predicted TTFT {ttft:.0f} ms cannot reach the frontier")
+        return None

@@ -1,0 +1,359 @@
+"""The predict package: cost model on meta tensors, profiles, calibration, validation, claims."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.errors import UserError
+from harness.predict import costmodel
+from harness.predict.calibrate import KnownRow, fit_rows
+from harness.predict.costmodel import Cost
+from harness.predict.profiles import get_profile, parse_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLM_PARETO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLM_PARETO_DEVICES", str(tmp_path / "devices"))
+
+
+# ------------------------------------------------------------------ cost model
+
+
+def test_counts_dense_depthwise_and_attention_flops_on_meta_tensors():
+    import torch
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+            self.fc = nn.Linear(8, 16)
+
+        def forward(self, x):
+            y = self.dw(self.conv(x)).flatten(2).transpose(1, 2)  # 1 x 16 x 8
+            y = self.fc(y)  # 1 x 16 x 16
+            return torch.bmm(y, y.transpose(1, 2))  # attention-like: 16 x 16 x 16
+
+    with torch.device("meta"):
+        m = Tiny()
+        cost, out = costmodel.count_call(m, torch.empty(1, 3, 4, 4))
+    assert out.device.type == "meta"
+    assert cost.dense_flops == 2 * (8 * 16 * 27) + 2 * 16 * 8 * 16  # conv + linear
+    assert cost.dw_flops == 2 * 8 * 16 * 9
+    assert cost.attn_flops == 2 * 16 * 16 * 16
+    assert cost.ops >= 4 and cost.act_elems > 0
+
+
+def test_shipped_table_matches_a_fresh_meta_count():
+    fresh = costmodel.count_encoder_tile("fastvit", 256)
+    shipped = costmodel.shipped_table()["encoders"]["fastvit"]["256"]
+    assert fresh.to_dict() == pytest.approx(shipped)
+    # REFERENCE.md: FastViTHD 29.6 GFLOP at 256 (matmul/conv/attention)
+    fhd = Cost.from_dict(costmodel.shipped_table()["encoders"]["fastvithd"]["256"])
+    assert fhd.gflops == pytest.approx(29.6, rel=0.01)
+
+
+def test_llm_polynomial_is_exact_at_other_token_counts():
+    from harness.llms.zoo import tiny_spec
+
+    spec = tiny_spec("qwen2")
+    poly = costmodel.count_llm_poly(spec)  # type: ignore[arg-type]
+    direct = costmodel._llm_forward_cost(spec, spec.layers, 48)
+    t = 48.0
+    for f in ("dense_flops", "attn_flops", "weight_elems"):
+        c = poly[f]
+        assert c[0] + c[1] * t + c[2] * t * t == pytest.approx(getattr(direct, f), rel=1e-6)
+
+
+def test_custom_encoder_costs_are_cached_on_disk_and_versioned(tmp_path, monkeypatch):
+    from harness.encoders.custom import register_custom_encoder
+
+    spec = register_custom_encoder(ROOT / "examples" / "my_encoder" / "encoder" / "my_encoder.yaml")
+    c1 = costmodel.encoder_cost(spec.name, 256)
+    path = costmodel.cache_path()
+    data = json.loads(path.read_text())
+    assert data["version"] == costmodel.COST_VERSION and data["encoders"]
+    monkeypatch.setattr(costmodel, "count_encoder_tile", lambda *a: (_ for _ in ()).throw(AssertionError("recounted")))
+    assert costmodel.encoder_cost(spec.name, 256) == c1  # from the cache
+    # tiling: 5 images in one batch -> 5x the FLOPs, weights once
+    c5 = costmodel.encoder_cost(spec.name, 512, "2x2+overview")
+    assert c5.dense_flops == pytest.approx(5 * c1.dense_flops) and c5.weight_elems == c1.weight_elems
+    path.write_text(json.dumps({"version": -1, "encoders": {}}))
+    monkeypatch.undo()
+    monkeypatch.setenv("VLM_PARETO_CACHE", str(path.parent))
+    assert costmodel._load_cache()["encoders"] == {}  # another version is ignored
+
+
+def test_zoo_json_exposes_costs(capsys):
+    assert main(["zoo", "--json", "--resolutions", "256"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    fhd = next(e for e in doc["encoders"] if e["name"] == "fastvithd")
+    assert fhd["costs"]["256"]["dense_flops"] > 0
+    assert doc["llm_costs"]["qwen2-0.5b"]["dense_flops"][1] > 0
+
+
+# ------------------------------------------------------------------ profiles
+
+
+def test_profile_validation_is_one_line():
+    good = get_profile("m1-max-ane-mlx")
+    assert good.parts["encoder"].peak_tflops == 11.0
+    with pytest.raises(UserError, match="missing field parts.prefill"):
+        parse_profile({"name": "x", "parts": {"encoder": {"peak_tflops": 1, "bandwidth_gbs": 1, "bytes_per_elem": 2}}}, "x.yaml")
+    with pytest.raises(UserError, match="bandwidth_gbs must be a positive number"):
+        parse_profile({"name": "x", "parts": {p: {"peak_tflops": 1, "bandwidth_gbs": -5, "bytes_per_elem": 2}
+                                              for p in ("encoder", "prefill")}}, "x.yaml")
+    with pytest.raises(UserError, match="did you mean 'm1-max"):
+        get_profile("m1-maxx")
+
+
+def test_user_profile_dir_and_bad_files_exit_2(tmp_path, capsys):
+    d = tmp_path / "devices"
+    d.mkdir()
+    (d / "mine.yaml").write_text("name: my-npu\nparts:\n  encoder: {peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
+                                 "  prefill: {peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n")
+    assert main(["predict", "--device", "my-npu", "--encoder", "fastvithd", "--resolutions", "512", "--llm", "qwen2-0.5b"]) == 0
+    out = capsys.readouterr().out
+    assert "uncalibrated" in out
+    (d / "bad.yaml").write_text("name: bad\nparts:\n  encoder: {peak_tflops: 2, bytes_per_elem: 1}\n")
+    assert main(["predict", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing field parts.encoder.bandwidth_gbs" in err
+    (d / "bad.yaml").unlink()
+    assert main(["predict", "--device", "nope-device"]) == 2
+    assert "unknown device" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def _rows(profile, coef_true, n=12, outlier=None):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        enc = Cost(dense_flops=rng.uniform(1e9, 5e11), dw_flops=rng.uniform(1e8, 1e10), attn_flops=rng.uniform(1e8, 5e10),
+                   weight_elems=rng.uniform(1e6, 3e8), act_elems=rng.uniform(1e6, 1e9), ops=rng.integers(50, 500))
+        r = KnownRow(f"r{i}", "encoder", 1.0, encoder=enc)
+        from harness.predict.calibrate import design_row
+
+        ms = float(design_row(r, profile) @ coef_true)
+        if outlier == i:
+            ms *= 2.0
+        rows.append(KnownRow(f"r{i}", "encoder", ms, encoder=enc))
+    return rows
+
+
+def test_robust_nnls_recovers_coefficients_and_names_the_outlier():
+    prof = get_profile("m1-max-ane-mlx")
+    true = np.zeros(12)
+    true[:6] = [2.0, 8.0, 4.0, 1.5, 0.0, 20.0]
+    fit = fit_rows(_rows(prof, true, n=14, outlier=5), prof)
+    assert [lbl for lbl, _ in fit.outliers] == ["r5"]
+    clean = [r for i, r in enumerate(_rows(prof, true, n=14)) if i != 5]
+    for r in clean:
+        assert fit.predict_row(r, prof) == pytest.approx(r.known_ms, rel=0.05)
+
+
+def test_too_few_rows_is_a_user_error(capsys):
+    prof = get_profile("m1-max-ane-mlx")
+    true = np.zeros(12)
+    true[:6] = [2.0, 8.0, 4.0, 1.5, 0.5, 20.0]
+    with pytest.raises(UserError, match="needs at least 7 known latencies"):
+        fit_rows(_rows(prof, true, n=4), prof)
+
+
+def test_m1_max_leave_one_out_on_the_papers_rows():
+    from harness.predict.predictor import Predictor
+    from harness.predict.validate import summarize
+
+    p = Predictor("m1-max-ane-mlx")
+    s = summarize(p.validation())
+    assert s["ttft"]["n"] >= 12 and s["encoder"]["n"] >= 12
+    assert s["ttft"]["median_abs_pct"] <= 15.0
+    assert s["encoder"]["median_abs_pct"] <= 17.0  # 16.2% with the two rows Table 6 contradicts
+    # Table 4's FastViTHD-1024 encoder latency cannot fit Table 6's TTFTs: the fit names it
+    assert any(lbl.startswith("T4.8") for lbl, _ in p.fit.outliers)
+
+
+def test_predicted_m1_max_order_of_table4_encoders_at_equal_tokens_matches_the_paper():
+    from harness.predict.table4 import three_way_rows
+
+    rows = [r for r in three_way_rows() if r["source"].startswith("Table 4")]
+    by_tokens: dict[int, list[dict]] = {}
+    tokens = {("fastvithd", 256): 16, ("convnext-l", 320): 100, ("convnext-xxl", 256): 64, ("fastvithd", 512): 64,
+              ("fastvithd", 768): 144, ("convnext-l", 512): 256, ("convnext-xxl", 512): 256, ("fastvithd", 1024): 256}
+    for r in rows:
+        by_tokens.setdefault(tokens[(r["encoder"], r["resolution"])], []).append(r)
+    for group in by_tokens.values():
+        assert [r["encoder"] for r in sorted(group, key=lambda r: r["paper_ms"])] == \
+               [r["encoder"] for r in sorted(group, key=lambda r: r["predicted_ms"])]
+
+
+def test_uncalibrated_prediction_says_so_and_claims_no_band():
+    from harness.predict.predictor import Predictor
+
+    p = Predictor("iphone-16-pro-ane").predict("fastvithd", 1024, "qwen2-0.5b")
+    assert not p.calibrated and p.low_ms is None and p.high_ms is None
+    assert p.label == "predicted for iphone-16-pro-ane (uncalibrated)"
+    assert 0 < p.ttft_ms < 10_000
+
+
+def test_predict_cli_validate_and_uncalibrated_validate_refused(capsys):
+    assert main(["predict", "--device", "m1-max", "--validate", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["leave_one_out"]["summary"]["ttft"]["worst_abs_pct"] > 0
+    assert main(["predict", "--device", "h100", "--validate"]) == 2
+    assert "uncalibrated" in capsys.readouterr().err
+
+
+def test_host_profile_calibrates_from_the_store_and_holds_out_a_family(db_url):
+    """Fake backend rows stored for this machine: encoder time ~ pixels; the fit predicts a
+    family it never saw."""
+    from harness.fingerprint import fingerprint, machine_id
+    from harness.predict.predictor import Predictor
+    from harness.predict.validate import held_out_family
+    from harness.protocol import get_protocol
+    from harness.store import MeasurementKey, Store
+    from harness.sweep.fake import fake_encoder
+
+    store = Store(db_url)
+    run = store.create_run("test", {}, fingerprint(threads=1))
+    assert store.get_run(run)["machine_id"] == machine_id(fingerprint())
+    for name, res in [("fastvithd", 256), ("fastvithd", 512), ("fastvit", 256), ("fastvit", 512),
+                      ("convnext-l", 256), ("convnext-l", 320), ("convnext-l", 512), ("vit-l-14", 224),
+                      ("vit-l-14", 336), ("convnext-xxl", 256), ("siglip-so400m", 384)]:
+        key = MeasurementKey(kind="encoder", name=name, resolution=res, tiling="none", tokens=1, backend="torch",
+                             device="cpu", dtype="float32", protocol="quick")
+        store.add_measurement(run, key, fake_encoder(name, res, 1, get_protocol("quick")))
+    p = Predictor("host-cpu", store=store)
+    assert p.calibrated and len(p.known_rows()) == 11
+    held = held_out_family(p.known_rows(), p.profile, "convnext")
+    assert {h.family for h in held} == {"convnext"} and len(held) == 4
+
+
+# ------------------------------------------------------------------ claims, report, choose
+
+
+def test_claims_recomputed_from_the_tables():
+    from harness.predict.claims import check_claims, inconsistent_rows
+
+    claims = {d["claim"]: d for d in check_claims()}
+    c33 = next(d for k, d in claims.items() if "3.3x faster" in k)
+    assert c33["verdict"] == "differs" and c33["recomputed"] == pytest.approx(1.69, abs=0.01)
+    c85 = next(d for k, d in claims.items() if k.startswith("85x"))
+    assert c85["verdict"] == "holds"
+    assert any(d["verdict"] == "cannot check" for d in claims.values())
+    assert any("Table 4, row 8" == s for s, _ in inconsistent_rows())
+
+
+def test_report_source_paper_has_claims_and_inconsistent_rows(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", "--source", "paper", "--out", str(out), "--no-static"]) == 0
+    md = (out / "summary.md").read_text()
+    html = (out / "index.html").read_text()
+    for text in (md, html):
+        assert "claims, recomputed" in text and "397.1" in text and "differs" in text
+        assert "235.6 ms exceeds" in text  # the CSV's note on Table 4 row 8
+
+
+def test_report_and_choose_with_device_label_points_and_use_the_band(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", "--source", "paper", "--device", "m1-max-ane-mlx", "--out", str(out), "--no-static"]) == 0
+    md = (out / "summary.md").read_text()
+    assert "predicted for m1-max-ane-mlx" in md and "leave-one-out" in md
+    assert "Plotly.newPlot(\"pred-validation\"" in (out / "index.html").read_text()
+    capsys.readouterr()
+    assert main(["choose", "--source", "paper", "--device", "m1-max", "--budget-ms", "300", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    c = doc["choice"]
+    assert c["latency_source"] == "predicted" and c["budget_ttft_ms"] > c["ttft_ms"]
+    assert c["budget_ttft_ms"] <= 300
+
+
+def test_choose_and_report_with_device_do_not_import_torch(tmp_path):
+    code = ("import sys\nfrom harness.cli import main\n"
+            f"main(['choose','--source','paper','--device','m1-max','--budget-ms','300'])\n"
+            f"main(['report','--source','paper','--device','iphone','--no-static','--out',{str(tmp_path / 'r')!r}])\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ pruning (pure)
+
+
+def test_pruning_pure_functions():
+    from harness.predict.prune import dominated, online_scales, predict_ms
+
+    scales, overall = online_scales([("a", 10.0, 5.0), ("a", 12.0, 6.0), ("b", 3.0, 1.0)])
+    assert scales["a"] == pytest.approx((2.0, 1.0)) and scales["b"] == pytest.approx((3.0, 1.0)) and overall == 2.0
+    assert predict_ms("c", 4.0, scales, overall) == 8.0
+    # a super-linear law (ms ~ roof^1.5) is followed, not flattened to a ratio
+    law, _ = online_scales([("e", 2 * r**1.5, r) for r in (1.0, 4.0, 9.0)])
+    assert predict_ms("e", 16.0, law, None) == pytest.approx(2 * 64.0)
+    front = [(60.0, 100.0), (65.0, 300.0)]
+    assert dominated(59.0, 150.0, front, None)
+    assert not dominated(61.0, 150.0, front, None)
+    assert not dominated(70.0, 1000.0, front, None)
+    assert dominated(70.0, 1000.0, front, 500.0)
+    assert math.isfinite(overall)
+
+
+def test_sweep_summary_ends_with_the_paper_encoders_three_ways(capsys):
+    import pandas as pd
+
+    from harness.sweep.finish import _print_paper_three_way
+
+    measured = pd.DataFrame([{"encoder": "fastvithd", "resolution": 1024, "tiling": "none", "encoder_ms": 5736.3},
+                             {"encoder": "convnext-l", "resolution": 512, "tiling": "none", "encoder_ms": 1893.3}])
+    _print_paper_three_way(measured)
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip().startswith(("fastvithd", "convnext-l"))]
+    assert len(lines) == 2  # only encoders measured here
+    fhd = next(ln for ln in lines if ln.strip().startswith("fastvithd"))
+    assert "5736.3" in fhd and "235.6" in fhd and "distrusted" in fhd
+
+
+def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
+    from harness.search import (
+        Config,
+        Evaluator,
+        Search,
+        build_space,
+        sweep_config,
+        synthetic_accuracy,
+    )
+    from harness.store import Store
+
+    space = build_space(sweep_config(encoders=["fastvithd"], llms=["qwen2-0.5b", "qwen2-1.5b"], backend="fake"),
+                        resolution_range=(256, 512))
+    budget = 1700.0
+    store = Store(f"sqlite:///{tmp_path / 'grid.db'}")
+    ev = Evaluator(space, store, store.create_run("grid", {}, {"machine_id": "m"}))
+    rows = []
+    for c in space.configs():
+        r = ev.ttft(c)
+        acc, _ = synthetic_accuracy(c, space.tokens(c), space.llm_params_b[c.llm])
+        rows.append((acc, -r["ttft_ms"], c, r["ttft_ci_high_ms"]))
+    expected = max(r for r in rows if r[3] <= budget)[2]
+    used = {}
+    for prune in (False, True):
+        s = Search(space, synthetic_accuracy, db=f"sqlite:///{tmp_path / f'{prune}.db'}", budget_ms=budget, seed=0,
+                   study_name="p", prune=prune)
+        res = s.optimize(len(space.configs()))
+        b = res.best
+        assert Config(b["encoder"], b["resolution"], b["tiling"], b["llm"]) == expected
+        used[prune] = res.measurements_total
+    assert used[True] <= used[False]
