@@ -53,7 +53,7 @@ def quiet() -> Iterator[None]:
     """Silence exporter chatter (warnings, torch._logs) while exporting."""
     import logging
 
-    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "onnxscript", "executorch", "torch._dynamo")]
+    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "onnxscript", "onnx_ir", "executorch", "torch._dynamo", "torchao")]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -256,13 +256,13 @@ def lower_executorch(module: nn.Module, args: tuple[torch.Tensor, ...], delegate
                 )
                 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-                quantizer = XNNPACKQuantizer().set_global(
-                    get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+                quantizer = XNNPACKQuantizer().set_module_type(
+                    nn.Linear, get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
                 captured = torch.export.export(module, args).module()
                 prepared = prepare_pt2e(captured, quantizer)  # type: ignore[arg-type]
                 prepared(*args)
                 module = convert_pt2e(prepared)  # type: ignore[assignment]
-                info["quantization"] = "xnnpack dynamic int8 (per-channel weights, per-token activations)"
+                info["quantization"] = "XNNPACKQuantizer dynamic int8 on nn.Linear (per-channel weights)"
             ep = torch.export.export(module, args)
             partitioner = _et_partitioner(delegate)
             edge = to_edge_transform_and_lower(ep, partitioner=[partitioner])

@@ -88,6 +88,10 @@ class BackendConfig:
     compile: bool = False
     mlx_quantize_bits: int | None = None
     prefill_step_size: int = 2048
+    #: settings of a deployment-runtime backend per side (onnxrt, executorch, torch-compile;
+    #: docs/runtimes.md), e.g. ``{provider: cpu, graph_optimization_level: all}``
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    llm_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,13 +191,17 @@ def to_typed(cfg: DictConfig) -> SweepConfig:
 
 def validate(cfg: SweepConfig) -> None:
     """Semantic checks that need no model: names, backends, numbers."""
-    if cfg.backend.encoder_backend not in ("torch", "coreml", "fake"):
-        raise UserError(suggest(cfg.backend.encoder_backend, ["torch", "coreml", "fake"], "encoder backend"))
-    if cfg.backend.llm_backend not in ("torch", "mlx", "fake"):
-        raise UserError(suggest(cfg.backend.llm_backend, ["torch", "mlx", "fake"], "LLM backend"))
-    if cfg.backend.dtype not in ("float32", "float16", "bfloat16"):
+    from harness.sweep.runtime_bridge import RUNTIMES
+    from harness.sweep.runtime_bridge import validate as validate_runtimes
+
+    if cfg.backend.encoder_backend not in ("torch", "coreml", "fake", *RUNTIMES):
+        raise UserError(suggest(cfg.backend.encoder_backend, ["torch", "coreml", "fake", *RUNTIMES], "encoder backend"))
+    if cfg.backend.llm_backend not in ("torch", "mlx", "fake", *RUNTIMES):
+        raise UserError(suggest(cfg.backend.llm_backend, ["torch", "mlx", "fake", *RUNTIMES], "LLM backend"))
+    validate_runtimes(cfg)  # runtime backends check their own precision, settings, installation
+    if cfg.backend.encoder_backend not in RUNTIMES and cfg.backend.dtype not in ("float32", "float16", "bfloat16"):
         raise UserError(suggest(cfg.backend.dtype, ["float32", "float16", "bfloat16"], "dtype"))
-    if cfg.backend.llm_dtype not in ("float32", "float16", "bfloat16"):
+    if cfg.backend.llm_backend not in RUNTIMES and cfg.backend.llm_dtype not in ("float32", "float16", "bfloat16"):
         raise UserError(suggest(cfg.backend.llm_dtype, ["float32", "float16", "bfloat16"], "LLM dtype"))
     if cfg.prompt_tokens < 0:
         raise UserError(f"prompt_tokens must be >= 0, got {cfg.prompt_tokens}")

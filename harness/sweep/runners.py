@@ -14,6 +14,7 @@ from harness.protocol import Measurement, Protocol
 from harness.sweep import fake
 from harness.sweep.configs import SweepConfig
 from harness.sweep.plan import EncoderTask, PrefillTask, ProjectorTask
+from harness.sweep.runtime_bridge import RUNTIMES
 
 
 @dataclass
@@ -43,11 +44,22 @@ class Runners:
         self.protocol = protocol_of(cfg)
         self.llm_specs = llm_specs  # canonical name -> LLMSpec
         self.round = 0
+        self._runtimes: Any = None  # harness.sweep.runtime_bridge.RuntimeSides, on first use
+
+    def runtimes(self) -> Any:
+        """Runners of the deployment-runtime backends (onnxrt, executorch, torch-compile)."""
+        if self._runtimes is None:
+            from harness.sweep.runtime_bridge import RuntimeSides
+
+            self._runtimes = RuntimeSides(self.cfg, self.llm_specs)
+        return self._runtimes
 
     # -- encoders -------------------------------------------------------------------------
     def encoder(self, task: EncoderTask) -> Outcome:
         b = self.cfg.backend
         enc_cfg = self.cfg.encoders[task.label]
+        if b.encoder_backend in RUNTIMES:
+            return self.runtimes().encoder(task, self.protocol, enc_cfg.weights)
         if b.encoder_backend == "fake":
             from harness.encoders.tiling import parse_tiling
 
@@ -88,7 +100,8 @@ class Runners:
         from harness.llms.build import check_memory
 
         try:
-            check_memory(spec, tokens=4096, dtype=self.cfg.backend.llm_dtype, device=self.cfg.backend.device)
+            dtype = "float32" if self.cfg.backend.llm_backend in RUNTIMES else self.cfg.backend.llm_dtype
+            check_memory(spec, tokens=4096, dtype=dtype, device=self.cfg.backend.device)
         except UserError:
             return min(self.cfg.auto_sample_k, spec.layers)
         return None
@@ -102,6 +115,8 @@ class Runners:
             proj = fake.fake_projector(task.llm, in_dim, spec.hidden, task.tokens, self.protocol, self.round)
             side = {("projector", task.llm, task.tokens, in_dim): Outcome(proj, {"in_dim": in_dim, "fake": True})}
             return Outcome(m, {"fake": True, "params_b": spec.params_b, "encoder_dim": in_dim}, build_s=0.0, side=side)
+        if b.llm_backend in RUNTIMES:
+            return self.runtimes().prefill(task, spec, in_dim, self.protocol, self.sample_layers_for(task.llm))
         from harness.llms.torch_prefill import measure_prefill
 
         k = self.sample_layers_for(task.llm)
@@ -132,6 +147,8 @@ class Runners:
         if b.llm_backend == "fake":
             m = fake.fake_projector(task.llm, task.in_dim, spec.hidden, task.tokens, self.protocol, self.round)
             return Outcome(m, {"in_dim": task.in_dim, "fake": True}, build_s=0.0)
+        if b.llm_backend in RUNTIMES:
+            return self.runtimes().projector(task, spec, self.protocol)
         from harness.llms.projector import measure_projector
 
         m = measure_projector(
