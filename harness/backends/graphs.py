@@ -43,7 +43,10 @@ class ExportFailed(RuntimeError):
 
 def short_reason(e: BaseException, limit: int = 400) -> str:
     """``Type: first line`` of an exception, shortened: the stored reason of a skipped point."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # the exporters colour their messages
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     text = f"{type(e).__name__}: {lines[0] if lines else ''}".rstrip(": ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -100,8 +100,10 @@ class Runners:
         from harness.llms.build import check_memory
 
         try:
-            dtype = "float32" if self.cfg.backend.llm_backend in RUNTIMES else self.cfg.backend.llm_dtype
-            check_memory(spec, tokens=4096, dtype=dtype, device=self.cfg.backend.device)
+            # runtime backends build (and export) the float32 model on the CPU first
+            runtime = self.cfg.backend.llm_backend in RUNTIMES
+            check_memory(spec, tokens=4096, dtype="float32" if runtime else self.cfg.backend.llm_dtype,
+                         device="cpu" if runtime else self.cfg.backend.device)
         except UserError:
             return min(self.cfg.auto_sample_k, spec.layers)
         return None
