@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("harness.commands.search", "Optuna search of a large configuration space under a budget"),
     "compare": ("harness.commands.compare", "compare two runs (or benchmark files) for regressions"),
     "nightly": ("harness.commands.nightly", "nightly regression run against the history on this machine"),
+    "runtimes": ("harness.commands.runtimes", "deployment runtimes vs fp32 eager: speedup and parity per model and size"),
     "runs": ("harness.commands.runs", "list runs in the store, or export measurements (CSV/Parquet/JSON)"),
 }
 
