@@ -205,10 +205,10 @@ def test_macos_and_cuda_configs_compose_validate_and_refuse_cleanly(preset, db_u
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["backend=onnxrt-cpu", "backend.dtype=bfloat16"], "unknown onnxrt precision 'bfloat16'"),
+    (["backend=onnxrt-cpu", "backend.dtype=bfloat16"], "unknown onnxrt dtype 'bfloat16'"),
     (["backend=onnxrt-cpu", "backend.dtype=float16"], "onnxrt float16 runs on the cuda and coreml providers"),
     (["backend=executorch-xnnpack", "backend.llm_dtype=float16"], "executorch float16 runs on the coreml and mps"),
-    (["backend=torch-compile", "backend.dtype=q4"], "unknown torch-compile precision 'q4'"),
+    (["backend=torch-compile", "backend.dtype=q4"], "unknown torch-compile dtype 'q4'"),
     (["backend=onnxrt-cpu", "+backend.encoder_options.provder=cpu"], "did you mean 'provider'"),
     (["backend=executorch-xnnpack", "backend.llm_options.delegate=xnnpak"], "did you mean 'xnnpack'"),
 ])

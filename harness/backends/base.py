@@ -69,6 +69,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from harness.dtypes import PRECISION_ALIASES, PRECISION_BYTES, PRECISIONS, canonical_precision
 from harness.errors import UserError, suggest
 from harness.protocol import Measurement, MemoryProbe, Protocol, measure
 from harness.registry import Registry
@@ -82,43 +83,6 @@ Side = Literal["encoder", "llm"]
 #: where a latency came from: timed here, extrapolated from a partial build (layer sampling),
 #: or predicted by a model without running anything
 LatencySource = Literal["measured", "estimated", "predicted"]
-
-# --------------------------------------------------------------------------------------------
-# Precision names: one table for every backend
-# --------------------------------------------------------------------------------------------
-
-#: canonical precision names; a backend supports a subset (``RunnerConfig.PRECISIONS``)
-PRECISIONS = ("float32", "float16", "bfloat16", "int8", "q8", "q4")
-#: spellings users write -> canonical name
-PRECISION_ALIASES: dict[str, str] = {
-    "fp32": "float32",
-    "float": "float32",
-    "fp16": "float16",
-    "half": "float16",
-    "bf16": "bfloat16",
-    "8bit": "q8",
-    "4bit": "q4",
-    "int4": "q4",
-}
-#: bytes per parameter / activation element, for memory estimates
-PRECISION_BYTES: dict[str, float] = {
-    "float32": 4.0,
-    "float16": 2.0,
-    "bfloat16": 2.0,
-    "int8": 1.0,
-    "q8": 1.0,
-    "q4": 0.5,
-}
-
-
-def canonical_precision(name: str, allowed: tuple[str, ...] = PRECISIONS, what: str = "dtype") -> str:
-    """``'fp16'`` -> ``'float16'``; UserError with "did you mean" if not in ``allowed``."""
-    key = str(name).strip().lower()
-    key = PRECISION_ALIASES.get(key, key)
-    if key not in allowed:
-        raise UserError(suggest(str(name), list(allowed), what))
-    return key
-
 
 # --------------------------------------------------------------------------------------------
 # Errors
@@ -302,7 +266,7 @@ class RunnerConfig:
         The default canonicalises ``precision`` against :attr:`PRECISIONS` and checks
         ``device`` against :attr:`DEVICES`. Override to add rules, calling ``super()``.
         """
-        self.precision = canonical_precision(self.precision, self.PRECISIONS, f"{self.name or 'backend'} precision")
+        self.precision = canonical_precision(self.precision, self.PRECISIONS, f"{self.name or 'backend'} dtype")
         if self.DEVICES and self.device not in self.DEVICES:
             raise UserError(suggest(self.device, list(self.DEVICES), f"{self.name} device"))
 
@@ -351,7 +315,10 @@ class RunnerConfig:
             elif f.default is MISSING and f.default_factory is MISSING:
                 raise UserError(f"backend {kwargs['name']!r} needs setting {f.name!r} (in {side}_options)")
         cfg = cls(**kwargs)
-        cfg.validate()
+        try:
+            cfg.validate()
+        except UserError as e:
+            raise UserError(f"backend preset {preset.get('name')!r}, {side} side: {e}") from e
         return cfg
 
 
@@ -380,13 +347,17 @@ class RunContext:
     llm_specs: dict[str, LLMSpec] = field(default_factory=dict)
 
 
+def _no_context(protocol: Protocol) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
 @dataclass
 class Built:
     """A model ready to time: the step the protocol calls, and how to wait for it.
 
     ``step()`` runs exactly the timed work for one input; ``synchronize()`` (or None) is
-    called before every clock read (CUDA/MPS sync, ``mx.eval``); ``context()`` is entered
-    around warm-up and timing (e.g. ``torch.inference_mode`` + denormal flushing).
+    called before every clock read (CUDA/MPS sync, ``mx.eval``); ``context(protocol)`` is
+    entered around warm-up and timing (e.g. ``torch.inference_mode`` + denormal flushing).
     ``tokens``/``out_dim`` are what the model actually produces (checked against the plan).
     """
 
@@ -395,7 +366,7 @@ class Built:
     out_dim: int
     synchronize: Callable[[], None] | None = None
     memory: MemoryProbe | None = None
-    context: Callable[[], AbstractContextManager[Any]] = nullcontext
+    context: Callable[[Protocol], AbstractContextManager[Any]] = _no_context
     build_s: float = 0.0
     extra: EncoderExtra = field(default_factory=EncoderExtra)
 
@@ -424,7 +395,7 @@ class EncoderRunner(ABC):
         t0 = time.perf_counter()
         built = self.build(get_spec(task.name), task.resolution, task.tiling, task.weights)
         build_s = built.build_s or (time.perf_counter() - t0)
-        with built.context():
+        with built.context(protocol):
             built.step()  # shape check before timing; lazy compilation happens here too
             if built.synchronize:
                 built.synchronize()
@@ -470,6 +441,29 @@ def check_tokens(task: EncoderTask, produced: int) -> None:
     if produced != task.tokens:
         raise RuntimeError(f"{task.name} produced {produced} tokens at {task.resolution} ({task.tiling}); "
                            f"the plan expected {task.tokens}")
+
+
+def encoder_outcome(result: Any, task: EncoderTask) -> Outcome:
+    """An :class:`Outcome` from a runner function's ``EncoderResult`` (token count checked)."""
+    check_tokens(task, int(result.tokens))
+    extra = EncoderExtra.from_dict({**result.extra, "params_m": result.params_m, "out_dim": result.out_dim})
+    return Outcome(result.measurement, extra, build_s=result.build_s)
+
+
+def prefill_outcome(result: Any, in_dim: int, hidden: int) -> Outcome:
+    """An :class:`Outcome` (with its projector) from a runner function's ``PrefillResult``."""
+    extra = PrefillExtra.from_dict({
+        **result.extra,
+        "encoder_dim": in_dim,  # the projector_ms below is for this encoder width
+        "projector_ms": result.projector_ms,
+        "sampled_layers": result.sampled_layers,
+        "total_layers": result.total_layers,
+        "params_b": result.params_b,
+    })
+    if result.estimated:
+        extra.latency_source = "estimated"
+    projector = Outcome(result.projector, ProjectorExtra(in_dim=in_dim, out_dim=hidden), build_s=0.0)
+    return Outcome(result.measurement, extra, build_s=result.build_s, projector=projector)
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,7 +559,9 @@ __all__ = [
     "Skipped",
     "canonical_precision",
     "check_tokens",
+    "encoder_outcome",
     "get_backend",
     "names_for",
+    "prefill_outcome",
     "register_backend",
 ]

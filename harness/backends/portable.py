@@ -128,7 +128,8 @@ class PortableEncoderRunner(_CompilerMixin, EncoderRunner):
         )
         tokens, out_dim, build_s = case.tokens, case.out_dim, case.build_s
         del case
-        return Built(step=compiled.step, tokens=tokens, out_dim=out_dim, context=compiled.context,
+        context = compiled.context
+        return Built(step=compiled.step, tokens=tokens, out_dim=out_dim, context=lambda protocol: context(),
                      build_s=build_s, extra=extra)
 
 

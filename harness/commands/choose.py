@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
     budget = check_budget(args.budget_ms)  # bad budgets fail before any data is read
     points = points_from_args(args)
     if args.backend:
-        from harness.report.runtimes import filter_backend
-
         import dataclasses
+
+        from harness.report.runtimes import filter_backend
 
         points = dataclasses.replace(points, points=filter_backend(points.points, args.backend))
     limits = Limits(args.max_encoder_params_m, args.max_tokens, args.max_llm_params_b, args.max_memory_gb)
