@@ -19,7 +19,7 @@ from harness.errors import UserError
 from harness.protocol import Protocol
 from harness.store import MeasurementKey, Store
 from harness.sweep.configs import compose_sweep, validate
-from harness.sweep.engine import run_sweep
+from harness.sweep.engine import resolve, run_sweep
 from harness.tasks import EncoderTask, PrefillTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +196,8 @@ def test_torch_int8_eager_quantizes_linears_and_skips_conv_only_encoders(db_url)
 def test_macos_and_cuda_configs_compose_validate_and_refuse_cleanly(preset, db_url):
     cfg = tiny_sweep(db_url, preset)
     validate(cfg)
+    resolve(cfg)  # config-time checks pass: these refuse per point, not at config time
+    cfg = tiny_sweep(db_url, preset)
     out = run_sweep(cfg, command="test")
     got = rows(db_url, out.run_id)
     assert out.counts["failed"] == 0 and out.counts["measured"] == 0
@@ -225,7 +227,7 @@ def test_runtime_not_installed_names_the_extra(monkeypatch):
     real = base._importable
     monkeypatch.setattr(base, "_importable", lambda m: m != "onnxruntime" and real(m))
     with pytest.raises(UserError, match=r"needs onnxruntime, which is not installed: pip install 'vlm-pareto\[onnx\]'"):
-        validate(compose_sweep("quick", ["backend=onnxrt-cpu"]))
+        resolve(compose_sweep("quick", ["backend=onnxrt-cpu"]))
     monkeypatch.setattr(base, "_importable", lambda m: m != "executorch" and real(m))
     with pytest.raises(UserError, match=r"pip install 'vlm-pareto\[executorch\]'"):
-        validate(compose_sweep("quick", ["backend=executorch-xnnpack"]))
+        resolve(compose_sweep("quick", ["backend=executorch-xnnpack"]))
