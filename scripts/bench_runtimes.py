@@ -14,7 +14,7 @@ Then the Table 4 ordering at equal tokens: FastViTHD@1024 vs ConvNeXt-L@512 and
 ConvNeXt-XXL@512 (256 tokens each) -- does FastViTHD stay faster under each runtime?
 
     python scripts/bench_runtimes.py                 # full (long: big exports; ~8 GB peak for the LLM)
-    python scripts/bench_runtimes.py --fast          # small sizes, <= ~4 min on 2 idle cores
+    python scripts/bench_runtimes.py --fast          # small sizes, 6 runtimes: a check, ~5 min on 2 idle cores
     python scripts/bench_runtimes.py --runtimes onnxrt-fp32,compile-bf16 --models fastvithd@1024
     python scripts/bench_runtimes.py --json out.json # also write every number
 
@@ -53,6 +53,8 @@ FULL_MODELS = ["fastvithd@1024", "vit-l-14@336", "convnext-l@512", "qwen2-0.5b@2
 FAST_MODELS = ["fastvithd@256", "qwen2-0.5b@64"]
 FULL_TABLE4 = ["fastvithd@1024", "convnext-l@512", "convnext-xxl@512"]
 FAST_TABLE4 = ["fastvithd@256", "convnext-l@128"]
+#: --fast leaves out the slowest builds (compile fp32 / int8 and ExecuTorch int8 add little)
+FAST_RUNTIMES = ["eager-bf16", "eager-int8", "compile-bf16", "onnxrt-fp32", "onnxrt-int8", "executorch-fp32"]
 CONV = ("fastvithd", "fastvit", "convnext-l", "convnext-xxl")
 
 
@@ -214,7 +216,7 @@ def table4(rows: list[Row], models: list[str], runtimes: list[str]) -> list[dict
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fast", action="store_true", help="small sizes (FastViTHD@256, Qwen2-0.5B 2 layers @64 tokens)")
+    p.add_argument("--fast", action="store_true", help="small sizes (FastViTHD@256, Qwen2-0.5B 2 layers @64 tokens, ConvNeXt-L@128), 6 runtimes")
     p.add_argument("--models", default=None, help="comma list of name@size (encoder@resolution, llm@tokens)")
     p.add_argument("--runtimes", default=None, help=f"comma list from {', '.join(RUNTIMES)}")
     p.add_argument("--no-table4", action="store_true", help="skip the Table 4 ordering check")
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.llm_layers is None:
             args.llm_layers = 2
     models = args.models.split(",") if args.models else (FAST_MODELS if args.fast else FULL_MODELS)
-    runtimes = args.runtimes.split(",") if args.runtimes else list(RUNTIMES)
+    runtimes = args.runtimes.split(",") if args.runtimes else (FAST_RUNTIMES if args.fast else list(RUNTIMES))
     bad = [r for r in runtimes if r not in RUNTIMES]
     if bad:
         print(f"bench_runtimes: unknown runtime {bad[0]!r} (known: {', '.join(RUNTIMES)})", file=sys.stderr)

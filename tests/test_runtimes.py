@@ -163,14 +163,23 @@ def test_executorch_xnnpack_encoder_and_export_failure(db_url):
 # -------------------------------------------------------------------- torch.compile
 
 
-def test_torch_compile_bf16_prefill(db_url):
-    from harness.llms.zoo import tiny_spec
+def tiny_vit():
+    from harness.encoders.custom import register_custom_encoder
 
-    spec = tiny_spec()
-    o = runner("torch-compile", "llm", "bfloat16").prefill(PrefillTask("t", spec.name, 16, 4), spec, 32, FAST)
-    row = store_outcome(db_url, "torch-compile", "prefill", spec.name, "bfloat16", o, tokens=16, prompt_tokens=4)
+    return register_custom_encoder({
+        "name": "tiny-vit-runtimes", "probe_resolution": 28,
+        "model": {"_target_": "transformers.CLIPVisionConfig", "hidden_size": 32, "intermediate_size": 64,
+                  "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 14},
+    })
+
+
+def test_torch_compile_bf16_encoder(db_url):
+    spec = tiny_vit()
+    o = runner("torch-compile", "encoder", "bfloat16").measure(EncoderTask("v", spec.name, 56, "none", 17, 32), FAST)
+    row = store_outcome(db_url, "torch-compile", "encoder", spec.name, "bfloat16", o, resolution=56, tokens=17)
     assert_parity(row["extra"], "bfloat16")
     assert row["extra"]["compile"] is True and row["extra"]["compile_mode"] == "default"
+    assert 0 < row["extra"]["parity_cosine"] < 1.0  # really bf16
 
 
 def test_torch_int8_eager_quantizes_linears_and_skips_conv_only_encoders(db_url):
@@ -184,7 +193,7 @@ def test_torch_int8_eager_quantizes_linears_and_skips_conv_only_encoders(db_url)
     assert_parity(row["extra"], "int8")
     assert row["extra"]["quantized_linears"] == spec.layers * 7 + 1  # q,k,v,o,gate,up,down + lm_head
     conv = register_custom_encoder(EXAMPLE_DIR / "encoder" / "my_encoder.yaml")
-    with pytest.raises(Skipped, match="no nn.Linear"):
+    with pytest.raises(Skipped, match="quantizes nn.Linear layers and this model has none"):
         runner("torch-compile", "encoder", "int8").measure(EncoderTask("m", conv.name, 64, "none", 16, 256), FAST)
 
 
