@@ -89,7 +89,11 @@ def test_parity_compare_and_thresholds():
 # --------------------------------------------------------------------- ONNX Runtime
 
 
-def test_onnxrt_sweep_stores_encoder_prefill_projector_with_parity(db_url):
+def test_onnxrt_sweep_stores_encoder_prefill_projector_with_parity(db_url, capsys):
+    import json
+
+    from harness.cli import main
+
     out = run_sweep(tiny_sweep(db_url, "onnxrt-cpu"), command="test")
     assert out.counts["measured"] == 3 and out.counts["failed"] == 0
     got = rows(db_url, out.run_id)
@@ -99,6 +103,12 @@ def test_onnxrt_sweep_stores_encoder_prefill_projector_with_parity(db_url):
         assert_parity(r["extra"], "float32")
         assert r["extra"]["graph_optimization_level"] == "all" and r["extra"]["intra_op_threads"] >= 1
         assert r["extra"]["provider"] == "CPUExecutionProvider"
+    # the runtime-comparison command reads the run back (no fp32 eager here: no speedup)
+    capsys.readouterr()
+    assert main(["--db", db_url, "runtimes", "--run", out.run_id, "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert {(r["kind"], r["runtime"], r["status"]) for r in table} == {
+        ("encoder", "onnxrt:float32", "ok"), ("prefill", "onnxrt:float32", "ok")}
 
 
 def test_onnxrt_int8_prefill_is_quantized_and_within_parity(db_url):
@@ -240,3 +250,49 @@ def test_runtime_not_installed_names_the_extra(monkeypatch):
     monkeypatch.setattr(base, "_importable", lambda m: m != "executorch" and real(m))
     with pytest.raises(UserError, match=r"pip install 'vlm-pareto\[executorch\]'"):
         resolve(compose_sweep("quick", ["backend=executorch-xnnpack"]))
+
+
+# ------------------------------------------------------------------------- reports
+
+
+def _m(kind, name, size, backend, dtype, ms, status="ok", **extra):
+    return {"kind": kind, "name": name, "resolution": size if kind == "encoder" else 0, "tiling": "none",
+            "tokens": 0 if kind == "encoder" else size, "prompt_tokens": 0, "backend": backend, "dtype": dtype,
+            "status": status, "median_ms": ms if status == "ok" else None, "reason": extra.pop("reason", None),
+            "extra": extra, "created_at": "2026-12-02T10:00:00"}
+
+
+def test_speedup_table_against_fp32_eager_with_parity_and_reasons():
+    import pandas as pd
+
+    from harness.report.runtimes import speedup_table, table_markdown
+
+    df = pd.DataFrame([
+        _m("encoder", "fastvithd", 1024, "torch", "float32", 900.0),
+        _m("encoder", "fastvithd", 1024, "onnxrt", "float32", 300.0, parity_cosine=0.99998, compile_s=20.0),
+        _m("encoder", "fastvithd", 1024, "executorch", "int8", None, status="skipped", reason="executorch lowering failed: X"),
+        _m("prefill", "qwen2-0.5b", 256, "torch", "float32", 4000.0),
+        _m("prefill", "qwen2-0.5b", 256, "torch-compile", "int8", 1000.0, parity_cosine=0.99),
+        _m("projector", "qwen2-0.5b", 256, "torch", "float32", 5.0),
+    ])
+    t = speedup_table(df)
+    got = {(r["name"], r["runtime"]): r for r in t.to_dict("records")}
+    assert got[("fastvithd", "onnxrt:float32")]["speedup"] == pytest.approx(3.0)
+    assert got[("qwen2-0.5b", "torch-compile:int8")]["speedup"] == pytest.approx(4.0)
+    assert got[("fastvithd", "torch:float32")]["speedup"] == pytest.approx(1.0)
+    assert got[("fastvithd", "executorch:int8")]["status"] == "skipped"
+    assert set(t["kind"]) == {"encoder", "prefill"}  # projector rows are not a model size
+    md = table_markdown(t)
+    assert "| fastvithd | 1024 px | onnxrt:float32 | 300.0 | 3.00x | 0.99998 | - | 20.0 |" in md
+    assert "skipped: executorch lowering failed: X" in md
+
+
+def test_choose_backend_filters_points_and_suggests():
+    import pandas as pd
+
+    from harness.report.runtimes import filter_backend
+
+    pts = pd.DataFrame({"backend": ["torch", "onnxrt", "onnxrt+torch"], "ttft_ms": [3.0, 2.0, 1.0]})
+    assert filter_backend(pts, "onnxrt")["ttft_ms"].tolist() == [2.0]
+    with pytest.raises(UserError, match="did you mean 'onnxrt'"):
+        filter_backend(pts, "onnxrtt")
