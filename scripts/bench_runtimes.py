@@ -270,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     if order:
         print(f"\nTable 4 ordering at equal tokens ({' < '.join(t4)}?):")
         for o in order:
-            cells = "  ".join(f"{m}={v:.1f}ms" if v else f"{m}=n/a" for m, v in o["ms"].items())
+            line = "  ".join(f"{k}={v:.1f}ms" if v else f"{k}=n/a" for k, v in o["ms"].items())
             verdict = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}[o["holds"]]
-            print(f"  {o['runtime']:16s} {verdict:14s} {cells}")
+            print(f"  {o['runtime']:16s} {verdict:14s} {line}")
     print(f"\nwall {time.perf_counter() - t_start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": [asdict(r) for r in rows], "table4": order,

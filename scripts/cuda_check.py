@@ -57,6 +57,7 @@ def check_model(model: str, rounds: int, runs: int) -> list[dict[str, Any]]:
     from harness.llms.zoo import LLMS, get_llm_spec
 
     name, size = model.split("@")
+    case: Any
     if name in LLMS:
         side = "llm"
         case = prefill_case(get_llm_spec(name), int(size) - 16, 16, encoder_dim=3072)

@@ -85,14 +85,15 @@ def _threadpool(threads: int) -> int | None:
 
 
 class _ExecuTorchCompiler:
-    config: ExecuTorchConfig
+    """``compile_graph`` for the runner classes below (their ``config`` is a ExecuTorchConfig)."""
+
 
     def compile_graph(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str) -> Compiled:
         import copy
 
         from harness.backends.graphs import lower_executorch, quiet
 
-        cfg = self.config
+        cfg: ExecuTorchConfig = self.config  # type: ignore[attr-defined]
         args = inputs
         if cfg.precision == "float16":
             module = copy.deepcopy(module).half()

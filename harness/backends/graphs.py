@@ -95,8 +95,9 @@ class PrefillGraph(nn.Module):
     def forward(self, inputs_embeds: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        model: Any = self.model
+        cache = DynamicCache(config=model.config)
+        out = model(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
         kv: list[torch.Tensor] = []
         for layer in getattr(out.past_key_values, "layers", []):
             kv += [layer.keys, layer.values]
@@ -162,7 +163,7 @@ def encoder_case(name: str, resolution: int, tiling: str = "none", *, seed: int 
     t0 = time.perf_counter()
     encoder = build_encoder(spec.name, tile, seed=seed, weights=weights)
     if channels_last:
-        encoder.module = encoder.module.to(memory_format=torch.channels_last)
+        encoder.module = encoder.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     graph = EncoderGraph(encoder).eval()
     build_s = time.perf_counter() - t0
     images = make_images(t, resolution, torch.device("cpu"), torch.float32, seed)
@@ -199,7 +200,8 @@ def prefill_case(spec: LLMSpec, visual_tokens: int, prompt_tokens: int, *, encod
     built = build_torch_llm(spec, dtype="float32", layers=layers, seed=seed)
     inputs = prepare_inputs(spec, visual_tokens, prompt_tokens, encoder_dim=encoder_dim, seed=seed)
     with torch.inference_mode():
-        embed = built.model.get_input_embeddings()
+        llm: Any = built.model
+        embed = llm.get_input_embeddings()
         prompt = embed(inputs.prompt_ids) if prompt_tokens else inputs.visual[:, :0]
         embeds = torch.cat([inputs.visual, prompt], dim=1).contiguous()
         graph = PrefillGraph(built.model).eval()

@@ -108,12 +108,13 @@ class OnnxRTConfig(RunnerConfig):
 
 
 class _OnnxCompiler:
-    config: OnnxRTConfig
+    """``compile_graph`` for the runner classes below (their ``config`` is a OnnxRTConfig)."""
+
     _dir: Path | None = None
 
     def _workdir(self) -> Path:
-        if self.config.export_dir:
-            d = Path(self.config.export_dir)
+        if self.config.export_dir:  # type: ignore[attr-defined]
+            d = Path(self.config.export_dir)  # type: ignore[attr-defined]
             d.mkdir(parents=True, exist_ok=True)
             return d
         if self._dir is None:
@@ -127,7 +128,7 @@ class _OnnxCompiler:
 
         from harness.backends.graphs import export_onnx, remove_onnx
 
-        cfg = self.config
+        cfg: OnnxRTConfig = self.config  # type: ignore[attr-defined]
         work = self._workdir()
         path = work / f"{tag}-{cfg.precision}.onnx"
         args = inputs

@@ -78,14 +78,15 @@ _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "
 
 
 class _TorchCompiler:
-    config: TorchCompileConfig
+    """``compile_graph`` for the runner classes below (their ``config`` is a TorchCompileConfig)."""
+
 
     def compile_graph(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str) -> Compiled:
         import torch
 
         from harness.backends.graphs import count_linears, quiet, short_reason, torch_quantize_int8
 
-        cfg = self.config
+        cfg: TorchCompileConfig = self.config  # type: ignore[attr-defined]
         dtype = getattr(torch, _DTYPES[cfg.precision])
         device = torch.device(cfg.device)
         t0 = time.perf_counter()

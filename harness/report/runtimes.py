@@ -31,7 +31,7 @@ def runtime_label(backend: Any, dtype: Any) -> str:
     return f"{backend}:{dtype}"
 
 
-def _extra(row: dict[str, Any]) -> dict[str, Any]:
+def _extra(row: dict[Any, Any]) -> dict[str, Any]:
     e = row.get("extra")
     return e if isinstance(e, dict) else {}
 
