@@ -27,7 +27,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.backends.base import (
     Built,
@@ -137,6 +137,18 @@ class PortableLLMRunner(_CompilerMixin, LLMRunner):
     """Prefill + projector runner for any runtime that implements :meth:`compile_graph`."""
 
     SUPPORTS_LAYER_SAMPLING = True
+    #: peak memory of an export / compile as a multiple of the float32 weights (the model, the
+    #: exporter's working copy, the runtime's own copy)
+    EXPORT_COPIES: ClassVar[float] = 3.0
+
+    def fits(self, spec: LLMSpec, tokens: int) -> bool:
+        """Whether the float32 model, its exported copies and one prefill fit in RAM here
+        (else the engine layer-samples it)."""
+        from harness.llms.build import available_memory_bytes, estimate_memory
+
+        est = estimate_memory(spec, tokens, "float32")
+        need = est.total_bytes + (self.EXPORT_COPIES - 1.0) * est.params_bytes
+        return need < available_memory_bytes("cpu")
 
     def _time(self, compiled: Compiled, protocol: Protocol) -> Measurement:
         with compiled.context():
