@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("harness.commands.compare", "compare two runs (or benchmark files) for regressions"),
     "nightly": ("harness.commands.nightly", "nightly regression run against the history on this machine"),
     "predict": ("harness.commands.predict", "predict encoder, prefill and TTFT for a device profile; validate it"),
+    "runtimes": ("harness.commands.runtimes", "deployment runtimes vs fp32 eager: speedup and parity per model and size"),
     "runs": ("harness.commands.runs", "list runs in the store, or export measurements (CSV/Parquet/JSON)"),
     "db": ("harness.commands.db", "check, migrate or recover the results store"),
 }

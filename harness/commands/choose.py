@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, help="most visual tokens")
     p.add_argument("--max-llm-params-b", type=float, default=None, help="largest LLM (B params)")
     p.add_argument("--max-memory-gb", type=float, default=None, help="largest peak memory (GB, needs peak_mem_bytes)")
+    p.add_argument("--backend", default=None,
+                   help="only points whose encoder and prefill ran on this runtime (e.g. onnxrt, torch-compile)")
     p.add_argument("--alternatives", type=int, default=3, help="how many runner-up options to list")
     p.add_argument("--json", action="store_true", help='print {"choice", "alternatives", "frontier", ...} as JSON')
     add_input_args(p)
@@ -90,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--alternatives must be >= 0, got {args.alternatives}")
     budget = check_budget(args.budget_ms)  # bad budgets fail before any data is read
     points = points_from_args(args)
+    if args.backend:
+        import dataclasses
+
+        from harness.report.runtimes import filter_backend
+
+        points = dataclasses.replace(points, points=filter_backend(points.points, args.backend))
     limits = Limits(args.max_encoder_params_m, args.max_tokens, args.max_llm_params_b, args.max_memory_gb)
     result = choose(points.points, budget, benchmark=points.benchmark, by=args.by, limits=limits,
                     n_alternatives=args.alternatives)
