@@ -67,11 +67,16 @@ class LLMAxis:
     max_positions: int | None = None
     rope_theta: float | None = None
     rms_norm_eps: float | None = None
+    #: Qwen3 / Gemma 3: per-head width (when not hidden / heads) and Gemma 3's local window
+    attn_head_dim: int | None = None
+    sliding_window: int | None = None
     #: informational only (computed from the shape)
     params_b: float | None = None
 
     SHAPE_FIELDS = ("arch", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied",
-                    "max_positions", "rope_theta", "rms_norm_eps")
+                    "max_positions", "rope_theta", "rms_norm_eps", "attn_head_dim", "sliding_window")
+    #: shape fields that may be left out
+    OPTIONAL_FIELDS = ("rms_norm_eps", "attn_head_dim", "sliding_window")
 
 
 @dataclass

@@ -152,11 +152,12 @@ def _spec_from_axis(llm: Any, label: str) -> Any:
     from harness.llms.zoo import LLMS, LLMSpec
 
     fields = {f: getattr(llm, f) for f in llm.SHAPE_FIELDS}
-    missing = [f for f, v in fields.items() if v is None and f != "rms_norm_eps"]
+    missing = [f for f, v in fields.items() if v is None and f not in llm.OPTIONAL_FIELDS]
     if missing:
         raise UserError(f"llms.{label} ({llm.name}): missing {', '.join(missing)} (or give only a zoo name)")
-    if fields["rms_norm_eps"] is None:
-        fields.pop("rms_norm_eps")
+    for f in llm.OPTIONAL_FIELDS:
+        if fields[f] is None:
+            fields.pop(f)
     spec = LLMSpec(name=llm.name, source=f"sweep config llms.{label}", **fields)
     if llm.name in LLMS:
         zoo = LLMS.get(llm.name)
