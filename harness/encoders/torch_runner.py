@@ -121,6 +121,8 @@ def count_gflops(name: str, resolution: int, tiling: str = "none") -> float | No
             _reparameterize(model)
             model.eval()
             x = torch.empty(t.images, 3, tile, tile)
+            if callable(getattr(model, "prepare", None)):
+                x = model.prepare(x)
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
             model(x)
         return counter.get_total_flops() / 1e9
@@ -174,7 +176,10 @@ def measure_encoder(
     images = make_images(t, resolution, dev, tdtype, seed)
     inputs = split_tiles(images, t) if t.tiled else images
     inputs = inputs.contiguous(memory_format=memory_format)
-    step = encode_step(encoder, inputs, batch_tiles)
+    prepare = getattr(encoder.module, "prepare", None)
+    if callable(prepare):  # a VLM family's own tiling / patchifying: preprocessing, not timed
+        inputs = prepare(inputs)
+    step = encode_step(encoder, inputs, batch_tiles or callable(prepare))
 
     with torch.inference_mode(), flush_denormal(proto.flush_denormal, dev) as flushed:
         out = step()  # shape check before timing; also the first compile happens here
