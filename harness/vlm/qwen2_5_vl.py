@@ -68,7 +68,9 @@ class Qwen25VL(VLMFamily):
 
     def build_vision(self, vlm: VLM, size: int) -> Any:
         from transformers import Qwen2_5_VLVisionConfig
-        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
+            Qwen2_5_VisionTransformerPretrainedModel,
+        )
 
         from harness.vlm.modules import QwenVision
 
