@@ -41,6 +41,29 @@ class EncoderAxis:
     min_resolution: int | None = None
     max_resolution: int | None = None
     params_m_paper: float | None = None
+    #: LLM labels this encoder pairs with (None: every LLM of the grid that is not a VLM's own)
+    llms: list[str] | None = None
+
+
+@dataclass
+class VLMAxis:
+    """One open VLM of the grid (``sweeps/vlm/*.yaml``; see docs/vlms.md): its vision side
+    becomes an encoder and its decoder an LLM, paired with each other (plus ``llms``)."""
+
+    name: str = MISSING
+    family: str | None = None
+    description: str = ""
+    checkpoint: str | None = None
+    #: image sides to measure (the family's resolution policy decides the tokens)
+    resolutions: list[int] = field(default_factory=list)
+    #: resolution-policy settings (min_pixels / max_pixels, longest_edge, max_patches)
+    processor: Any | None = None
+    published: Any | None = None
+    #: transformers config keys (vision_config, text_config, ...) or a config.json path
+    config: Any | None = None
+    strict_keys: bool = True
+    #: extra LLM labels of the grid to pair the vision side with
+    llms: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +149,8 @@ class SweepConfig:
     recipe: str | None = None
     encoders: dict[str, EncoderAxis] = field(default_factory=dict)
     llms: dict[str, LLMAxis] = field(default_factory=dict)
+    #: open VLMs (harness/vlm): each adds an encoder and an LLM under its label
+    vlms: dict[str, VLMAxis] = field(default_factory=dict)
     backend: BackendConfig = field(default_factory=BackendConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -151,6 +176,8 @@ class SweepConfig:
     progress: bool = True
     #: print the end-of-sweep summary as JSON (run id, counts, TTFT points) instead of a table
     json: bool = False
+    #: a TTFT ratio to print after the sweep (harness/vlm/claim.py), e.g. the paper's 85x claim
+    claim: Any | None = None
 
 
 def register_configs() -> None:
@@ -161,6 +188,7 @@ def register_configs() -> None:
     cs.store(group="tiling", name="schema", node=TilingConfig)
     cs.store(group="encoder", name="schema", node=EncoderAxis)
     cs.store(group="llm", name="schema", node=LLMAxis)
+    cs.store(group="vlm", name="schema", node=VLMAxis)
 
 
 def config_dir() -> Path:

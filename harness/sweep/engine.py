@@ -81,6 +81,10 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
 
     Raises UserError before anything is measured (bad names, resolutions, empty grid).
     """
+    if cfg.vlms:
+        from harness.vlm.sweep import expand_vlms
+
+        expand_vlms(cfg)  # each VLM -> one encoder axis + one LLM axis (registered in the zoos)
     validate(cfg)
     from harness.encoders.zoo import encoder_out_dim, encoder_tokens, get_spec
 

@@ -53,6 +53,10 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
         print(f"(could not compose TTFT rows: {e})", file=sys.stderr)
         return out.exit_code
     print(summary_table(result.points))
+    if cfg.claim:
+        from harness.vlm.claim import claim_line
+
+        print(claim_line(result.points, cfg.claim))
     if cfg.report:
         from harness.report.html import write_report
 

@@ -81,7 +81,11 @@ def build_plan(cfg: SweepConfig, encoder_info, llm_names: dict[str, str]) -> Pla
     seen_enc: set[tuple] = set()
     seen_pre: set[tuple] = set()
     seen_proj: set[tuple] = set()
+    vlm_llms = set(cfg.vlms)  # a VLM's own decoder pairs only with the encoders that name it
     for label, enc in cfg.encoders.items():
+        pairs = {k: v for k, v in llm_names.items() if (k in enc.llms if enc.llms is not None else k not in vlm_llms)}
+        if enc.llms is not None and (unknown := [k for k in enc.llms if k not in llm_names]):
+            raise UserError(f"encoders.{label}.llms: no LLM labelled {unknown[0]!r} in the grid (labels: {', '.join(llm_names)})")
         tilings = enc.tilings or [cfg.tiling.spec]
         for resolution in enc.resolutions:
             for tiling in tilings:
@@ -90,7 +94,7 @@ def build_plan(cfg: SweepConfig, encoder_info, llm_names: dict[str, str]) -> Pla
                 if ek not in seen_enc:
                     seen_enc.add(ek)
                     plan.encoder_tasks.append(EncoderTask(label, enc.name, resolution, tiling, tokens, out_dim))
-                for llm_label, llm in llm_names.items():
+                for llm_label, llm in pairs.items():
                     plan.points.append(GridPoint(enc.name, resolution, tiling, llm, tokens, out_dim))
                     pk = (llm, tokens)
                     if pk not in seen_pre:

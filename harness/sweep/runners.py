@@ -42,10 +42,35 @@ class Runners:
         self.cfg = cfg
         self.protocol = protocol_of(cfg)
         self.llm_specs = llm_specs  # canonical name -> LLMSpec
+        from harness.llms.zoo import LLMS
+
+        self.llm_specs_by_label = {label: LLMS.canonical(llm.name) if llm.name in LLMS else llm.name
+                                   for label, llm in cfg.llms.items()}
         self.round = 0
 
-    # -- encoders -------------------------------------------------------------------------
+    # -- pairing --------------------------------------------------------------------------
+    def _llm_names(self, labels: list[str]) -> list[str]:
+        return [self.llm_specs_by_label[x] for x in labels if x in self.llm_specs_by_label]
+
+    def encoder_pairs(self, label: str) -> dict[str, Any]:
+        """``pairs_with`` for an encoder restricted to some LLMs (TTFT joins only those)."""
+        llms = self.cfg.encoders[label].llms
+        return {"pairs_with": self._llm_names(llms)} if llms is not None else {}
+
+    def llm_pairs(self, llm_label: str) -> dict[str, Any]:
+        """``pairs_with`` for a VLM's own decoder: the encoders that name it."""
+        if llm_label not in self.cfg.vlms:
+            return {}
+        encs = sorted({e.name for e in self.cfg.encoders.values() if e.llms is not None and llm_label in e.llms})
+        return {"pairs_with": encs}
+
     def encoder(self, task: EncoderTask) -> Outcome:
+        out = self._encoder(task)
+        out.extra.update(self.encoder_pairs(task.label))
+        return out
+
+    # -- encoders -------------------------------------------------------------------------
+    def _encoder(self, task: EncoderTask) -> Outcome:
         b = self.cfg.backend
         enc_cfg = self.cfg.encoders[task.label]
         if b.encoder_backend == "fake":
@@ -95,6 +120,11 @@ class Runners:
 
     def prefill(self, task: PrefillTask, in_dim: int) -> Outcome:
         """Prefill for (LLM, tokens); the projector for ``in_dim`` comes along as a side result."""
+        out = self._prefill(task, in_dim)
+        out.extra.update(self.llm_pairs(task.llm_label))
+        return out
+
+    def _prefill(self, task: PrefillTask, in_dim: int) -> Outcome:
         b = self.cfg.backend
         spec = self.llm_specs[task.llm]
         if b.llm_backend == "fake":
