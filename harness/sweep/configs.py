@@ -41,6 +41,8 @@ class EncoderAxis:
     min_resolution: int | None = None
     max_resolution: int | None = None
     params_m_paper: float | None = None
+    #: custom encoders: {pixel_shuffle: s} or {avg_pool: k} on the output tokens (docs/vlms.md)
+    token_reduction: Any | None = None
     #: LLM labels this encoder pairs with (None: every LLM of the grid that is not a VLM's own)
     llms: list[str] | None = None
 

@@ -94,7 +94,8 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
 
             # weights (if any) are loaded by the runner, not at registration
             meta = {k: getattr(enc, k) for k in ("aliases", "probe_resolution", "native_resolution",
-                                                 "min_resolution", "max_resolution", "params_m_paper")
+                                                 "min_resolution", "max_resolution", "params_m_paper",
+                                                 "token_reduction")
                     if getattr(enc, k) not in (None, [])}
             meta["import_path"] = _import_dir(enc.import_path)
             spec = register_custom_encoder({"name": enc.name, "model": enc.model, **meta})
