@@ -241,6 +241,6 @@ def test_cli_bad_vlm_input_is_one_line_exit_2():
     r = _cli("sweep", "--config-name", "vlms_quick", "vlms.llava.resolutions=[100]", "db=sqlite:///:memory:")
     assert r.returncode == 2, r.stderr
     lines = [x for x in r.stderr.strip().splitlines() if "error" in x]
-    assert len(lines) == 1 and "nearest valid sizes: 112" in lines[0]
+    assert len(lines) == 1 and "nearest valid sizes: 56, 112" in lines[0]
     r = _cli("sweep", "--config-name", "vlms_quick", "vlms.gemma.family=gemma4", "db=sqlite:///:memory:")
     assert r.returncode == 2 and "unknown family 'gemma4'" in r.stderr and "Traceback" not in r.stderr
