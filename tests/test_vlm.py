@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from harness.errors import UserError
-from harness.vlm import FAMILIES, family_of, list_vlms, load_vlm, register_vlm, vlm_params
-from harness.vlm import rules
+from harness.vlm import FAMILIES, family_of, list_vlms, load_vlm, register_vlm, rules, vlm_params
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = [n for n in list_vlms() if not n.startswith("tiny-")]
@@ -135,7 +134,7 @@ def test_tiny_vlms_sweep_pairs_each_vision_with_its_decoder_and_reports(tmp_path
     out = run_sweep(cfg, command="test", log=lambda m: None)
     assert out.exit_code == 0 and out.counts["failed"] == 0
     pts = load_points(db=cfg.db, run_ids=[out.run_id]).points
-    pairs = set(zip(pts["encoder"], pts["llm"]))
+    pairs = set(zip(pts["encoder"], pts["llm"], strict=True))
     assert ("fastvithd", "tiny-qwen2") in pairs
     for name in TINY:
         assert {llm for enc, llm in pairs if enc == f"{name}-vision"} == {f"{name}-llm"}

@@ -24,8 +24,8 @@ def ttft_vs_tokens(ctx: Context, styles: Styles, key: str) -> FigureSpec | None:
         fig.add_trace(go.Scatter(
             x=g["tokens"].tolist(), y=g["ttft_ms"].tolist(), mode="lines+markers+text", name=esc(f"{enc} + {llm}"),
             text=[esc(res_label(r)) for _, r in g.iterrows()], textposition="top center",
-            marker={"color": styles.colour.get(enc), "symbol": styles.symbol.get(llm), "size": 9},
-            line={"color": styles.colour.get(enc)},
+            marker={"color": styles.colour.get(str(enc)), "symbol": styles.symbol.get(str(llm)), "size": 9},
+            line={"color": styles.colour.get(str(enc))},
             hovertext=[hover_text(r, "") for _, r in g.iterrows()], hoverinfo="text",
         ))
     fig.update_layout(

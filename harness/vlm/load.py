@@ -48,7 +48,9 @@ def load_vlm(source: str | os.PathLike[str] | Mapping[str, Any] | VLM, *, check:
     if isinstance(source, VLM):
         vlm = source
     elif isinstance(source, Mapping) or hasattr(source, "keys"):
-        vlm = from_mapping(_plain(source), where="VLM config")
+        raw: Any = _plain(source)
+        plain: dict[str, Any] = {str(k): v for k, v in dict(raw).items()}
+        vlm = from_mapping(plain, where="VLM config")
     else:
         text = str(source)
         path = Path(text).expanduser()

@@ -70,7 +70,8 @@ def restore_buffers(model: nn.Module) -> nn.Module:
                         fresh = type(m)(cfg) if cfg is not None else type(m)(*getattr(m, "_vlm_args", ()))
                 setattr(m, n, getattr(fresh, n).to(device=buf.device))
             elif n == "embed_scale" and hasattr(m, "scalar_embed_scale"):
-                buf.fill_(float(m.scalar_embed_scale))
+                scale: Any = m.scalar_embed_scale
+                buf.fill_(float(scale))
             else:
                 raise RuntimeError(f"cannot restore non-persistent buffer {type(m).__name__}.{n} after to_empty")
     return model
@@ -93,7 +94,7 @@ class AnyResSiglip(VisionTokens):
     """LLaVA-OneVision: base image + AnyRes tiles through SigLIP (last layer, no post-norm),
     grid features unpadded/shrunk and closed by one newline vector per row."""
 
-    def __init__(self, tower: nn.Module, layout: dict[str, int], tile: int):
+    def __init__(self, tower: Any, layout: dict[str, int], tile: int):
         super().__init__()
         tower.post_layernorm = nn.Identity()  # vision_feature_layer=-1 reads the pre-norm hidden state
         self.tower = tower
@@ -134,7 +135,7 @@ class QwenMergeOnly(nn.Module):
 class QwenVision(VisionTokens):
     """Qwen2.5-VL's vision transformer (window attention, 2D RoPE) on one image's patches."""
 
-    def __init__(self, visual: nn.Module, size: int):
+    def __init__(self, visual: Any, size: int):
         super().__init__()
         cfg = visual.config
         self.merge = cfg.spatial_merge_size
@@ -160,7 +161,7 @@ class QwenVision(VisionTokens):
 class SplitShuffle(VisionTokens):
     """SmolVLM2 / Idefics3: tiles (+ global image) through the SigLIP-style tower, then pixel shuffle."""
 
-    def __init__(self, tower: nn.Module, rows: int, cols: int, tile: int, scale: int):
+    def __init__(self, tower: Any, rows: int, cols: int, tile: int, scale: int):
         super().__init__()
         self.tower, self.rows, self.cols, self.tile, self.scale = tower, rows, cols, tile, scale
         self.out_dim = tower.config.hidden_size * scale * scale
@@ -179,7 +180,7 @@ class SplitShuffle(VisionTokens):
 class InternTiles(VisionTokens):
     """InternVL: 448 px tiles (+ thumbnail) through InternViT, CLS dropped, pixel shuffle by 1/ratio."""
 
-    def __init__(self, tower: nn.Module, cols: int, rows: int, tile: int, scale: int, thumbnail: bool):
+    def __init__(self, tower: Any, cols: int, rows: int, tile: int, scale: int, thumbnail: bool):
         super().__init__()
         self.tower, self.cols, self.rows, self.tile, self.scale = tower, cols, rows, tile, scale
         self.thumbnail = thumbnail and cols * rows > 1
@@ -197,7 +198,7 @@ class InternTiles(VisionTokens):
 class PooledSiglip(VisionTokens):
     """Gemma 3: SigLIP at its fixed size, the patch grid average-pooled to ``mm_tokens_per_image``."""
 
-    def __init__(self, tower: nn.Module, kernel: int):
+    def __init__(self, tower: Any, kernel: int):
         super().__init__()
         self.tower, self.kernel = tower, kernel
         self.side = tower.config.image_size

@@ -42,7 +42,7 @@ def _builder(family: VLMFamily, vlm: VLM) -> Any:
     def build(resolution: int | None = None) -> Any:
         from harness.vlm.modules import restore_buffers
 
-        module = family.build_vision(vlm, resolution or family.native_size(vlm))
+        module: Any = family.build_vision(vlm, resolution or family.native_size(vlm))
         module._vlm_pareto_reset_buffers = lambda: restore_buffers(module)
         return module
 
@@ -103,8 +103,9 @@ def vlm_params(vlm: VLM) -> dict[str, int]:
     with torch.device("meta"):
         module = fam.build_vision(vlm, fam.native_size(vlm))
     vision = sum(p.numel() for p in module.parameters())
-    if hasattr(module, "image_newline"):
-        vision -= module.image_newline.numel()  # counted with the connector
+    newline = getattr(module, "image_newline", None)
+    if newline is not None:
+        vision -= int(newline.numel())  # counted with the connector
     connector = fam.connector_params(vlm)
     llm = llm_spec(vlm).n_params
     return {"vision": vision, "connector": connector, "llm": llm, "total": vision + connector + llm}
