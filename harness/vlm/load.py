@@ -81,7 +81,7 @@ def from_yaml(path: Path) -> VLM:
         raise UserError(f"cannot read VLM config {path}: {' '.join(str(e).split())[:200]}") from e
     if not isinstance(data, dict):
         raise UserError(f"VLM config {path} must be a mapping")
-    return from_mapping(data, where=str(path))
+    return from_mapping({str(k): v for k, v in data.items()}, where=str(path))
 
 
 def from_mapping(data: dict[str, Any], where: str) -> VLM:
