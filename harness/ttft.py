@@ -126,6 +126,13 @@ def _projector_for(prefill: dict[str, Any], enc_dim: int | None, projectors: lis
     return None
 
 
+def _paired(e: dict[str, Any], p: dict[str, Any]) -> bool:
+    """Rows restricted to partners (``extra["pairs_with"]``: a VLM's vision and its own decoder)
+    join only those partners; unrestricted rows join any."""
+    ep, pp = e["extra"].get("pairs_with"), p["extra"].get("pairs_with")
+    return (ep is None or p.get("name") in ep) and (pp is None or e.get("name") in pp)
+
+
 def _p90_of_sum(parts: list[tuple[float, float, float, float, list[float]]]) -> float:
     if all(p[4] for p in parts):
         rng = np.random.default_rng(0)
@@ -166,7 +173,7 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
     for e in enc:
         enc_dim = _encoder_dim(e)
         for p in pre:
-            if int(p["tokens"]) != int(e["tokens"]) or not _same_machine(e, p):
+            if int(p["tokens"]) != int(e["tokens"]) or not _same_machine(e, p) or not _paired(e, p):
                 continue
             e_part, p_part = _part(e), _part(p)
             q_part = _projector_for(p, enc_dim, proj)

@@ -39,7 +39,8 @@ KNOWN_SIZES = {  # parameters from the model cards (tied embeddings counted once
 
 
 def test_zoo_names_and_aliases():
-    assert list_llms() == ["qwen2-0.5b", "qwen2-1.5b", "qwen2-7b", "vicuna-7b"]
+    assert {"qwen2-0.5b", "qwen2-1.5b", "qwen2-7b", "vicuna-7b"} <= set(list_llms())
+    assert {"qwen2.5-3b", "qwen3-0.6b", "smollm2-135m", "gemma3-4b-text"} <= set(list_llms())
     assert get_llm_spec("Qwen2-0.5B").name == "qwen2-0.5b"
     assert get_llm_spec("qwen2-0.5b-instruct").name == "qwen2-0.5b"
     assert get_llm_spec("vicuna").name == "vicuna-7b"
@@ -125,6 +126,7 @@ def test_sweep_llm_yaml_matches_zoo():
         assert data["name"] == name
         for field in ("arch", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied", "max_positions"):
             assert data[field] == getattr(spec, field), (name, field)
+        assert data.get("attn_head_dim") == spec.attn_head_dim and data.get("sliding_window") == spec.sliding_window
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])

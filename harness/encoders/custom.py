@@ -10,6 +10,9 @@ The config (a YAML file, a dict or a DictConfig)::
     max_resolution: 4096            # optional
     resolutions: [256, 512]         # optional: resolutions a sweep/the zoo lists
     params_m_paper: null            # optional: a published count to compare against
+    token_reduction: {pixel_shuffle: 2}  # optional: the VLM token-rule hooks (harness/vlm):
+                                    # pixel_shuffle: s (Idefics3 / InternVL) or avg_pool: k (Gemma 3)
+                                    # applied to the model's token grid; probing sees the result
     model:                          # what hydra.utils.instantiate builds
       _target_: my_encoder.build_tiny_convnet
       width: 32
@@ -39,8 +42,10 @@ from harness.errors import UserError
 
 META_KEYS = {
     "name", "aliases", "import_path", "probe_resolution", "native_resolution", "min_resolution",
-    "max_resolution", "resolutions", "params_m_paper", "description", "model",
+    "max_resolution", "resolutions", "params_m_paper", "description", "model", "token_reduction",
 }
+#: token reductions a custom encoder may name (the same ones the VLM families use)
+REDUCTIONS = ("pixel_shuffle", "avg_pool")
 _LOADED: dict[str, EncoderSpec] = {}
 
 
@@ -85,7 +90,55 @@ def _accepts(fn: Callable[..., Any], arg: str) -> bool:
     return arg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def make_builder(model_cfg: dict[str, Any], import_path: str | None = None) -> Callable[..., Any]:
+def check_reduction(reduction: Any) -> tuple[str, int] | None:
+    """``{pixel_shuffle: s}`` / ``{avg_pool: k}`` -> (kind, factor); anything else is a UserError."""
+    if not reduction:
+        return None
+    if not isinstance(reduction, Mapping) or len(reduction) != 1:
+        raise UserError(f"token_reduction must be one of {{pixel_shuffle: s}} or {{avg_pool: k}}, got {reduction!r}")
+    kind, factor = next(iter(reduction.items()))
+    if kind not in REDUCTIONS:
+        from harness.errors import suggest
+
+        raise UserError(suggest(str(kind), REDUCTIONS, "token_reduction"))
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise UserError(f"token_reduction.{kind} must be a positive integer, got {factor!r}")
+    return str(kind), int(factor)
+
+
+def with_reduction(module: Any, reduction: tuple[str, int] | None) -> Any:
+    """``module`` followed by a token-grid reduction (its tokens stay ``[B, N, C]``)."""
+    if reduction is None:
+        return module
+    from torch import nn
+
+    kind, factor = reduction
+
+    class Reduced(nn.Module):
+        def __init__(self, inner: nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, images: Any) -> Any:
+            import math
+
+            import torch.nn.functional as F
+
+            from harness.vlm.modules import pixel_shuffle
+
+            tokens = to_tokens(self.inner(images))
+            if kind == "pixel_shuffle":
+                return pixel_shuffle(tokens, factor)
+            b, n, c = tokens.shape
+            g = math.isqrt(n)
+            grid = tokens.transpose(1, 2).reshape(b, c, g, g)
+            return F.avg_pool2d(grid, factor, factor).flatten(2).transpose(1, 2)
+
+    return Reduced(module)
+
+
+def make_builder(model_cfg: dict[str, Any], import_path: str | None = None,
+                 reduction: tuple[str, int] | None = None) -> Callable[..., Any]:
     """A ``builder(resolution=...) -> nn.Module`` that instantiates ``model_cfg`` with Hydra."""
     from hydra.utils import get_object, instantiate
 
@@ -104,7 +157,7 @@ def make_builder(model_cfg: dict[str, Any], import_path: str | None = None) -> C
             obj = instantiate(model_cfg, _convert_="all", **overrides)
         except Exception as e:
             raise UserError(f"instantiating {model_cfg['_target_']!r} failed: {e}") from e
-        return _as_module(obj, resolution)
+        return with_reduction(_as_module(obj, resolution), reduction)
 
     return builder
 
@@ -166,7 +219,7 @@ def register_custom_encoder(cfg: str | os.PathLike[str] | Mapping[str, Any] | An
     import_path = data.get("import_path", ".")
     base = path.parent if path else Path.cwd()
     import_dir = str((base / import_path).resolve()) if import_path is not None else None
-    builder = make_builder(data["model"], import_dir)
+    builder = make_builder(data["model"], import_dir, check_reduction(data.get("token_reduction")))
     r = int(data.get("probe_resolution", 128))
     t1, out_dim, params = _probe(builder, r)
     t2, out_dim2, _ = _probe(builder, 2 * r)

@@ -76,9 +76,14 @@ class EncoderSpec:
     extra_tokens: int = 0
     probed_params: int | None = None
     source: str = "builtin"
+    #: a VLM family's own resolution policy (harness/vlm): ``tokens(side)`` and ``check(side)``
+    #: (UserError naming the nearest valid sizes) replace the stride rule and its checks
+    token_rule: Any = None
 
     def tokens_at(self, resolution: int) -> int:
         """Visual tokens for one image of side ``resolution`` (no tiling, not validated)."""
+        if self.token_rule is not None:
+            return int(self.token_rule.tokens(resolution))
         if self.fixed_tokens is not None:
             return self.fixed_tokens
         return (resolution // self.stride) ** 2 + self.extra_tokens
@@ -177,14 +182,18 @@ def validate_resolution(name: str, resolution: int, tiling: str = "none", *, mem
         raise UserError(f"resolution must be a positive integer number of pixels, got {resolution!r}")
     tile = t.tile_resolution(resolution)
     where = f" (tile side {tile} with tiling {t.text})" if t.tiled else ""
-    if tile < spec.min_resolution:
+    if spec.token_rule is not None:
+        if t.tiled:
+            raise UserError(f"{spec.name} tiles images by its own policy; use tiling 'none' (got {t.text})")
+        spec.token_rule.check(tile)
+    elif tile < spec.min_resolution:
         raise UserError(f"{spec.name} needs at least {spec.min_resolution} px per image, got {resolution}{where}")
     if tile > spec.max_resolution:
         raise UserError(
             f"{spec.name} at {tile} px per image{where} is above its maximum of {spec.max_resolution} px; "
             "use tiling (e.g. 2x2+overview) for larger inputs"
         )
-    if tile % spec.stride and not spec.floor_remainder and spec.fixed_tokens is None:
+    if tile % spec.stride and not spec.floor_remainder and spec.fixed_tokens is None and spec.token_rule is None:
         lo, hi = tile - tile % spec.stride, tile - tile % spec.stride + spec.stride
         raise UserError(
             f"{spec.name} needs a resolution that is a multiple of its stride {spec.stride}, got {tile}{where}; "

@@ -147,12 +147,17 @@ def fast_fill_(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def _reset_rotary_(model: nn.Module) -> None:
     # to_empty leaves inv_freq (a non-persistent buffer) as garbage: recompute it by building
-    # a fresh rotary module (cheap, no weights) and copying its buffers, in float32.
+    # a fresh rotary module (cheap, no weights) and copying its buffers, in float32. Gemma 3
+    # keeps one `<layer type>_inv_freq` per attention type and a scalar `embed_scale` buffer.
     for m in model.modules():
-        if hasattr(m, "inv_freq") and hasattr(m, "config"):
+        names = [n for n, _ in m.named_buffers(recurse=False) if n.endswith("inv_freq")]
+        if names and hasattr(m, "config"):
             fresh = type(m)(config=m.config)
+            device = getattr(m, names[0]).device
             for bname, buf in fresh.named_buffers(recurse=False):
-                setattr(m, bname, buf.to(device=m.inv_freq.device))
+                setattr(m, bname, buf.to(device=device))
+        if isinstance(getattr(m, "embed_scale", None), torch.Tensor) and hasattr(m, "scalar_embed_scale"):
+            m.embed_scale.fill_(float(m.scalar_embed_scale))
 
 
 def _hf_classes(arch: str) -> tuple[type, type]:
@@ -160,6 +165,14 @@ def _hf_classes(arch: str) -> tuple[type, type]:
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
         return Qwen2Config, Qwen2ForCausalLM
+    if arch == "qwen3":
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+        return Qwen3Config, Qwen3ForCausalLM
+    if arch == "gemma3_text":
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        return Gemma3TextConfig, Gemma3ForCausalLM
     from transformers import LlamaConfig, LlamaForCausalLM
 
     return LlamaConfig, LlamaForCausalLM

@@ -277,12 +277,15 @@ def build_figures(points: pd.DataFrame, analysis: ReportAnalysis) -> tuple[list[
     for i, ca in enumerate(analysis.contexts, 1):
         specs.append(accuracy_vs_ttft(ca, bench, styles, f"accuracy_vs_ttft_{i}"))
     lat = latency_contexts(df)
-    drawn = {"breakdown": 0, "tiling": 0, "scaling": 0}
+    from harness.report.tokens import ttft_vs_tokens
+
+    drawn = {"breakdown": 0, "tiling": 0, "scaling": 0, "tokens": 0}
     for i, ctx in enumerate(lat, 1):
         for kind, make in (
             ("breakdown", lambda c, k: latency_breakdown(c, k)),
             ("tiling", lambda c, k: static_vs_tiled(c, bench, styles, k)),
             ("scaling", lambda c, k: encoder_scaling(c, styles, k)),
+            ("tokens", lambda c, k: ttft_vs_tokens(c, styles, k)),
         ):
             spec = make(ctx, f"{kind}_{i}")
             if spec is not None:
@@ -292,6 +295,7 @@ def build_figures(points: pd.DataFrame, analysis: ReportAnalysis) -> tuple[list[
         "breakdown": "latency breakdown omitted: no point has separate encoder and prefill latencies",
         "tiling": "static vs tiled omitted: no tiled (AnyRes) point",
         "scaling": "encoder scaling omitted: no point has an encoder latency",
+        "tokens": "TTFT vs visual tokens omitted: fewer than two token counts",
     }
     notes += [reasons[k] for k, n in drawn.items() if n == 0]
     return specs, notes

@@ -41,6 +41,31 @@ class EncoderAxis:
     min_resolution: int | None = None
     max_resolution: int | None = None
     params_m_paper: float | None = None
+    #: custom encoders: {pixel_shuffle: s} or {avg_pool: k} on the output tokens (docs/vlms.md)
+    token_reduction: Any | None = None
+    #: LLM labels this encoder pairs with (None: every LLM of the grid that is not a VLM's own)
+    llms: list[str] | None = None
+
+
+@dataclass
+class VLMAxis:
+    """One open VLM of the grid (``sweeps/vlm/*.yaml``; see docs/vlms.md): its vision side
+    becomes an encoder and its decoder an LLM, paired with each other (plus ``llms``)."""
+
+    name: str = MISSING
+    family: str | None = None
+    description: str = ""
+    checkpoint: str | None = None
+    #: image sides to measure (the family's resolution policy decides the tokens)
+    resolutions: list[int] = field(default_factory=list)
+    #: resolution-policy settings (min_pixels / max_pixels, longest_edge, max_patches)
+    processor: Any | None = None
+    published: Any | None = None
+    #: transformers config keys (vision_config, text_config, ...) or a config.json path
+    config: Any | None = None
+    strict_keys: bool = True
+    #: extra LLM labels of the grid to pair the vision side with
+    llms: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,11 +92,16 @@ class LLMAxis:
     max_positions: int | None = None
     rope_theta: float | None = None
     rms_norm_eps: float | None = None
+    #: Qwen3 / Gemma 3: per-head width (when not hidden / heads) and Gemma 3's local window
+    attn_head_dim: int | None = None
+    sliding_window: int | None = None
     #: informational only (computed from the shape)
     params_b: float | None = None
 
     SHAPE_FIELDS = ("arch", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied",
-                    "max_positions", "rope_theta", "rms_norm_eps")
+                    "max_positions", "rope_theta", "rms_norm_eps", "attn_head_dim", "sliding_window")
+    #: shape fields that may be left out
+    OPTIONAL_FIELDS = ("rms_norm_eps", "attn_head_dim", "sliding_window")
 
 
 @dataclass
@@ -141,6 +171,8 @@ class SweepConfig:
     recipe: str | None = None
     encoders: dict[str, EncoderAxis] = field(default_factory=dict)
     llms: dict[str, LLMAxis] = field(default_factory=dict)
+    #: open VLMs (harness/vlm): each adds an encoder and an LLM under its label
+    vlms: dict[str, VLMAxis] = field(default_factory=dict)
     backend: BackendConfig = field(default_factory=BackendConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -171,6 +203,8 @@ class SweepConfig:
     progress: bool = True
     #: print the end-of-sweep summary as JSON (run id, counts, TTFT points) instead of a table
     json: bool = False
+    #: a TTFT ratio to print after the sweep (harness/vlm/claim.py), e.g. the paper's 85x claim
+    claim: Any | None = None
 
 
 def register_configs() -> None:
@@ -181,6 +215,7 @@ def register_configs() -> None:
     cs.store(group="tiling", name="schema", node=TilingConfig)
     cs.store(group="encoder", name="schema", node=EncoderAxis)
     cs.store(group="llm", name="schema", node=LLMAxis)
+    cs.store(group="vlm", name="schema", node=VLMAxis)
 
 
 def config_dir() -> Path:

@@ -98,6 +98,10 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
 
     Raises UserError before anything is measured (bad names, resolutions, empty grid).
     """
+    if cfg.vlms:
+        from harness.vlm.sweep import expand_vlms
+
+        expand_vlms(cfg)  # each VLM -> one encoder axis + one LLM axis (registered in the zoos)
     validate(cfg)
     configure_backend(cfg.backend)  # backend names and settings, before anything is built
     from harness.encoders.zoo import encoder_out_dim, encoder_tokens, get_spec
@@ -108,7 +112,8 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
 
             # weights (if any) are loaded by the runner, not at registration
             meta = {k: getattr(enc, k) for k in ("aliases", "probe_resolution", "native_resolution",
-                                                 "min_resolution", "max_resolution", "params_m_paper")
+                                                 "min_resolution", "max_resolution", "params_m_paper",
+                                                 "token_reduction")
                     if getattr(enc, k) not in (None, [])}
             meta["import_path"] = import_dir(enc.import_path, "encoder")
             custom = register_custom_encoder({"name": enc.name, "model": enc.model, **meta})
@@ -150,11 +155,12 @@ def _spec_from_axis(llm: Any, label: str) -> Any:
     from harness.llms.zoo import LLMS, LLMSpec
 
     fields = {f: getattr(llm, f) for f in llm.SHAPE_FIELDS}
-    missing = [f for f, v in fields.items() if v is None and f != "rms_norm_eps"]
+    missing = [f for f, v in fields.items() if v is None and f not in llm.OPTIONAL_FIELDS]
     if missing:
         raise UserError(f"llms.{label} ({llm.name}): missing {', '.join(missing)} (or give only a zoo name)")
-    if fields["rms_norm_eps"] is None:
-        fields.pop("rms_norm_eps")
+    for f in llm.OPTIONAL_FIELDS:
+        if fields[f] is None:
+            fields.pop(f)
     spec = LLMSpec(name=llm.name, source=f"sweep config llms.{label}", **fields)
     if llm.name in LLMS:
         zoo = LLMS.get(llm.name)

@@ -59,6 +59,10 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
     if "contended" in result.points and result.points["contended"].any():
         print(f"{int(result.points['contended'].sum())} point(s) contended (machine busy): unreliable, see docs/noise.md")
     _print_paper_three_way(result.points)
+    if cfg.claim:
+        from harness.vlm.claim import claim_line
+
+        print(claim_line(result.points, cfg.claim))
     if cfg.report:
         from harness.report.html import write_report
 

@@ -62,7 +62,11 @@ def build_plan(cfg: SweepConfig, encoder_info: Callable[[str, int, str], tuple[i
     seen_enc: set[tuple] = set()
     seen_pre: set[tuple] = set()
     seen_proj: set[tuple] = set()
+    vlm_llms = set(cfg.vlms)  # a VLM's own decoder pairs only with the encoders that name it
     for label, enc in cfg.encoders.items():
+        pairs = {k: v for k, v in llm_names.items() if (k in enc.llms if enc.llms is not None else k not in vlm_llms)}
+        if enc.llms is not None and (unknown := [k for k in enc.llms if k not in llm_names]):
+            raise UserError(f"encoders.{label}.llms: no LLM labelled {unknown[0]!r} in the grid (labels: {', '.join(llm_names)})")
         tilings = enc.tilings or [cfg.tiling.spec]
         for resolution in enc.resolutions:
             for tiling in tilings:
@@ -72,7 +76,7 @@ def build_plan(cfg: SweepConfig, encoder_info: Callable[[str, int, str], tuple[i
                     seen_enc.add(ek)
                     plan.encoder_tasks.append(EncoderTask(label, enc.name, resolution, tiling, tokens, out_dim,
                                                           enc.weights))
-                for llm_label, llm in llm_names.items():
+                for llm_label, llm in pairs.items():
                     plan.points.append(GridPoint(enc.name, resolution, tiling, llm, tokens, out_dim))
                     pk = (llm, tokens)
                     if pk not in seen_pre:

@@ -84,6 +84,26 @@ class Runners:
         self.encoder_config, self.llm_config = configs["encoder"], configs["llm"]
         self._encoder: EncoderRunner | None = None
         self._llm: LLMRunner | None = None
+        from harness.llms.zoo import LLMS
+
+        self.llm_specs_by_label = {label: LLMS.canonical(llm.name) if llm.name in LLMS else llm.name
+                                   for label, llm in cfg.llms.items()}
+
+    # -- pairing (a VLM's vision tower joins only its own decoder; docs/vlms.md) ------------
+    def _llm_names(self, labels: list[str]) -> list[str]:
+        return [self.llm_specs_by_label[x] for x in labels if x in self.llm_specs_by_label]
+
+    def encoder_pairs(self, label: str) -> dict[str, Any]:
+        """``pairs_with`` for an encoder restricted to some LLMs (TTFT joins only those)."""
+        llms = self.cfg.encoders[label].llms
+        return {"pairs_with": self._llm_names(llms)} if llms is not None else {}
+
+    def llm_pairs(self, llm_label: str) -> dict[str, Any]:
+        """``pairs_with`` for a VLM's own decoder: the encoders that name it."""
+        if llm_label not in self.cfg.vlms:
+            return {}
+        encs = sorted({e.name for e in self.cfg.encoders.values() if e.llms is not None and llm_label in e.llms})
+        return {"pairs_with": encs}
 
     # -- round (interleaved repetitions; canned backends vary their jitter with it) ---------
     @property
@@ -129,7 +149,9 @@ class Runners:
 
     # -- measuring --------------------------------------------------------------------------
     def encoder(self, task: EncoderTask) -> Outcome:
-        return self.encoder_runner().measure(task, self.protocol)
+        out = self.encoder_runner().measure(task, self.protocol)
+        out.extra.settings.update(self.encoder_pairs(task.label))
+        return out
 
     def sample_layers_for(self, llm: str) -> int | None:
         """k layers to build and time, or None for the whole model."""
@@ -151,7 +173,9 @@ class Runners:
         """Prefill for (LLM, tokens); the projector for ``in_dim`` comes along as ``Outcome.projector``."""
         runner = self.llm_runner()
         k = self.sample_layers_for(task.llm)
-        return runner.prefill(task, self.llm_specs[task.llm], in_dim, self.protocol, sample_layers=k)
+        out = runner.prefill(task, self.llm_specs[task.llm], in_dim, self.protocol, sample_layers=k)
+        out.extra.settings.update(self.llm_pairs(task.llm_label))
+        return out
 
     def projector(self, task: ProjectorTask) -> Outcome:
         return self.llm_runner().projector(task, self.llm_specs[task.llm], self.protocol)

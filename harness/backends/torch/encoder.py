@@ -92,6 +92,8 @@ def count_gflops(name: str, resolution: int, tiling: str = "none") -> float | No
             _reparameterize(model)
             model.eval()
             x = torch.empty(t.images, 3, tile, tile)
+            if callable(getattr(model, "prepare", None)):
+                x = model.prepare(x)
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
             model(x)
         return counter.get_total_flops() / 1e9
@@ -159,7 +161,10 @@ def build_encoder_step(
     images = make_images(t, resolution, dev, tdtype, seed)
     inputs = split_tiles(images, t) if t.tiled else images
     inputs = inputs.contiguous(memory_format=memory_format)
-    step = encode_step(encoder, inputs, batch_tiles)
+    prepare = getattr(encoder.module, "prepare", None)
+    if callable(prepare):  # a VLM family's own tiling / patchifying: preprocessing, not timed
+        inputs = prepare(inputs)
+    step = encode_step(encoder, inputs, batch_tiles or callable(prepare))
     return TorchEncoderStep(spec, encoder, step, dev, sync, probe, tdtype, t, tile, bool(channels_last),
                             bool(compile), bool(batch_tiles), build_s)
 
