@@ -221,12 +221,13 @@ def test_predict_cli_validate_and_uncalibrated_validate_refused(capsys):
 def test_host_profile_calibrates_from_the_store_and_holds_out_a_family(db_url):
     """Fake backend rows stored for this machine: encoder time ~ pixels; the fit predicts a
     family it never saw."""
+    from harness.sweep.fake import fake_encoder
+
     from harness.fingerprint import fingerprint, machine_id
     from harness.predict.predictor import Predictor
     from harness.predict.validate import held_out_family
     from harness.protocol import get_protocol
     from harness.store import MeasurementKey, Store
-    from harness.sweep.fake import fake_encoder
 
     store = Store(db_url)
     run = store.create_run("test", {}, fingerprint(threads=1))

@@ -97,6 +97,7 @@ def test_full_size_parameter_counts_match_published(name):
 def test_tiny_family_end_to_end(name):
     from harness.encoders.torch_runner import measure_encoder
     from harness.llms.torch_prefill import measure_prefill
+
     from harness.protocol import Protocol
     from harness.ttft import compose_ttft
 
