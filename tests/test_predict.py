@@ -221,8 +221,7 @@ def test_predict_cli_validate_and_uncalibrated_validate_refused(capsys):
 def test_host_profile_calibrates_from_the_store_and_holds_out_a_family(db_url):
     """Fake backend rows stored for this machine: encoder time ~ pixels; the fit predicts a
     family it never saw."""
-    from harness.sweep.fake import fake_encoder
-
+    from harness.backends.fake.latencies import fake_encoder
     from harness.fingerprint import fingerprint, machine_id
     from harness.predict.predictor import Predictor
     from harness.predict.validate import held_out_family

@@ -95,9 +95,8 @@ def test_full_size_parameter_counts_match_published(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_family_end_to_end(name):
-    from harness.encoders.torch_runner import measure_encoder
-    from harness.llms.torch_prefill import measure_prefill
-
+    from harness.backends.torch.encoder import measure_encoder
+    from harness.backends.torch.prefill import measure_prefill
     from harness.protocol import Protocol
     from harness.ttft import compose_ttft
 

@@ -118,17 +118,11 @@ class ProjectorGraph(nn.Module):
 
 def _torch_runner_attr(side: str, attr: str) -> Any:
     """The torch runner's input builders (``make_images``, ``prepare_inputs``): the same
-    inputs the eager runner times. They live in ``harness.backends.torch`` once the backends
-    refactor is merged, in ``harness.encoders.torch_runner`` / ``harness.llms.torch_prefill``
-    before it."""
+    inputs the eager runner times."""
     import importlib
 
-    new = {"encoder": "harness.backends.torch.encoder", "prefill": "harness.backends.torch.prefill"}[side]
-    old = {"encoder": "harness.encoders.torch_runner", "prefill": "harness.llms.torch_prefill"}[side]
-    try:
-        return getattr(importlib.import_module(new), attr)
-    except (ImportError, AttributeError):
-        return getattr(importlib.import_module(old), attr)
+    module = {"encoder": "harness.backends.torch.encoder", "prefill": "harness.backends.torch.prefill"}[side]
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass

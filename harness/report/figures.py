@@ -263,6 +263,30 @@ def encoder_scaling(ctx: Context, styles: Styles, key: str) -> FigureSpec | None
                       "Static resolution only when available. Fewer tokens shorten prefill; the paper's Fig. 3 and Table 4.")
 
 
+def ttft_vs_tokens(ctx: Context, styles: Styles, key: str) -> FigureSpec | None:
+    """TTFT (log) vs visual tokens (log); None when fewer than two token counts exist."""
+    rows = ctx.rows[ctx.rows["ttft_ms"].notna() & ctx.rows["tokens"].notna()]
+    if rows.empty or rows["tokens"].nunique() < 2:
+        return None
+    fig = go.Figure()
+    for (enc, llm), g in rows.groupby([rows["encoder"].astype(str), rows["llm"].astype(str)], sort=True):
+        g = g.drop_duplicates(["resolution", "tiling"]).sort_values("tokens")
+        fig.add_trace(go.Scatter(
+            x=g["tokens"].tolist(), y=g["ttft_ms"].tolist(), mode="lines+markers+text", name=esc(f"{enc} + {llm}"),
+            text=[esc(res_label(r)) for _, r in g.iterrows()], textposition="top center",
+            marker={"color": styles.colour.get(str(enc)), "symbol": styles.symbol.get(str(llm)), "size": 9},
+            line={"color": styles.colour.get(str(enc))},
+            hovertext=[hover_text(r, "") for _, r in g.iterrows()], hoverinfo="text",
+        ))
+    fig.update_layout(
+        title=_title("TTFT vs visual tokens produced (labels: input side, px)", ctx.origin), template="plotly_white",
+        height=520, margin={"t": 90}, xaxis=log_axis(rows["tokens"], "", "visual tokens (log scale)"),
+        yaxis=log_axis(rows["ttft_ms"], "ms", "TTFT (log scale)"),
+    )
+    return FigureSpec(key, f"TTFT vs visual tokens, {ctx.label}", fig,
+                      "Each model at the token counts its own resolution policy produces (docs/vlms.md).")
+
+
 def build_figures(points: pd.DataFrame, analysis: ReportAnalysis) -> tuple[list[FigureSpec], list[str]]:
     """All report figures for ``points``; figures without data are listed as notes instead."""
     df = with_defaults(points)
@@ -277,8 +301,6 @@ def build_figures(points: pd.DataFrame, analysis: ReportAnalysis) -> tuple[list[
     for i, ca in enumerate(analysis.contexts, 1):
         specs.append(accuracy_vs_ttft(ca, bench, styles, f"accuracy_vs_ttft_{i}"))
     lat = latency_contexts(df)
-    from harness.report.tokens import ttft_vs_tokens
-
     drawn = {"breakdown": 0, "tiling": 0, "scaling": 0, "tokens": 0}
     for i, ctx in enumerate(lat, 1):
         for kind, make in (

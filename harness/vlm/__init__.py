@@ -17,25 +17,9 @@ Importing this package imports neither torch nor transformers.
 
 from __future__ import annotations
 
-from harness.registry import Registry
 from harness.vlm.base import VLM, VLMFamily
-from harness.vlm.gemma3 import Gemma3
-from harness.vlm.internvl import InternVL
-from harness.vlm.llava_onevision import LlavaOneVision
-from harness.vlm.qwen2_5_vl import Qwen25VL
-from harness.vlm.smolvlm import SmolVLM
-
-FAMILIES: Registry[VLMFamily] = Registry("VLM family")
-for _fam in (LlavaOneVision(), Qwen25VL(), SmolVLM(), InternVL(), Gemma3()):
-    FAMILIES.register(_fam.name, _fam, aliases=_fam.aliases)
-
-
-def family_of(vlm: VLM) -> VLMFamily:
-    """The family adapter of ``vlm`` (unknown families raise a did-you-mean UserError)."""
-    return FAMILIES.get(vlm.family)
-
-
-from harness.vlm.load import list_vlms, load_vlm  # noqa: E402
-from harness.vlm.register import register_vlm, vlm_params  # noqa: E402
+from harness.vlm.families import FAMILIES, family_of
+from harness.vlm.load import list_vlms, load_vlm
+from harness.vlm.register import register_vlm, vlm_params
 
 __all__ = ["FAMILIES", "VLM", "VLMFamily", "family_of", "list_vlms", "load_vlm", "register_vlm", "vlm_params"]

@@ -43,7 +43,7 @@ def _plain(obj: Any) -> Any:
 
 def load_vlm(source: str | os.PathLike[str] | Mapping[str, Any] | VLM, *, check: bool = True) -> VLM:
     """A checked :class:`VLM` from a zoo name, a YAML / config.json path, or a mapping (a sweep node)."""
-    from harness.vlm import FAMILIES, family_of
+    from harness.vlm.families import FAMILIES, family_of
 
     if isinstance(source, VLM):
         vlm = source

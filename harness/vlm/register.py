@@ -51,7 +51,7 @@ def _builder(family: VLMFamily, vlm: VLM) -> Any:
 
 def encoder_spec(vlm: VLM) -> Any:
     from harness.encoders.zoo import EncoderSpec
-    from harness.vlm import family_of
+    from harness.vlm.families import family_of
 
     fam = family_of(vlm)
     sizes = fam.valid_sizes(vlm)
@@ -73,7 +73,7 @@ def encoder_spec(vlm: VLM) -> Any:
 
 def llm_spec(vlm: VLM) -> Any:
     from harness.llms.zoo import spec_from_config_dict
-    from harness.vlm import family_of
+    from harness.vlm.families import family_of
 
     fam = family_of(vlm)
     return spec_from_config_dict(fam.text_config(vlm), name=llm_name(vlm), source=f"{vlm.source} (text_config)")
@@ -97,7 +97,7 @@ def vlm_params(vlm: VLM) -> dict[str, int]:
     the family's real connector, and the decoder; ``total`` is what model cards count."""
     import torch
 
-    from harness.vlm import family_of
+    from harness.vlm.families import family_of
 
     fam = family_of(vlm)
     with torch.device("meta"):
