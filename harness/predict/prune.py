@@ -59,10 +59,12 @@ def online_scales(rows: Iterable[tuple[str, float, float]]) -> tuple[dict[str, t
 
 
 def predict_ms(name: str, roof: float, fits: dict[str, tuple[float, float]], overall: float | None) -> float | None:
+    """Predicted ms; None for a name without rows of its own (an LLM or encoder the search has
+    not measured yet can differ from the others by more than any margin: it is measured)."""
     if name in fits:
         a, b = fits[name]
         return a * roof**b
-    return None if overall is None else overall * roof
+    return None
 
 
 def dominated(acc: float, ttft_low: float, front: Sequence[tuple[float, float]], budget: float | None) -> bool:
