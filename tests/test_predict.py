@@ -356,4 +356,4 @@ def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
         b = res.best
         assert Config(b["encoder"], b["resolution"], b["tiling"], b["llm"]) == expected
         used[prune] = res.measurements_total
-    assert used[True] <= used[False]
+    assert used[True] == used[False]  # pruning is off under a budget (docs/predict.md)

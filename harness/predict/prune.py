@@ -113,6 +113,10 @@ class CostPruner:
         return search.store.measurements(run_ids=[search.run_id], status="ok")
 
     def __call__(self, search: Any, c: Any) -> Skip | None:
+        if search.settings.budget_ms is not None:
+            # Under a budget the pruned search stalled at 91% of the feasible hypervolume in
+            # scripts/bench_search.py (unpruned: 98.6% with 145 measurements): off until fixed.
+            return None
         space = search.space
         tokens = space.tokens(c)
         prompt = space.cfg.prompt_tokens
