@@ -299,7 +299,7 @@ def test_pruning_pure_functions():
 
     scales, overall = online_scales([("a", 10.0, 5.0), ("a", 12.0, 6.0), ("b", 3.0, 1.0)])
     assert scales["a"] == pytest.approx((2.0, 1.0)) and scales["b"] == pytest.approx((3.0, 1.0)) and overall == 2.0
-    assert predict_ms("c", 4.0, scales, overall) == 8.0
+    assert predict_ms("c", 4.0, scales, overall) is None  # no rows of its own: measure it
     # a super-linear law (ms ~ roof^1.5) is followed, not flattened to a ratio
     law, _ = online_scales([("e", 2 * r**1.5, r) for r in (1.0, 4.0, 9.0)])
     assert predict_ms("e", 16.0, law, None) == pytest.approx(2 * 64.0)
@@ -356,4 +356,4 @@ def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
         b = res.best
         assert Config(b["encoder"], b["resolution"], b["tiling"], b["llm"]) == expected
         used[prune] = res.measurements_total
-    assert used[True] <= used[False]
+    assert used[True] == used[False]  # pruning is off under a budget (docs/predict.md)

@@ -59,10 +59,12 @@ def online_scales(rows: Iterable[tuple[str, float, float]]) -> tuple[dict[str, t
 
 
 def predict_ms(name: str, roof: float, fits: dict[str, tuple[float, float]], overall: float | None) -> float | None:
+    """Predicted ms; None for a name without rows of its own (an LLM or encoder the search has
+    not measured yet can differ from the others by more than any margin: it is measured)."""
     if name in fits:
         a, b = fits[name]
         return a * roof**b
-    return None if overall is None else overall * roof
+    return None
 
 
 def dominated(acc: float, ttft_low: float, front: Sequence[tuple[float, float]], budget: float | None) -> bool:
@@ -111,6 +113,10 @@ class CostPruner:
         return search.store.measurements(run_ids=[search.run_id], status="ok")
 
     def __call__(self, search: Any, c: Any) -> Skip | None:
+        if search.settings.budget_ms is not None:
+            # Under a budget the pruned search stalled at 91% of the feasible hypervolume in
+            # scripts/bench_search.py (unpruned: 98.6% with 145 measurements): off until fixed.
+            return None
         space = search.space
         tokens = space.tokens(c)
         prompt = space.cfg.prompt_tokens

@@ -284,8 +284,7 @@ class Search:
                 if budget is not None:
                     trial.set_constraint(CONSTRAINT, skip.ttft_ms - budget)
                 self.study.tell(trial, [skip.accuracy, skip.ttft_ms])
-                bar.advance(line=False)
-                new += 1
+                repeats += 1  # like a re-proposal: costs nothing, not a new configuration
                 continue
             if point is None:
                 try:
