@@ -121,9 +121,12 @@ class _ExecuTorchCompiler:
             "threadpool_threads": _threadpool(cfg.threads),
             "executorch": getattr(executorch, "__version__", None) or _dist_version("executorch"),
         }
-        del buffer
+        # The loaded program reads the serialised buffer in place: it (and the program) must
+        # outlive every execute() -- freeing it early crashes the runtime (a segfault).
+        keep = (buffer, program)
 
         def step() -> Any:
+            assert keep
             return method.execute(feed)
 
         return Compiled(step=step, first_output=first[0], compile_s=compile_s, settings=settings)
