@@ -204,7 +204,7 @@ LLMS.register("smollm2-1.7b", LLMSpec("smollm2-1.7b", "llama", 2048, 24, 32, 32,
               aliases=("smollm2-1.7b-instruct", "huggingfacetb/smollm2-1.7b-instruct"))
 LLMS.register("gemma3-4b-text", LLMSpec("gemma3-4b-text", "gemma3_text", 2560, 34, 8, 4, 10240, 262208, True, 131072,
                                         1_000_000.0, 1e-6, attn_head_dim=256, sliding_window=1024),
-              aliases=("gemma-3-4b-text", "gemma3-4b-llm"))
+              aliases=("gemma-3-4b-text",))
 
 
 def list_llms() -> list[str]:
