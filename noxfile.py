@@ -20,7 +20,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over the package, tests and scripts; mypy over the package ([tool.mypy])."""
     session.run("ruff", "check", "harness", "tests", "scripts", "noxfile.py")
-    session.run("mypy", "harness", "--ignore-missing-imports")
+    session.run("python", "-m", "mypy", "harness")
 
 
 @nox.session(venv_backend="none")

@@ -78,7 +78,7 @@ def fill_(module: nn.Module, seed: int = 0) -> nn.Module:
         if isinstance(m, _NORM_TYPES) or type(m).__name__.lower().endswith(("norm", "norm2d", "rmsnorm")):
             for p in m.parameters(recurse=False):
                 norm_param_ids.add(id(p))
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None:
                 m.running_mean.zero_()
                 m.running_var.fill_(1.0)
     seen: set[int] = set()

@@ -228,7 +228,7 @@ def load_points(
         keep["accuracy_source"] = ""
         points = pd.concat([points, keep.reindex(columns=points.columns)], ignore_index=True)
         notes.append(f"{len(res.unmatched_latency)} configuration(s) have no {bench} accuracy (latency only)")
-    n_paper = int((points.get("accuracy_source") == "paper").sum()) if len(points) else 0
+    n_paper = int((points["accuracy_source"] == "paper").sum()) if len(points) else 0
     if n_paper:
         notes.append(f"{n_paper} point(s) use the paper's published accuracy for the same configuration")
     unmatched_acc = res.unmatched_accuracy

@@ -443,12 +443,14 @@ class Store:
     def _insert_ignore(self, table: sa.Table, values: dict[str, Any]) -> sa.Insert:
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            return sa.insert(table).values(**values)
-        return insert(table).values(**values).on_conflict_do_nothing()
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).values(**values).on_conflict_do_nothing()
+        return sa.insert(table).values(**values)
 
     # -- runs -----------------------------------------------------------------------------
     def create_run(

@@ -36,13 +36,14 @@ _P90_DRAWS = 4000
 def _records(rows: Rows) -> list[dict[str, Any]]:
     if rows is None:
         return []
+    recs: Iterable[Mapping[Any, Any]]
     if isinstance(rows, pd.DataFrame):
         recs = rows.to_dict("records")
     else:
         recs = [dict(r) for r in rows]
-    out = []
-    for r in recs:
-        r = {str(k): v for k, v in r.items()}
+    out: list[dict[str, Any]] = []
+    for rec in recs:
+        r = {str(k): v for k, v in rec.items()}
         r["extra"] = _json(r.get("extra")) or {}
         samples = _json(r.get("samples_ms"))
         r["samples_ms"] = [float(x) for x in samples] if isinstance(samples, (list, tuple, np.ndarray)) else []
@@ -149,7 +150,7 @@ def _peak_mem(e: dict[str, Any], p: dict[str, Any]) -> float:
     """
     if bool(p.get("estimated")):
         return math.nan
-    peaks = [e.get("peak_mem_bytes"), p.get("peak_mem_bytes")]
+    peaks: list[Any] = [e.get("peak_mem_bytes"), p.get("peak_mem_bytes")]
     if any(x is None or (isinstance(x, float) and math.isnan(x)) for x in peaks):
         return math.nan
     return float(max(peaks))
@@ -268,9 +269,9 @@ def fit_prefill_curve(tokens: Sequence[float], ms: Sequence[float], degree: int 
 
     design = np.stack([x**p for p in range(deg + 1)], axis=1)
     coef, _ = nnls(design / y[:, None], np.ones_like(y))
-    full = tuple(float(c) for c in np.concatenate([coef, np.zeros(2 - deg)]))
+    c0, c1, c2 = (float(c) for c in np.concatenate([coef, np.zeros(2 - deg)]))
     residuals = tuple(float(r) for r in design @ coef - y)
-    return PrefillFit(full, deg, tuple(int(t) for t in x), tuple(float(v) for v in y), residuals)
+    return PrefillFit((c0, c1, c2), deg, tuple(int(t) for t in x), tuple(float(v) for v in y), residuals)
 
 
 def prefill_at(n: int, tokens: Sequence[float], ms: Sequence[float], fit: PrefillFit | None = None) -> tuple[float, str]:
@@ -283,5 +284,5 @@ def prefill_at(n: int, tokens: Sequence[float], ms: Sequence[float], fit: Prefil
     hit = y[x == n]
     if hit.size:
         return float(np.median(hit)), "measured"
-    fit = fit or fit_prefill_curve(x, y)
+    fit = fit or fit_prefill_curve(tokens, ms)
     return float(fit.predict(n)), "fit"

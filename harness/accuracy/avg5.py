@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from harness.accuracy.keys import AVG5, Key
 from harness.errors import UserError
@@ -36,7 +36,8 @@ def avg5(scores: Mapping[str, float | None]) -> tuple[float | None, list[str]]:
     missing = missing_avg5(scores)
     if missing:
         return None, missing
-    return sum(float(scores[b]) for b in AVG5) / len(AVG5), []  # type: ignore[arg-type]
+    # missing_avg5 found every AVG5 score present (not None)
+    return sum(float(cast(float, scores[b])) for b in AVG5) / len(AVG5), []
 
 
 # --- accuracy rows: one per key, merged from per-benchmark score records -----------------

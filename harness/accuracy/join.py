@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -142,7 +142,7 @@ def join(latency: pd.DataFrame, accuracy: pd.DataFrame, *, benchmark: str = "avg
     for i, a in acc_rows.iterrows():
         by_arch.setdefault(tuple(a[f] for f in ARCH_FIELDS), []).append(int(i))
     for _, lrow in lat.iterrows():
-        lat_row = lrow.to_dict()
+        lat_row = cast("dict[str, Any]", lrow.to_dict())  # keyed by column names
         candidates = [i for i in by_arch.get(tuple(lat_row[f] for f in ARCH_FIELDS), [])
                       if lat_row["recipe"] is None or acc_rows.at[i, "recipe"] == lat_row["recipe"]]
         usable = [i for i in candidates if not math.isnan(acc_rows.at[i, "accuracy"])]

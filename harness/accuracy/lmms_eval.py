@@ -149,7 +149,8 @@ def parse_results(data: Any, path: str | Path, *, pope_metric: str = "accuracy",
         raise UserError(f"{where}: no 'results' object; is this an lmms-eval *_results.json file?")
     if not results:
         raise UserError(f"{where}: 'results' is empty")
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    raw_config = data.get("config")
+    config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
     limit = config.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))):
         raise UserError(f"{where}: config.limit must be a number or null, got {limit!r}")

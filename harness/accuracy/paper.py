@@ -69,7 +69,7 @@ def _source(table: str, row: str) -> str:
 
 @lru_cache(maxsize=1)
 def _load() -> pd.DataFrame:
-    text = resources.files("harness").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
+    text = (resources.files("harness") / "data" / DATA_FILE).read_text(encoding="utf-8")
     rows: list[dict[str, Any]] = []
     for raw in csv.DictReader(text.splitlines()):
         where = f"{DATA_FILE} {raw['label']}"

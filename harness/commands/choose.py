@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import SupportsFloat
 
 from harness.choose import BASES, ChooseResult, Limits, check_budget, choose
 from harness.errors import UserError
@@ -34,11 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _ms(x: object) -> str:
+def _ms(x: SupportsFloat | str | None) -> str:
     return "n/a" if x is None else f"{float(x):.1f}"
 
 
-def _int(x: object) -> str:
+def _int(x: SupportsFloat | str | None) -> str:
     return "n/a" if x is None else str(int(float(x)))
 
 
@@ -82,8 +83,8 @@ def render(r: ChooseResult) -> str:
                        f"{_label(n.option)}: {r.benchmark} {n.option['accuracy']:.2f} (+{n.accuracy_gain:.2f}).")
         else:
             out.append("More budget buys nothing: the choice is the most accurate eligible option.")
-    for n in r.notes:
-        out.append(f"note: {n}")
+    for note in r.notes:
+        out.append(f"note: {note}")
     return "\n".join(out)
 
 

@@ -14,7 +14,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.compare import (
     DEFAULT_ALPHA,
@@ -107,7 +107,7 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
         raise
     except (OSError, ValueError, ImportError, RecursionError) as e:
         raise UserError(f"cannot read {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    rows = df.to_dict("records")
+    rows = cast("list[dict[str, Any]]", df.to_dict("records"))  # the file's column names
     check_file_version(rows, str(p))
     for i, r in enumerate(rows, start=2):  # line 1 is the header
         s = r.get("samples_ms")
@@ -145,13 +145,11 @@ def load_side(specs: list[str], db: str | None, benchmark_json: bool = False) ->
             from harness.store import Store
 
             store = Store(db, readonly=True)
-        run = store.get_run(spec)
-        if run is None:
-            store.require_run(spec)  # raises the store's "no run ... (latest: ...)" message
+        run = store.require_run(spec)  # raises the store's "no run ... (latest: ...)" message
         df = store.measurements([spec])
         if df.empty:
             raise UserError(f"run {spec} has no measurements")
-        rows.extend(df.to_dict("records"))
+        rows.extend(cast("list[dict[str, Any]]", df.to_dict("records")))
         sources.append(f"run {spec} ({run['created_at'][:19]}, commit {str(run.get('git_commit') or '?')[:10]})")
     return rows, sources
 

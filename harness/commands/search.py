@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import SupportsFloat
 
 from harness.errors import UserError
 
@@ -55,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _ms(x: object) -> str:
+def _ms(x: SupportsFloat | str | None) -> str:
     return "n/a" if x is None else f"{float(x):.1f}"
 
 

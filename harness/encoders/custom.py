@@ -35,7 +35,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.encoders.zoo import LOAD_HOOKS, EncoderSpec, get_spec, register, to_tokens
 from harness.errors import UserError
@@ -79,7 +79,7 @@ def load_config(cfg: str | os.PathLike[str] | Mapping[str, Any] | Any) -> tuple[
         data = {**{k: v for k, v in data.items() if k in META_KEYS}, "model": {k: v for k, v in data.items() if k not in META_KEYS}}
     if not isinstance(data["model"], dict) or "_target_" not in data["model"]:
         raise UserError(f"encoder config {data['name']!r}: 'model' must have a _target_")
-    return data, path
+    return cast("dict[str, Any]", data), path  # YAML/mapping keys of an encoder config are names
 
 
 def _accepts(fn: Callable[..., Any], arg: str) -> bool:
@@ -170,13 +170,14 @@ def _as_module(obj: Any, resolution: int | None) -> Any:
     try:
         from transformers import AutoModel, PretrainedConfig
     except ImportError:  # pragma: no cover
-        PretrainedConfig = ()  # type: ignore[assignment]
-    if PretrainedConfig and isinstance(obj, PretrainedConfig):
-        from harness.encoders.hf import attach_position_reset
+        pass
+    else:
+        if isinstance(obj, PretrainedConfig):
+            from harness.encoders.hf import attach_position_reset
 
-        if resolution and hasattr(obj, "image_size"):
-            obj.image_size = resolution
-        return attach_position_reset(AutoModel.from_config(obj))
+            if resolution and hasattr(obj, "image_size"):
+                obj.image_size = resolution
+            return attach_position_reset(AutoModel.from_config(obj))
     raise UserError(f"a custom encoder factory must return an nn.Module or a transformers config, got {type(obj).__name__}")
 
 

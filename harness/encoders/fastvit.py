@@ -173,7 +173,7 @@ class MobileOneBlock(nn.Module):
         super().__init__()
         self.cin, self.cout, self.k, self.stride, self.groups = cin, cout, k, stride, groups
         self.identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
-        self.conv_kxk = nn.ModuleList(ConvBN(cin, cout, k, stride, groups) for _ in range(conv_branches))
+        self.conv_kxk: nn.ModuleList | None = nn.ModuleList(ConvBN(cin, cout, k, stride, groups) for _ in range(conv_branches))
         self.conv_scale = ConvBN(cin, cout, 1, stride, groups) if k > 1 and scale_branch else None
         self.reparam_conv: nn.Conv2d | None = None
         self.se = SqueezeExcite(cout, max(1, cout // 16)) if se else nn.Identity()
@@ -183,6 +183,7 @@ class MobileOneBlock(nn.Module):
         if self.reparam_conv is not None:
             out = self.reparam_conv(x)
         else:
+            assert self.conv_kxk is not None
             out = self.identity(x) if self.identity is not None else 0
             if self.conv_scale is not None:
                 out = out + self.conv_scale(x)
@@ -194,11 +195,14 @@ class MobileOneBlock(nn.Module):
     def kernel_bias(self) -> tuple[Tensor, Tensor]:
         """The single kxk kernel and bias equal to the sum of the train-time branches."""
         if self.reparam_conv is not None:
+            assert self.reparam_conv.bias is not None  # _new_conv always gives a bias
             return self.reparam_conv.weight, self.reparam_conv.bias
+        assert self.conv_kxk is not None
         ref = next(self.parameters())
         kernel = ref.new_zeros(self.cout, self.cin // self.groups, self.k, self.k)
         bias = ref.new_zeros(self.cout)
         for branch in self.conv_kxk:
+            assert isinstance(branch, ConvBN)
             kb, bb = _fused_kernel_bias(branch.conv, branch.bn)
             kernel, bias = kernel + kb, bias + bb
         if self.conv_scale is not None:
@@ -230,8 +234,8 @@ class ReparamLargeKernelConv(nn.Module):
                  *, se: bool = False, act: bool = True):
         super().__init__()
         self.k = k
-        self.large_conv = ConvBN(cin, cout, k, stride, groups)
-        self.small_conv = ConvBN(cin, cout, small_k, stride, groups)
+        self.large_conv: ConvBN | None = ConvBN(cin, cout, k, stride, groups)
+        self.small_conv: ConvBN | None = ConvBN(cin, cout, small_k, stride, groups)
         self.reparam_conv: nn.Conv2d | None = None
         self.se = SqueezeExcite(cout, _divisible(cout * 0.25, 8)) if se else nn.Identity()
         self.act = nn.GELU() if act else nn.Identity()
@@ -240,6 +244,7 @@ class ReparamLargeKernelConv(nn.Module):
         if self.reparam_conv is not None:
             out = self.reparam_conv(x)
         else:
+            assert self.large_conv is not None and self.small_conv is not None
             out = self.large_conv(x) + self.small_conv(x)
         return self.act(self.se(out))
 
@@ -247,6 +252,7 @@ class ReparamLargeKernelConv(nn.Module):
     def reparameterize(self) -> None:
         if self.reparam_conv is not None:
             return
+        assert self.large_conv is not None and self.small_conv is not None
         kl, bl = _fused_kernel_bias(self.large_conv.conv, self.large_conv.bn)
         ks, bs = _fused_kernel_bias(self.small_conv.conv, self.small_conv.bn)
         self.reparam_conv = _new_conv(self.large_conv.conv, kl + _pad_to(ks, self.k), bl + bs)
@@ -292,6 +298,7 @@ class RepCPE(nn.Module):
     def reparameterize(self) -> None:
         if self.reparam_conv is not None or self.pos_enc is None:
             return
+        assert self.pos_enc.bias is not None
         w = self.pos_enc.weight + _identity_kernel(self.dim, self.dim, self.k, self.pos_enc.weight)
         self.reparam_conv = _new_conv(self.pos_enc, w, self.pos_enc.bias)
         self.pos_enc = None
@@ -304,20 +311,22 @@ class RepMixer(nn.Module):
     def __init__(self, dim: int, k: int = 3, layer_scale_init: float = 1e-5):
         super().__init__()
         self.dim, self.k = dim, k
-        self.norm = MobileOneBlock(dim, dim, k, groups=dim, act=False, scale_branch=False, conv_branches=0)
-        self.mixer = MobileOneBlock(dim, dim, k, groups=dim, act=False)
-        self.layer_scale = LayerScale2d(dim, layer_scale_init)
+        self.norm: MobileOneBlock | None = MobileOneBlock(dim, dim, k, groups=dim, act=False, scale_branch=False, conv_branches=0)
+        self.mixer: MobileOneBlock | None = MobileOneBlock(dim, dim, k, groups=dim, act=False)
+        self.layer_scale: LayerScale2d | None = LayerScale2d(dim, layer_scale_init)
         self.reparam_conv: nn.Conv2d | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.reparam_conv is not None:
             return self.reparam_conv(x)
+        assert self.norm is not None and self.mixer is not None and self.layer_scale is not None
         return x + self.layer_scale(self.mixer(x) - self.norm(x))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
         if self.reparam_conv is not None:
             return
+        assert self.norm is not None and self.mixer is not None and self.layer_scale is not None
         km, bm = self.mixer.kernel_bias()
         kn, bn = self.norm.kernel_bias()
         g = self.layer_scale.gamma.reshape(-1)
@@ -418,7 +427,7 @@ class AttentionBlock(nn.Module):
     @torch.no_grad()
     def reparameterize(self) -> None:
         self.mlp.reparameterize()
-        if isinstance(self.layer_scale_1, LayerScale2d):
+        if isinstance(self.layer_scale_1, LayerScale2d) and isinstance(self.layer_scale_2, LayerScale2d):
             _fold_scale(self.token_mixer.proj, self.layer_scale_1)
             _fold_scale(self.mlp.fc2, self.layer_scale_2)
             self.layer_scale_1 = self.layer_scale_2 = nn.Identity()
@@ -430,7 +439,7 @@ class AttentionBlock(nn.Module):
         if isinstance(self.norm, nn.BatchNorm2d):
             s, t = _bn_scale_shift(self.norm)
             self.norm = nn.Identity()
-        elif isinstance(self.norm, LayerNorm2d) and self.norm.weight is not None:
+        elif isinstance(self.norm, LayerNorm2d) and self.norm.weight is not None and self.norm.bias is not None:
             s, t = self.norm.weight, self.norm.bias
             self.norm = LayerNorm2d(self.norm.dim, self.norm.eps, affine=False)
         else:
@@ -451,6 +460,7 @@ class Stage(nn.Module):
         super().__init__()
         self.downsample: nn.Module = PatchEmbed(cin, dim, cfg.down_kernel, cfg.se_downsample[index]) if index > 0 else nn.Identity()
         self.pos_emb: nn.Module = RepCPE(dim, cfg.cpe_kernel) if cfg.pos_emb[index] else nn.Identity()
+        blocks: list[nn.Module]
         if mixer == "repmixer":
             blocks = [RepMixerBlock(dim, cfg.mlp_ratio, cfg.repmixer_kernel, cfg.ffn_kernel, cfg.layer_scale_init)
                       for _ in range(depth)]

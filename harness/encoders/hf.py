@@ -19,8 +19,15 @@ Models are built on the meta device by :func:`harness.init.materialize`; non-per
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import ConvNextModel
+
+_M = TypeVar("_M", bound=nn.Module)
 
 #: Architecture constants (transformers config names), checked against the paper's counts.
 VIT_L_14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
@@ -34,7 +41,7 @@ CONVNEXT_XXL = dict(depths=[3, 4, 30, 3], hidden_sizes=[384, 768, 1536, 3072])
 _CLIP_EMBED = {"vit-l-14": 768, "convnext-l": 768, "convnext-xxl": 1024}
 
 
-def attach_position_reset(model: nn.Module) -> nn.Module:
+def attach_position_reset(model: _M) -> _M:
     """Give every module holding a ``position_ids`` buffer a hook that refills it with arange.
 
     ``Module.to_empty`` leaves non-persistent buffers as uninitialised memory; the hook lets
@@ -45,10 +52,10 @@ def attach_position_reset(model: nn.Module) -> nn.Module:
         if isinstance(buf, torch.Tensor) and "position_ids" in m._buffers:
 
             def reset(m: nn.Module = m) -> None:
-                ids = m.position_ids
+                ids = cast(torch.Tensor, m.position_ids)
                 m.position_ids = torch.arange(ids.shape[-1], device=ids.device, dtype=ids.dtype).expand(ids.shape).contiguous()
 
-            m._vlm_pareto_reset_buffers = reset  # type: ignore[attr-defined]
+            m._vlm_pareto_reset_buffers = reset  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
     return model
 
 
@@ -60,8 +67,9 @@ class ViTTokens(nn.Module):
         self.tower = tower
         self.has_cls = has_cls
         self.head = head  # counted, never run
-        self.stride = tower.config.patch_size
-        self.out_dim = tower.config.hidden_size
+        config: Any = tower.config  # a transformers CLIP/SigLIP vision config
+        self.stride = config.patch_size
+        self.out_dim = config.hidden_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         hidden = self.tower(pixel_values=images).last_hidden_state
@@ -73,11 +81,13 @@ class ConvNeXtTokens(nn.Module):
 
     stride = 32
 
-    def __init__(self, trunk: nn.Module, head: nn.Module | None = None):
+    def __init__(self, trunk: ConvNextModel, head: nn.Module | None = None):
         super().__init__()
         self.trunk = trunk
         self.head = head  # counted, never run
-        self.out_dim = trunk.config.hidden_sizes[-1]
+        hidden_sizes = trunk.config.hidden_sizes
+        assert hidden_sizes is not None
+        self.out_dim = hidden_sizes[-1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # embeddings + stages only: the trunk's pooled-norm output is not what a VLM reads.
@@ -89,20 +99,20 @@ def _vit(arch: dict, resolution: int, with_head: bool, kind: str) -> ViTTokens:
     if kind == "clip":
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
-        cfg = CLIPVisionConfig(**{**arch, "num_hidden_layers": layers}, image_size=resolution, hidden_act="quick_gelu", attn_implementation="sdpa")
-        tower = CLIPVisionModel(cfg)
+        cfg = CLIPVisionConfig(**{**arch, "num_hidden_layers": layers}, image_size=resolution, hidden_act="quick_gelu", attn_implementation="sdpa")  # type: ignore[call-arg]  # configs take extra kwargs
+        tower: nn.Module = CLIPVisionModel(cfg)
         head = nn.Linear(arch["hidden_size"], _CLIP_EMBED["vit-l-14"], bias=False) if with_head else None
         # CLIP's last_hidden_state is the encoder output before post_layernorm, i.e. exactly
         # the hidden state LLaVA selects; the pooled-norm on one token is negligible.
-        return attach_position_reset(ViTTokens(tower, has_cls=True, head=head))  # type: ignore[return-value]
+        return attach_position_reset(ViTTokens(tower, has_cls=True, head=head))
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    cfg = SiglipVisionConfig(**{**arch, "num_hidden_layers": layers}, image_size=resolution, vision_use_head=with_head, attn_implementation="sdpa")
-    tower = SiglipVisionModel(cfg)
+    siglip_cfg = SiglipVisionConfig(**{**arch, "num_hidden_layers": layers}, image_size=resolution, vision_use_head=with_head, attn_implementation="sdpa")  # type: ignore[call-arg]  # configs take extra kwargs
+    tower = SiglipVisionModel(siglip_cfg)
     if not with_head:
         # SigLIP normalises last_hidden_state; the penultimate hidden state is un-normalised.
-        tower.post_layernorm = nn.Identity()
-    return attach_position_reset(ViTTokens(tower, has_cls=False))  # type: ignore[return-value]
+        tower.add_module("post_layernorm", nn.Identity())  # replaces the LayerNorm
+    return attach_position_reset(ViTTokens(tower, has_cls=False))
 
 
 def build_vit_l_14(resolution: int = 336, with_head: bool = False) -> ViTTokens:

@@ -261,8 +261,9 @@ def _reparameterize(model: nn.Module) -> bool:
     A module with ``reparameterize`` handles its whole subtree (so nothing is fused twice);
     modules without one are walked. Returns whether anything was reparameterized.
     """
-    if callable(getattr(model, "reparameterize", None)):
-        model.reparameterize()
+    reparameterize = getattr(model, "reparameterize", None)
+    if callable(reparameterize):
+        reparameterize()
         return True
     done = False
     for child in list(model.children()):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -27,6 +28,9 @@ from harness.devices import torch_dtype
 from harness.dtypes import FLOAT_PRECISIONS, canonical_precision
 from harness.errors import UserError
 from harness.llms.zoo import LLMSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: Fixed runtime overhead (libraries, allocator slack) added to memory estimates.
 _RUNTIME_OVERHEAD_BYTES = 512 * 2**20
@@ -156,8 +160,9 @@ def _reset_rotary_(model: nn.Module) -> None:
             device = getattr(m, names[0]).device
             for bname, buf in fresh.named_buffers(recurse=False):
                 setattr(m, bname, buf.to(device=device))
-        if isinstance(getattr(m, "embed_scale", None), torch.Tensor) and hasattr(m, "scalar_embed_scale"):
-            m.embed_scale.fill_(float(m.scalar_embed_scale))
+        embed_scale = getattr(m, "embed_scale", None)
+        if isinstance(embed_scale, torch.Tensor) and hasattr(m, "scalar_embed_scale"):
+            embed_scale.fill_(float(cast(float, m.scalar_embed_scale)))
 
 
 def _hf_classes(arch: str) -> tuple[type, type]:
@@ -257,9 +262,9 @@ def load_weights_(model: nn.Module, directory: Path) -> None:
 
 
 @torch.no_grad()
-def forward_is_finite(model: nn.Module, tokens: int = 8) -> bool:
+def forward_is_finite(model: PreTrainedModel, tokens: int = 8) -> bool:
     """Run a short prefill with embedding-scale inputs and check the logits are finite."""
-    emb = model.get_input_embeddings().weight
+    emb = cast(nn.Embedding, model.get_input_embeddings()).weight
     x = emb[torch.arange(tokens, device=emb.device) % emb.shape[0]].unsqueeze(0)
     out = model(inputs_embeds=x, use_cache=True, logits_to_keep=1)
     return bool(torch.isfinite(out.logits).all())

@@ -223,7 +223,7 @@ def projector_cost(tokens: int, in_dim: int, hidden: int) -> Cost:
 def shipped_table() -> dict[str, Any]:
     """The precomputed table shipped with the package (empty if absent or another version)."""
     try:
-        text = resources.files("harness").joinpath("data", SHIPPED_FILE).read_text(encoding="utf-8")
+        text = (resources.files("harness") / "data" / SHIPPED_FILE).read_text(encoding="utf-8")
     except (FileNotFoundError, OSError):
         return {"version": COST_VERSION, "encoders": {}, "llms": {}}
     data = json.loads(text)
@@ -392,12 +392,13 @@ def encoder_out_dim(name: str) -> int:
     return dim(name)
 
 
-def zoo_costs(encoders: list[dict[str, Any]], resolutions: Iterable[int], llms: Iterable[str]) -> dict[str, Any]:
+def zoo_costs(encoders: list[dict[str, Any]], resolutions: Iterable[int] | None, llms: Iterable[str]) -> dict[str, Any]:
     """For ``zoo --json``: adds ``costs`` {resolution: Cost dict} to each encoder row (single
-    image, counted or cached) and returns the LLMs' prefill polynomials {llm: {feature: [c0, c1, c2]}}."""
+    image, counted or cached) and returns the LLMs' prefill polynomials {llm: {feature: [c0, c1, c2]}}.
+    ``resolutions`` None: each row's listed ``tokens`` resolutions (zoo's default)."""
     for row in encoders:
         costs: dict[str, Any] = {}
-        for r in resolutions:
+        for r in resolutions if resolutions is not None else [int(k) for k in row.get("tokens", {})]:
             if str(r) not in row.get("tokens", {}):
                 continue
             try:

@@ -136,7 +136,7 @@ def user_dirs() -> list[Path]:
 
 
 def _builtin_files() -> list[Path]:
-    root = resources.files("harness").joinpath("data", "devices")
+    root = resources.files("harness") / "data" / "devices"
     return sorted(Path(str(p)) for p in root.iterdir() if str(p).endswith(".yaml"))
 
 

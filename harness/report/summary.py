@@ -71,14 +71,14 @@ class Context:
 
 def latency_contexts(df: pd.DataFrame) -> list[Context]:
     """One context per latency origin (recipes merged: latency does not depend on them)."""
-    return [Context(o, o, None, g.reset_index(drop=True)) for o, g in df.groupby("origin", sort=True)]
+    return [Context(str(o), str(o), None, g.reset_index(drop=True)) for o, g in df.groupby("origin", sort=True)]
 
 
 def accuracy_contexts(df: pd.DataFrame) -> list[Context]:
     """One context per (latency origin, recipe)."""
     out = []
     for (o, r), g in df.groupby(["origin", "recipe"], sort=True):
-        out.append(Context(f"{o}; recipe {r}", o, str(r), g.reset_index(drop=True)))
+        out.append(Context(f"{o}; recipe {r}", str(o), str(r), g.reset_index(drop=True)))
     return out
 
 
@@ -222,12 +222,12 @@ def render_markdown(
             lines.append("| reference vs other | speedup best (median) | gain best (median) | hypervolume ref / other |")
             lines.append("| --- | --- | --- | --- |")
             for c in ca.comparisons:
-                r = c.result
-                sp = f"{fmt(r.speedup_best, 2, 'x')} ({fmt(r.speedup_median, 2, 'x')})" if r.speedup_best else "no overlap"
-                gn = f"{fmt(r.gain_best, 2, '')} ({fmt(r.gain_median, 2, '')})" if r.gain_best is not None else "no overlap"
+                fc = c.result
+                sp = f"{fmt(fc.speedup_best, 2, 'x')} ({fmt(fc.speedup_median, 2, 'x')})" if fc.speedup_best else "no overlap"
+                gn = f"{fmt(fc.gain_best, 2, '')} ({fmt(fc.gain_median, 2, '')})" if fc.gain_best is not None else "no overlap"
                 lines.append(
                     f"| {md_escape(c.reference)} vs {md_escape(c.other)} | {sp} | {gn} | "
-                    f"{fmt(r.hypervolume_a, 2)} / {fmt(r.hypervolume_b, 2)} |"
+                    f"{fmt(fc.hypervolume_a, 2)} / {fmt(fc.hypervolume_b, 2)} |"
                 )
             lines.append("")
     for n in analysis.notes + list(notes or []):

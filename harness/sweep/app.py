@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.errors import UserError, suggest
 
@@ -149,6 +149,7 @@ def precheck(argv: list[str]) -> None:
                 raise UserError(f"override {ov.input_line!r} is a sweep (a,b,...): add -m to run it as a multirun")
             axes.append([f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()])
         else:
+            assert ov.input_line is not None  # the parser keeps every override's text
             axes.append([ov.input_line])
     search = [f"hydra.searchpath=[file://{dirs[0]}]"] if extra_dir else []
     GlobalHydra.instance().clear()
@@ -187,7 +188,7 @@ def _job(cfg: Any) -> int:
             typed.run_id = _multirun_run_id(typed.name)
         _record_start(typed.run_id)
         command = "vlm-pareto sweep " + " ".join(sys.argv[1:])
-        out = run_sweep(typed, command=command.strip(), config_dict=OmegaConf.to_container(cfg, resolve=True))
+        out = run_sweep(typed, command=command.strip(), config_dict=cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True)))
         code = finish(typed, out)
     except UserError as e:
         print(f"vlm-pareto: error: {e}", file=sys.stderr)

@@ -233,7 +233,7 @@ def presets() -> list[str]:
 
 def to_typed(cfg: DictConfig) -> SweepConfig:
     """Merge a composed config onto the schema; type errors become one-line UserErrors."""
-    body = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    body = OmegaConf.masked_copy(cfg, [str(k) for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
     try:
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), body)
         typed = OmegaConf.to_object(merged)
