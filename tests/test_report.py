@@ -47,8 +47,8 @@ def test_writes_every_file_offline(tmp_path):
     assert '<script src="plotly.min.js"></script>' in page
     assert "cdn.plot.ly" not in page and not re.search(r"<script[^>]+src=\"https?:", page)
     assert paths.plotly_js.read_text().startswith("/**") or "Plotly" in paths.plotly_js.read_text()[:5000]
-    assert set(paths.figures) == {"accuracy_vs_ttft_1", "breakdown_1", "tiling_1", "scaling_1"}
-    assert page.count("Plotly.newPlot(") == 4
+    assert set(paths.figures) == {"accuracy_vs_ttft_1", "breakdown_1", "tiling_1", "scaling_1", "tokens_1"}
+    assert page.count("Plotly.newPlot(") == 5
     # Every figure states the machine and backend of its latencies on its face.
     assert page.count("latencies: measured here on test-box (torch-cpu)") == 4
     csv = pd.read_csv(paths.points_csv)
@@ -79,7 +79,7 @@ def test_omitted_figures_are_noted(tmp_path):
     df = points(tiled=False).drop(columns=["encoder_ms", "prefill_ms", "projector_ms"])
     df["avg5"] = np.nan
     paths = write_report(df, tmp_path / "r", "latency only", static=False)
-    assert paths.figures == []
+    assert paths.figures == ["tokens_1"]  # TTFT vs tokens needs only TTFT and token counts
     joined = " ".join(paths.notes)
     assert "accuracy vs TTFT omitted" in joined
     assert "latency breakdown omitted" in joined
