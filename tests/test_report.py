@@ -50,7 +50,7 @@ def test_writes_every_file_offline(tmp_path):
     assert set(paths.figures) == {"accuracy_vs_ttft_1", "breakdown_1", "tiling_1", "scaling_1", "tokens_1"}
     assert page.count("Plotly.newPlot(") == 5
     # Every figure states the machine and backend of its latencies on its face.
-    assert page.count("latencies: measured here on test-box (torch-cpu)") == 4
+    assert page.count("latencies: measured here on test-box (torch-cpu)") == 5
     csv = pd.read_csv(paths.points_csv)
     assert len(csv) == 13 and {"ttft_ms", "avg5", "latency_source", "machine"} <= set(csv.columns)
     assert "static images not requested" in paths.notes
