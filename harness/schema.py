@@ -45,7 +45,7 @@ TTFT_COLUMNS: tuple[str, ...] = (
     "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms", "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms",
     "estimated", "backend", "machine", "run_id",
     "encoder_backend", "prefill_backend", "dtype", "encoder_params_m", "llm_params_b", "latency_source",
-    "peak_mem_bytes",
+    "peak_mem_bytes", "contended",
 )
 
 #: The joined-points table (one row per (encoder, resolution, llm, tiling, recipe)).

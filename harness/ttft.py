@@ -205,6 +205,8 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
                 "peak_mem_bytes": _peak_mem(e, p),
             })
     df = pd.DataFrame(out, columns=list(TTFT_COLUMNS))
+    # interference verdicts are joined later from the measurements (harness/interference.py)
+    df["contended"] = df["contended"].astype(object).where(df["contended"].notna(), False).astype(bool)
     return df.sort_values(["encoder", "resolution", "tiling", "llm", "prompt_tokens"], kind="stable").reset_index(drop=True)
 
 

@@ -301,7 +301,7 @@ def test_a_crash_mid_plan_leaves_the_run_partial_with_its_reason(db_url, monkeyp
     from harness.sweep import engine
     from harness.sweep.configs import compose_sweep
 
-    real = engine._run_job
+    real = engine.Measurer.run
     calls = []
 
     def crash_second(*args, **kwargs):
@@ -310,7 +310,7 @@ def test_a_crash_mid_plan_leaves_the_run_partial_with_its_reason(db_url, monkeyp
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_run_job", crash_second)
+    monkeypatch.setattr(engine.Measurer, "run", crash_second)
     cfg = compose_sweep("quick", ["backend=fake", f"db={db_url}"])
     with pytest.raises(RuntimeError):
         engine.run_sweep(cfg, command="t")
@@ -322,7 +322,7 @@ def test_a_completed_plan_is_done_and_a_resumed_one_clears_the_reason(db_url, mo
     from harness.sweep import engine
     from harness.sweep.configs import compose_sweep
 
-    real = engine._run_job
+    real = engine.Measurer.run
     state = {"n": 0, "crash": True}
 
     def crash_once(*args, **kwargs):
@@ -331,7 +331,7 @@ def test_a_completed_plan_is_done_and_a_resumed_one_clears_the_reason(db_url, mo
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_run_job", crash_once)
+    monkeypatch.setattr(engine.Measurer, "run", crash_once)
     cfg = compose_sweep("quick", ["backend=fake", f"db={db_url}", "run_id=resume-me"])
     with pytest.raises(RuntimeError):
         engine.run_sweep(cfg, command="t")
