@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.errors import UserError
+from harness.errors import UserError, suggest
 
 
 @dataclass
@@ -345,16 +345,6 @@ def _validate_numbers(cfg: SweepConfig) -> None:
             raise UserError(f"{dotted} must be {must}, got {obj}")
     if not cfg.protocol.name:
         raise UserError("protocol.name must be a non-empty string")
-    # flat settings of the built-in backends, checked even when another backend is selected
-    # (a typo there is a mistake whichever backend runs; their config classes check the rest)
-    bits = cfg.backend.mlx_quantize_bits
-    if bits is not None and bits not in (4, 8):
-        raise UserError(f"backend.mlx_quantize_bits must be null, 4 or 8, got {bits}")
-    units = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
-    if cfg.backend.compute_units not in units:
-        raise UserError(suggest(cfg.backend.compute_units, units, "backend.compute_units"))
-    if cfg.backend.coreml_precision not in ("float16", "float32"):
-        raise UserError(suggest(cfg.backend.coreml_precision, ["float16", "float32"], "backend.coreml_precision"))
     from harness.protocol import Protocol
 
     Protocol(**asdict(cfg.protocol))  # whatever else the protocol itself checks
