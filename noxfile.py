@@ -18,8 +18,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
-    """ruff over the package, tests and scripts; mypy over the package ([tool.mypy])."""
+    """ruff check and ruff format --check over the package, tests and scripts; mypy over the package."""
     session.run("ruff", "check", "harness", "tests", "scripts", "noxfile.py")
+    session.run("ruff", "format", "--check", "harness", "tests", "scripts", "noxfile.py")
     session.run("python", "-m", "mypy", "harness")
 
 
@@ -27,8 +28,14 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """pytest-benchmark suite (tests/benchmarks), JSON with raw samples for `vlm-pareto compare`."""
     session.run(
-        "python", "-m", "pytest", "tests/benchmarks", "--benchmark-only",
-        "--benchmark-json=results/bench.json", "--benchmark-save-data", *session.posargs,
+        "python",
+        "-m",
+        "pytest",
+        "tests/benchmarks",
+        "--benchmark-only",
+        "--benchmark-json=results/bench.json",
+        "--benchmark-save-data",
+        *session.posargs,
     )
 
 

@@ -26,7 +26,9 @@ SAVE_DATA_FLAG = "--benchmark-save-data"
 
 def looks_like_benchmark_json(doc: Any) -> bool:
     """True for a parsed pytest-benchmark JSON document (has ``benchmarks`` and ``machine_info``)."""
-    return isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and "machine_info" in doc
+    return (
+        isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and "machine_info" in doc
+    )
 
 
 def benchmark_machine_id(machine_info: dict[str, Any]) -> str:
@@ -50,7 +52,9 @@ def benchmark_machine_id(machine_info: dict[str, Any]) -> str:
 def rows_from_benchmark_json(doc: dict[str, Any], source: str = "<json>") -> list[dict[str, Any]]:
     """Rows (dicts) with ``samples_ms`` for every benchmark of a parsed pytest-benchmark file."""
     if not looks_like_benchmark_json(doc):
-        raise UserError(f"{source} is not a pytest-benchmark JSON file (no 'benchmarks'/'machine_info')")
+        raise UserError(
+            f"{source} is not a pytest-benchmark JSON file (no 'benchmarks'/'machine_info')"
+        )
     benches = doc["benchmarks"]
     if not benches:
         raise UserError(f"{source} holds no benchmarks")
@@ -66,28 +70,33 @@ def rows_from_benchmark_json(doc: dict[str, Any], source: str = "<json>") -> lis
         if not data:
             missing.append(str(name))
             continue
-        rows.append({
-            "kind": "benchmark",
-            "name": name,
-            "resolution": 0,
-            "tiling": "none",
-            "tokens": 0,
-            "prompt_tokens": 0,
-            "backend": "pytest-benchmark",
-            "device": "cpu",
-            "dtype": "none",
-            "protocol": "pytest-benchmark",
-            "status": "ok",
-            "machine_id": machine_id,
-            "run_id": str(source),
-            "created_at": created_at,
-            "git_commit": commit,
-            # Seconds per iteration -> ms, the unit of everything else.
-            "samples_ms": [float(x) * 1e3 for x in data],
-            "median_ms": float(stats["median"]) * 1e3 if "median" in stats else None,
-            "extra": {"group": b.get("group"), "rounds": stats.get("rounds"),
-                      "iterations": stats.get("iterations")},
-        })
+        rows.append(
+            {
+                "kind": "benchmark",
+                "name": name,
+                "resolution": 0,
+                "tiling": "none",
+                "tokens": 0,
+                "prompt_tokens": 0,
+                "backend": "pytest-benchmark",
+                "device": "cpu",
+                "dtype": "none",
+                "protocol": "pytest-benchmark",
+                "status": "ok",
+                "machine_id": machine_id,
+                "run_id": str(source),
+                "created_at": created_at,
+                "git_commit": commit,
+                # Seconds per iteration -> ms, the unit of everything else.
+                "samples_ms": [float(x) * 1e3 for x in data],
+                "median_ms": float(stats["median"]) * 1e3 if "median" in stats else None,
+                "extra": {
+                    "group": b.get("group"),
+                    "rounds": stats.get("rounds"),
+                    "iterations": stats.get("iterations"),
+                },
+            }
+        )
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise UserError(

@@ -36,8 +36,16 @@ def canary_protocol(threads: int = 0) -> Any:
     from harness.protocol import Protocol
 
     # about 0.3 s on a quiet laptop; bounded at 3 s on a busy machine
-    return Protocol(CANARY_PROTOCOL_NAME, warmup_runs=2, warmup_min_s=0.05, min_runs=10, min_time_s=0.2,
-                    max_time_s=3.0, threads=threads, retakes=5)
+    return Protocol(
+        CANARY_PROTOCOL_NAME,
+        warmup_runs=2,
+        warmup_min_s=0.05,
+        min_runs=10,
+        min_time_s=0.2,
+        max_time_s=3.0,
+        threads=threads,
+        retakes=5,
+    )
 
 
 def canary_workload() -> Callable[[], Any]:
@@ -73,20 +81,31 @@ def canary_key(threads: int) -> Any:
     from harness.store import MeasurementKey
 
     # threads go in in_dim so a 1-thread and an all-core canary never pool
-    return MeasurementKey(CANARY_KIND, CANARY_NAME, in_dim=int(threads), backend="torch", device="cpu",
-                          dtype="float32", protocol=CANARY_PROTOCOL_NAME)
+    return MeasurementKey(
+        CANARY_KIND,
+        CANARY_NAME,
+        in_dim=int(threads),
+        backend="torch",
+        device="cpu",
+        dtype="float32",
+        protocol=CANARY_PROTOCOL_NAME,
+    )
 
 
 class SweepCanary:
     """Canary checkpoints of one sweep run, appended to one stored row."""
 
-    def __init__(self, store: Any, run_id: str, threads: int, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, store: Any, run_id: str, threads: int, log: Callable[[str], None] | None = None
+    ) -> None:
         self.store, self.run_id, self.threads, self.log = store, run_id, int(threads), log
         self.checkpoints: list[dict[str, Any]] = []
         self.samples: list[float] = []
         prev = store.get_measurement(run_id, canary_key(self.threads))
         if prev is not None and prev["status"] == "ok":  # a resumed run: keep its checkpoints
-            self.checkpoints = list((prev.get("extra") or {}).get("canary", {}).get("checkpoints", []))
+            self.checkpoints = list(
+                (prev.get("extra") or {}).get("canary", {}).get("checkpoints", [])
+            )
             self.samples = [float(x) for x in prev["samples_ms"]] if self.checkpoints else []
 
     def checkpoint(self, at: str) -> float | None:
@@ -102,21 +121,44 @@ class SweepCanary:
             if self.log:
                 self.log(f"canary ({at}) failed: {type(e).__name__}: {e}")
             return None
-        self.checkpoints.append({
-            "at": at, "median_ms": m.stats.median_ms, "ci_low_ms": m.stats.ci_low_ms,
-            "ci_high_ms": m.stats.ci_high_ms, "n": m.stats.n, "verdict": m.verdict,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        self.checkpoints.append(
+            {
+                "at": at,
+                "median_ms": m.stats.median_ms,
+                "ci_low_ms": m.stats.ci_low_ms,
+                "ci_high_ms": m.stats.ci_high_ms,
+                "n": m.stats.n,
+                "verdict": m.verdict,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
         if m.verdict != "contended":
             self.samples += m.samples_ms
         pooled = self.samples or m.samples_ms
-        row = Measurement(samples_ms=list(pooled), stats=summarize(pooled), protocol=CANARY_PROTOCOL_NAME,
-                          threads=m.threads)
+        row = Measurement(
+            samples_ms=list(pooled),
+            stats=summarize(pooled),
+            protocol=CANARY_PROTOCOL_NAME,
+            threads=m.threads,
+        )
         verdicts = [c["verdict"] for c in self.checkpoints]
-        extra = {"canary": {"version": CANARY_VERSION, "workload": CANARY_NAME, "checkpoints": self.checkpoints},
-                 "interference": {"version": 1, "verdict": "contended" if not self.samples else
-                                  ("unknown" if "unknown" in verdicts else "clean"), "rounds": verdicts}}
-        self.store.add_measurement(self.run_id, canary_key(self.threads), row, extra=extra, replace=True)
+        extra = {
+            "canary": {
+                "version": CANARY_VERSION,
+                "workload": CANARY_NAME,
+                "checkpoints": self.checkpoints,
+            },
+            "interference": {
+                "version": 1,
+                "verdict": "contended"
+                if not self.samples
+                else ("unknown" if "unknown" in verdicts else "clean"),
+                "rounds": verdicts,
+            },
+        }
+        self.store.add_measurement(
+            self.run_id, canary_key(self.threads), row, extra=extra, replace=True
+        )
         if self.log:
             self.log(f"canary ({at}): {m.stats.median_ms:.2f} ms [{m.verdict}]")
         return m.stats.median_ms
@@ -131,7 +173,9 @@ def is_canary(row: Mapping[str, Any]) -> bool:
     return str(row.get("kind", "")) == CANARY_KIND
 
 
-def split_canary(rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def split_canary(
+    rows: Iterable[Mapping[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(measurement rows, canary rows)."""
     rows = _records(rows)
     return [r for r in rows if not is_canary(r)], [r for r in rows if is_canary(r)]
@@ -156,7 +200,9 @@ def _samples(r: Mapping[str, Any]) -> list[float]:
 
 def canary_median(rows: Iterable[Mapping[str, Any]]) -> float | None:
     """Median of the pooled canary samples of ``rows`` (status ok), None without any."""
-    s = [x for r in rows if is_canary(r) and str(r.get("status", "ok")) == "ok" for x in _samples(r)]
+    s = [
+        x for r in rows if is_canary(r) and str(r.get("status", "ok")) == "ok" for x in _samples(r)
+    ]
     return float(np.median(s)) if s else None
 
 
@@ -177,17 +223,29 @@ class SpeedNote:
     def text(self) -> str:
         r = self.ratio
         if r is None:
-            side = "either side" if not self.baseline_ms and not self.candidate_ms else (
-                "the baseline" if not self.baseline_ms else "the candidate")
+            side = (
+                "either side"
+                if not self.baseline_ms and not self.candidate_ms
+                else ("the baseline" if not self.baseline_ms else "the candidate")
+            )
             return f"machine-speed canary: none in {side}; latencies compared as measured"
-        what = (f"candidate latencies divided by {r:.3f} (the machine, not the code)" if self.normalised
-                else "latencies compared as measured (--raw)")
-        return (f"machine-speed canary: baseline {self.baseline_ms:.2f} ms, candidate {self.candidate_ms:.2f} ms "
-                f"-> machine {r:.2f}x {'slower' if r >= 1 else 'faster'} for the candidate; {what}")
+        what = (
+            f"candidate latencies divided by {r:.3f} (the machine, not the code)"
+            if self.normalised
+            else "latencies compared as measured (--raw)"
+        )
+        return (
+            f"machine-speed canary: baseline {self.baseline_ms:.2f} ms, candidate {self.candidate_ms:.2f} ms "
+            f"-> machine {r:.2f}x {'slower' if r >= 1 else 'faster'} for the candidate; {what}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"baseline_canary_ms": self.baseline_ms, "candidate_canary_ms": self.candidate_ms,
-                "machine_ratio": self.ratio, "normalised": self.normalised}
+        return {
+            "baseline_canary_ms": self.baseline_ms,
+            "candidate_canary_ms": self.candidate_ms,
+            "machine_ratio": self.ratio,
+            "normalised": self.normalised,
+        }
 
 
 def scale_rows(rows: Sequence[Mapping[str, Any]], factor: float) -> list[dict[str, Any]]:
@@ -206,8 +264,9 @@ def scale_rows(rows: Sequence[Mapping[str, Any]], factor: float) -> list[dict[st
     return out
 
 
-def normalise_pair(baseline: Any, candidate: Any, normalise: bool = True
-                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], SpeedNote]:
+def normalise_pair(
+    baseline: Any, candidate: Any, normalise: bool = True
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], SpeedNote]:
     """Drop canary rows from both sides; divide the candidate by the canary ratio if asked.
 
     ``candidate / (cand_canary / base_canary)`` puts the candidate on the baseline's machine
@@ -222,7 +281,9 @@ def normalise_pair(baseline: Any, candidate: Any, normalise: bool = True
     return b_rows, c_rows, note
 
 
-def normalise_history(runs: Sequence[Mapping[str, Any]], rows: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def normalise_history(
+    runs: Sequence[Mapping[str, Any]], rows: Any
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Nightly: scale every run of a history to the last run's machine speed.
 
     Returns (non-canary rows, scaled where both that run and the last run have a canary;
@@ -240,7 +301,11 @@ def normalise_history(runs: Sequence[Mapping[str, Any]], rows: Any) -> tuple[lis
     out = []
     for r in recs:
         m = per_run.get(str(r.get("run_id")))
-        out.extend(scale_rows([r], m / last) if m is not None and str(r.get("run_id")) != str(runs[-1]["id"]) else [r])
+        out.extend(
+            scale_rows([r], m / last)
+            if m is not None and str(r.get("run_id")) != str(runs[-1]["id"])
+            else [r]
+        )
     return out, per_run
 
 
@@ -253,10 +318,15 @@ def history_text(run_ms: float | None, history_ms: Sequence[float], what: str = 
     h = np.asarray(history_ms, dtype=float)
     med = float(np.median(h))
     r = run_ms / med
-    state = "about as fast as usual" if abs(r - 1) < 0.05 else (f"{r:.2f}x slower than usual" if r > 1
-                                                                else f"{1 / r:.2f}x faster than usual")
-    return (f"machine-speed canary: {what} {run_ms:.2f} ms vs machine history median {med:.2f} ms "
-            f"(range {h.min():.2f}-{h.max():.2f}, {h.size} run(s)): machine {state}")
+    state = (
+        "about as fast as usual"
+        if abs(r - 1) < 0.05
+        else (f"{r:.2f}x slower than usual" if r > 1 else f"{1 / r:.2f}x faster than usual")
+    )
+    return (
+        f"machine-speed canary: {what} {run_ms:.2f} ms vs machine history median {med:.2f} ms "
+        f"(range {h.min():.2f}-{h.max():.2f}, {h.size} run(s)): machine {state}"
+    )
 
 
 def run_canary_text(store: Any, run_id: str) -> str | None:
@@ -268,8 +338,11 @@ def run_canary_text(store: Any, run_id: str) -> str | None:
     if not rows:
         return None
     key = (rows[0]["name"], rows[0]["in_dim"])
-    earlier = [r for r in store.list_runs(machine_id=run["machine_id"]) if r["id"] != run_id
-               and str(r["created_at"]) < str(run["created_at"])]
+    earlier = [
+        r
+        for r in store.list_runs(machine_id=run["machine_id"])
+        if r["id"] != run_id and str(r["created_at"]) < str(run["created_at"])
+    ]
     hist = []
     if earlier:
         for r in store.measurement_rows([e["id"] for e in earlier], kind=CANARY_KIND, status="ok"):
@@ -278,14 +351,18 @@ def run_canary_text(store: Any, run_id: str) -> str | None:
     text = history_text(rows[0].get("median_ms"), hist)
     cps = (rows[0].get("extra") or {}).get("canary", {}).get("checkpoints", [])
     if cps:
-        text += "; checkpoints " + ", ".join(f"{c['at']} {c['median_ms']:.2f}" + ("*" if c.get("verdict") == "contended"
-                                                                                  else "") for c in cps)
+        text += "; checkpoints " + ", ".join(
+            f"{c['at']} {c['median_ms']:.2f}" + ("*" if c.get("verdict") == "contended" else "")
+            for c in cps
+        )
         if any(c.get("verdict") == "contended" for c in cps):
             text += " (* contended)"
     return text
 
 
-def canary_history_line(runs: Sequence[Mapping[str, Any]], canary_ms: Mapping[str, float]) -> str | None:
+def canary_history_line(
+    runs: Sequence[Mapping[str, Any]], canary_ms: Mapping[str, float]
+) -> str | None:
     """Nightly: the last run's canary vs the earlier runs', and whether history was scaled."""
     if not runs:
         return None

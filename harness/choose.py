@@ -22,7 +22,11 @@ from harness.schema import OPTION_FIELDS
 
 #: --by value -> (column, fallbacks in order, human description)
 BASES: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "ci-high": ("ttft_ci_high_ms", ("ttft_p90_ms", "ttft_ms"), "the upper end of the TTFT confidence interval"),
+    "ci-high": (
+        "ttft_ci_high_ms",
+        ("ttft_p90_ms", "ttft_ms"),
+        "the upper end of the TTFT confidence interval",
+    ),
     "p90": ("ttft_p90_ms", ("ttft_ms",), "the 90th percentile of TTFT"),
     "median": ("ttft_ms", (), "the median TTFT"),
 }
@@ -113,7 +117,9 @@ def check_benchmark(points: pd.DataFrame, benchmark: str) -> str:
     """Validate the objective column name (lower-case benchmark or ``avg5``)."""
     name = str(benchmark).strip().lower()
     known = set(BENCHMARK_COLUMNS) | {
-        c for c in points.columns if c not in OPTION_FIELDS and pd.api.types.is_numeric_dtype(points[c])
+        c
+        for c in points.columns
+        if c not in OPTION_FIELDS and pd.api.types.is_numeric_dtype(points[c])
     }
     if name not in known:
         raise UserError(suggest(benchmark, sorted(set(BENCHMARK_COLUMNS)), "benchmark"))
@@ -140,7 +146,9 @@ def _option(row: pd.Series, benchmark: str, by: str) -> dict[str, Any]:
     return out
 
 
-def _basis(points: pd.DataFrame, by: str, relevant: pd.Series) -> tuple[pd.Series, pd.Series, list[str]]:
+def _basis(
+    points: pd.DataFrame, by: str, relevant: pd.Series
+) -> tuple[pd.Series, pd.Series, list[str]]:
     if by not in BASES:
         raise UserError(suggest(by, BASES, "--by value"))
     col, fallbacks, _ = BASES[by]
@@ -156,7 +164,9 @@ def _basis(points: pd.DataFrame, by: str, relevant: pd.Series) -> tuple[pd.Serie
         used[fill] = c
         n_fallback = int((fill & relevant).sum())
         if c != col and n_fallback:
-            notes.append(f"{n_fallback} point(s) have no {col}; their {c} was compared with the budget")
+            notes.append(
+                f"{n_fallback} point(s) have no {col}; their {c} was compared with the budget"
+            )
     return value, used, notes
 
 
@@ -180,7 +190,9 @@ def _limit_mask(points: pd.DataFrame, limits: Limits) -> tuple[np.ndarray, list[
         vals = pd.to_numeric(points[col], errors="coerce").to_numpy(float) / scale
         unknown = np.isnan(vals)
         if unknown.any():
-            notes.append(f"{int(unknown.sum())} point(s) without {col} excluded by --{attr.replace('_', '-')}")
+            notes.append(
+                f"{int(unknown.sum())} point(s) without {col} excluded by --{attr.replace('_', '-')}"
+            )
         mask &= ~unknown & (np.nan_to_num(vals, nan=np.inf) <= limit)
     return mask, notes
 
@@ -202,7 +214,9 @@ def choose(
     """
     budget = check_budget(budget_ms)
     if points is None or len(points) == 0:
-        raise UserError("no points to choose from (empty store or no rows matched); run a sweep or use --source paper")
+        raise UserError(
+            "no points to choose from (empty store or no rows matched); run a sweep or use --source paper"
+        )
     bench = check_benchmark(points, benchmark)
     if bench not in points.columns or pd.to_numeric(points[bench], errors="coerce").isna().all():
         raise UserError(
@@ -223,15 +237,24 @@ def choose(
     if no_ttft:
         notes.append(f"{no_ttft} point(s) without TTFT ignored")
     # Accuracy from a --limit eval run is not comparable with full runs: never let it win.
-    partial = (df["accuracy_partial"].fillna(False).astype(bool).to_numpy() if "accuracy_partial" in df
-               else np.zeros(len(df), dtype=bool))
+    partial = (
+        df["accuracy_partial"].fillna(False).astype(bool).to_numpy()
+        if "accuracy_partial" in df
+        else np.zeros(len(df), dtype=bool)
+    )
     if partial.any():
         notes.append(f"{int(partial.sum())} point(s) with partial (--limit) accuracy left out")
     if "contended" in df and df["contended"].fillna(False).astype(bool).any():
-        notes.append(f"{int(df['contended'].fillna(False).astype(bool).sum())} point(s) measured while the machine was "
-                     "busy (contended): their latency is unreliable, re-measure on a quiet machine (docs/noise.md)")
-    eligible = df[limit_ok & df["_acc"].notna().to_numpy() & df["_basis"].notna().to_numpy() & ~partial]
-    sort_keys = ["_acc", "_basis", "ttft_ms"] + [c for c in ("encoder", "llm", "resolution", "tiling", "recipe") if c in df]
+        notes.append(
+            f"{int(df['contended'].fillna(False).astype(bool).sum())} point(s) measured while the machine was "
+            "busy (contended): their latency is unreliable, re-measure on a quiet machine (docs/noise.md)"
+        )
+    eligible = df[
+        limit_ok & df["_acc"].notna().to_numpy() & df["_basis"].notna().to_numpy() & ~partial
+    ]
+    sort_keys = ["_acc", "_basis", "ttft_ms"] + [
+        c for c in ("encoder", "llm", "resolution", "tiling", "recipe") if c in df
+    ]
     ascending = [False, True, True] + [True] * (len(sort_keys) - 3)
     if "ttft_ms" not in df:
         sort_keys.remove("ttft_ms")
@@ -241,7 +264,9 @@ def choose(
 
     front_df = pd.DataFrame()
     if len(eligible):
-        res = pareto_front(eligible[["_acc", "_basis"]].to_numpy(), (("acc", "max"), ("ttft", "min")))
+        res = pareto_front(
+            eligible[["_acc", "_basis"]].to_numpy(), (("acc", "max"), ("ttft", "min"))
+        )
         front_df = eligible.iloc[res.front].sort_values(["_basis", "_acc"], kind="mergesort")
     frontier = [_option(r, bench, by) for _, r in front_df.iterrows()]
 
@@ -261,7 +286,13 @@ def choose(
             )
     fastest = None
     if choice is None and len(eligible):
-        fastest = _option(eligible.sort_values(["_basis", "_acc"], ascending=[True, False], kind="mergesort").iloc[0], bench, by)
+        fastest = _option(
+            eligible.sort_values(
+                ["_basis", "_acc"], ascending=[True, False], kind="mergesort"
+            ).iloc[0],
+            bench,
+            by,
+        )
 
     return ChooseResult(
         budget_ms=budget,

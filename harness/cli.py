@@ -21,16 +21,46 @@ from harness.errors import UserError, suggest
 #: name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("harness.commands.zoo", "list encoders and LLMs with params, strides and token counts"),
-    "sweep": ("harness.commands.sweep", "measure an (encoder x resolution x LLM x tiling) grid (Hydra app)"),
-    "ingest": ("harness.commands.ingest", "ingest eval results (lmms-eval JSON, tidy CSV) as accuracy rows"),
-    "report": ("harness.commands.report", "write the Pareto report (HTML, figures, summary.md, CSV)"),
-    "choose": ("harness.commands.choose", "pick the most accurate configuration under a TTFT budget"),
-    "search": ("harness.commands.search", "Optuna search of a large configuration space under a budget"),
-    "compare": ("harness.commands.compare", "compare two runs (or benchmark files) for regressions"),
-    "nightly": ("harness.commands.nightly", "nightly regression run against the history on this machine"),
-    "predict": ("harness.commands.predict", "predict encoder, prefill and TTFT for a device profile; validate it"),
-    "runtimes": ("harness.commands.runtimes", "deployment runtimes vs fp32 eager: speedup and parity per model and size"),
-    "runs": ("harness.commands.runs", "list runs in the store, or export measurements (CSV/Parquet/JSON)"),
+    "sweep": (
+        "harness.commands.sweep",
+        "measure an (encoder x resolution x LLM x tiling) grid (Hydra app)",
+    ),
+    "ingest": (
+        "harness.commands.ingest",
+        "ingest eval results (lmms-eval JSON, tidy CSV) as accuracy rows",
+    ),
+    "report": (
+        "harness.commands.report",
+        "write the Pareto report (HTML, figures, summary.md, CSV)",
+    ),
+    "choose": (
+        "harness.commands.choose",
+        "pick the most accurate configuration under a TTFT budget",
+    ),
+    "search": (
+        "harness.commands.search",
+        "Optuna search of a large configuration space under a budget",
+    ),
+    "compare": (
+        "harness.commands.compare",
+        "compare two runs (or benchmark files) for regressions",
+    ),
+    "nightly": (
+        "harness.commands.nightly",
+        "nightly regression run against the history on this machine",
+    ),
+    "predict": (
+        "harness.commands.predict",
+        "predict encoder, prefill and TTFT for a device profile; validate it",
+    ),
+    "runtimes": (
+        "harness.commands.runtimes",
+        "deployment runtimes vs fp32 eager: speedup and parity per model and size",
+    ),
+    "runs": (
+        "harness.commands.runs",
+        "list runs in the store, or export measurements (CSV/Parquet/JSON)",
+    ),
     "db": ("harness.commands.db", "check, migrate or recover the results store"),
 }
 
@@ -70,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "1 failure/regression/nothing fits, 2 bad input.",
     )
     parser.add_argument("--version", action="version", version=f"vlm-pareto {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
     parser.add_argument(
         "--db",
         default=None,
@@ -103,7 +135,7 @@ def _hoist_globals(argv: list[str]) -> tuple[dict[str, object], list[str]]:
         if t == "--debug":
             opts["debug"] = True
         elif t == "--db" or t.startswith("--db="):
-            value = t[len("--db="):] if "=" in t else (argv[i + 1] if i + 1 < len(argv) else "")
+            value = t[len("--db=") :] if "=" in t else (argv[i + 1] if i + 1 < len(argv) else "")
             i += 0 if "=" in t else 1
             if not value or value.startswith("--"):
                 raise UserError("--db needs a value: a SQLite file path or a SQLAlchemy URL")
@@ -131,8 +163,10 @@ def _db_error_line(e: BaseException) -> str | None:
     detail = _short(e) if isinstance(e, Exception) else str(e)
     if is_corruption(e):
         return corrupt_message(where, detail)
-    return (f"database error on {where}: {detail}; check the store with 'vlm-pareto db check' "
-            "(rerun with --debug for the traceback)")
+    return (
+        f"database error on {where}: {detail}; check the store with 'vlm-pareto db check' "
+        "(rerun with --debug for the traceback)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,7 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         return 0
     except KeyboardInterrupt:
-        print("vlm-pareto: interrupted (completed measurements are kept in the store)", file=sys.stderr)
+        print(
+            "vlm-pareto: interrupted (completed measurements are kept in the store)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as e:
         line = None if debug else _db_error_line(e)

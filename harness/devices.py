@@ -85,7 +85,9 @@ class MPSProbe:
         return int(torch.mps.driver_allocated_memory())
 
 
-def resolve_device(device: str | torch.device) -> tuple[torch.device, Callable[[], None] | None, Any]:
+def resolve_device(
+    device: str | torch.device,
+) -> tuple[torch.device, Callable[[], None] | None, Any]:
     """Return (device, synchronize hook or None on CPU, memory probe); UserError if unavailable."""
     try:
         dev = torch.device(device)
@@ -95,10 +97,14 @@ def resolve_device(device: str | torch.device) -> tuple[torch.device, Callable[[
         return dev, None, RSSProbe()
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"device {str(dev)!r} asked for but CUDA is not available; use --device cpu")
+            raise UserError(
+                f"device {str(dev)!r} asked for but CUDA is not available; use --device cpu"
+            )
         return dev, lambda: torch.cuda.synchronize(dev), CudaProbe(dev)
     if dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise UserError("device 'mps' asked for but Metal (MPS) is not available here; use --device cpu")
+            raise UserError(
+                "device 'mps' asked for but Metal (MPS) is not available here; use --device cpu"
+            )
         return dev, torch.mps.synchronize, MPSProbe()
     raise UserError(f"device {str(device)!r} is not supported; use cpu, cuda or mps")

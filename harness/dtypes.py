@@ -34,7 +34,9 @@ PRECISION_BYTES: dict[str, float] = {
 }
 
 
-def canonical_precision(name: str, allowed: tuple[str, ...] = PRECISIONS, what: str = "dtype") -> str:
+def canonical_precision(
+    name: str, allowed: tuple[str, ...] = PRECISIONS, what: str = "dtype"
+) -> str:
     """``'fp16'`` -> ``'float16'``; UserError with "did you mean" if not in ``allowed``."""
     key = str(name).strip().lower()
     key = PRECISION_ALIASES.get(key, key)

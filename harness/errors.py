@@ -24,7 +24,9 @@ class UserError(Exception):
 def suggest(name: str, choices: Iterable[str], what: str = "name") -> str:
     """Return an 'unknown X; did you mean Y? (valid: ...)' message for ``name``."""
     choices = sorted(set(choices))
-    close = difflib.get_close_matches(str(name).lower(), [c.lower() for c in choices], n=1, cutoff=0.5)
+    close = difflib.get_close_matches(
+        str(name).lower(), [c.lower() for c in choices], n=1, cutoff=0.5
+    )
     lowered = {c.lower(): c for c in choices}
     msg = f"unknown {what} {name!r}"
     if close:

@@ -43,7 +43,10 @@ def cpu_model() -> str:
     if sys.platform == "darwin":
         try:
             out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
             )
             if out.stdout.strip():
                 return out.stdout.strip()

@@ -75,10 +75,16 @@ def fill_(module: nn.Module, seed: int = 0) -> nn.Module:
     base2 = _block(seed)
     norm_param_ids: set[int] = set()
     for m in module.modules():
-        if isinstance(m, _NORM_TYPES) or type(m).__name__.lower().endswith(("norm", "norm2d", "rmsnorm")):
+        if isinstance(m, _NORM_TYPES) or type(m).__name__.lower().endswith(
+            ("norm", "norm2d", "rmsnorm")
+        ):
             for p in m.parameters(recurse=False):
                 norm_param_ids.add(id(p))
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None:
+            if (
+                isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and m.running_mean is not None
+                and m.running_var is not None
+            ):
                 m.running_mean.zero_()
                 m.running_var.fill_(1.0)
     seen: set[int] = set()
@@ -94,15 +100,23 @@ def fill_(module: nn.Module, seed: int = 0) -> nn.Module:
         elif "layer_scale" in name or leaf in ("gamma", "scale"):
             p.fill_(0.1)
         else:
-            is_embedding = "embed_tokens" in name or "wte" in name or (
-                p.dim() == 2 and "embed" in name and "patch" not in name)
+            is_embedding = (
+                "embed_tokens" in name
+                or "wte" in name
+                or (p.dim() == 2 and "embed" in name and "patch" not in name)
+            )
             std = 0.02 if is_embedding else 1.0 / math.sqrt(_fan_in(p))
             off = (i * 7919) % _TILE  # a different phase per tensor
             _tile_(p, base2[off : off + min(p.numel(), _TILE)] * std)
     return module
 
 
-def materialize(build: Callable[[], M], device: str | torch.device = "cpu", dtype: torch.dtype | None = None, seed: int = 0) -> M:
+def materialize(
+    build: Callable[[], M],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> M:
     """Build ``build()`` on the meta device, allocate it on ``device`` and fill it."""
     with meta_device():
         model = build()

@@ -100,7 +100,9 @@ class _Files:
             self.forget(p)
 
 
-def _parse_stat(text: str | None, cpus: frozenset[int] | None = None) -> tuple[int | None, int | None]:
+def _parse_stat(
+    text: str | None, cpus: frozenset[int] | None = None
+) -> tuple[int | None, int | None]:
     """(procs_running, steal ticks) from /proc/stat text; None where absent.
 
     Steal is summed over ``cpus`` (the CPUs we may run on), or over all CPUs when None."""
@@ -130,7 +132,9 @@ def _stat_cpus(text: str | None) -> int:
     return sum(1 for line in text.splitlines() if line.startswith("cpu") and line[3:4].isdigit())
 
 
-def _proc_stat(files: _Files | None = None, cpus: frozenset[int] | None = None) -> tuple[int | None, int | None]:
+def _proc_stat(
+    files: _Files | None = None, cpus: frozenset[int] | None = None
+) -> tuple[int | None, int | None]:
     if files is None:
         try:
             with open("/proc/stat", "rb") as f:
@@ -178,7 +182,7 @@ class _Tasks:
                 st = self.files.read(spath, 1024)
                 if st:
                     # state is the first field after the parenthesised command name
-                    rest = st[st.rfind(")") + 2:]
+                    rest = st[st.rfind(")") + 2 :]
                     if rest[:1] == "R":
                         running += 1
         self.files.keep_only(self.base, seen)  # threads that exited
@@ -214,8 +218,13 @@ class Probe:
     wall time is mostly spent waiting for a device (the CPU-time rule is then not applied).
     """
 
-    def __init__(self, threads: int, margin: float = DEFAULT_MARGIN, cpu_bound: bool = True,
-                 signals: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        threads: int,
+        margin: float = DEFAULT_MARGIN,
+        cpu_bound: bool = True,
+        signals: Sequence[str] | None = None,
+    ) -> None:
         self.threads = max(1, int(threads))
         self.margin = float(margin)
         self.ncpu = available_cpus()
@@ -266,7 +275,9 @@ class Probe:
 
     def read(self) -> Reading:
         cpu = time.process_time_ns() if "cpu" in self.signals else None
-        wait, own_running = self._tasks.read("runqueue" in self.signals) if self._need_tasks else (None, 0)
+        wait, own_running = (
+            self._tasks.read("runqueue" in self.signals) if self._need_tasks else (None, 0)
+        )
         running, steal = _proc_stat(self._files, self._cpus) if self._need_stat else (None, None)
         others = None
         if "runqueue" in self.signals and running is not None:
@@ -281,7 +292,9 @@ class Probe:
             wall_ms=wall_ns / 1e6,
             cpu_ms=d(before.cpu_ns, after.cpu_ns, 1e-6),
             wait_ms=d(before.wait_ns, after.wait_ns, 1e-6),
-            steal_ms=d(before.steal, after.steal, _TICK_NS / 1e6) if "steal" in self.signals else None,
+            steal_ms=d(before.steal, after.steal, _TICK_NS / 1e6)
+            if "steal" in self.signals
+            else None,
             others_start=before.others,
             others_end=after.others,
         )
@@ -299,8 +312,11 @@ class Probe:
                 out.append("cpu")
         if ev.wait_ms is not None and ev.wait_ms > m * wall:
             out.append("runwait")
-        if (ev.others_start is not None and ev.others_end is not None
-                and min(ev.others_start, ev.others_end) > self.free_cores(used_threads)):
+        if (
+            ev.others_start is not None
+            and ev.others_end is not None
+            and min(ev.others_start, ev.others_end) > self.free_cores(used_threads)
+        ):
             out.append("runqueue")
         if ev.steal_ms is not None and ev.steal_ms > m * wall:
             out.append("steal")
@@ -331,8 +347,11 @@ class Probe:
                 others.append(r.others)
         steal1 = _proc_stat(None, self._cpus)[1]
         busy = int(np.median(others)) if others else None
-        stolen = (steal0 is not None and steal1 is not None
-                  and (steal1 - steal0) * _TICK_NS > self.margin * (time.perf_counter_ns() - t0))
+        stolen = (
+            steal0 is not None
+            and steal1 is not None
+            and (steal1 - steal0) * _TICK_NS > self.margin * (time.perf_counter_ns() - t0)
+        )
         return (busy is None or busy <= self.free_cores()) and not stolen, busy
 
 
@@ -394,17 +413,29 @@ class Evidence:
             "reasons": _reason_counts(self.contended),
         }
         if n <= MAX_STORED_SAMPLES:
+
             def col(name: str, nd: int = 3) -> list[Any] | None:
                 vals = [getattr(e, name) for e in self.samples]
                 if all(v is None for v in vals):
                     return None
-                return [None if v is None else (round(v, nd) if isinstance(v, float) else v) for v in vals]
+                return [
+                    None if v is None else (round(v, nd) if isinstance(v, float) else v)
+                    for v in vals
+                ]
 
-            d["samples"] = {k: v for k, v in {
-                "wall_ms": col("wall_ms"), "cpu_ms": col("cpu_ms"), "wait_ms": col("wait_ms"),
-                "steal_ms": col("steal_ms"), "others_start": col("others_start"), "others_end": col("others_end"),
-                "contended": [bool(r) for r in self.contended],
-            }.items() if v is not None}
+            d["samples"] = {
+                k: v
+                for k, v in {
+                    "wall_ms": col("wall_ms"),
+                    "cpu_ms": col("cpu_ms"),
+                    "wait_ms": col("wait_ms"),
+                    "steal_ms": col("steal_ms"),
+                    "others_start": col("others_start"),
+                    "others_end": col("others_end"),
+                    "contended": [bool(r) for r in self.contended],
+                }.items()
+                if v is not None
+            }
         return d
 
 
@@ -439,7 +470,9 @@ def is_contended(extra: Any) -> bool:
     return verdict_of(extra) == "contended"
 
 
-def merge_rounds(previous: dict[str, Any] | None, current: dict[str, Any] | None) -> dict[str, Any] | None:
+def merge_rounds(
+    previous: dict[str, Any] | None, current: dict[str, Any] | None
+) -> dict[str, Any] | None:
     """Evidence of a measurement whose samples are pooled over interleaved rounds.
 
     The pooled measurement is ``contended`` if any round was, ``unknown`` if any round had no
@@ -452,16 +485,20 @@ def merge_rounds(previous: dict[str, Any] | None, current: dict[str, Any] | None
     verdicts = list(previous.get("rounds") or [previous.get("verdict", "unknown")])
     verdicts.append(current.get("verdict", "unknown"))
     merged = {**current, "rounds": verdicts}
-    merged["verdict"] = ("contended" if "contended" in verdicts else "unknown" if "unknown" in verdicts
-                         else "clean")
+    merged["verdict"] = (
+        "contended" if "contended" in verdicts else "unknown" if "unknown" in verdicts else "clean"
+    )
     for k in ("n_taken", "n_contended", "retaken"):
         merged[k] = int(previous.get(k, 0)) + int(current.get(k, 0))
     merged["waited_s"] = float(previous.get("waited_s", 0.0)) + float(current.get("waited_s", 0.0))
-    merged["reasons"] = {s: int(previous.get("reasons", {}).get(s, 0)) + int(current.get("reasons", {}).get(s, 0))
-                         for s in set(previous.get("reasons", {})) | set(current.get("reasons", {}))}
+    merged["reasons"] = {
+        s: int(previous.get("reasons", {}).get(s, 0)) + int(current.get("reasons", {}).get(s, 0))
+        for s in set(previous.get("reasons", {})) | set(current.get("reasons", {}))
+    }
     merged.pop("samples", None)  # per-sample arrays of earlier rounds live in "samples_rounds"
-    merged["samples_rounds"] = list(previous.get("samples_rounds") or
-                                    ([previous["samples"]] if "samples" in previous else []))
+    merged["samples_rounds"] = list(
+        previous.get("samples_rounds") or ([previous["samples"]] if "samples" in previous else [])
+    )
     if "samples" in current:
         merged["samples_rounds"].append(current["samples"])
     return merged
@@ -471,8 +508,16 @@ def contended_labels(rows: Any) -> set[str]:
     """``key_label``s of the ok rows (dicts or a DataFrame) whose measurement is contended."""
     from harness.compare import key_label
 
-    recs = rows.to_dict("records") if hasattr(rows, "to_dict") and hasattr(rows, "columns") else list(rows)
-    return {key_label(r) for r in recs if str(r.get("status", "ok")) == "ok" and is_contended(r.get("extra"))}
+    recs = (
+        rows.to_dict("records")
+        if hasattr(rows, "to_dict") and hasattr(rows, "columns")
+        else list(rows)
+    )
+    return {
+        key_label(r)
+        for r in recs
+        if str(r.get("status", "ok")) == "ok" and is_contended(r.get("extra"))
+    }
 
 
 def mark_points(points: Any, measurements: Any) -> Any:
@@ -497,8 +542,10 @@ def mark_points(points: Any, measurements: Any) -> Any:
     out = points.copy()
     verdicts = []
     for r in out.to_dict("records"):
-        parts = [enc.get((r.get("encoder"), int(r.get("resolution") or 0), str(r.get("tiling")))),
-                 llm.get((r.get("llm"), int(r.get("tokens") or 0)))]
+        parts = [
+            enc.get((r.get("encoder"), int(r.get("resolution") or 0), str(r.get("tiling")))),
+            llm.get((r.get("llm"), int(r.get("tokens") or 0))),
+        ]
         known = [p for p in parts if p is not None]
         verdicts.append(max(known, key=rank.__getitem__) if known else "unknown")
     out["interference"] = verdicts

@@ -37,7 +37,15 @@ from harness.compare.history import KeyHistory, NightlyResult, RunInfo
 from harness.errors import UserError
 from harness.interference import is_contended
 
-__all__ = ["KeyHistory", "NightlyResult", "RunInfo", "evaluate", "run_nightly", "select_history", "write_report"]
+__all__ = [
+    "KeyHistory",
+    "NightlyResult",
+    "RunInfo",
+    "evaluate",
+    "run_nightly",
+    "select_history",
+    "write_report",
+]
 
 #: Runs shown in the trend and walked for verdicts (older ones no longer matter to a window).
 DEFAULT_HISTORY = 30
@@ -58,11 +66,15 @@ def select_history(store: Any, run_id: str, history: int = DEFAULT_HISTORY) -> l
     ``history`` caps how many runs are returned (the newest ones).
     """
     run = store.require_run(run_id)
-    same = [r for r in store.list_runs(machine_id=run["machine_id"]) if r["created_at"] <= run["created_at"]]
+    same = [
+        r
+        for r in store.list_runs(machine_id=run["machine_id"])
+        if r["created_at"] <= run["created_at"]
+    ]
     same.sort(key=lambda r: (r["created_at"], r["id"]))
     # The run itself last even if another run shares its timestamp.
     same = [r for r in same if r["id"] != run_id] + [run]
-    return same[-max(1, history):]
+    return same[-max(1, history) :]
 
 
 def _finite_or_nan(x: Any) -> float:
@@ -106,7 +118,10 @@ def build_histories(
     histories: list[KeyHistory] = []
     for k in sorted(latest, key=lambda t: tuple(str(x) for x in t)):
         for ctx in sorted(latest[k]):
-            key, context = dict(zip(KEY_FIELDS, k, strict=True)), dict(zip(CONTEXT_FIELDS, ctx, strict=True))
+            key, context = (
+                dict(zip(KEY_FIELDS, k, strict=True)),
+                dict(zip(CONTEXT_FIELDS, ctx, strict=True)),
+            )
             reference = None
             if ref is not None:
                 if k not in ref:
@@ -134,34 +149,68 @@ def build_histories(
                 los.append(_finite_or_nan(r0.get("ci_low_ms")))
                 his.append(_finite_or_nan(r0.get("ci_high_ms")))
                 flag = r0.get("noisy")
-                noisy = flag is not None and not (isinstance(flag, float) and math.isnan(flag)) and bool(flag)
+                noisy = (
+                    flag is not None
+                    and not (isinstance(flag, float) and math.isnan(flag))
+                    and bool(flag)
+                )
                 contended = is_contended(r0.get("extra"))
             label = key_label(key)
             if ref is not None and reference is None:
                 # The file has nothing for this key: fall back to the window, say so in the status.
                 steps = history_verdicts(samples, window, threshold, alpha, min_samples=min_samples)
             else:
-                steps = history_verdicts(samples, window, threshold, alpha, reference=reference,
-                                         min_samples=min_samples)
+                steps = history_verdicts(
+                    samples, window, threshold, alpha, reference=reference, min_samples=min_samples
+                )
             last = steps[-1]
             latest_cmp = None
             if last.comparison is not None:
-                base = reference if reference is not None else [x for j in last.baseline_runs for x in samples[j]]
-                latest_cmp = compare_samples(base, samples[-1], last.threshold_used, alpha,
-                                             min_samples=min_samples, where=label)
+                base = (
+                    reference
+                    if reference is not None
+                    else [x for j in last.baseline_runs for x in samples[j]]
+                )
+                latest_cmp = compare_samples(
+                    base,
+                    samples[-1],
+                    last.threshold_used,
+                    alpha,
+                    min_samples=min_samples,
+                    where=label,
+                )
             finite = [m for m in meds if not math.isnan(m)]
-            shift = last_shift(meds, threshold) if len(finite) == len(meds) and len(meds) >= 3 else None
-            histories.append(KeyHistory(
-                key=key, context=context, runs=infos, medians_ms=meds, ci_low_ms=los, ci_high_ms=his,
-                steps=steps, latest=latest_cmp, shift_index=shift,
-                baseline_median_ms=float(sorted(reference)[len(reference) // 2]) if reference else None,
-                noisy=noisy, contended=contended,
-            ))
+            shift = (
+                last_shift(meds, threshold) if len(finite) == len(meds) and len(meds) >= 3 else None
+            )
+            histories.append(
+                KeyHistory(
+                    key=key,
+                    context=context,
+                    runs=infos,
+                    medians_ms=meds,
+                    ci_low_ms=los,
+                    ci_high_ms=his,
+                    steps=steps,
+                    latest=latest_cmp,
+                    shift_index=shift,
+                    baseline_median_ms=float(sorted(reference)[len(reference) // 2])
+                    if reference
+                    else None,
+                    noisy=noisy,
+                    contended=contended,
+                )
+            )
     present = {(k, c) for k in latest for c in latest[k]}
-    missing = sorted({
-        key_label(dict(zip(KEY_FIELDS, k, strict=True)))
-        for rid in list(order)[:-1] for k in by_run[rid] for c in by_run[rid][k] if (k, c) not in present
-    })
+    missing = sorted(
+        {
+            key_label(dict(zip(KEY_FIELDS, k, strict=True)))
+            for rid in list(order)[:-1]
+            for k in by_run[rid]
+            for c in by_run[rid][k]
+            if (k, c) not in present
+        }
+    )
     return histories, missing
 
 
@@ -208,17 +257,27 @@ def evaluate(
                 "(record a baseline on this kind of machine, see results/baselines/README.md)"
             )
         baseline_desc = f"file {baseline_file}"
-    histories, missing = build_histories(runs, rows, window=window, threshold=threshold, alpha=alpha,
-                                         reference_rows=reference_rows)
+    histories, missing = build_histories(
+        runs, rows, window=window, threshold=threshold, alpha=alpha, reference_rows=reference_rows
+    )
     return NightlyResult(
-        run_id=run_id, machine_id=str(run["machine_id"]), created_at=str(run["created_at"]),
-        git_commit=run.get("git_commit"), baseline=baseline_desc, window=window, threshold=threshold,
-        alpha=alpha, keys=histories, missing=missing,
+        run_id=run_id,
+        machine_id=str(run["machine_id"]),
+        created_at=str(run["created_at"]),
+        git_commit=run.get("git_commit"),
+        baseline=baseline_desc,
+        window=window,
+        threshold=threshold,
+        alpha=alpha,
+        keys=histories,
+        missing=missing,
         machine_speed=canary_history_line(runs, canary_ms),
     )
 
 
-def write_report(result: NightlyResult, out: str | Path = DEFAULT_OUT, date: str | None = None) -> Path:
+def write_report(
+    result: NightlyResult, out: str | Path = DEFAULT_OUT, date: str | None = None
+) -> Path:
     """Write ``<out>/<date>/`` (trends.html, verdicts.json, verdicts.csv, summary.md)."""
     from harness.report.trends import summary_markdown, write_trends_html
 
@@ -249,16 +308,48 @@ def _verdicts_csv(result: NightlyResult) -> str:
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow([*KEY_FIELDS, *CONTEXT_FIELDS, "status", "baseline_median_ms", "candidate_median_ms", "ratio",
-                "ratio_ci_low", "ratio_ci_high", "threshold_used", "p_value", "n_baseline", "n_candidate",
-                "shift_run"])
+    w.writerow(
+        [
+            *KEY_FIELDS,
+            *CONTEXT_FIELDS,
+            "status",
+            "baseline_median_ms",
+            "candidate_median_ms",
+            "ratio",
+            "ratio_ci_low",
+            "ratio_ci_high",
+            "threshold_used",
+            "p_value",
+            "n_baseline",
+            "n_candidate",
+            "shift_run",
+        ]
+    )
     for k in result.keys:
         c = k.latest
-        w.writerow([*(k.key[f] for f in KEY_FIELDS), *(k.context[f] for f in CONTEXT_FIELDS), k.status,
-                    *(("",) * 9 if c is None else (
-                        c.baseline_median_ms, c.candidate_median_ms, c.ratio, c.ratio_ci_low, c.ratio_ci_high,
-                        c.threshold, c.p_value, c.n_baseline, c.n_candidate)),
-                    k.shift_run.run_id if k.shift_run else ""])
+        w.writerow(
+            [
+                *(k.key[f] for f in KEY_FIELDS),
+                *(k.context[f] for f in CONTEXT_FIELDS),
+                k.status,
+                *(
+                    ("",) * 9
+                    if c is None
+                    else (
+                        c.baseline_median_ms,
+                        c.candidate_median_ms,
+                        c.ratio,
+                        c.ratio_ci_low,
+                        c.ratio_ci_high,
+                        c.threshold,
+                        c.p_value,
+                        c.n_baseline,
+                        c.n_candidate,
+                    )
+                ),
+                k.shift_run.run_id if k.shift_run else "",
+            ]
+        )
     return buf.getvalue()
 
 
@@ -267,7 +358,9 @@ def _verdicts_csv(result: NightlyResult) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def measure_preset(preset: str, protocol: str, rounds: int, db: str | None, progress: bool = False) -> str:
+def measure_preset(
+    preset: str, protocol: str, rounds: int, db: str | None, progress: bool = False
+) -> str:
     """Run the sweep preset through the sweep engine; return the new run id."""
     from harness.sweep import run_preset
 
@@ -301,8 +394,9 @@ def run_nightly(
         store = Store(db)
     else:
         store = Store(db, create=False)
-    result = evaluate(store, run_id, window=window, baseline_file=baseline_file, threshold=threshold,
-                      alpha=alpha)
+    result = evaluate(
+        store, run_id, window=window, baseline_file=baseline_file, threshold=threshold, alpha=alpha
+    )
     result.failed = [
         f"{r['kind']} {r['name']} res={r['resolution']} tokens={r['tokens']}: {r['reason']}"
         for r in store.measurement_rows([run_id], status="failed")

@@ -47,13 +47,17 @@ class FrontResult:
         return int(self.front.size)
 
 
-def _check_objectives(objectives: Sequence[Objective], columns: Sequence[str] | None) -> tuple[Objective, ...]:
+def _check_objectives(
+    objectives: Sequence[Objective], columns: Sequence[str] | None
+) -> tuple[Objective, ...]:
     objs = tuple((str(c), str(d).lower()) for c, d in objectives)
     if len(objs) < 2:
         raise UserError(f"need at least two objectives, got {len(objs)}")
     for col, direction in objs:
         if direction not in _DIRECTIONS:
-            raise UserError(f"objective {col!r}: direction must be 'max' or 'min', not {direction!r}")
+            raise UserError(
+                f"objective {col!r}: direction must be 'max' or 'min', not {direction!r}"
+            )
         if columns is not None and col not in columns:
             raise UserError(suggest(col, columns, "objective"))
     return objs
@@ -62,7 +66,9 @@ def _check_objectives(objectives: Sequence[Objective], columns: Sequence[str] | 
 def _as_minimisation(points: np.ndarray | pd.DataFrame, objs: tuple[Objective, ...]) -> np.ndarray:
     """(n, k) float array where smaller is better in every column."""
     if isinstance(points, pd.DataFrame):
-        arr = np.column_stack([pd.to_numeric(points[c], errors="coerce").to_numpy(dtype=float) for c, _ in objs])
+        arr = np.column_stack(
+            [pd.to_numeric(points[c], errors="coerce").to_numpy(dtype=float) for c, _ in objs]
+        )
     else:
         arr = np.asarray(points, dtype=float)
         if arr.ndim != 2 or arr.shape[1] != len(objs):
@@ -299,7 +305,9 @@ def compare_frontiers(
     fb = staircase(*_xy(b, accuracy, ttft))
     notes: list[str] = []
     if fa.ttft.size == 0 or fb.ttft.size == 0:
-        raise UserError("cannot compare frontiers: one side has no point with both accuracy and TTFT")
+        raise UserError(
+            "cannot compare frontiers: one side has no point with both accuracy and TTFT"
+        )
     if np.any(fa.ttft <= 0) or np.any(fb.ttft <= 0):
         raise UserError("TTFT must be positive to compare frontiers in log-TTFT")
     if reference is None:
@@ -314,7 +322,10 @@ def compare_frontiers(
     ]
 
     speed: tuple[float | None, float | None, float | None] = (None, None, None)
-    y_lo, y_hi = max(fa.accuracy.min(), fb.accuracy.min()), min(fa.accuracy.max(), fb.accuracy.max())
+    y_lo, y_hi = (
+        max(fa.accuracy.min(), fb.accuracy.min()),
+        min(fa.accuracy.max(), fb.accuracy.max()),
+    )
     acc_overlap = (float(y_lo), float(y_hi)) if y_lo <= y_hi else None
     if acc_overlap:
         ys = np.linspace(y_lo, y_hi, grid)

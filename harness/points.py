@@ -75,7 +75,10 @@ def _store_latency(db: str | None, run_ids: Sequence[str] | None, notes: list[st
         if line:
             notes.append(f"run {rid}: {line}")
     # Figures name the machine: use the fingerprint's human label, not the hash.
-    labels = {r["machine_id"]: r["fingerprint"].get("machine") or r["machine_id"] for r in store.list_runs()}
+    labels = {
+        r["machine_id"]: r["fingerprint"].get("machine") or r["machine_id"]
+        for r in store.list_runs()
+    }
     if not lat.empty and "machine" in lat:
         lat["machine"] = lat["machine"].map(lambda mid: labels.get(mid, mid))
     notes.append(
@@ -107,7 +110,11 @@ def _file_accuracy(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def _accuracy(
-    db: str | None, use_store: bool, files: Sequence[str | Path] | None, use_paper: bool, notes: list[str]
+    db: str | None,
+    use_store: bool,
+    files: Sequence[str | Path] | None,
+    use_paper: bool,
+    notes: list[str],
 ) -> pd.DataFrame:
     frames = []
     if use_store:
@@ -120,7 +127,8 @@ def _accuracy(
         if len(acc):
             acc = acc.copy()
             acc["accuracy_source"] = [
-                "paper" if str(s).startswith(("Table", "paper")) else "ingested" for s in acc["source"]
+                "paper" if str(s).startswith(("Table", "paper")) else "ingested"
+                for s in acc["source"]
             ]
             frames.append(acc)
             notes.append(f"accuracy: {len(acc)} row(s) from the store")
@@ -135,7 +143,9 @@ def _accuracy(
         p["accuracy_source"] = "paper"
         frames.append(p)
     if not frames:
-        return pd.DataFrame(columns=["encoder", "resolution", "llm", "tiling", "recipe", "scores", "avg5", "source"])
+        return pd.DataFrame(
+            columns=["encoder", "resolution", "llm", "tiling", "recipe", "scores", "avg5", "source"]
+        )
     acc = pd.concat(frames, ignore_index=True)
     # One row per key: the best-ranked source wins (the join refuses duplicate keys).
     from harness.accuracy.keys import normalize_key
@@ -150,10 +160,10 @@ def _accuracy(
     return acc.drop(columns=["_key", "_rank"]).reset_index(drop=True)
 
 
-
 #: Accuracy rows of every source the points use, one per key, best source first (public for
 #: ``harness.search``): ``accuracy_rows(db, use_store, files, use_paper, notes)``.
 accuracy_rows = _accuracy
+
 
 def load_points(
     *,
@@ -190,7 +200,9 @@ def load_points(
         if latency_csv or run_ids:
             raise UserError("--source paper uses the paper's latencies; drop --latency-csv / --run")
         if accuracy_files:
-            raise UserError("--source paper uses the paper's accuracies; drop --accuracy (or use --latency-csv with it)")
+            raise UserError(
+                "--source paper uses the paper's accuracies; drop --accuracy (or use --latency-csv with it)"
+            )
         from harness.accuracy.keys import normalize_recipe
         from harness.accuracy.paper import paper_points
 
@@ -227,16 +239,26 @@ def load_points(
             keep["recipe"] = recipe
         keep["accuracy_source"] = ""
         points = pd.concat([points, keep.reindex(columns=points.columns)], ignore_index=True)
-        notes.append(f"{len(res.unmatched_latency)} configuration(s) have no {bench} accuracy (latency only)")
+        notes.append(
+            f"{len(res.unmatched_latency)} configuration(s) have no {bench} accuracy (latency only)"
+        )
     n_paper = int((points["accuracy_source"] == "paper").sum()) if len(points) else 0
     if n_paper:
-        notes.append(f"{n_paper} point(s) use the paper's published accuracy for the same configuration")
+        notes.append(
+            f"{n_paper} point(s) use the paper's published accuracy for the same configuration"
+        )
     unmatched_acc = res.unmatched_accuracy
     if paper_accuracy and len(unmatched_acc) and "accuracy_source" in unmatched_acc:
         # Paper rows with no latency here are expected; only report the user's own rows.
         unmatched_acc = unmatched_acc[unmatched_acc["accuracy_source"] != "paper"]
-    return PointsResult(points.reset_index(drop=True), res.unmatched_latency, unmatched_acc.reset_index(drop=True),
-                        notes, "csv" if latency_csv else "store", bench)
+    return PointsResult(
+        points.reset_index(drop=True),
+        res.unmatched_latency,
+        unmatched_acc.reset_index(drop=True),
+        notes,
+        "csv" if latency_csv else "store",
+        bench,
+    )
 
 
 # ------------------------------------------------------------------ shared CLI arguments
@@ -245,20 +267,49 @@ def load_points(
 def add_input_args(p: argparse.ArgumentParser) -> None:
     """The input options report, choose and search share."""
     g = p.add_argument_group("inputs")
-    g.add_argument("--run", dest="runs", action="append", metavar="ID", help="a run in the store (repeatable)")
-    g.add_argument("--all-runs", action="store_true", help="every run in the store (default: the latest run)")
-    g.add_argument("--source", choices=SOURCES, default="store",
-                   help="'store' (default): measurements in the store; 'paper': the FastVLM paper's numbers")
-    g.add_argument("--latency-csv", action="append", metavar="FILE",
-                   help="latency measured elsewhere (encoder,resolution,llm,tiling,encoder_ms,prefill_ms,...); repeatable")
-    g.add_argument("--accuracy", action="append", metavar="FILE",
-                   help="tidy accuracy CSV (encoder,resolution,llm,tiling,recipe,benchmark,score); repeatable")
-    g.add_argument("--recipe", default=None, help="training recipe of the accuracy, e.g. llava-1.5, pt15+it1.1")
-    g.add_argument("--benchmark", default="avg5", help="accuracy axis: avg5 (default) or gqa, textvqa, pope, ...")
-    g.add_argument("--no-paper-accuracy", action="store_true",
-                   help="do not borrow the paper's accuracy for measured configurations")
-    g.add_argument("--device", default=None, metavar="NAME",
-                   help="replace latencies by predictions for a device profile (vlm-pareto predict --list)")
+    g.add_argument(
+        "--run", dest="runs", action="append", metavar="ID", help="a run in the store (repeatable)"
+    )
+    g.add_argument(
+        "--all-runs", action="store_true", help="every run in the store (default: the latest run)"
+    )
+    g.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="store",
+        help="'store' (default): measurements in the store; 'paper': the FastVLM paper's numbers",
+    )
+    g.add_argument(
+        "--latency-csv",
+        action="append",
+        metavar="FILE",
+        help="latency measured elsewhere (encoder,resolution,llm,tiling,encoder_ms,prefill_ms,...); repeatable",
+    )
+    g.add_argument(
+        "--accuracy",
+        action="append",
+        metavar="FILE",
+        help="tidy accuracy CSV (encoder,resolution,llm,tiling,recipe,benchmark,score); repeatable",
+    )
+    g.add_argument(
+        "--recipe", default=None, help="training recipe of the accuracy, e.g. llava-1.5, pt15+it1.1"
+    )
+    g.add_argument(
+        "--benchmark",
+        default="avg5",
+        help="accuracy axis: avg5 (default) or gqa, textvqa, pope, ...",
+    )
+    g.add_argument(
+        "--no-paper-accuracy",
+        action="store_true",
+        help="do not borrow the paper's accuracy for measured configurations",
+    )
+    g.add_argument(
+        "--device",
+        default=None,
+        metavar="NAME",
+        help="replace latencies by predictions for a device profile (vlm-pareto predict --list)",
+    )
 
 
 def points_from_args(args: argparse.Namespace) -> PointsResult:
@@ -279,12 +330,17 @@ def points_from_args(args: argparse.Namespace) -> PointsResult:
     if args.all_runs and run_ids:
         raise UserError("--all-runs and --run are exclusive")
     result = load_points(
-        db=db, run_ids=run_ids, source=args.source, latency_csv=args.latency_csv, accuracy_files=args.accuracy,
-        recipe=args.recipe, benchmark=args.benchmark, paper_accuracy=not args.no_paper_accuracy,
+        db=db,
+        run_ids=run_ids,
+        source=args.source,
+        latency_csv=args.latency_csv,
+        accuracy_files=args.accuracy,
+        recipe=args.recipe,
+        benchmark=args.benchmark,
+        paper_accuracy=not args.no_paper_accuracy,
     )
     if getattr(args, "device", None):
         from harness.predict.apply import with_predicted_latency
 
         result = with_predicted_latency(result, args.device, db)
     return result
-

@@ -74,8 +74,16 @@ class Progress:
     counters) lets a line say whether the row was measured now or reused.
     """
 
-    def __init__(self, total: int, enabled: bool = True, *, title: str = "sweep",
-                 counts: Mapping[str, int] | None = None, stream: TextIO | None = None, unit: str = ""):
+    def __init__(
+        self,
+        total: int,
+        enabled: bool = True,
+        *,
+        title: str = "sweep",
+        counts: Mapping[str, int] | None = None,
+        stream: TextIO | None = None,
+        unit: str = "",
+    ):
         self.total, self.title, self.counts, self.unit = int(total), title, counts, unit
         self.stream = stream if stream is not None else sys.stderr
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -99,9 +107,15 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self.bar = RichProgress(
-                TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
-                TimeRemainingColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
-                transient=False, console=Console(file=self.stream),
+                TextColumn(f"[bold]{title}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                transient=False,
+                console=Console(file=self.stream),
             )
             self.bar.start()
             self.task = self.bar.add_task("", total=self.total)
@@ -114,7 +128,9 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, description=description)
 
-    def advance(self, row: Mapping[str, Any] | None = None, label: str | None = None, *, line: bool = True) -> None:
+    def advance(
+        self, row: Mapping[str, Any] | None = None, label: str | None = None, *, line: bool = True
+    ) -> None:
         """One measurement finished; ``row`` is its stored row (median, CI, status).
 
         ``line=False``: count it (bar, estimate) without printing its line (the caller logs it).
@@ -157,7 +173,9 @@ class Progress:
             what += ", reused"
         left = self.total - self.done
         eta = self.eta_s()
-        tail = f"{left} left" + ("" if not left else f", eta {'?' if eta is None else fmt_duration(eta)}")
+        tail = f"{left} left" + (
+            "" if not left else f", eta {'?' if eta is None else fmt_duration(eta)}"
+        )
         return f"{self.title} [{self.done:>{width}}/{self.total}] {label}: {what}; {tail}"
 
     def measured(self, label: str, row: Mapping[str, Any] | None) -> None:
@@ -175,7 +193,9 @@ class Progress:
         eta = None if not self.done else left * done_s / self.done
         unit = self.unit or "unit"
         tail = f"{left} {unit}s left, eta {'?' if eta is None else fmt_duration(eta)}"
-        self.stream.write(f"{self.title} [{unit} {self.done + 1}/{self.total}] {label}: {describe_row(row)}; {tail}\n")
+        self.stream.write(
+            f"{self.title} [{unit} {self.done + 1}/{self.total}] {label}: {describe_row(row)}; {tail}\n"
+        )
         self.stream.flush()
 
     def log(self, msg: str) -> None:

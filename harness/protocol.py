@@ -47,7 +47,9 @@ class RSSProbe:
     """
 
     def __init__(self) -> None:
-        self._resettable = sys.platform.startswith("linux") and os.path.exists("/proc/self/clear_refs")
+        self._resettable = sys.platform.startswith("linux") and os.path.exists(
+            "/proc/self/clear_refs"
+        )
         self.name = "rss-step-peak" if self._resettable else "rss-process-peak"
 
     def reset(self) -> None:
@@ -116,7 +118,9 @@ class Protocol:
             if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int)):
                 raise UserError(f"protocol setting {f.name} must be an integer, got {value!r}")
             if f.type in ("float", float) and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
             ):
                 raise UserError(f"protocol setting {f.name} must be a finite number, got {value!r}")
             if f.type in ("bool", bool) and not isinstance(value, bool):
@@ -128,12 +132,18 @@ class Protocol:
         if not 0.5 <= self.confidence < 1.0:
             raise UserError(f"protocol confidence must be in [0.5, 1), got {self.confidence}")
         if self.retakes < 0:
-            raise UserError(f"protocol retakes must be >= 0 (0 = never re-take a contended sample), got {self.retakes}")
+            raise UserError(
+                f"protocol retakes must be >= 0 (0 = never re-take a contended sample), got {self.retakes}"
+            )
         if self.quiet_wait_s < 0 or self.quiet_wait_s > self.max_time_s:
-            raise UserError(f"protocol quiet_wait_s must be in [0, max_time_s={self.max_time_s:g}], "
-                            f"got {self.quiet_wait_s:g}")
+            raise UserError(
+                f"protocol quiet_wait_s must be in [0, max_time_s={self.max_time_s:g}], "
+                f"got {self.quiet_wait_s:g}"
+            )
         if not 0.0 < self.contention_margin < 1.0:
-            raise UserError(f"protocol contention_margin must be in (0, 1), got {self.contention_margin}")
+            raise UserError(
+                f"protocol contention_margin must be in (0, 1), got {self.contention_margin}"
+            )
         if self.rounds < 1:
             raise UserError(f"protocol rounds must be >= 1, got {self.rounds}")
 
@@ -178,14 +188,37 @@ def _convert(key: str, ftype: Any, value: Any) -> Any:
 PROTOCOLS: dict[str, Protocol] = {
     # Seconds-scale: tests, demos and the README's main job on a 2-core CPU.
     # One round: its intervals are widened to the single-round floor (harness.stats).
-    "quick": Protocol("quick", warmup_runs=1, warmup_min_s=0.0, min_runs=3, min_time_s=0.0, max_time_s=30.0,
-                      retakes=3),
+    "quick": Protocol(
+        "quick",
+        warmup_runs=1,
+        warmup_min_s=0.0,
+        min_runs=3,
+        min_time_s=0.0,
+        max_time_s=30.0,
+        retakes=3,
+    ),
     # Three interleaved rounds in a sweep: the interval includes round-to-round variance.
-    "standard": Protocol("standard", warmup_runs=2, warmup_min_s=0.5, min_runs=10, min_time_s=2.0, max_time_s=60.0,
-                         retakes=10, rounds=3),
+    "standard": Protocol(
+        "standard",
+        warmup_runs=2,
+        warmup_min_s=0.5,
+        min_runs=10,
+        min_time_s=2.0,
+        max_time_s=60.0,
+        retakes=10,
+        rounds=3,
+    ),
     # Nightly regression tracking: enough samples for a rank test to have power.
-    "rigorous": Protocol("rigorous", warmup_runs=3, warmup_min_s=1.0, min_runs=30, min_time_s=5.0, max_time_s=300.0,
-                         retakes=30, rounds=3),
+    "rigorous": Protocol(
+        "rigorous",
+        warmup_runs=3,
+        warmup_min_s=1.0,
+        min_runs=30,
+        min_time_s=5.0,
+        max_time_s=300.0,
+        retakes=30,
+        rounds=3,
+    ),
 }
 
 
@@ -268,7 +301,11 @@ def measure(
     threads = apply_threads(proto.resolved_threads)
     clock = time.perf_counter_ns
     wall0 = time.perf_counter()
-    probe = Probe(threads, proto.contention_margin, cpu_bound=synchronize is None if cpu_bound is None else cpu_bound)
+    probe = Probe(
+        threads,
+        proto.contention_margin,
+        cpu_bound=synchronize is None if cpu_bound is None else cpu_bound,
+    )
     read = probe.read
 
     warmup: list[float] = []
@@ -301,7 +338,11 @@ def measure(
     # Denormals slow CPU arithmetic by orders of magnitude and depend on data, not on the
     # model: flush them for every torch runner unless the protocol says otherwise.
     torch = sys.modules.get("torch")
-    flushed = bool(torch.set_flush_denormal(True)) if (torch is not None and proto.flush_denormal) else False
+    flushed = (
+        bool(torch.set_flush_denormal(True))
+        if (torch is not None and proto.flush_denormal)
+        else False
+    )
 
     gc_was_enabled = gc.isenabled()
     gc.collect()
@@ -369,17 +410,34 @@ def measure(
         capped=capped,
         wall_s=time.perf_counter() - wall0,
         interference=info,
-        dropped_ms=[s for s, why in zip(all_ms, reasons, strict=True) if why] if verdict == "clean" else [],
+        dropped_ms=[s for s, why in zip(all_ms, reasons, strict=True) if why]
+        if verdict == "clean"
+        else [],
     )
 
 
-def _evidence(probe: Any, used: float | None, evidence: list[Any], reasons: list[list[str]], verdict: str,
-              waited: float) -> dict[str, Any]:
+def _evidence(
+    probe: Any,
+    used: float | None,
+    evidence: list[Any],
+    reasons: list[list[str]],
+    verdict: str,
+    waited: float,
+) -> dict[str, Any]:
     from harness.interference import Evidence
 
-    ev = Evidence(signals=probe.signals, margin=probe.margin, threads=probe.threads, ncpu=probe.ncpu,
-                  used_threads=used, samples=evidence, contended=reasons,
-                  retaken=sum(1 for r in reasons if r) if verdict == "clean" else 0, waited_s=waited, verdict=verdict)
+    ev = Evidence(
+        signals=probe.signals,
+        margin=probe.margin,
+        threads=probe.threads,
+        ncpu=probe.ncpu,
+        used_threads=used,
+        samples=evidence,
+        contended=reasons,
+        retaken=sum(1 for r in reasons if r) if verdict == "clean" else 0,
+        waited_s=waited,
+        verdict=verdict,
+    )
     return ev.to_dict()
 
 
@@ -389,13 +447,21 @@ def _wait_for_quiet(probe: Any, proto: Protocol) -> float:
     quiet, busy = probe.quiet_now()
     if quiet:
         return time.perf_counter() - t0
-    print(f"vlm-pareto: machine busy ({busy} other runnable task(s), {probe.free_cores()} free core(s)); "
-          f"waiting up to {proto.quiet_wait_s:g} s for it to quieten", file=sys.stderr, flush=True)
+    print(
+        f"vlm-pareto: machine busy ({busy} other runnable task(s), {probe.free_cores()} free core(s)); "
+        f"waiting up to {proto.quiet_wait_s:g} s for it to quieten",
+        file=sys.stderr,
+        flush=True,
+    )
     while time.perf_counter() - t0 < proto.quiet_wait_s:
         quiet, busy = probe.quiet_now()
         if quiet:
             break
     waited = time.perf_counter() - t0
-    print(f"vlm-pareto: {'quiet' if quiet else 'still busy'} after {waited:.1f} s; timing"
-          + ("" if quiet else " (contended samples will be re-taken or flagged)"), file=sys.stderr, flush=True)
+    print(
+        f"vlm-pareto: {'quiet' if quiet else 'still busy'} after {waited:.1f} s; timing"
+        + ("" if quiet else " (contended samples will be re-taken or flagged)"),
+        file=sys.stderr,
+        flush=True,
+    )
     return waited

@@ -26,12 +26,21 @@ def plan_rounds(protocol: Protocol, sweep_rounds: int) -> tuple[int, Protocol]:
     if sweep_rounds >= protocol.rounds:
         return sweep_rounds, protocol
     r = protocol.rounds
-    return r, replace(protocol, min_runs=max(1, math.ceil(protocol.min_runs / r)),
-                      min_time_s=protocol.min_time_s / r, retakes=math.ceil(protocol.retakes / r))
+    return r, replace(
+        protocol,
+        min_runs=max(1, math.ceil(protocol.min_runs / r)),
+        min_time_s=protocol.min_time_s / r,
+        retakes=math.ceil(protocol.retakes / r),
+    )
 
 
-def pool_round(m: Measurement, extra: dict[str, Any], previous: dict[str, Any] | None, rnd: int,
-               confidence: float = 0.95) -> tuple[Measurement, dict[str, Any]]:
+def pool_round(
+    m: Measurement,
+    extra: dict[str, Any],
+    previous: dict[str, Any] | None,
+    rnd: int,
+    confidence: float = 0.95,
+) -> tuple[Measurement, dict[str, Any]]:
     """The measurement to store after round ``rnd``: this round's samples appended to the
     stored row's (``previous``, or None in round 0), statistics over rounds."""
     extra = dict(extra)
@@ -45,7 +54,7 @@ def pool_round(m: Measurement, extra: dict[str, Any], previous: dict[str, Any] |
             sizes = [len(prev_samples)]
         groups, i = [], 0
         for n in sizes:
-            groups.append(prev_samples[i:i + n])
+            groups.append(prev_samples[i : i + n])
             i += n
         groups.append(list(m.samples_ms))
         extra["rounds"] = int(prev_extra.get("rounds", 1)) + 1
@@ -61,7 +70,16 @@ def pool_round(m: Measurement, extra: dict[str, Any], previous: dict[str, Any] |
             extra["interference"] = merge_rounds(None, m.interference)
     samples = [x for g in groups for x in g]
     stats = summarize_rounds(groups, confidence)
-    pooled = Measurement(samples_ms=samples, stats=stats, protocol=m.protocol, threads=m.threads,
-                         warmup_ms=m.warmup_ms, peak_mem_bytes=m.peak_mem_bytes, memory_probe=m.memory_probe,
-                         capped=m.capped, wall_s=m.wall_s, interference=extra.get("interference"))
+    pooled = Measurement(
+        samples_ms=samples,
+        stats=stats,
+        protocol=m.protocol,
+        threads=m.threads,
+        warmup_ms=m.warmup_ms,
+        peak_mem_bytes=m.peak_mem_bytes,
+        memory_probe=m.memory_probe,
+        capped=m.capped,
+        wall_s=m.wall_s,
+        interference=extra.get("interference"),
+    )
     return pooled, extra

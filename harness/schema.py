@@ -34,26 +34,77 @@ ACCURACY_SOURCES: tuple[str, ...] = ("ingested", "csv", "paper", "predicted")
 
 #: Columns that describe a point's latency, carried from the TTFT rows into the points.
 LATENCY_COLUMNS: tuple[str, ...] = (
-    "tokens", "prompt_tokens", "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms",
-    "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms", "latency_source", "estimated", "machine",
-    "backend", "encoder_params_m", "llm_params_b", "peak_mem_bytes", "run_id", "contended",
+    "tokens",
+    "prompt_tokens",
+    "encoder_ms",
+    "projector_ms",
+    "prefill_ms",
+    "ttft_ms",
+    "ttft_ci_low_ms",
+    "ttft_ci_high_ms",
+    "ttft_p90_ms",
+    "latency_source",
+    "estimated",
+    "machine",
+    "backend",
+    "encoder_params_m",
+    "llm_params_b",
+    "peak_mem_bytes",
+    "run_id",
+    "contended",
 )
 
 #: The rows ``compose_ttft`` returns: one per (encoder, resolution, tiling, LLM) measured.
 TTFT_COLUMNS: tuple[str, ...] = (
-    *ARCH_FIELDS, "tokens", "prompt_tokens",
-    "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms", "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms",
-    "estimated", "backend", "machine", "run_id",
-    "encoder_backend", "prefill_backend", "dtype", "encoder_params_m", "llm_params_b", "latency_source",
-    "peak_mem_bytes", "contended",
+    *ARCH_FIELDS,
+    "tokens",
+    "prompt_tokens",
+    "encoder_ms",
+    "projector_ms",
+    "prefill_ms",
+    "ttft_ms",
+    "ttft_ci_low_ms",
+    "ttft_ci_high_ms",
+    "ttft_p90_ms",
+    "estimated",
+    "backend",
+    "machine",
+    "run_id",
+    "encoder_backend",
+    "prefill_backend",
+    "dtype",
+    "encoder_params_m",
+    "llm_params_b",
+    "latency_source",
+    "peak_mem_bytes",
+    "contended",
 )
 
 #: The joined-points table (one row per (encoder, resolution, llm, tiling, recipe)).
 POINT_COLUMNS: tuple[str, ...] = (
-    *KEY_FIELDS, "tokens", "prompt_tokens", "encoder_ms", "projector_ms", "prefill_ms", "ttft_ms",
-    "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms", "avg5", *BENCHMARK_COLUMNS,
-    "latency_source", "accuracy_source", "estimated", "machine", "backend", "encoder_params_m",
-    "llm_params_b", "peak_mem_bytes", "run_id", "contended", "accuracy_partial",
+    *KEY_FIELDS,
+    "tokens",
+    "prompt_tokens",
+    "encoder_ms",
+    "projector_ms",
+    "prefill_ms",
+    "ttft_ms",
+    "ttft_ci_low_ms",
+    "ttft_ci_high_ms",
+    "ttft_p90_ms",
+    "avg5",
+    *BENCHMARK_COLUMNS,
+    "latency_source",
+    "accuracy_source",
+    "estimated",
+    "machine",
+    "backend",
+    "encoder_params_m",
+    "llm_params_b",
+    "peak_mem_bytes",
+    "run_id",
+    "contended",
+    "accuracy_partial",
 )
 
 #: Columns of a chosen option (``vlm-pareto choose``), when present in the points.
@@ -79,8 +130,10 @@ def check_file_version(rows: Iterable[Any], where: str) -> None:
         except (TypeError, ValueError):
             raise UserError(f"{where}: schema_version {v!r} is not a number") from None
         if version > FILE_SCHEMA_VERSION:
-            raise UserError(f"{where} has file schema_version {version}; this vlm-pareto reads up to "
-                            f"{FILE_SCHEMA_VERSION}: upgrade vlm-pareto")
+            raise UserError(
+                f"{where} has file schema_version {version}; this vlm-pareto reads up to "
+                f"{FILE_SCHEMA_VERSION}: upgrade vlm-pareto"
+            )
 
 
 def markdown_points_table() -> str:

@@ -157,7 +157,9 @@ def hierarchical_median_ci(
     meds = np.empty(n_boot)
     picks = rng.integers(0, k, size=(n_boot, k))
     for b in range(n_boot):
-        pooled = np.concatenate([gs[i][rng.integers(0, gs[i].size, size=gs[i].size)] for i in picks[b]])
+        pooled = np.concatenate(
+            [gs[i][rng.integers(0, gs[i].size, size=gs[i].size)] for i in picks[b]]
+        )
         meds[b] = np.median(pooled)
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(meds, [alpha, 1.0 - alpha])

@@ -141,7 +141,9 @@ accuracy_table = sa.Table(
     sa.Column("partial", sa.Boolean, nullable=False, default=False),
     sa.Column("source", sa.String(500), nullable=False),
     sa.Column("created_at", sa.String(32), nullable=False),
-    sa.UniqueConstraint("encoder", "resolution", "llm", "tiling", "recipe", "source", name="uq_accuracy_key"),
+    sa.UniqueConstraint(
+        "encoder", "resolution", "llm", "tiling", "recipe", "source", name="uq_accuracy_key"
+    ),
 )
 
 #: tables Optuna's RDBStorage creates in the same database
@@ -187,7 +189,10 @@ _CORRUPT_SQLSTATES = {"XX001", "XX002"}
 def is_corruption(e: BaseException) -> bool:
     """Whether a DB-API / SQLAlchemy error says the database file itself is damaged."""
     orig = getattr(e, "orig", None) or e
-    if getattr(orig, "sqlstate", None) in _CORRUPT_SQLSTATES or getattr(orig, "pgcode", None) in _CORRUPT_SQLSTATES:
+    if (
+        getattr(orig, "sqlstate", None) in _CORRUPT_SQLSTATES
+        or getattr(orig, "pgcode", None) in _CORRUPT_SQLSTATES
+    ):
         return True
     if isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, (sqlite3.IntegrityError,)):
         low = str(orig).lower()
@@ -284,24 +289,33 @@ class Store:
         if path is not None:
             if not path.exists():
                 if not create:
-                    raise StoreMissing(f"no results store at {path} (no runs yet); run 'vlm-pareto sweep' first or pass --db")
+                    raise StoreMissing(
+                        f"no results store at {path} (no runs yet); run 'vlm-pareto sweep' first or pass --db"
+                    )
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
-                    raise UserError(f"cannot create results directory {path.parent}: {e.strerror}") from e
+                    raise UserError(
+                        f"cannot create results directory {path.parent}: {e.strerror}"
+                    ) from e
                 if not os.access(path.parent, os.W_OK):
-                    raise UserError(f"results directory {path.parent} is not writable; pass --db elsewhere")
+                    raise UserError(
+                        f"results directory {path.parent} is not writable; pass --db elsewhere"
+                    )
             elif path.is_dir():
                 raise UserError(f"results store {path} is a directory, not a database file")
             elif not os.access(path, os.R_OK):
                 raise UserError(f"results store {path} is not readable; check its permissions")
             elif readonly and path.stat().st_size == 0:
-                raise StoreMissing(f"{path} is an empty file, not a results store; run a sweep with --db {path} first")
+                raise StoreMissing(
+                    f"{path} is an empty file, not a results store; run a sweep with --db {path} first"
+                )
         try:
             if path is not None and readonly:
                 uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
                 self.engine = sa.create_engine(
-                    "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+                    "sqlite://",
+                    creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
                 )
             else:
                 self.engine = sa.create_engine(self.url)
@@ -338,7 +352,9 @@ class Store:
         def on_error(ctx: Any) -> None:
             if is_corruption(ctx.original_exception):
                 self.corrupt = _short(ctx.original_exception)
-                raise StoreCorrupt(corrupt_message(self.where, self.corrupt)) from ctx.original_exception
+                raise StoreCorrupt(
+                    corrupt_message(self.where, self.corrupt)
+                ) from ctx.original_exception
 
         sa.event.listen(self.engine, "handle_error", on_error)
         #: the engine for write transactions (``BEGIN IMMEDIATE`` on SQLite)
@@ -351,21 +367,35 @@ class Store:
             with (self.engine if self.readonly else self.writer).begin() as conn:
                 if conn.dialect.name == "postgresql" and not self.readonly:
                     # one process creates/migrates; the others wait here and then see its schema
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY}
+                    )
                 insp = sa.inspect(conn)
                 tables = set(insp.get_table_names())
                 # Optuna studies (vlm-pareto search) share the database: their tables are
                 # not a sign of a foreign database.
-                ours_or_optuna = {t for t in tables if t in OPTUNA_TABLES or t.startswith(("trial", "study"))}
+                ours_or_optuna = {
+                    t for t in tables if t in OPTUNA_TABLES or t.startswith(("trial", "study"))
+                }
                 if "meta" not in tables:
                     if tables - ours_or_optuna and "runs" not in tables:
-                        raise UserError(f"{self.where} is a database, but not a vlm-pareto results store (left untouched)")
+                        raise UserError(
+                            f"{self.where} is a database, but not a vlm-pareto results store (left untouched)"
+                        )
                     if not create and not tables:
-                        raise StoreMissing(f"{self.where} holds no vlm-pareto results yet; run a sweep first")
+                        raise StoreMissing(
+                            f"{self.where} holds no vlm-pareto results yet; run a sweep first"
+                        )
                     if self.readonly:
-                        raise UserError(f"{self.where} is not a complete vlm-pareto results store (no meta table)")
+                        raise UserError(
+                            f"{self.where} is not a complete vlm-pareto results store (no meta table)"
+                        )
                     metadata.create_all(conn)
-                    conn.execute(sa.insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    conn.execute(
+                        sa.insert(meta_table).values(
+                            key="schema_version", value=str(SCHEMA_VERSION)
+                        )
+                    )
                 else:
                     raw = conn.execute(
                         sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
@@ -373,7 +403,9 @@ class Store:
                     try:
                         version = int(str(raw))
                     except ValueError:
-                        raise UserError(f"results store {self.where} has no valid schema version ({raw!r})") from None
+                        raise UserError(
+                            f"results store {self.where} has no valid schema version ({raw!r})"
+                        ) from None
                     if version > SCHEMA_VERSION:
                         raise UserError(
                             f"results store schema v{version} is newer than this vlm-pareto (v{SCHEMA_VERSION}); upgrade vlm-pareto"
@@ -387,10 +419,16 @@ class Store:
                         problems = quick_check(conn)
                         if problems:
                             self.corrupt = problems[0]
-                            raise StoreCorrupt(corrupt_message(self.where, f"quick_check: {problems[0]}"))
+                            raise StoreCorrupt(
+                                corrupt_message(self.where, f"quick_check: {problems[0]}")
+                            )
                     for v in range(version + 1, SCHEMA_VERSION + 1):
                         MIGRATIONS[v](conn)
-                        conn.execute(sa.update(meta_table).where(meta_table.c.key == "schema_version").values(value=str(v)))
+                        conn.execute(
+                            sa.update(meta_table)
+                            .where(meta_table.c.key == "schema_version")
+                            .values(value=str(v))
+                        )
             if self.engine.dialect.name == "sqlite" and not self.readonly:
                 # WAL: readers never block the writer and a killed writer leaves a readable
                 # file. Set only after the file was accepted as a store (it is persistent).
@@ -406,12 +444,18 @@ class Store:
         except OperationalError as e:
             raise UserError(_explain_db_error(self.where, e)) from e
         except DatabaseError as e:
-            raise UserError(f"cannot read results store {self.where}: {_short(e)} (file left untouched)") from e
+            raise UserError(
+                f"cannot read results store {self.where}: {_short(e)} (file left untouched)"
+            ) from e
 
     @property
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar_one())
+            return int(
+                conn.execute(
+                    sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                ).scalar_one()
+            )
 
     # -- retries --------------------------------------------------------------------------
     def _retry(self, fn: Callable[[], T], *, on_conflict: bool = False) -> T:
@@ -496,14 +540,20 @@ class Store:
         def write() -> None:
             with self.writer.begin() as conn:
                 conn.execute(
-                    sa.update(runs_table).where(runs_table.c.id == run_id).values(status=status, reason=reason)
+                    sa.update(runs_table)
+                    .where(runs_table.c.id == run_id)
+                    .values(status=status, reason=reason)
                 )
 
         self._retry(write)
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).mappings().first()
+            row = (
+                conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id))
+                .mappings()
+                .first()
+            )
         return _run_dict(row) if row else None
 
     def require_run(self, run_id: str) -> dict[str, Any]:
@@ -548,7 +598,12 @@ class Store:
         if status == "ok" and measurement is None:
             raise ValueError("an ok measurement needs samples")
         run = self.require_run(run_id)
-        values: dict[str, Any] = {**key.as_dict(), "run_id": run_id, "status": status, "reason": reason}
+        values: dict[str, Any] = {
+            **key.as_dict(),
+            "run_id": run_id,
+            "status": status,
+            "reason": reason,
+        }
         values.update(
             extra=_json(extra or {}),
             build_s=_finite(build_s),
@@ -581,7 +636,9 @@ class Store:
                     conn.execute(self._insert_ignore(measurements_table, values))
                 except IntegrityError:  # dialects without ON CONFLICT: the other writer won
                     pass
-                return int(conn.execute(sa.select(measurements_table.c.id).where(where)).scalar_one())
+                return int(
+                    conn.execute(sa.select(measurements_table.c.id).where(where)).scalar_one()
+                )
 
         return self._retry(write)
 
@@ -593,15 +650,25 @@ class Store:
         A ``skipped``/``failed`` row from an earlier attempt is replaced by the claim.
         """
         run = self.require_run(run_id)
-        values: dict[str, Any] = {**key.as_dict(), "run_id": run_id, "status": "running", "reason": owner}
-        values.update(extra="{}", estimated=False, machine_id=run["machine_id"], created_at=now_iso())
+        values: dict[str, Any] = {
+            **key.as_dict(),
+            "run_id": run_id,
+            "status": "running",
+            "reason": owner,
+        }
+        values.update(
+            extra="{}", estimated=False, machine_id=run["machine_id"], created_at=now_iso()
+        )
         where = sa.and_(*(measurements_table.c[c] == values[c] for c in KEY_COLUMNS))
 
         def write() -> dict[str, Any]:
             with self.writer.begin() as conn:
                 # skipped/failed rows of an earlier attempt are retried by the claimant
-                conn.execute(sa.delete(measurements_table).where(
-                    where, measurements_table.c.status.in_(["skipped", "failed"])))
+                conn.execute(
+                    sa.delete(measurements_table).where(
+                        where, measurements_table.c.status.in_(["skipped", "failed"])
+                    )
+                )
                 try:
                     conn.execute(self._insert_ignore(measurements_table, values))
                 except IntegrityError:
@@ -633,7 +700,10 @@ class Store:
         return _measurement_dict(row) if row else None
 
     def measurement_rows(
-        self, run_ids: Sequence[str] | None = None, kind: str | None = None, status: str | None = None
+        self,
+        run_ids: Sequence[str] | None = None,
+        kind: str | None = None,
+        status: str | None = None,
     ) -> list[dict[str, Any]]:
         q = sa.select(measurements_table).order_by(measurements_table.c.id)
         if run_ids:
@@ -646,7 +716,10 @@ class Store:
             return [_measurement_dict(r) for r in conn.execute(q).mappings()]
 
     def measurements(
-        self, run_ids: Sequence[str] | None = None, kind: str | None = None, status: str | None = None
+        self,
+        run_ids: Sequence[str] | None = None,
+        kind: str | None = None,
+        status: str | None = None,
     ) -> pd.DataFrame:
         """Measurements as a DataFrame (``samples_ms`` lists and ``extra`` dicts decoded)."""
         import pandas as pd
@@ -656,7 +729,9 @@ class Store:
         return pd.DataFrame(rows, columns=cols)
 
     # -- accuracy -------------------------------------------------------------------------
-    def add_accuracy(self, rows: Iterable[dict[str, Any]], *, replace: bool = False) -> dict[str, int]:
+    def add_accuracy(
+        self, rows: Iterable[dict[str, Any]], *, replace: bool = False
+    ) -> dict[str, int]:
         """Insert accuracy rows in one transaction; identical rows are left alone.
 
         Returns counts ``{"inserted", "unchanged", "replaced", "conflicts"}``. A row whose key
@@ -685,23 +760,39 @@ class Store:
         def write() -> dict[str, int]:
             c = dict.fromkeys(counts, 0)
             with self.writer.begin() as conn:
-                stored = [dict(r) for r in conn.execute(sa.select(accuracy_table).order_by(accuracy_table.c.id)).mappings()]
+                stored = [
+                    dict(r)
+                    for r in conn.execute(
+                        sa.select(accuracy_table).order_by(accuracy_table.c.id)
+                    ).mappings()
+                ]
                 by_key = {tuple(r[k] for k in key_cols): r for r in stored}
-                decoded = [{**r, "scores": json.loads(r["scores"]) if r["scores"] else {}} for r in stored]
+                decoded = [
+                    {**r, "scores": json.loads(r["scores"]) if r["scores"] else {}} for r in stored
+                ]
                 prepared = [_accuracy_values(r) for r in build(decoded)]
                 for v in prepared:
                     where = sa.and_(*(accuracy_table.c[k] == v[k] for k in key_cols))
                     old = by_key.get(tuple(v[k] for k in key_cols))
                     if old is None:
-                        conn.execute(sa.insert(accuracy_table).values(**v))  # a racing insert: IntegrityError
+                        conn.execute(
+                            sa.insert(accuracy_table).values(**v)
+                        )  # a racing insert: IntegrityError
                         c["inserted"] += 1
                     elif (old["scores"], bool(old["partial"])) == (v["scores"], v["partial"]):
                         c["unchanged"] += 1
                     elif replace:
                         same_as_read = sa.and_(
-                            where, accuracy_table.c.scores == old["scores"], accuracy_table.c.partial == old["partial"]
+                            where,
+                            accuracy_table.c.scores == old["scores"],
+                            accuracy_table.c.partial == old["partial"],
                         )
-                        if conn.execute(sa.update(accuracy_table).where(same_as_read).values(**v)).rowcount != 1:
+                        if (
+                            conn.execute(
+                                sa.update(accuracy_table).where(same_as_read).values(**v)
+                            ).rowcount
+                            != 1
+                        ):
                             raise _Changed()
                         c["replaced"] += 1
                     else:
@@ -720,13 +811,20 @@ class Store:
                     f"{e.counts['conflicts']} accuracy row(s) already stored with different scores; "
                     "nothing written (pass --prefer newest to replace)"
                 ) from None
-        raise UserError(f"results store {self.where}: accuracy rows kept changing under this ingest; try again")
+        raise UserError(
+            f"results store {self.where}: accuracy rows kept changing under this ingest; try again"
+        )
 
     def accuracy(self) -> pd.DataFrame:
         import pandas as pd
 
         with self.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(sa.select(accuracy_table).order_by(accuracy_table.c.id)).mappings()]
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(accuracy_table).order_by(accuracy_table.c.id)
+                ).mappings()
+            ]
         for r in rows:
             r["scores"] = json.loads(r["scores"]) if r["scores"] else {}
             r["missing"] = json.loads(r["missing"]) if r["missing"] else []
@@ -744,7 +842,9 @@ class Store:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet", ".pq", ".json"):
-            raise UserError(f"cannot export to {path.name}: use a .csv, .parquet or .json file name")
+            raise UserError(
+                f"cannot export to {path.name}: use a .csv, .parquet or .json file name"
+            )
         df = self.measurements(run_ids).assign(schema_version=FILE_SCHEMA_VERSION)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -758,7 +858,9 @@ class Store:
                 out["extra"] = out["extra"].map(json.dumps)
                 out.to_parquet(path, index=False)
             else:
-                path.write_text(json.dumps(df.to_dict(orient="records"), indent=1, default=_json_default))
+                path.write_text(
+                    json.dumps(df.to_dict(orient="records"), indent=1, default=_json_default)
+                )
         except OSError as e:
             raise UserError(f"cannot write {path}: {e.strerror or e}") from e
         return path
@@ -809,10 +911,20 @@ def _short(e: Exception) -> str:
 def _server_hint(msg: str) -> str | None:
     """What to do about a database server that refuses us (PostgreSQL and the like)."""
     low = msg.lower()
-    if "connection refused" in low or "could not connect" in low or "timeout expired" in low \
-            or "no route to host" in low or "name or service not known" in low:
+    if (
+        "connection refused" in low
+        or "could not connect" in low
+        or "timeout expired" in low
+        or "no route to host" in low
+        or "name or service not known" in low
+    ):
         return "is the server running and the host/port in --db right?"
-    if "password authentication failed" in low or "no password supplied" in low or "role" in low and "does not exist" in low:
+    if (
+        "password authentication failed" in low
+        or "no password supplied" in low
+        or "role" in low
+        and "does not exist" in low
+    ):
         return "check the user and password in --db (or ~/.pgpass)"
     if "database" in low and "does not exist" in low:
         return "create it (createdb) or fix the database name in --db"
@@ -828,11 +940,15 @@ def _explain_db_error(where: str, e: Exception) -> str:
         pass
     hint = _server_hint(msg)
     if hint:
-        return f"cannot connect to database {where}: {msg.removeprefix('connection failed: ')}; {hint}"
+        return (
+            f"cannot connect to database {where}: {msg.removeprefix('connection failed: ')}; {hint}"
+        )
     if "locked" in low or "busy" in low:
         return f"results store {where} is locked by another process ({msg}); wait for it or use another --db"
     if "unable to open" in low or "readonly" in low or "read-only" in low:
-        return f"cannot write results store {where} ({msg}); check permissions or pass --db elsewhere"
+        return (
+            f"cannot write results store {where} ({msg}); check permissions or pass --db elsewhere"
+        )
     if "not a database" in low or "malformed" in low:
         return f"results store {where} is corrupt or not a database ({msg}); file left untouched"
     return f"database error on {where}: {msg}"

@@ -43,8 +43,13 @@ class CheckResult:
     schema_version: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"store": self.where, "ok": self.ok, "problems": self.problems, "counts": self.counts,
-                "schema_version": self.schema_version}
+        return {
+            "store": self.where,
+            "ok": self.ok,
+            "problems": self.problems,
+            "counts": self.counts,
+            "schema_version": self.schema_version,
+        }
 
 
 def _ro_connect(path: Path) -> sqlite3.Connection:
@@ -71,7 +76,9 @@ def check_store(url: str | None = None) -> CheckResult:
         counts: dict[str, int] = {}
         with store.engine.connect() as conn:
             for table in (runs_table, measurements_table, accuracy_table):
-                counts[table.name] = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+                counts[table.name] = int(
+                    conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+                )
         return CheckResult(store.where, True, [], counts, str(store.schema_version))
     where = str(path)
     if path.exists() and path.is_file() and path.stat().st_size == 0:
@@ -85,7 +92,9 @@ def check_store(url: str | None = None) -> CheckResult:
         problems = [] if rows == ["ok"] else rows
         res = CheckResult(where, not problems, problems)
         try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
             if "meta" not in tables:
                 res.ok = False
                 res.problems.append("not a vlm-pareto results store (no meta table)")
@@ -114,11 +123,19 @@ class RecoverResult:
     placeholder_runs: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {"src": self.src, "dst": self.dst, "copied": self.copied, "damaged_regions": self.damaged_regions,
-                "unusable": self.unusable, "placeholder_runs": self.placeholder_runs}
+        return {
+            "src": self.src,
+            "dst": self.dst,
+            "copied": self.copied,
+            "damaged_regions": self.damaged_regions,
+            "unusable": self.unusable,
+            "placeholder_runs": self.placeholder_runs,
+        }
 
 
-def _read_table(con: sqlite3.Connection, table: str, cols: list[str]) -> tuple[list[dict[str, Any]], int]:
+def _read_table(
+    con: sqlite3.Connection, table: str, cols: list[str]
+) -> tuple[list[dict[str, Any]], int]:
     """Every readable row of ``table`` (rowid order) and the number of damaged regions met."""
     select = ", ".join(f'"{c}"' for c in cols)
     rows: dict[int, tuple[Any, ...]] = {}
@@ -130,7 +147,9 @@ def _read_table(con: sqlite3.Connection, table: str, cols: list[str]) -> tuple[l
     pos = -(2**63)
     while True:
         try:
-            for r in con.execute(f'SELECT rowid, {select} FROM "{table}" WHERE rowid > ? ORDER BY rowid', (pos,)):
+            for r in con.execute(
+                f'SELECT rowid, {select} FROM "{table}" WHERE rowid > ? ORDER BY rowid', (pos,)
+            ):
                 rows[int(r[0])] = tuple(r[1:])
                 pos = int(r[0])
             break
@@ -142,7 +161,9 @@ def _read_table(con: sqlite3.Connection, table: str, cols: list[str]) -> tuple[l
         found = None
         for p in range(start, limit + 1):
             try:
-                r = con.execute(f'SELECT rowid, {select} FROM "{table}" WHERE rowid = ?', (p,)).fetchone()
+                r = con.execute(
+                    f'SELECT rowid, {select} FROM "{table}" WHERE rowid = ?', (p,)
+                ).fetchone()
             except sqlite3.DatabaseError:
                 continue
             if r is not None:
@@ -160,22 +181,32 @@ def recover_store(src: str, dst: str) -> RecoverResult:
     src_url = resolve_url(src)
     src_path = _sqlite_path(src_url)
     if src_path is None:
-        raise UserError("db recover reads SQLite files only; restore a PostgreSQL store with its own tools "
-                        "(pg_dump / point-in-time recovery)")
+        raise UserError(
+            "db recover reads SQLite files only; restore a PostgreSQL store with its own tools "
+            "(pg_dump / point-in-time recovery)"
+        )
     dst_url = resolve_url(dst)
     dst_path = _sqlite_path(dst_url)
     if dst_path is not None:
         if src_path.exists() and dst_path.exists() and dst_path.resolve() == src_path.resolve():
-            raise UserError("db recover: the destination must be a new file, not the damaged store itself")
+            raise UserError(
+                "db recover: the destination must be a new file, not the damaged store itself"
+            )
         if dst_path.exists() and dst_path.stat().st_size > 0:
-            raise UserError(f"db recover: {dst_path} already exists; give a new file name (nothing is overwritten)")
+            raise UserError(
+                f"db recover: {dst_path} already exists; give a new file name (nothing is overwritten)"
+            )
     con = _ro_connect(src_path)
     try:
         try:
-            src_tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            src_tables = {
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
         except sqlite3.DatabaseError as e:
-            raise UserError(f"db recover: {src_path}: the schema page is unreadable ({e}); nothing can be recovered "
-                            "here, restore it from a backup") from e
+            raise UserError(
+                f"db recover: {src_path}: the schema page is unreadable ({e}); nothing can be recovered "
+                "here, restore it from a backup"
+            ) from e
         if not src_tables & {"runs", "measurements", "accuracy"}:
             raise UserError(f"db recover: {src_path} is not a vlm-pareto results store")
         data: dict[str, list[dict[str, Any]]] = {}
@@ -186,7 +217,9 @@ def recover_store(src: str, dst: str) -> RecoverResult:
             try:
                 have = {r[1] for r in con.execute(f'PRAGMA table_info("{table.name}")')}
             except sqlite3.DatabaseError as e:
-                raise UserError(f"db recover: {src_path}: cannot read the columns of {table.name} ({e})") from e
+                raise UserError(
+                    f"db recover: {src_path}: cannot read the columns of {table.name} ({e})"
+                ) from e
             cols = [c.name for c in table.columns if c.name in have]
             data[table.name], res.damaged_regions[table.name] = _read_table(con, table.name, cols)
     finally:
@@ -207,11 +240,18 @@ def _write_rows(out: Store, data: dict[str, list[dict[str, Any]]], res: RecoverR
                 for r in rows:
                     rid = r.get("run_id")
                     if isinstance(rid, str) and rid not in run_ids:
-                        conn.execute(sa.insert(runs_table).values(
-                            id=rid, created_at=str(r.get("created_at") or now_iso()),
-                            command="(recovered: run row unreadable)", config="{}", fingerprint="{}",
-                            machine_id=str(r.get("machine_id") or "unknown"), status="partial",
-                            reason="recovered by 'vlm-pareto db recover': the run row was unreadable"))
+                        conn.execute(
+                            sa.insert(runs_table).values(
+                                id=rid,
+                                created_at=str(r.get("created_at") or now_iso()),
+                                command="(recovered: run row unreadable)",
+                                config="{}",
+                                fingerprint="{}",
+                                machine_id=str(r.get("machine_id") or "unknown"),
+                                status="partial",
+                                reason="recovered by 'vlm-pareto db recover': the run row was unreadable",
+                            )
+                        )
                         run_ids.add(rid)
                         res.placeholder_runs += 1
             for r in rows:
@@ -227,4 +267,3 @@ def _write_rows(out: Store, data: dict[str, list[dict[str, Any]]], res: RecoverR
                     bad += 1
             res.copied[table.name] = ok
             res.unusable[table.name] = bad
-

@@ -45,7 +45,9 @@ class MeasurementKey:
 
     def __post_init__(self) -> None:
         if self.kind not in MEASUREMENT_KINDS:
-            raise UserError(f"measurement kind must be one of {', '.join(MEASUREMENT_KINDS)}, got {self.kind!r}")
+            raise UserError(
+                f"measurement kind must be one of {', '.join(MEASUREMENT_KINDS)}, got {self.kind!r}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

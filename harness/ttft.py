@@ -46,7 +46,9 @@ def _records(rows: Rows) -> list[dict[str, Any]]:
         r = {str(k): v for k, v in rec.items()}
         r["extra"] = _json(r.get("extra")) or {}
         samples = _json(r.get("samples_ms"))
-        r["samples_ms"] = [float(x) for x in samples] if isinstance(samples, (list, tuple, np.ndarray)) else []
+        r["samples_ms"] = (
+            [float(x) for x in samples] if isinstance(samples, (list, tuple, np.ndarray)) else []
+        )
         if str(r.get("status", "ok")) == "ok" and _num(r.get("median_ms")) is not None:
             out.append(r)
     return out
@@ -100,7 +102,13 @@ def _part(row: dict[str, Any]) -> tuple[float, float, float, float, list[float]]
     lo = _num(row.get("ci_low_ms"))
     hi = _num(row.get("ci_high_ms"))
     p90 = _num(row.get("p90_ms"))
-    return med, med if lo is None else lo, med if hi is None else hi, med if p90 is None else p90, row["samples_ms"]
+    return (
+        med,
+        med if lo is None else lo,
+        med if hi is None else hi,
+        med if p90 is None else p90,
+        row["samples_ms"],
+    )
 
 
 def _in_dim(row: dict[str, Any]) -> float | None:
@@ -109,11 +117,15 @@ def _in_dim(row: dict[str, Any]) -> float | None:
     return v if v else _num(row["extra"].get("in_dim"))
 
 
-def _projector_for(prefill: dict[str, Any], enc_dim: int | None, projectors: list[dict[str, Any]]) -> tuple[float, float, float, float, list[float]] | None:
+def _projector_for(
+    prefill: dict[str, Any], enc_dim: int | None, projectors: list[dict[str, Any]]
+) -> tuple[float, float, float, float, list[float]] | None:
     match_fields = ("name", "tokens", "backend", "device", "dtype")
     candidates = [
-        q for q in projectors
-        if all(q.get(f) == prefill.get(f) for f in match_fields) and _same_machine(q, prefill)
+        q
+        for q in projectors
+        if all(q.get(f) == prefill.get(f) for f in match_fields)
+        and _same_machine(q, prefill)
         and (enc_dim is None or _in_dim(q) in (None, enc_dim))
     ]
     dims = {_in_dim(q) for q in candidates}
@@ -167,8 +179,14 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
     is a bootstrap of the sum when raw samples are present (``sum_of_medians_ci``), else the
     parts' intervals combined (``combine_intervals``). Only rows with status 'ok' are used.
     """
-    enc = _latest(_records(encoder_rows), ("name", "resolution", "tiling", "tokens", "backend", "device", "dtype", "machine_id"))
-    pre = _latest(_records(prefill_rows), ("name", "tokens", "prompt_tokens", "backend", "device", "dtype", "machine_id"))
+    enc = _latest(
+        _records(encoder_rows),
+        ("name", "resolution", "tiling", "tokens", "backend", "device", "dtype", "machine_id"),
+    )
+    pre = _latest(
+        _records(prefill_rows),
+        ("name", "tokens", "prompt_tokens", "backend", "device", "dtype", "machine_id"),
+    )
     proj = _records(projector_rows)
     out: list[dict[str, Any]] = []
     for e in enc:
@@ -187,27 +205,47 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
             runs = sorted({str(r.get("run_id")) for r in (e, p) if r.get("run_id") is not None})
             eb, pb = str(e.get("backend", "")), str(p.get("backend", ""))
             ex, px = EncoderExtra.from_dict(e["extra"]), PrefillExtra.from_dict(p["extra"])
-            out.append({
-                "encoder": e["name"], "resolution": int(e.get("resolution", 0)), "llm": p["name"],
-                "tiling": str(e.get("tiling", "none")), "tokens": int(e["tokens"]),
-                "prompt_tokens": int(p.get("prompt_tokens", 0)),
-                "encoder_ms": e_part[0], "projector_ms": q_part[0] if q_part else math.nan, "prefill_ms": p_part[0],
-                "ttft_ms": point, "ttft_ci_low_ms": lo, "ttft_ci_high_ms": hi, "ttft_p90_ms": _p90_of_sum(parts),
-                "estimated": bool(e.get("estimated") or False) or bool(p.get("estimated") or False),
-                "backend": eb if eb == pb else f"{eb}+{pb}",
-                "machine": str(e.get("machine_id") or p.get("machine_id") or ""),
-                "run_id": ",".join(runs),
-                "encoder_backend": eb, "prefill_backend": pb, "dtype": p.get("dtype"),
-                "encoder_params_m": _num(ex.params_m),
-                "llm_params_b": _num(px.params_b) or (_num(px.settings.get("params_m")) or math.nan) / 1e3,
-                # a predicted part (a latency model, not a run) makes the whole point predicted
-                "latency_source": "predicted" if "predicted" in (ex.latency_source, px.latency_source) else "measured",
-                "peak_mem_bytes": _peak_mem(e, p),
-            })
+            out.append(
+                {
+                    "encoder": e["name"],
+                    "resolution": int(e.get("resolution", 0)),
+                    "llm": p["name"],
+                    "tiling": str(e.get("tiling", "none")),
+                    "tokens": int(e["tokens"]),
+                    "prompt_tokens": int(p.get("prompt_tokens", 0)),
+                    "encoder_ms": e_part[0],
+                    "projector_ms": q_part[0] if q_part else math.nan,
+                    "prefill_ms": p_part[0],
+                    "ttft_ms": point,
+                    "ttft_ci_low_ms": lo,
+                    "ttft_ci_high_ms": hi,
+                    "ttft_p90_ms": _p90_of_sum(parts),
+                    "estimated": bool(e.get("estimated") or False)
+                    or bool(p.get("estimated") or False),
+                    "backend": eb if eb == pb else f"{eb}+{pb}",
+                    "machine": str(e.get("machine_id") or p.get("machine_id") or ""),
+                    "run_id": ",".join(runs),
+                    "encoder_backend": eb,
+                    "prefill_backend": pb,
+                    "dtype": p.get("dtype"),
+                    "encoder_params_m": _num(ex.params_m),
+                    "llm_params_b": _num(px.params_b)
+                    or (_num(px.settings.get("params_m")) or math.nan) / 1e3,
+                    # a predicted part (a latency model, not a run) makes the whole point predicted
+                    "latency_source": "predicted"
+                    if "predicted" in (ex.latency_source, px.latency_source)
+                    else "measured",
+                    "peak_mem_bytes": _peak_mem(e, p),
+                }
+            )
     df = pd.DataFrame(out, columns=list(TTFT_COLUMNS))
     # interference verdicts are joined later from the measurements (harness/interference.py)
-    df["contended"] = df["contended"].astype(object).where(df["contended"].notna(), False).astype(bool)
-    return df.sort_values(["encoder", "resolution", "tiling", "llm", "prompt_tokens"], kind="stable").reset_index(drop=True)
+    df["contended"] = (
+        df["contended"].astype(object).where(df["contended"].notna(), False).astype(bool)
+    )
+    return df.sort_values(
+        ["encoder", "resolution", "tiling", "llm", "prompt_tokens"], kind="stable"
+    ).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- prefill curve
@@ -243,11 +281,20 @@ class PrefillFit:
         return float(np.max(np.abs(self.rel_residuals)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"coef": list(self.coef), "degree": self.degree, "tokens": list(self.tokens), "ms": list(self.ms),
-                "residuals_ms": list(self.residuals_ms), "rmse_ms": self.rmse_ms, "max_rel_error": self.max_rel_error}
+        return {
+            "coef": list(self.coef),
+            "degree": self.degree,
+            "tokens": list(self.tokens),
+            "ms": list(self.ms),
+            "residuals_ms": list(self.residuals_ms),
+            "rmse_ms": self.rmse_ms,
+            "max_rel_error": self.max_rel_error,
+        }
 
 
-def fit_prefill_curve(tokens: Sequence[float], ms: Sequence[float], degree: int | None = None) -> PrefillFit:
+def fit_prefill_curve(
+    tokens: Sequence[float], ms: Sequence[float], degree: int | None = None
+) -> PrefillFit:
     """Least-squares fit of prefill ms against token count.
 
     Minimises *relative* error (latencies span 10-100x across token counts, so absolute
@@ -258,25 +305,35 @@ def fit_prefill_curve(tokens: Sequence[float], ms: Sequence[float], degree: int 
     x = np.asarray(tokens, dtype=float)
     y = np.asarray(ms, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
-        raise UserError("fit_prefill_curve needs equal-length sequences of token counts and latencies")
+        raise UserError(
+            "fit_prefill_curve needs equal-length sequences of token counts and latencies"
+        )
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(x > 0) and np.all(y > 0)):
         raise UserError("fit_prefill_curve needs positive, finite token counts and latencies")
     distinct = len(np.unique(x))
     if distinct < 2:
-        raise UserError(f"fitting prefill latency needs at least 2 distinct token counts, got {distinct}")
+        raise UserError(
+            f"fitting prefill latency needs at least 2 distinct token counts, got {distinct}"
+        )
     deg = min(2, distinct - 1) if degree is None else degree
     if deg not in (0, 1, 2) or deg > distinct - 1:
-        raise UserError(f"prefill fit degree must be 0-2 and below the number of distinct token counts ({distinct})")
+        raise UserError(
+            f"prefill fit degree must be 0-2 and below the number of distinct token counts ({distinct})"
+        )
     from scipy.optimize import nnls
 
     design = np.stack([x**p for p in range(deg + 1)], axis=1)
     coef, _ = nnls(design / y[:, None], np.ones_like(y))
     c0, c1, c2 = (float(c) for c in np.concatenate([coef, np.zeros(2 - deg)]))
     residuals = tuple(float(r) for r in design @ coef - y)
-    return PrefillFit((c0, c1, c2), deg, tuple(int(t) for t in x), tuple(float(v) for v in y), residuals)
+    return PrefillFit(
+        (c0, c1, c2), deg, tuple(int(t) for t in x), tuple(float(v) for v in y), residuals
+    )
 
 
-def prefill_at(n: int, tokens: Sequence[float], ms: Sequence[float], fit: PrefillFit | None = None) -> tuple[float, str]:
+def prefill_at(
+    n: int, tokens: Sequence[float], ms: Sequence[float], fit: PrefillFit | None = None
+) -> tuple[float, str]:
     """Prefill ms at ``n`` tokens: the measured median if ``n`` was measured, else the fit.
 
     Returns ``(ms, "measured" | "fit")``.

@@ -21,17 +21,37 @@ from typing import Any
 
 #: Table 4 (FastVLM, CVPR 2025): rows grouped by visual-token budget; encoder latency in ms.
 TABLE4_GROUPS: list[list[tuple[str, int, float]]] = [
-    [("fastvithd", 256, 10.1), ("convnext-l", 320, 34.4), ("convnext-xxl", 256, 89.9), ("fastvithd", 512, 33.5), ("fastvithd", 768, 122.6)],
+    [
+        ("fastvithd", 256, 10.1),
+        ("convnext-l", 320, 34.4),
+        ("convnext-xxl", 256, 89.9),
+        ("fastvithd", 512, 33.5),
+        ("fastvithd", 768, 122.6),
+    ],
     [("convnext-l", 512, 71.9), ("convnext-xxl", 512, 397.1), ("fastvithd", 1024, 235.6)],
 ]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--encoders", default="fastvithd,fastvit,vit-l-14,siglip-so400m,convnext-l,convnext-xxl")
-    p.add_argument("--resolutions", default="paper", help="'paper' (each encoder's paper resolutions) or R,R,...")
-    p.add_argument("--points", default=None, help="explicit encoder@resolution list, e.g. fastvithd@512,convnext-xxl@256")
-    p.add_argument("--table4", action="store_true", help="measure exactly Table 4's rows and check their ordering")
+    p.add_argument(
+        "--encoders", default="fastvithd,fastvit,vit-l-14,siglip-so400m,convnext-l,convnext-xxl"
+    )
+    p.add_argument(
+        "--resolutions",
+        default="paper",
+        help="'paper' (each encoder's paper resolutions) or R,R,...",
+    )
+    p.add_argument(
+        "--points",
+        default=None,
+        help="explicit encoder@resolution list, e.g. fastvithd@512,convnext-xxl@256",
+    )
+    p.add_argument(
+        "--table4",
+        action="store_true",
+        help="measure exactly Table 4's rows and check their ordering",
+    )
     p.add_argument("--protocol", default="quick", choices=["quick", "standard", "rigorous"])
     p.add_argument("--tiling", default="none")
     p.add_argument("--dtype", default="float32")
@@ -72,12 +92,17 @@ def table4_check(latency: dict[tuple[str, int], float]) -> list[dict[str, Any]]:
 
             measured = latency[(a, ra)] / latency[(b, rb)]
             paper = pa / pb
-            rows.append({
-                "a": f"{a}@{ra}", "b": f"{b}@{rb}",
-                "tokens_a": encoder_tokens(a, ra), "tokens_b": encoder_tokens(b, rb),
-                "ratio_measured": measured, "ratio_paper": paper,
-                "order_agrees": (measured < 1) == (paper < 1),
-            })
+            rows.append(
+                {
+                    "a": f"{a}@{ra}",
+                    "b": f"{b}@{rb}",
+                    "tokens_a": encoder_tokens(a, ra),
+                    "tokens_b": encoder_tokens(b, rb),
+                    "ratio_measured": measured,
+                    "ratio_paper": paper,
+                    "order_agrees": (measured < 1) == (paper < 1),
+                }
+            )
     return rows
 
 
@@ -98,27 +123,55 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for name, res in plan(args):
-        r = measure_encoder(name, res, args.tiling, device=args.device, dtype=args.dtype, protocol=proto)
+        r = measure_encoder(
+            name, res, args.tiling, device=args.device, dtype=args.dtype, protocol=proto
+        )
         s = r.measurement.stats
         g, gps = r.extra["gflops"], r.extra["gflops_per_s"]
         frac = gps / peak * 100 if gps and peak else None
-        rows.append({"encoder": name, "resolution": res, "tiling": args.tiling, "tokens": r.tokens, "median_ms": s.median_ms,
-                     "ci_low_ms": s.ci_low_ms, "ci_high_ms": s.ci_high_ms, "noisy": s.noisy, "gflops": g, "gflops_per_s": gps,
-                     "peak_fraction": frac / 100 if frac else None, "build_s": r.build_s, "n": len(r.measurement.samples_ms),
-                     "threads": r.measurement.threads, "params_m": r.params_m})
+        rows.append(
+            {
+                "encoder": name,
+                "resolution": res,
+                "tiling": args.tiling,
+                "tokens": r.tokens,
+                "median_ms": s.median_ms,
+                "ci_low_ms": s.ci_low_ms,
+                "ci_high_ms": s.ci_high_ms,
+                "noisy": s.noisy,
+                "gflops": g,
+                "gflops_per_s": gps,
+                "peak_fraction": frac / 100 if frac else None,
+                "build_s": r.build_s,
+                "n": len(r.measurement.samples_ms),
+                "threads": r.measurement.threads,
+                "params_m": r.params_m,
+            }
+        )
         ci = f"[{s.ci_low_ms:.1f}, {s.ci_high_ms:.1f}]"
-        print(f"{name:<14}{res:>6}{args.tiling:>14}{r.tokens:>8}{s.median_ms:>11.1f}{ci:>22}"
-              f"{(g or float('nan')):>8.1f}{(gps or float('nan')):>9.1f}{(frac or float('nan')):>8.1f}{r.build_s:>9.1f}", flush=True)
-    check = table4_check({(r["encoder"], r["resolution"]): r["median_ms"] for r in rows if r["tiling"] == "none"})
+        print(
+            f"{name:<14}{res:>6}{args.tiling:>14}{r.tokens:>8}{s.median_ms:>11.1f}{ci:>22}"
+            f"{(g or float('nan')):>8.1f}{(gps or float('nan')):>9.1f}{(frac or float('nan')):>8.1f}{r.build_s:>9.1f}",
+            flush=True,
+        )
+    check = table4_check(
+        {(r["encoder"], r["resolution"]): r["median_ms"] for r in rows if r["tiling"] == "none"}
+    )
     if check:
         print("\nTable 4 ordering (ratio = latency a / latency b; < 1 means a is faster)")
         for c in check:
             flag = "agrees" if c["order_agrees"] else "DISAGREES"
-            print(f"  {c['a']:<18} ({c['tokens_a']:>4} tok) vs {c['b']:<18} ({c['tokens_b']:>4} tok): "
-                  f"measured {c['ratio_measured']:.2f}  paper {c['ratio_paper']:.2f}  {flag}")
+            print(
+                f"  {c['a']:<18} ({c['tokens_a']:>4} tok) vs {c['b']:<18} ({c['tokens_b']:>4} tok): "
+                f"measured {c['ratio_measured']:.2f}  paper {c['ratio_paper']:.2f}  {flag}"
+            )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"peak_gflops": peak, "rows": rows, "table4": check, "protocol": proto.to_dict()}, f, indent=2)
+            json.dump(
+                {"peak_gflops": peak, "rows": rows, "table4": check, "protocol": proto.to_dict()},
+                f,
+                indent=2,
+            )
     return 0 if all(c["order_agrees"] for c in check) else 1
 
 

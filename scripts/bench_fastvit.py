@@ -36,7 +36,9 @@ BUILDERS = {"fastvithd": fv.build_fastvithd, "fastvit": fv.build_fastvit_mci2}
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
-def _cpu_sdpa_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+def _cpu_sdpa_flops(
+    query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
     return flop_counter.sdpa_flop_count(query, key, value)
 
 
@@ -80,18 +82,31 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             med = meas.stats.median_ms
             ref = TIMM_REFERENCE_MS.get(args.model, {}).get(res) if args.batch == 1 else None
             achieved = gflop / (med / 1e3)
-            rows.append({
-                "model": args.model, "resolution": res, "batch": args.batch, "tokens": tokens,
-                "memory_format": fmt, "median_ms": med, "ci_low_ms": meas.stats.ci_low_ms,
-                "ci_high_ms": meas.stats.ci_high_ms, "runs": len(meas.samples_ms),
-                "noisy": meas.stats.noisy, "gflop": gflop,
-                "reference_gflop": REFERENCE_GFLOP.get(args.model, {}).get(res),
-                "gflops_per_s": achieved, "peak_gflops": peak,
-                "fraction_of_peak": achieved / peak if peak else None,
-                "timm_reference_ms": ref, "ratio_to_reference": med / ref if ref else None,
-                "threads": meas.threads, "protocol": proto.name, "build_s": build_s,
-                "params_m": fv.param_counts(model).to_dict(),
-            })
+            rows.append(
+                {
+                    "model": args.model,
+                    "resolution": res,
+                    "batch": args.batch,
+                    "tokens": tokens,
+                    "memory_format": fmt,
+                    "median_ms": med,
+                    "ci_low_ms": meas.stats.ci_low_ms,
+                    "ci_high_ms": meas.stats.ci_high_ms,
+                    "runs": len(meas.samples_ms),
+                    "noisy": meas.stats.noisy,
+                    "gflop": gflop,
+                    "reference_gflop": REFERENCE_GFLOP.get(args.model, {}).get(res),
+                    "gflops_per_s": achieved,
+                    "peak_gflops": peak,
+                    "fraction_of_peak": achieved / peak if peak else None,
+                    "timm_reference_ms": ref,
+                    "ratio_to_reference": med / ref if ref else None,
+                    "threads": meas.threads,
+                    "protocol": proto.name,
+                    "build_s": build_s,
+                    "params_m": fv.param_counts(model).to_dict(),
+                }
+            )
             print(_row(rows[-1]), flush=True)
     return rows
 
@@ -100,22 +115,30 @@ def _row(r: dict[str, Any]) -> str:
     def f(v: Any, spec: str) -> str:
         return "-" if v is None else format(v, spec)
 
-    return (f"| {r['model']} | {r['resolution']} | {r['tokens']} | {r['memory_format']} | "
-            f"{r['median_ms']:.1f} [{r['ci_low_ms']:.1f}, {r['ci_high_ms']:.1f}]{' noisy' if r['noisy'] else ''} | "
-            f"{r['gflop']:.1f} ({f(r['reference_gflop'], '.1f')}) | {r['gflops_per_s']:.1f} | "
-            f"{f(r['fraction_of_peak'], '.2f')} | {f(r['timm_reference_ms'], '.0f')} | {f(r['ratio_to_reference'], '.2f')} |")
+    return (
+        f"| {r['model']} | {r['resolution']} | {r['tokens']} | {r['memory_format']} | "
+        f"{r['median_ms']:.1f} [{r['ci_low_ms']:.1f}, {r['ci_high_ms']:.1f}]{' noisy' if r['noisy'] else ''} | "
+        f"{r['gflop']:.1f} ({f(r['reference_gflop'], '.1f')}) | {r['gflops_per_s']:.1f} | "
+        f"{f(r['fraction_of_peak'], '.2f')} | {f(r['timm_reference_ms'], '.0f')} | {f(r['ratio_to_reference'], '.2f')} |"
+    )
 
 
-HEADER = ("| model | res | tokens | memory format | median ms [95% CI] | GFLOP (REFERENCE) | "
-          "GFLOP/s | of peak | timm ms | ratio |\n|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| model | res | tokens | memory format | median ms [95% CI] | GFLOP (REFERENCE) | "
+    "GFLOP/s | of peak | timm ms | ratio |\n|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", choices=sorted(BUILDERS), default="fastvithd")
     p.add_argument("--resolutions", type=int, nargs="+", default=[256, 512, 768, 1024])
     p.add_argument("--protocol", default="quick", help="quick | standard | rigorous")
-    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: protocol's)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: protocol's)"
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--memory-format", choices=[*FORMATS, "both"], default="channels_last")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the matmul peak")

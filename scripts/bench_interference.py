@@ -46,7 +46,9 @@ STUDIES = ("interference", "backtoback", "sampling", "timer")
 class RandomHog:
     """Busy processes (one per core) switched on and off at random moments, in a thread."""
 
-    def __init__(self, seed: int, on_s: tuple[float, float], off_s: tuple[float, float], limit_s: float) -> None:
+    def __init__(
+        self, seed: int, on_s: tuple[float, float], off_s: tuple[float, float], limit_s: float
+    ) -> None:
         self.rng = random.Random(seed)
         self.on_s, self.off_s, self.limit_s = on_s, off_s, limit_s
         self.stop = threading.Event()
@@ -129,11 +131,19 @@ def study_interference(a: dict[str, dict], h: dict[str, dict]) -> dict[str, Any]
         escapes += esc
         clean += v == "clean"
         ev = rh["extra"].get("interference", {})
-        lines.append(f"  {label:48s} quiet {ra['median_ms']:9.2f}  hog {rh['median_ms']:9.2f}  ratio {ratio:6.3f}  "
-                     f"{v:9s} re-taken {ev.get('retaken', 0):3d}/{ev.get('n_taken', 0):3d}"
-                     + ("  ESCAPED" if esc else ""))
+        lines.append(
+            f"  {label:48s} quiet {ra['median_ms']:9.2f}  hog {rh['median_ms']:9.2f}  ratio {ratio:6.3f}  "
+            f"{v:9s} re-taken {ev.get('retaken', 0):3d}/{ev.get('n_taken', 0):3d}"
+            + ("  ESCAPED" if esc else "")
+        )
     n = len(set(a) & set(h))
-    return {"points": n, "escapes": escapes, "clean": clean, "clean_share": clean / n if n else 0.0, "lines": lines}
+    return {
+        "points": n,
+        "escapes": escapes,
+        "clean": clean,
+        "clean_share": clean / n if n else 0.0,
+        "lines": lines,
+    }
 
 
 def study_backtoback(a: dict[str, dict], b: dict[str, dict]) -> dict[str, Any]:
@@ -144,21 +154,36 @@ def study_backtoback(a: dict[str, dict], b: dict[str, dict]) -> dict[str, Any]:
         ratio = rb["median_ms"] / ra["median_ms"]
         overlap += ov
         within5 += abs(ratio - 1) <= 0.05
-        lines.append(f"  {label:48s} A {ra['median_ms']:9.2f} [{ra['ci_low_ms']:.2f}-{ra['ci_high_ms']:.2f}]  "
-                     f"B {rb['median_ms']:9.2f} [{rb['ci_low_ms']:.2f}-{rb['ci_high_ms']:.2f}]  ratio {ratio:6.3f}"
-                     + ("" if ov else "  NO OVERLAP"))
+        lines.append(
+            f"  {label:48s} A {ra['median_ms']:9.2f} [{ra['ci_low_ms']:.2f}-{ra['ci_high_ms']:.2f}]  "
+            f"B {rb['median_ms']:9.2f} [{rb['ci_low_ms']:.2f}-{rb['ci_high_ms']:.2f}]  ratio {ratio:6.3f}"
+            + ("" if ov else "  NO OVERLAP")
+        )
     n = len(set(a) & set(b))
-    return {"points": n, "overlap_share": overlap / n if n else 0.0, "within5_share": within5 / n if n else 0.0,
-            "lines": lines}
+    return {
+        "points": n,
+        "overlap_share": overlap / n if n else 0.0,
+        "within5_share": within5 / n if n else 0.0,
+        "lines": lines,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--fast", action="store_true", help="quick preset's grid, fewer pairs (about 6 minutes idle)")
+    ap.add_argument(
+        "--fast",
+        action="store_true",
+        help="quick preset's grid, fewer pairs (about 6 minutes idle)",
+    )
     ap.add_argument("--preset", help="sweep preset (default: nightly; quick with --fast)")
-    ap.add_argument("--protocols", default="standard",
-                    help="comma-separated protocols for the back-to-back study (default: standard)")
-    ap.add_argument("--only", action="append", choices=STUDIES, help="run only these studies (repeatable)")
+    ap.add_argument(
+        "--protocols",
+        default="standard",
+        help="comma-separated protocols for the back-to-back study (default: standard)",
+    )
+    ap.add_argument(
+        "--only", action="append", choices=STUDIES, help="run only these studies (repeatable)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the hog's on/off moments")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     ap.add_argument("--db", help="store URL (default: a temporary SQLite file)")
@@ -171,17 +196,28 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="bench_interference_")
     db = args.db or f"sqlite:///{tmp}/store.db"
     ov = [f"protocol.threads={args.threads}"]
-    result: dict[str, Any] = {"preset": preset, "fast": args.fast, "protocols": protocols, "db": db,
-                              "load_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    print(f"# bench_interference: preset {preset}, protocols {protocols}, {os.cpu_count()} cores, "
-          f"load at start {result['load_at_start']}  (needs a quiet machine)", flush=True)
+    result: dict[str, Any] = {
+        "preset": preset,
+        "fast": args.fast,
+        "protocols": protocols,
+        "db": db,
+        "load_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    print(
+        f"# bench_interference: preset {preset}, protocols {protocols}, {os.cpu_count()} cores, "
+        f"load at start {result['load_at_start']}  (needs a quiet machine)",
+        flush=True,
+    )
     quiet: dict[str, tuple[str, dict]] = {}
 
     if studies & {"interference", "backtoback"}:
         for proto in protocols:
             rid, wall = sweep(preset, proto, db, ov)
             quiet[proto] = (rid, rows_by_key(db, rid))
-            print(f"sweep A ({proto}, quiet): run {rid}, {wall:.0f} s, canary {canary_ms(db, rid)} ms", flush=True)
+            print(
+                f"sweep A ({proto}, quiet): run {rid}, {wall:.0f} s, canary {canary_ms(db, rid)} ms",
+                flush=True,
+            )
 
     if "backtoback" in studies:
         result["backtoback"] = {}
@@ -192,9 +228,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n## back-to-back quiet sweeps, protocol {proto} (B: run {rid}, {wall:.0f} s)")
             print("\n".join(res["lines"]))
             target = " (target >= 95%)"
-            print(f"CI overlap: {100 * res['overlap_share']:.0f}% of {res['points']} points{target}; "
-                  f"medians within +-5%: {100 * res['within5_share']:.0f}%"
-                  + (target if proto == "standard" else " (target only for the standard protocol)"), flush=True)
+            print(
+                f"CI overlap: {100 * res['overlap_share']:.0f}% of {res['points']} points{target}; "
+                f"medians within +-5%: {100 * res['within5_share']:.0f}%"
+                + (target if proto == "standard" else " (target only for the standard protocol)"),
+                flush=True,
+            )
 
     if "interference" in studies:
         proto = protocols[0]
@@ -205,13 +244,23 @@ def main(argv: list[str] | None = None) -> int:
             rid, wall = sweep(preset, proto, db, ov)
         res = study_interference(a_rows, rows_by_key(db, rid))
         result["interference"] = {k: v for k, v in res.items() if k != "lines"}
-        result["interference"].update(hog_busy_s=hog.busy_s, hog_switches=hog.switches, wall_s=wall,
-                                      canary_quiet_ms=canary_ms(db, a_id), canary_hog_ms=canary_ms(db, rid))
-        print(f"\n## interference: sweep H ({proto}) with a random CPU hog (run {rid}, {wall:.0f} s; hog on "
-              f"{hog.busy_s:.0f} s in {hog.switches} bursts of {os.cpu_count()} busy processes)")
+        result["interference"].update(
+            hog_busy_s=hog.busy_s,
+            hog_switches=hog.switches,
+            wall_s=wall,
+            canary_quiet_ms=canary_ms(db, a_id),
+            canary_hog_ms=canary_ms(db, rid),
+        )
+        print(
+            f"\n## interference: sweep H ({proto}) with a random CPU hog (run {rid}, {wall:.0f} s; hog on "
+            f"{hog.busy_s:.0f} s in {hog.switches} bursts of {os.cpu_count()} busy processes)"
+        )
         print("\n".join(res["lines"]))
-        print(f"escaped (>10% off quiet, not flagged contended): {res['escapes']} of {res['points']} (target 0); "
-              f"clean points: {100 * res['clean_share']:.0f}% (target >= 90%)", flush=True)
+        print(
+            f"escaped (>10% off quiet, not flagged contended): {res['escapes']} of {res['points']} (target 0); "
+            f"clean points: {100 * res['clean_share']:.0f}% (target >= 90%)",
+            flush=True,
+        )
 
     if "sampling" in studies:
         from harness.llms import get_llm_spec
@@ -220,19 +269,43 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         rounds = 5 if args.fast else 7
-        check = validate_sampling(get_llm_spec("qwen2-0.5b"), 256, 4, protocol=get_protocol("quick", threads=args.threads),
-                                  rounds=rounds)
+        check = validate_sampling(
+            get_llm_spec("qwen2-0.5b"),
+            256,
+            4,
+            protocol=get_protocol("quick", threads=args.threads),
+            rounds=rounds,
+        )
         lo, q1, q3, hi = check.error_spread
-        result["sampling"] = {"median_error": check.rel_error, "round_errors": check.round_errors,
-                              "contended_rounds": check.contended_rounds, "wall_s": time.perf_counter() - t0}
-        print(f"\n## layer sampling: qwen2-0.5b k=4 of 24, 256+16 tokens, {rounds} interleaved rounds: median error "
-              f"{100 * check.rel_error:+.1f}% (IQR {100 * q1:+.1f}% to {100 * q3:+.1f}%, range {100 * lo:+.1f}% to "
-              f"{100 * hi:+.1f}%; {check.contended_rounds} round(s) contended) (target within +-5%)", flush=True)
+        result["sampling"] = {
+            "median_error": check.rel_error,
+            "round_errors": check.round_errors,
+            "contended_rounds": check.contended_rounds,
+            "wall_s": time.perf_counter() - t0,
+        }
+        print(
+            f"\n## layer sampling: qwen2-0.5b k=4 of 24, 256+16 tokens, {rounds} interleaved rounds: median error "
+            f"{100 * check.rel_error:+.1f}% (IQR {100 * q1:+.1f}% to {100 * q3:+.1f}%, range {100 * lo:+.1f}% to "
+            f"{100 * hi:+.1f}%; {check.contended_rounds} round(s) contended) (target within +-5%)",
+            flush=True,
+        )
 
     if "timer" in studies:
         out = Path(tmp) / "prefill.json"
-        cmd = [sys.executable, str(ROOT / "scripts" / "bench_prefill.py"), "--tokens", "256", "--protocol", "standard",
-               "--pairs", "3" if args.fast else "5", "--threads", str(args.threads), "--json", str(out)]
+        cmd = [
+            sys.executable,
+            str(ROOT / "scripts" / "bench_prefill.py"),
+            "--tokens",
+            "256",
+            "--protocol",
+            "standard",
+            "--pairs",
+            "3" if args.fast else "5",
+            "--threads",
+            str(args.threads),
+            "--json",
+            str(out),
+        ]
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if r.returncode != 0:
@@ -240,11 +313,17 @@ def main(argv: list[str] | None = None) -> int:
             return r.returncode
         doc = json.loads(out.read_text())
         ratios = [p["ratio"] for p in doc["points"]]
-        result["timer"] = {"ratios": ratios, "pair_ratios": [p["pair_ratios"] for p in doc["points"]],
-                           "wall_s": time.perf_counter() - t0}
-        print(f"\n## protocol vs torch.utils.benchmark (prefill, 256 tokens, pairs interleaved): median ratio "
-              f"{', '.join(f'{x:.3f}' for x in ratios)} (pairs {doc['points'][0]['pair_ratios']}) "
-              "(target within 3% of 1)", flush=True)
+        result["timer"] = {
+            "ratios": ratios,
+            "pair_ratios": [p["pair_ratios"] for p in doc["points"]],
+            "wall_s": time.perf_counter() - t0,
+        }
+        print(
+            f"\n## protocol vs torch.utils.benchmark (prefill, 256 tokens, pairs interleaved): median ratio "
+            f"{', '.join(f'{x:.3f}' for x in ratios)} (pairs {doc['points'][0]['pair_ratios']}) "
+            "(target within 3% of 1)",
+            flush=True,
+        )
 
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -35,8 +35,10 @@ def main() -> int:
         times.append(time.perf_counter() - t0)
         size = len(res)
     med = statistics.median(times)
-    print(f"pareto_front: n={args.n:,} points, 2 objectives, front={size}: "
-          f"median {med * 1e3:.1f} ms, best {min(times) * 1e3:.1f} ms over {args.repeat} runs")
+    print(
+        f"pareto_front: n={args.n:,} points, 2 objectives, front={size}: "
+        f"median {med * 1e3:.1f} ms, best {min(times) * 1e3:.1f} ms over {args.repeat} runs"
+    )
     return 0 if med < 1.0 else 1
 
 

@@ -23,20 +23,37 @@ import time
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm", default="qwen2-0.5b")
-    ap.add_argument("--tokens", default="16,64,144,256,576,1024", help="comma-separated visual token counts")
+    ap.add_argument(
+        "--tokens", default="16,64,144,256,576,1024", help="comma-separated visual token counts"
+    )
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--encoder-dim", type=int, default=3072)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--protocol", default="standard")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
-    ap.add_argument("--timer-min-run-time", type=float, default=2.0, help="seconds for blocked_autorange")
-    ap.add_argument("--pairs", type=int, default=3,
-                    help="protocol/Timer pairs per point, alternating order; the ratio is their median "
-                         "(one pair is at the mercy of a shared machine's fast/slow phases)")
-    ap.add_argument("--validate-sampling", type=int, metavar="K", help="also compare k-layer sampling with the full model")
+    ap.add_argument(
+        "--timer-min-run-time", type=float, default=2.0, help="seconds for blocked_autorange"
+    )
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="protocol/Timer pairs per point, alternating order; the ratio is their median "
+        "(one pair is at the mercy of a shared machine's fast/slow phases)",
+    )
+    ap.add_argument(
+        "--validate-sampling",
+        type=int,
+        metavar="K",
+        help="also compare k-layer sampling with the full model",
+    )
     ap.add_argument("--sampling-tokens", type=int, default=256)
-    ap.add_argument("--sampling-rounds", type=int, default=5,
-                    help="interleaved full-vs-sampled rounds; the error reported is their median (default 5)")
+    ap.add_argument(
+        "--sampling-rounds",
+        type=int,
+        default=5,
+        help="interleaved full-vs-sampled rounds; the error reported is their median (default 5)",
+    )
     ap.add_argument("--skip-points", action="store_true", help="only run the sampling validation")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args(argv)
@@ -62,23 +79,41 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     torch.set_flush_denormal(proto.flush_denormal)
     spec = get_llm_spec(args.llm)
-    result: dict = {"llm": spec.name, "dtype": args.dtype, "threads": threads, "protocol": proto.to_dict(),
-                    "prompt_tokens": args.prompt_tokens, "torch": torch.__version__, "points": []}
-    print(f"# {spec.name} prefill, {args.dtype}, {threads} thread(s), protocol {proto.name}, "
-          f"prompt {args.prompt_tokens} tokens, torch {torch.__version__}")
+    result: dict = {
+        "llm": spec.name,
+        "dtype": args.dtype,
+        "threads": threads,
+        "protocol": proto.to_dict(),
+        "prompt_tokens": args.prompt_tokens,
+        "torch": torch.__version__,
+        "points": [],
+    }
+    print(
+        f"# {spec.name} prefill, {args.dtype}, {threads} thread(s), protocol {proto.name}, "
+        f"prompt {args.prompt_tokens} tokens, torch {torch.__version__}"
+    )
 
     if not args.skip_points:
         peak = matmul_peak_gflops(threads=threads)
         result["peak_gflops"] = peak
         built = build_torch_llm(spec, dtype=args.dtype)
         result["build_s"] = built.build_s
-        print(f"build {built.build_s:.2f} s (not part of any timing); fp32 matmul peak {peak:.0f} GFLOP/s\n")
-        print("| visual tok | total tok | prefill ms (protocol) | 95% CI | projector ms | tok/s | GFLOP (counted / +attn) "
-              "| GFLOP/s | % peak | Timer ms | protocol/Timer |")
+        print(
+            f"build {built.build_s:.2f} s (not part of any timing); fp32 matmul peak {peak:.0f} GFLOP/s\n"
+        )
+        print(
+            "| visual tok | total tok | prefill ms (protocol) | 95% CI | projector ms | tok/s | GFLOP (counted / +attn) "
+            "| GFLOP/s | % peak | Timer ms | protocol/Timer |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for i, n in enumerate(int(t) for t in args.tokens.split(",")):
-            inputs = prepare_inputs(spec, n, args.prompt_tokens, encoder_dim=args.encoder_dim,
-                                    dtype=resolve_dtype(args.dtype))
+            inputs = prepare_inputs(
+                spec,
+                n,
+                args.prompt_tokens,
+                encoder_dim=args.encoder_dim,
+                dtype=resolve_dtype(args.dtype),
+            )
             step, out = prefill_callable(built.model, inputs.visual, inputs.prompt_ids)
             with FlopCounterMode(display=False) as counter:
                 step()
@@ -109,38 +144,70 @@ def main(argv: list[str] | None = None) -> int:
             timer_ms = t.median * 1e3
             gflops = counted / (med / 1e3) / 1e9
             point = {
-                "tokens": n, "total_tokens": n + args.prompt_tokens, "median_ms": med, "ci_low_ms": m.stats.ci_low_ms,
-                "ci_high_ms": m.stats.ci_high_ms, "n": m.stats.n, "iqr_ratio": m.stats.iqr_ratio,
-                "projector_ms": proj.stats.median_ms, "tokens_per_s": (n + args.prompt_tokens) / (med / 1e3),
-                "flops_counted": counted, "flops_analytic": analytic, "gflops_per_s": gflops,
-                "pct_peak": 100 * gflops / peak, "timer_median_ms": timer_ms, "timer_iqr_ms": t.iqr * 1e3,
-                "timer_runs": len(t.times) * t.number_per_run, "ratio": med / timer_ms, "pair_ratios": ratios,
+                "tokens": n,
+                "total_tokens": n + args.prompt_tokens,
+                "median_ms": med,
+                "ci_low_ms": m.stats.ci_low_ms,
+                "ci_high_ms": m.stats.ci_high_ms,
+                "n": m.stats.n,
+                "iqr_ratio": m.stats.iqr_ratio,
+                "projector_ms": proj.stats.median_ms,
+                "tokens_per_s": (n + args.prompt_tokens) / (med / 1e3),
+                "flops_counted": counted,
+                "flops_analytic": analytic,
+                "gflops_per_s": gflops,
+                "pct_peak": 100 * gflops / peak,
+                "timer_median_ms": timer_ms,
+                "timer_iqr_ms": t.iqr * 1e3,
+                "timer_runs": len(t.times) * t.number_per_run,
+                "ratio": med / timer_ms,
+                "pair_ratios": ratios,
             }
             result["points"].append(point)
-            print(f"| {n} | {n + args.prompt_tokens} | {med:.1f} | {m.stats.ci_low_ms:.1f}-{m.stats.ci_high_ms:.1f} "
-                  f"| {proj.stats.median_ms:.2f} | {point['tokens_per_s']:.0f} | {counted / 1e9:.1f} / {analytic / 1e9:.1f} "
-                  f"| {gflops:.0f} | {point['pct_peak']:.0f}% | {timer_ms:.1f} | {point['ratio']:.3f} "
-                  f"(pairs {min(ratios):.3f}-{max(ratios):.3f}) |", flush=True)
+            print(
+                f"| {n} | {n + args.prompt_tokens} | {med:.1f} | {m.stats.ci_low_ms:.1f}-{m.stats.ci_high_ms:.1f} "
+                f"| {proj.stats.median_ms:.2f} | {point['tokens_per_s']:.0f} | {counted / 1e9:.1f} / {analytic / 1e9:.1f} "
+                f"| {gflops:.0f} | {point['pct_peak']:.0f}% | {timer_ms:.1f} | {point['ratio']:.3f} "
+                f"(pairs {min(ratios):.3f}-{max(ratios):.3f}) |",
+                flush=True,
+            )
             del step, out, inputs
         del built
 
     if args.validate_sampling:
         t0 = time.perf_counter()
-        check = validate_sampling(spec, args.sampling_tokens, args.validate_sampling, prompt_tokens=args.prompt_tokens,
-                                  protocol=proto, rounds=args.sampling_rounds, dtype=args.dtype)
+        check = validate_sampling(
+            spec,
+            args.sampling_tokens,
+            args.validate_sampling,
+            prompt_tokens=args.prompt_tokens,
+            protocol=proto,
+            rounds=args.sampling_rounds,
+            dtype=args.dtype,
+        )
         lo, q1, q3, hi = check.error_spread
-        result["sampling"] = {**check.__dict__, "rel_error": check.rel_error, "round_errors": check.round_errors,
-                              "error_spread": {"min": lo, "q1": q1, "q3": q3, "max": hi},
-                              "contended_rounds": check.contended_rounds, "wall_s": time.perf_counter() - t0}
-        print(f"\nlayer sampling: k={check.k} of L={check.total_layers}, {check.tokens}+{check.prompt_tokens} tokens, "
-              f"{len(check.per_round)} interleaved rounds: median error {100 * check.rel_error:+.1f}% "
-              f"(IQR {100 * q1:+.1f}% to {100 * q3:+.1f}%, range {100 * lo:+.1f}% to {100 * hi:+.1f}%); "
-              f"pooled full {check.full_ms:.1f} ms, estimate {check.estimate_ms:.1f} ms"
-              + (f"; {check.contended_rounds} round(s) contended" if check.contended_rounds else ""))
+        result["sampling"] = {
+            **check.__dict__,
+            "rel_error": check.rel_error,
+            "round_errors": check.round_errors,
+            "error_spread": {"min": lo, "q1": q1, "q3": q3, "max": hi},
+            "contended_rounds": check.contended_rounds,
+            "wall_s": time.perf_counter() - t0,
+        }
+        print(
+            f"\nlayer sampling: k={check.k} of L={check.total_layers}, {check.tokens}+{check.prompt_tokens} tokens, "
+            f"{len(check.per_round)} interleaved rounds: median error {100 * check.rel_error:+.1f}% "
+            f"(IQR {100 * q1:+.1f}% to {100 * q3:+.1f}%, range {100 * lo:+.1f}% to {100 * hi:+.1f}%); "
+            f"pooled full {check.full_ms:.1f} ms, estimate {check.estimate_ms:.1f} ms"
+            + (f"; {check.contended_rounds} round(s) contended" if check.contended_rounds else "")
+        )
         for r, err in zip(check.per_round, check.round_errors, strict=True):
-            print("  round {round}: full {full_ms:.1f} ms, estimate {estimate_ms:.1f} ms "
-                  "(base {base_ms:.2f} ms, k layers {k_layers_ms:.1f} ms)".format(**r)
-                  + f" error {100 * err:+.1f}%" + (" [contended]" if r.get("contended") else ""))
+            print(
+                "  round {round}: full {full_ms:.1f} ms, estimate {estimate_ms:.1f} ms "
+                "(base {base_ms:.2f} ms, k layers {k_layers_ms:.1f} ms)".format(**r)
+                + f" error {100 * err:+.1f}%"
+                + (" [contended]" if r.get("contended") else "")
+            )
 
     if args.json:
         with open(args.json, "w") as f:

@@ -89,11 +89,17 @@ def bare_loop(fn: Callable[[], object], n: int) -> list[float]:
     return out
 
 
-def run_case(name: str, fn: Callable[[], object], rounds: int, protocol: str, block_s: float | None) -> dict:
+def run_case(
+    name: str, fn: Callable[[], object], rounds: int, protocol: str, block_s: float | None
+) -> dict:
     # Short blocks: on a shared machine the speed of the same code flips between states
     # (a neighbour on the sibling hyperthread or not) every few seconds; a paired ratio is
     # only clean when both halves of a round see the same state.
-    proto = get_protocol(protocol, min_time_s=block_s, warmup_min_s=0.0) if block_s else get_protocol(protocol)
+    proto = (
+        get_protocol(protocol, min_time_s=block_s, warmup_min_s=0.0)
+        if block_s
+        else get_protocol(protocol)
+    )
     for _ in range(3):
         fn()  # the bare loop has no warm-up of its own
     ratios, prot_all, bare_all = [], [], []
@@ -109,8 +115,11 @@ def run_case(name: str, fn: Callable[[], object], rounds: int, protocol: str, bl
         prot_all.append(m.samples_ms)
         bare_all.append(bare)
         ratios.append(float(np.median(m.samples_ms) / np.median(bare)))
-        print(f"  {name} round {r + 1}/{rounds}: protocol {np.median(m.samples_ms):.4f} ms (n={len(m.samples_ms)}), "
-              f"bare {np.median(bare):.4f} ms (n={len(bare)}), ratio {ratios[-1]:.4f}", flush=True)
+        print(
+            f"  {name} round {r + 1}/{rounds}: protocol {np.median(m.samples_ms):.4f} ms (n={len(m.samples_ms)}), "
+            f"bare {np.median(bare):.4f} ms (n={len(bare)}), ratio {ratios[-1]:.4f}",
+            flush=True,
+        )
     lo, hi = bootstrap_median_ci(ratios)
     pooled = float(np.median(np.concatenate(prot_all)) / np.median(np.concatenate(bare_all)))
     return {
@@ -128,12 +137,20 @@ def run_case(name: str, fn: Callable[[], object], rounds: int, protocol: str, bl
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=40)
-    p.add_argument("--block-s", type=float, default=0.25,
-                   help="override the protocol's min_time_s (and drop its warm-up time) so rounds are short; "
-                   "0 keeps the preset")
+    p.add_argument(
+        "--block-s",
+        type=float,
+        default=0.25,
+        help="override the protocol's min_time_s (and drop its warm-up time) so rounds are short; "
+        "0 keeps the preset",
+    )
     p.add_argument("--protocol", default="standard")
-    p.add_argument("--cases", nargs="+", default=["busy-1ms", "busy-10ms", "matmul-1ms", "matmul-10ms"],
-                   help="which workloads (kind-<target>ms)")
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        default=["busy-1ms", "busy-10ms", "matmul-1ms", "matmul-10ms"],
+        help="which workloads (kind-<target>ms)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     makers = {"busy": _calibrated_busy, "matmul": _calibrated_matmul}
@@ -142,19 +159,28 @@ def main(argv: list[str] | None = None) -> int:
         kind, _, target = case.partition("-")
         cases[case] = makers[kind](float(target.removesuffix("ms")))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"protocol {args.protocol} (min_time_s={args.block_s or 'preset'}), {args.rounds} interleaved rounds "
-          f"per case, load average {load}")
-    results = [run_case(name, fn, args.rounds, args.protocol, args.block_s or None) for name, fn in cases.items()]
+    print(
+        f"protocol {args.protocol} (min_time_s={args.block_s or 'preset'}), {args.rounds} interleaved rounds "
+        f"per case, load average {load}"
+    )
+    results = [
+        run_case(name, fn, args.rounds, args.protocol, args.block_s or None)
+        for name, fn in cases.items()
+    ]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print()
-        print(f"{'case':<12} {'median ms':>10} {'overhead (median of rounds) [95% CI]':>40} {'pooled':>8}  within 2%")
+        print(
+            f"{'case':<12} {'median ms':>10} {'overhead (median of rounds) [95% CI]':>40} {'pooled':>8}  within 2%"
+        )
         for r in results:
             lo, hi = r["ratio_ci95"]
-            print(f"{r['case']:<12} {r['median_ms']:>10.4f} {(r['ratio_median'] - 1) * 100:>+13.2f}% "
-                  f"[{(lo - 1) * 100:+.2f}%, {(hi - 1) * 100:+.2f}%]{'':>8} {(r['ratio_pooled'] - 1) * 100:>+7.2f}%  "
-                  f"{'yes' if r['within_2pct'] else 'NO'}")
+            print(
+                f"{r['case']:<12} {r['median_ms']:>10.4f} {(r['ratio_median'] - 1) * 100:>+13.2f}% "
+                f"[{(lo - 1) * 100:+.2f}%, {(hi - 1) * 100:+.2f}%]{'':>8} {(r['ratio_pooled'] - 1) * 100:>+7.2f}%  "
+                f"{'yes' if r['within_2pct'] else 'NO'}"
+            )
     return 0
 
 

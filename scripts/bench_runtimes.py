@@ -54,7 +54,14 @@ FAST_MODELS = ["fastvithd@256", "qwen2-0.5b@64"]
 FULL_TABLE4 = ["fastvithd@1024", "convnext-l@512", "convnext-xxl@512"]
 FAST_TABLE4 = ["fastvithd@256", "convnext-l@128"]
 #: --fast leaves out the slowest builds (compile fp32 / int8 and ExecuTorch int8 add little)
-FAST_RUNTIMES = ["eager-bf16", "eager-int8", "compile-bf16", "onnxrt-fp32", "onnxrt-int8", "executorch-fp32"]
+FAST_RUNTIMES = [
+    "eager-bf16",
+    "eager-int8",
+    "compile-bf16",
+    "onnxrt-fp32",
+    "onnxrt-int8",
+    "executorch-fp32",
+]
 CONV = ("fastvithd", "fastvit", "convnext-l", "convnext-xxl")
 
 
@@ -82,13 +89,22 @@ def _runner(backend: str, side: str, precision: str, options: dict[str, Any]) ->
     from harness.backends.base import RunContext
 
     b = get_backend(backend)
-    preset = {f"{side}_backend": backend, "device": "cpu", "dtype": precision, "llm_dtype": precision,
-              f"{side}_options": options}
+    preset = {
+        f"{side}_backend": backend,
+        "device": "cpu",
+        "dtype": precision,
+        "llm_dtype": precision,
+        f"{side}_options": options,
+    }
     cfg = b.make_config(preset, side)  # type: ignore[arg-type]
     reason = cfg.availability()
     if reason:
         raise RuntimeError(reason)
-    return b.encoder_runner(cfg, RunContext()) if side == "encoder" else b.llm_runner(cfg, RunContext())
+    return (
+        b.encoder_runner(cfg, RunContext())
+        if side == "encoder"
+        else b.llm_runner(cfg, RunContext())
+    )
 
 
 def _case(model: str, llm_layers: int | None, prompt_tokens: int) -> tuple[str, Any]:
@@ -99,8 +115,9 @@ def _case(model: str, llm_layers: int | None, prompt_tokens: int) -> tuple[str, 
     name, size = model.split("@")
     if name in LLMS:
         spec = get_llm_spec(name)
-        return "llm", prefill_case(spec, int(size) - prompt_tokens, prompt_tokens, encoder_dim=3072,
-                                   layers=llm_layers)
+        return "llm", prefill_case(
+            spec, int(size) - prompt_tokens, prompt_tokens, encoder_dim=3072, layers=llm_layers
+        )
     return "encoder", encoder_case(name, int(size), channels_last=False)
 
 
@@ -156,19 +173,38 @@ def bench_model(model: str, runtimes: list[str], args: argparse.Namespace) -> li
             compiled = runner.compile_graph(fresh.graph, inputs, f"bench-{model.replace('@', '-')}")
             del fresh
         except Skipped as e:
-            rows.append(Row(model, label, "skipped", reason=str(e), compile_s=time.perf_counter() - t0))
+            rows.append(
+                Row(model, label, "skipped", reason=str(e), compile_s=time.perf_counter() - t0)
+            )
             print(f"  {model:18s} {label:16s} skipped: {e}", flush=True)
             continue
         except Exception as e:  # a runtime crashing on one model must not stop the benchmark
-            rows.append(Row(model, label, "failed", reason=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"))
+            rows.append(
+                Row(
+                    model,
+                    label,
+                    "failed",
+                    reason=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
+                )
+            )
             print(f"  {model:18s} {label:16s} failed: {rows[-1].reason}", flush=True)
             continue
         out = compiled.first_output
         out = out[0] if isinstance(out, (list, tuple)) else out
         out = out.detach().float().numpy() if hasattr(out, "detach") else out
         par = compare(out, reference.numpy(), precision)
-        row = Row(model, label, "ok" if par.ok else "failed", compile_s=compiled.compile_s,
-                  parity={"cosine": par.cosine, "rel_err": par.rel_err, "max_abs_err": par.max_abs_err, "ok": par.ok})
+        row = Row(
+            model,
+            label,
+            "ok" if par.ok else "failed",
+            compile_s=compiled.compile_s,
+            parity={
+                "cosine": par.cosine,
+                "rel_err": par.rel_err,
+                "max_abs_err": par.max_abs_err,
+                "ok": par.ok,
+            },
+        )
         if not par.ok:
             row.reason = f"parity: {par.describe()}"
         e_s: list[float] = []
@@ -181,9 +217,12 @@ def bench_model(model: str, runtimes: list[str], args: argparse.Namespace) -> li
         row.speedup = row.eager_ms / row.runtime_ms if row.runtime_ms else None
         rows.append(row)
         flag = "" if par.ok else f"  PARITY FAIL ({par.describe()})"
-        print(f"  {model:18s} {label:16s} eager {row.eager_ms:9.1f} ms  runtime {row.runtime_ms:9.1f} ms  "
-              f"speedup {row.speedup:5.2f}x  cos {par.cosine:.5f} rel {par.rel_err:.3g}  "
-              f"build {compiled.compile_s:6.1f} s{flag}", flush=True)
+        print(
+            f"  {model:18s} {label:16s} eager {row.eager_ms:9.1f} ms  runtime {row.runtime_ms:9.1f} ms  "
+            f"speedup {row.speedup:5.2f}x  cos {par.cosine:.5f} rel {par.rel_err:.3g}  "
+            f"build {compiled.compile_s:6.1f} s{flag}",
+            flush=True,
+        )
         if compiled.close:
             compiled.close()
         del compiled, runner
@@ -215,12 +254,25 @@ def table4(rows: list[Row], models: list[str], runtimes: list[str]) -> list[dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fast", action="store_true", help="small sizes (FastViTHD@256, Qwen2-0.5B 2 layers @64 tokens, ConvNeXt-L@128), 6 runtimes")
-    p.add_argument("--models", default=None, help="comma list of name@size (encoder@resolution, llm@tokens)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="small sizes (FastViTHD@256, Qwen2-0.5B 2 layers @64 tokens, ConvNeXt-L@128), 6 runtimes",
+    )
+    p.add_argument(
+        "--models", default=None, help="comma list of name@size (encoder@resolution, llm@tokens)"
+    )
     p.add_argument("--runtimes", default=None, help=f"comma list from {', '.join(RUNTIMES)}")
     p.add_argument("--no-table4", action="store_true", help="skip the Table 4 ordering check")
-    p.add_argument("--llm-layers", type=int, default=None, help="build k of the LLM's layers (default: all; --fast: 2)")
+    p.add_argument(
+        "--llm-layers",
+        type=int,
+        default=None,
+        help="build k of the LLM's layers (default: all; --fast: 2)",
+    )
     p.add_argument("--prompt-tokens", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3, help="interleaved (eager, runtime) rounds")
     p.add_argument("--runs", type=int, default=3, help="timed runs per round")
@@ -235,15 +287,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.llm_layers is None:
             args.llm_layers = 2
     models = args.models.split(",") if args.models else (FAST_MODELS if args.fast else FULL_MODELS)
-    runtimes = args.runtimes.split(",") if args.runtimes else (FAST_RUNTIMES if args.fast else list(RUNTIMES))
+    runtimes = (
+        args.runtimes.split(",")
+        if args.runtimes
+        else (FAST_RUNTIMES if args.fast else list(RUNTIMES))
+    )
     bad = [r for r in runtimes if r not in RUNTIMES]
     if bad:
-        print(f"bench_runtimes: unknown runtime {bad[0]!r} (known: {', '.join(RUNTIMES)})", file=sys.stderr)
+        print(
+            f"bench_runtimes: unknown runtime {bad[0]!r} (known: {', '.join(RUNTIMES)})",
+            file=sys.stderr,
+        )
         return 2
     t4 = [] if args.no_table4 else (FAST_TABLE4 if args.fast else FULL_TABLE4)
     t_start = time.perf_counter()
-    print(f"runtimes vs fp32 eager ({'fast' if args.fast else 'full'}; {args.rounds} rounds x {args.runs} runs, "
-          f"threads={args.threads or os.cpu_count()}, llm layers={args.llm_layers or 'all'})", flush=True)
+    print(
+        f"runtimes vs fp32 eager ({'fast' if args.fast else 'full'}; {args.rounds} rounds x {args.runs} runs, "
+        f"threads={args.threads or os.cpu_count()}, llm layers={args.llm_layers or 'all'})",
+        flush=True,
+    )
     rows: list[Row] = []
     for m in dict.fromkeys(models + t4):
         rows += bench_model(m, runtimes, args)
@@ -265,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = [x for x in rows if x.model == m and x.status == "ok" and x.speedup]
         if ok:
             best = max(ok, key=lambda x: x.speedup or 0)
-            print(f"fastest for {m}: {best.runtime} {best.speedup:.2f}x (parity cos {best.parity['cosine']:.5f})")
+            print(
+                f"fastest for {m}: {best.runtime} {best.speedup:.2f}x (parity cos {best.parity['cosine']:.5f})"
+            )
     order = table4(rows, t4, runtimes) if t4 else []
     if order:
         print(f"\nTable 4 ordering at equal tokens ({' < '.join(t4)}?):")
@@ -275,8 +339,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {o['runtime']:16s} {verdict:14s} {line}")
     print(f"\nwall {time.perf_counter() - t_start:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": [asdict(r) for r in rows], "table4": order,
-                                               "args": vars(args)}, indent=1, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {"rows": [asdict(r) for r in rows], "table4": order, "args": vars(args)},
+                indent=1,
+                default=str,
+            )
+        )
     return 0
 
 

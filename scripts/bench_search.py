@@ -59,15 +59,27 @@ def grid(space, db: str, budget: float | None) -> dict:
     return {"rows": rows, "measurements": ev.run_measurements()}
 
 
-def scenario(space, g: dict, budget: float | None, seeds: int, max_trials: int, tol: float, tmp: Path) -> dict:
+def scenario(
+    space, g: dict, budget: float | None, seeds: int, max_trials: int, tol: float, tmp: Path
+) -> dict:
     rows = [r for r in g["rows"] if budget is None or r[2] <= budget]
-    ref = (min(r[0] for r in g["rows"]), budget if budget is not None else max(r[1] for r in g["rows"]))
+    ref = (
+        min(r[0] for r in g["rows"]),
+        budget if budget is not None else max(r[1] for r in g["rows"]),
+    )
     hv_grid = _hv([r[0] for r in rows], [r[1] for r in rows], ref)
     runs = []
     for seed in range(seeds):
         db = f"sqlite:///{tmp / f'seed{seed}-{budget}.db'}"
-        s = Search(space, synthetic_accuracy, db=db, budget_ms=budget, seed=seed, study_name=f"bench-{seed}",
-                   prune=PRUNE)
+        s = Search(
+            space,
+            synthetic_accuracy,
+            db=db,
+            budget_ms=budget,
+            seed=seed,
+            study_name=f"bench-{seed}",
+            prune=PRUNE,
+        )
         found_acc: list[float] = []
         found_ttft: list[float] = []
         state = {"hv": 0.0}
@@ -82,13 +94,24 @@ def scenario(space, g: dict, budget: float | None, seeds: int, max_trials: int, 
         t0 = time.perf_counter()
         res = s.optimize(max_trials, stop=stop)
         reached = state["hv"] >= (1 - tol) * hv_grid
-        runs.append({"seed": seed, "reached": reached, "measurements": res.measurements_total,
-                     "trials": res.trials_total, "configurations": len(res.points),
-                     "hv_ratio": state["hv"] / hv_grid, "wall_s": round(time.perf_counter() - t0, 1)})
+        runs.append(
+            {
+                "seed": seed,
+                "reached": reached,
+                "measurements": res.measurements_total,
+                "trials": res.trials_total,
+                "configurations": len(res.points),
+                "hv_ratio": state["hv"] / hv_grid,
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
+        )
     ok = [r for r in runs if r["reached"]]
     return {
-        "budget_ms": budget, "grid_points": len(g["rows"]),
-        "grid_measurements": g["measurements"], "hypervolume_grid": hv_grid, "tolerance": tol,
+        "budget_ms": budget,
+        "grid_points": len(g["rows"]),
+        "grid_measurements": g["measurements"],
+        "hypervolume_grid": hv_grid,
+        "tolerance": tol,
         "runs": runs,
         "median_measurements": statistics.median(r["measurements"] for r in ok) if ok else None,
         "median_trials": statistics.median(r["trials"] for r in ok) if ok else None,
@@ -101,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--max-trials", type=int, default=400)
     ap.add_argument("--tolerance", type=float, default=0.02)
-    ap.add_argument("--budget-ms", type=float, action="append", default=None,
-                    help="budget scenario(s); default: none and 3000")
+    ap.add_argument(
+        "--budget-ms",
+        type=float,
+        action="append",
+        default=None,
+        help="budget scenario(s); default: none and 3000",
+    )
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--no-prune", action="store_true",
-                    help="measure every proposal (no cost-model pruning, harness/predict/prune.py)")
+    ap.add_argument(
+        "--no-prune",
+        action="store_true",
+        help="measure every proposal (no cost-model pruning, harness/predict/prune.py)",
+    )
     args = ap.parse_args(argv)
     global PRUNE
     PRUNE = not args.no_prune
@@ -121,13 +152,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out, indent=2))
         return 0
     for s in out:
-        name = "whole frontier" if s["budget_ms"] is None else f"feasible frontier, budget {s['budget_ms']:g} ms"
-        print(f"{name}: grid {s['grid_points']} configurations = {s['grid_measurements']} measurements; "
-              f"search reached {100 * (1 - s['tolerance']):.0f}% of the grid hypervolume in {s['reached']} seeds, "
-              f"median {s['median_measurements']} measurements ({s['median_trials']} trials)")
+        name = (
+            "whole frontier"
+            if s["budget_ms"] is None
+            else f"feasible frontier, budget {s['budget_ms']:g} ms"
+        )
+        print(
+            f"{name}: grid {s['grid_points']} configurations = {s['grid_measurements']} measurements; "
+            f"search reached {100 * (1 - s['tolerance']):.0f}% of the grid hypervolume in {s['reached']} seeds, "
+            f"median {s['median_measurements']} measurements ({s['median_trials']} trials)"
+        )
         for r in s["runs"]:
-            print(f"  seed {r['seed']}: {r['measurements']} measurements, {r['trials']} trials, "
-                  f"{r['configurations']} configurations, HV {100 * r['hv_ratio']:.1f}%, {r['wall_s']} s")
+            print(
+                f"  seed {r['seed']}: {r['measurements']} measurements, {r['trials']} trials, "
+                f"{r['configurations']} configurations, HV {100 * r['hv_ratio']:.1f}%, {r['wall_s']} s"
+            )
     return 0
 
 

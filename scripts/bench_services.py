@@ -34,8 +34,12 @@ FP = {"machine_id": "bench", "machine": "bench"}
 
 
 def sh(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SERVICES), *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["bash", str(SERVICES), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -83,15 +87,29 @@ def concurrency(url: str, workers: int, rows: int) -> dict[str, float]:
     wipe(url)
     run = Store(url).create_run("bench", {}, FP)
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, str(WRITER), url, run, str(w), str(rows)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WRITER), url, run, str(w), str(rows)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(workers)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
     wall = time.perf_counter() - t0
     stored = Store(url).measurement_rows([run])
     keys = {(r["name"], r["resolution"]) for r in stored}
-    errors = sum(p.returncode != 0 or "error" in err.lower() for p, (_, err) in zip(procs, outs, strict=True))
-    return {"rows": len(stored), "duplicates": len(stored) - len(keys), "errors": errors, "wall_s": wall,
-            "rows_per_s": len(stored) / wall}
+    errors = sum(
+        p.returncode != 0 or "error" in err.lower() for p, (_, err) in zip(procs, outs, strict=True)
+    )
+    return {
+        "rows": len(stored),
+        "duplicates": len(stored) - len(keys),
+        "errors": errors,
+        "wall_s": wall,
+        "rows_per_s": len(stored) / wall,
+    }
 
 
 def kills(url: str, n_kills: int) -> dict[str, int]:
@@ -104,8 +122,11 @@ def kills(url: str, n_kills: int) -> dict[str, int]:
     lost = extra = 0
     committed_total = 0
     for k in range(n_kills):
-        proc = subprocess.Popen([sys.executable, str(WRITER), url, run, str(k + 1), "100000"],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(WRITER), url, run, str(k + 1), "100000"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         committed = []
         assert proc.stdout is not None
         target = 20 + 7 * k  # kill at a different point each time
@@ -116,14 +137,25 @@ def kills(url: str, n_kills: int) -> dict[str, int]:
             committed.append(int(line.split()[2]))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        present = {r["id"] for r in Store(url).measurement_rows([run]) if r["extra"].get("worker") == k + 1}
+        present = {
+            r["id"] for r in Store(url).measurement_rows([run]) if r["extra"].get("worker") == k + 1
+        }
         lost += len(set(committed) - present)
         extra += len(present - set(committed))
         committed_total += len(committed)
     s = [1.0, 2.0]
-    Store(url).add_measurement(run, MeasurementKey("encoder", "after-kills"),
-                               Measurement(samples_ms=s, stats=summarize(s), protocol="quick", threads=1))
-    return {"kills": n_kills, "committed": committed_total, "lost": lost, "in_flight_kept": extra, "writable": 1}
+    Store(url).add_measurement(
+        run,
+        MeasurementKey("encoder", "after-kills"),
+        Measurement(samples_ms=s, stats=summarize(s), protocol="quick", threads=1),
+    )
+    return {
+        "kills": n_kills,
+        "committed": committed_total,
+        "lost": lost,
+        "in_flight_kept": extra,
+        "writable": 1,
+    }
 
 
 def main() -> int:
@@ -133,10 +165,12 @@ def main() -> int:
     n_kills, rows = (20, 500) if args.full else (5, 500)
 
     cold, warm, facts = cold_start()
-    print(f"services: cold start {cold:.1f} s (PostgreSQL initdb+start, munge, slurmctld+slurmd until they "
-          f"answer; no apt-get), second start {warm:.1f} s; "
-          f"pg={'up' if 'VLM_PARETO_TEST_PG_URL' in facts else 'DOWN'} "
-          f"slurm={'up' if 'VLM_PARETO_TEST_SLURM_PARTITION' in facts else 'DOWN'}")
+    print(
+        f"services: cold start {cold:.1f} s (PostgreSQL initdb+start, munge, slurmctld+slurmd until they "
+        f"answer; no apt-get), second start {warm:.1f} s; "
+        f"pg={'up' if 'VLM_PARETO_TEST_PG_URL' in facts else 'DOWN'} "
+        f"slurm={'up' if 'VLM_PARETO_TEST_SLURM_PARTITION' in facts else 'DOWN'}"
+    )
 
     already = sh("status").returncode == 0
     if not already:
@@ -153,14 +187,20 @@ def main() -> int:
         for name, url in dbs.items():
             c = concurrency(url, 4, rows)
             res[name] = c
-            print(f"{name:>10} concurrency: 4 x {rows} -> {c['rows']} rows, {c['duplicates']} duplicates, "
-                  f"{c['errors']} writer errors, {c['wall_s']:.1f} s, {c['rows_per_s']:.0f} rows/s")
+            print(
+                f"{name:>10} concurrency: 4 x {rows} -> {c['rows']} rows, {c['duplicates']} duplicates, "
+                f"{c['errors']} writer errors, {c['wall_s']:.1f} s, {c['rows_per_s']:.0f} rows/s"
+            )
         for name, url in dbs.items():
             k = kills(url, n_kills)
-            print(f"{name:>10} kill safety: {k['kills']} SIGKILLs after {k['committed']} reported commits -> "
-                  f"{k['lost']} lost, {k['in_flight_kept']} in-flight rows kept, writable afterwards")
+            print(
+                f"{name:>10} kill safety: {k['kills']} SIGKILLs after {k['committed']} reported commits -> "
+                f"{k['lost']} lost, {k['in_flight_kept']} in-flight rows kept, writable afterwards"
+            )
         if len(res) == 2:
-            print(f"ratio postgresql/sqlite rows/s: {res['postgresql']['rows_per_s'] / res['sqlite']['rows_per_s']:.2f}")
+            print(
+                f"ratio postgresql/sqlite rows/s: {res['postgresql']['rows_per_s'] / res['sqlite']['rows_per_s']:.2f}"
+            )
         shutil.rmtree(tmp, ignore_errors=True)
     finally:
         if not already:

@@ -82,19 +82,30 @@ def check_model(model: str, rounds: int, runs: int) -> list[dict[str, Any]]:
     ]
     rows = []
     for label, backend, precision, options in variants:
-        preset = {f"{side}_backend": backend.name, "device": "cuda", "dtype": precision, "llm_dtype": precision,
-                  f"{side}_options": options}
+        preset = {
+            f"{side}_backend": backend.name,
+            "device": "cuda",
+            "dtype": precision,
+            "llm_dtype": precision,
+            f"{side}_options": options,
+        }
         row: dict[str, Any] = {"model": model, "runtime": label}
         try:
             cfg = backend.make_config(preset, side)
             reason = cfg.availability()
             if reason:
                 raise Skipped(reason)
-            runner = backend.encoder_runner(cfg, RunContext()) if side == "encoder" else backend.llm_runner(cfg, RunContext())
+            runner = (
+                backend.encoder_runner(cfg, RunContext())
+                if side == "encoder"
+                else backend.llm_runner(cfg, RunContext())
+            )
             graph = copy.deepcopy(case.graph)
             compiled = runner.compile_graph(graph, (x,), f"cuda-{name}")
         except Exception as e:
-            row.update(status="skipped", reason=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            row.update(
+                status="skipped", reason=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            )
             print(f"{model:20s} {label:18s} skipped: {row['reason']}", flush=True)
             rows.append(row)
             continue
@@ -108,12 +119,22 @@ def check_model(model: str, rounds: int, runs: int) -> list[dict[str, Any]]:
             for _ in range(rounds):
                 e_s += _time(eager_step, runs)
                 r_s += _time(compiled.step, runs)
-        row.update(status="ok" if par.ok else "parity-failed", eager_fp32_ms=_median(e_s), runtime_ms=_median(r_s),
-                   speedup=_median(e_s) / _median(r_s), parity_cosine=par.cosine, parity_rel_err=par.rel_err,
-                   compile_s=compiled.compile_s, gpu=torch.cuda.get_device_name())
-        print(f"{model:20s} {label:18s} fp32 {row['eager_fp32_ms']:8.2f} ms  runtime {row['runtime_ms']:8.2f} ms  "
-              f"speedup {row['speedup']:5.2f}x  cos {par.cosine:.5f}  build {compiled.compile_s:.1f} s"
-              + ("" if par.ok else "  PARITY FAIL"), flush=True)
+        row.update(
+            status="ok" if par.ok else "parity-failed",
+            eager_fp32_ms=_median(e_s),
+            runtime_ms=_median(r_s),
+            speedup=_median(e_s) / _median(r_s),
+            parity_cosine=par.cosine,
+            parity_rel_err=par.rel_err,
+            compile_s=compiled.compile_s,
+            gpu=torch.cuda.get_device_name(),
+        )
+        print(
+            f"{model:20s} {label:18s} fp32 {row['eager_fp32_ms']:8.2f} ms  runtime {row['runtime_ms']:8.2f} ms  "
+            f"speedup {row['speedup']:5.2f}x  cos {par.cosine:.5f}  build {compiled.compile_s:.1f} s"
+            + ("" if par.ok else "  PARITY FAIL"),
+            flush=True,
+        )
         rows.append(row)
         del compiled, runner, graph
         torch.cuda.empty_cache()

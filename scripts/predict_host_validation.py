@@ -25,10 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-FULL = {"fastvithd": [256, 512, 768], "fastvit": [256, 512, 768], "convnext_l": [256, 320, 384, 512],
-        "vit_l_14": [224, 280, 336, 448]}
-FAST = {"fastvithd": [256, 384, 512], "fastvit": [256, 384, 512], "convnext_l": [192, 256, 320, 384],
-        "vit_l_14": [168, 224, 280, 336]}
+FULL = {
+    "fastvithd": [256, 512, 768],
+    "fastvit": [256, 512, 768],
+    "convnext_l": [256, 320, 384, 512],
+    "vit_l_14": [224, 280, 336, 448],
+}
+FAST = {
+    "fastvithd": [256, 384, 512],
+    "fastvit": [256, 384, 512],
+    "convnext_l": [192, 256, 320, 384],
+    "vit_l_14": [168, 224, 280, 336],
+}
 NAMES = {"convnext_l": "convnext-l", "vit_l_14": "vit-l-14"}
 
 
@@ -38,15 +46,28 @@ def measure(db: str, grid: dict[str, list[int]]) -> int:
         if label in NAMES:
             ov.append(f"+encoder@encoders.{label}={NAMES[label]}")
         ov.append(f"encoders.{label}.resolutions=[{','.join(map(str, res))}]")
-    cmd = [sys.executable, "-m", "harness", "--db", db, "sweep", "--config-name", "quick", *ov,
-           "report=false", "run_id=predict-host-validation"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "--db",
+        db,
+        "sweep",
+        "--config-name",
+        "quick",
+        *ov,
+        "report=false",
+        "run_id=predict-host-validation",
+    ]
     print("measuring:", " ".join(cmd[2:]), file=sys.stderr)
     return subprocess.call(cmd, stdout=subprocess.DEVNULL)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--db", default="results/predict_host.db", help="store for the measurements (reused)")
+    ap.add_argument(
+        "--db", default="results/predict_host.db", help="store for the measurements (reused)"
+    )
     ap.add_argument("--fast", action="store_true", help="smaller resolutions (minutes on 2 cores)")
     ap.add_argument("--no-measure", action="store_true", help="only validate what the store holds")
     ap.add_argument("--json", action="store_true")
@@ -97,15 +118,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"host-cpu, encoder rows measured here: {len(rows)} ({', '.join(fams)})")
     for fam in out["families"]:  # type: ignore[attr-defined]
         s = out["families"][fam]["summary"]  # type: ignore[index]
-        print(f"  held out {fam:10s}: median |err| {s['median_abs_pct']:5.1f}%, worst {s['worst_abs_pct']:5.1f}% ({s['worst']})")
+        print(
+            f"  held out {fam:10s}: median |err| {s['median_abs_pct']:5.1f}%, worst {s['worst_abs_pct']:5.1f}% ({s['worst']})"
+        )
         for h in out["families"][fam]["rows"]:  # type: ignore[index]
-            print(f"      {h['label']:32s} measured {h['known_ms']:8.1f} ms, predicted {h['predicted_ms']:8.1f} ms "
-                  f"({h['rel_error'] * 100:+.0f}%)")
+            print(
+                f"      {h['label']:32s} measured {h['known_ms']:8.1f} ms, predicted {h['predicted_ms']:8.1f} ms "
+                f"({h['rel_error'] * 100:+.0f}%)"
+            )
     if errs:
-        print(f"held-out-family median |err| over all {len(errs)} predictions: {out['held_out_median_abs_pct']:.1f}% "
-              f"(worst {out['held_out_worst_abs_pct']:.1f}%); target <= 20%")
+        print(
+            f"held-out-family median |err| over all {len(errs)} predictions: {out['held_out_median_abs_pct']:.1f}% "
+            f"(worst {out['held_out_worst_abs_pct']:.1f}%); target <= 20%"
+        )
     if loo:
-        print(f"leave-one-out over all rows: median |err| {loo['median_abs_pct']:.1f}%, worst {loo['worst_abs_pct']:.1f}%")
+        print(
+            f"leave-one-out over all rows: median |err| {loo['median_abs_pct']:.1f}%, worst {loo['worst_abs_pct']:.1f}%"
+        )
     return 0
 
 

@@ -44,7 +44,16 @@ sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
 FIXTURES = ROOT / "tests" / "fixtures" / "lmms_eval"
 GOOD_RESULTS = next((FIXTURES / "run_a").rglob("*_results.json"))
-KEY = ["--encoder", "fastvithd", "--resolution", "256", "--llm", "qwen2-0.5b", "--recipe", "llava-1.5"]
+KEY = [
+    "--encoder",
+    "fastvithd",
+    "--resolution",
+    "256",
+    "--llm",
+    "qwen2-0.5b",
+    "--recipe",
+    "llava-1.5",
+]
 CSV_HEAD = "encoder,resolution,llm,tiling,recipe,benchmark,score\n"
 CSV_ROW = "fastvithd,256,qwen2-0.5b,none,llava-1.5,gqa,60.5\n"
 FP = {"machine_id": "probe-m", "machine": "probe machine", "git": {"commit": "abc"}}
@@ -69,11 +78,31 @@ def _results_doc(**changes: object) -> str:
 def cases() -> list[Case]:
     c: list[Case] = []
 
-    def ingest(name: str, content: str | bytes | None, extra: list[str] | None = None, *, key: bool = True,
-               file_name: str = "x_results.json", argv: list[str] | None = None) -> None:
-        args = argv if argv is not None else ["ingest", "{file}", *(KEY if key else []), *(extra or [])]
-        c.append(Case("ingest", name, args, file=content if isinstance(content, str) or content is None
-                      else content.decode("latin-1"), file_name=file_name))
+    def ingest(
+        name: str,
+        content: str | bytes | None,
+        extra: list[str] | None = None,
+        *,
+        key: bool = True,
+        file_name: str = "x_results.json",
+        argv: list[str] | None = None,
+    ) -> None:
+        args = (
+            argv
+            if argv is not None
+            else ["ingest", "{file}", *(KEY if key else []), *(extra or [])]
+        )
+        c.append(
+            Case(
+                "ingest",
+                name,
+                args,
+                file=content
+                if isinstance(content, str) or content is None
+                else content.decode("latin-1"),
+                file_name=file_name,
+            )
+        )
 
     good = GOOD_RESULTS.read_text()
     ingest("empty file", "")
@@ -100,29 +129,61 @@ def cases() -> list[Case]:
     ingest("latin-1 bytes", b'{"results": {"gqa\xe9": 1}}\xff\xfe')
     ingest("NUL bytes", "\x00" * 64)
     ingest("missing key flags", good, key=False)
-    ingest("resolution abc", good, argv=["ingest", "{file}", *KEY[:2], "--resolution", "abc", *KEY[4:]])
-    ingest("resolution -5", good, argv=["ingest", "{file}", *KEY[:2], "--resolution", "-5", *KEY[4:]])
+    ingest(
+        "resolution abc", good, argv=["ingest", "{file}", *KEY[:2], "--resolution", "abc", *KEY[4:]]
+    )
+    ingest(
+        "resolution -5", good, argv=["ingest", "{file}", *KEY[:2], "--resolution", "-5", *KEY[4:]]
+    )
     ingest("resolution 0", good, argv=["ingest", "{file}", *KEY[:2], "--resolution", "0", *KEY[4:]])
     ingest("unknown encoder", good, argv=["ingest", "{file}", "--encoder", "fastvitxx", *KEY[2:]])
-    ingest("unknown llm", good, argv=["ingest", "{file}", *KEY[:4], "--llm", "qwen9-900b", *KEY[6:]])
+    ingest(
+        "unknown llm", good, argv=["ingest", "{file}", *KEY[:4], "--llm", "qwen9-900b", *KEY[6:]]
+    )
     ingest("bad tiling", good, ["--tiling", "3y3"])
     ingest("bad recipe", good, argv=["ingest", "{file}", *KEY[:6], "--recipe", "whatever!"])
     ingest("--pope-metric bogus", good, ["--pope-metric", "bogus"])
     ingest("--prefer bogus", good, ["--prefer", "bogus"])
     ingest("no such file", None, argv=["ingest", "{tmp}/nope_results.json", *KEY])
     ingest("nothing to ingest", None, argv=["ingest"])
-    ingest("manifest and flags", "defaults: {}\nentries: []\n", argv=["ingest", "--manifest", "{file}", *KEY],
-           file_name="m.yaml")
+    ingest(
+        "manifest and flags",
+        "defaults: {}\nentries: []\n",
+        argv=["ingest", "--manifest", "{file}", *KEY],
+        file_name="m.yaml",
+    )
     ingest("manifest missing", None, argv=["ingest", "--manifest", "{tmp}/none.yaml"])
-    ingest("manifest invalid YAML", "entries: [unclosed\n", argv=["ingest", "--manifest", "{file}"], file_name="m.yaml")
-    ingest("manifest deep nesting", "[" * 50000 + "]" * 50000, argv=["ingest", "--manifest", "{file}"],
-           file_name="m.yaml")
-    ingest("manifest is a list", "- 1\n- 2\n", argv=["ingest", "--manifest", "{file}"], file_name="m.yaml")
-    ingest("manifest glob matches nothing",
-           "entries:\n  - files: nothing/*.json\n    encoder: fastvithd\n    resolution: 256\n"
-           "    llm: qwen2-0.5b\n    recipe: llava-1.5\n", argv=["ingest", "--manifest", "{file}"], file_name="m.yaml")
-    ingest("manifest python tag", "!!python/object/apply:os.system ['echo pwned']\n",
-           argv=["ingest", "--manifest", "{file}"], file_name="m.yaml")
+    ingest(
+        "manifest invalid YAML",
+        "entries: [unclosed\n",
+        argv=["ingest", "--manifest", "{file}"],
+        file_name="m.yaml",
+    )
+    ingest(
+        "manifest deep nesting",
+        "[" * 50000 + "]" * 50000,
+        argv=["ingest", "--manifest", "{file}"],
+        file_name="m.yaml",
+    )
+    ingest(
+        "manifest is a list",
+        "- 1\n- 2\n",
+        argv=["ingest", "--manifest", "{file}"],
+        file_name="m.yaml",
+    )
+    ingest(
+        "manifest glob matches nothing",
+        "entries:\n  - files: nothing/*.json\n    encoder: fastvithd\n    resolution: 256\n"
+        "    llm: qwen2-0.5b\n    recipe: llava-1.5\n",
+        argv=["ingest", "--manifest", "{file}"],
+        file_name="m.yaml",
+    )
+    ingest(
+        "manifest python tag",
+        "!!python/object/apply:os.system ['echo pwned']\n",
+        argv=["ingest", "--manifest", "{file}"],
+        file_name="m.yaml",
+    )
     for name, body in [
         ("CSV missing columns", "encoder,score\nfastvithd,1\n"),
         ("CSV unknown column", CSV_HEAD.strip() + ",color\n" + CSV_ROW.strip() + ",red\n"),
@@ -141,28 +202,69 @@ def cases() -> list[Case]:
         ingest(name, body, argv=["ingest", "{file}"], file_name="acc.csv")
 
     def config(name: str, *overrides: str) -> None:
-        c.append(Case("config", name, ["sweep", "--config-name", "quick", "backend=fake", "report=false", *overrides]))
+        c.append(
+            Case(
+                "config",
+                name,
+                ["sweep", "--config-name", "quick", "backend=fake", "report=false", *overrides],
+            )
+        )
 
-    for ov in ["protocol.min_runs=-1", "protocol.max_time_s=-5", "protocol.confidence=2", "protocol.warmup_runs=-3",
-               "protocol.threads=-2", "protocol.min_time_s=-1", "protocol.warmup_min_s=nan", "protocol.confidence=0.1",
-               "protocol.min_runs=abc", "protocol.max_time_s=inf", "backend.prefill_step_size=0",
-               "backend.mlx_quantize_bits=5", "backend.compute_units=GPU", "auto_sample_k=0", "max_measurements=0",
-               "seed=-1", "rounds=0", "prompt_tokens=-1", "sample_layers=0", "encoders.fastvithd.resolutions=[-64]",
-               "encoders.fastvithd.resolutions=[]", "backend=bogus", "protocol=bogus", "no_such_key=1",
-               "protocol.min_runs=[", "protocol.min_runs=1,2", "tiling.spec=3y3", "max_measurements=1",
-               "backend.dtype=float8", "encoders.fastvithd.name=nonexistent"]:
+    for ov in [
+        "protocol.min_runs=-1",
+        "protocol.max_time_s=-5",
+        "protocol.confidence=2",
+        "protocol.warmup_runs=-3",
+        "protocol.threads=-2",
+        "protocol.min_time_s=-1",
+        "protocol.warmup_min_s=nan",
+        "protocol.confidence=0.1",
+        "protocol.min_runs=abc",
+        "protocol.max_time_s=inf",
+        "backend.prefill_step_size=0",
+        "backend.mlx_quantize_bits=5",
+        "backend.compute_units=GPU",
+        "auto_sample_k=0",
+        "max_measurements=0",
+        "seed=-1",
+        "rounds=0",
+        "prompt_tokens=-1",
+        "sample_layers=0",
+        "encoders.fastvithd.resolutions=[-64]",
+        "encoders.fastvithd.resolutions=[]",
+        "backend=bogus",
+        "protocol=bogus",
+        "no_such_key=1",
+        "protocol.min_runs=[",
+        "protocol.min_runs=1,2",
+        "tiling.spec=3y3",
+        "max_measurements=1",
+        "backend.dtype=float8",
+        "encoders.fastvithd.name=nonexistent",
+    ]:
         config(ov, ov)
     c.append(Case("config", "unknown preset", ["sweep", "--config-name", "qiuck"]))
-    c.append(Case("config", "missing --config-dir", ["sweep", "--config-dir", "{tmp}/no_dir", "backend=fake"]))
+    c.append(
+        Case(
+            "config",
+            "missing --config-dir",
+            ["sweep", "--config-dir", "{tmp}/no_dir", "backend=fake"],
+        )
+    )
 
     def store(name: str, kind: str, *argv: str) -> None:
         c.append(Case("store", name, list(argv), store=kind))
 
-    readers = {"runs": ["runs"], "report": ["report", "--out", "{tmp}/rep", "--no-static"],
-               "choose": ["choose", "--budget-ms", "1000"],
-               "compare": ["compare", "--baseline", "probe-run", "--candidate", "probe-run"]}
-    writers = {"ingest": ["ingest", "{tmp}/ok.csv"],
-               "sweep": ["sweep", "--config-name", "quick", "backend=fake", "report=false"]}
+    readers = {
+        "runs": ["runs"],
+        "report": ["report", "--out", "{tmp}/rep", "--no-static"],
+        "choose": ["choose", "--budget-ms", "1000"],
+        "compare": ["compare", "--baseline", "probe-run", "--candidate", "probe-run"],
+    }
+    writers = {
+        "ingest": ["ingest", "{tmp}/ok.csv"],
+        "sweep": ["sweep", "--config-name", "quick", "backend=fake", "report=false"],
+    }
     for kind in ("missing", "empty", "foreign", "garbage", "dir", "newer", "damaged-data"):
         for cmd, argv in readers.items():
             store(f"{cmd} on {kind} store", kind, *argv)
@@ -191,7 +293,16 @@ def cases() -> list[Case]:
     cli("runs --export x.xlsx", "runs", "--export", "{tmp}/x.xlsx")
     cli("compare missing candidate", "compare", "--baseline", "probe-run")
     cli("compare unknown runs", "compare", "--baseline", "nope1", "--candidate", "nope2")
-    cli("compare --threshold abc", "compare", "--baseline", "probe-run", "--candidate", "probe-run", "--threshold", "x")
+    cli(
+        "compare --threshold abc",
+        "compare",
+        "--baseline",
+        "probe-run",
+        "--candidate",
+        "probe-run",
+        "--threshold",
+        "x",
+    )
     cli("report --source bogus", "report", "--source", "bogus")
     cli("report --run nope", "report", "--run", "nope", "--out", "{tmp}/r")
     cli("zoo --resolutions abc", "zoo", "--resolutions", "abc")
@@ -207,6 +318,7 @@ def cases() -> list[Case]:
 
 # -- stores ------------------------------------------------------------------------------------
 
+
 def make_base(path: Path) -> None:
     from harness.protocol import Measurement
     from harness.stats import summarize
@@ -217,10 +329,24 @@ def make_base(path: Path) -> None:
     for i in range(150):
         vals = [1.0 + (i % 9) + j * 0.01 for j in range(20)]
         kind = "encoder" if i % 2 else "prefill"
-        s.add_measurement(run, MeasurementKey(kind, f"m{i % 7}", resolution=64 + i, tokens=i),
-                          Measurement(vals, summarize(vals), "quick", 2))
-    s.add_accuracy([{"encoder": "fastvithd", "resolution": 256, "llm": "qwen2-0.5b", "tiling": "none",
-                     "recipe": "llava-1.5", "source": "csv", "scores": {"gqa": 60.5}}])
+        s.add_measurement(
+            run,
+            MeasurementKey(kind, f"m{i % 7}", resolution=64 + i, tokens=i),
+            Measurement(vals, summarize(vals), "quick", 2),
+        )
+    s.add_accuracy(
+        [
+            {
+                "encoder": "fastvithd",
+                "resolution": 256,
+                "llm": "qwen2-0.5b",
+                "tiling": "none",
+                "recipe": "llava-1.5",
+                "source": "csv",
+                "scores": {"gqa": 60.5},
+            }
+        ]
+    )
     s.set_run_status(run, "done")
     s.engine.dispose()
     con = sqlite3.connect(path)
@@ -255,8 +381,11 @@ def prepare_store(kind: str, base: Path, dest: Path) -> None:
             con.close()
         elif kind in ("damaged-data", "damaged-index"):
             roots = root_pages(dest)
-            name = "measurements" if kind == "damaged-data" else next(
-                n for n in roots if n.startswith("sqlite_autoindex_measurements"))
+            name = (
+                "measurements"
+                if kind == "damaged-data"
+                else next(n for n in roots if n.startswith("sqlite_autoindex_measurements"))
+            )
             _, leaves = btree_pages(dest, roots[name])
             damage_page(dest, leaves[len(leaves) // 2], offset=8)
 
@@ -295,14 +424,24 @@ def run_case(case: Case, base: Path, work: Path, timeout: float) -> Outcome:
     (tmp / "ok.csv").write_text(CSV_HEAD + CSV_ROW.replace("gqa", "pope"))
     file = tmp / case.file_name
     if case.file is not None:
-        file.write_bytes(case.file.encode("latin-1") if case.name == "latin-1 bytes" else case.file.encode("utf-8"))
+        file.write_bytes(
+            case.file.encode("latin-1")
+            if case.name == "latin-1 bytes"
+            else case.file.encode("utf-8")
+        )
     before = fingerprint(db)
     argv = [a.format(db=db, tmp=tmp, file=file) for a in case.argv]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLM_PARETO_DB": str(db)}
     env.pop("VLM_PARETO_DEBUG", None)
     try:
-        r = subprocess.run([sys.executable, "-m", "harness", *argv], capture_output=True, text=True, cwd=tmp,
-                           env=env, timeout=timeout)
+        r = subprocess.run(
+            [sys.executable, "-m", "harness", *argv],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            env=env,
+            timeout=timeout,
+        )
         rc, err = r.returncode, r.stderr
     except subprocess.TimeoutExpired:
         rc, err = -1, "timeout\n"
@@ -312,6 +451,7 @@ def run_case(case: Case, base: Path, work: Path, timeout: float) -> Outcome:
 
 
 # -- races -------------------------------------------------------------------------------------
+
 
 def _open_fresh(paths: list[str], barrier, worker: int, results) -> None:  # child process
     from harness.protocol import Measurement
@@ -323,7 +463,11 @@ def _open_fresh(paths: list[str], barrier, worker: int, results) -> None:  # chi
         try:
             s = Store(p)
             run = s.create_run("race", {}, {**FP, "machine_id": f"m{worker}"})
-            s.add_measurement(run, MeasurementKey("encoder", f"w{worker}"), Measurement([1.0], summarize([1.0]), "q", 1))
+            s.add_measurement(
+                run,
+                MeasurementKey("encoder", f"w{worker}"),
+                Measurement([1.0], summarize([1.0]), "q", 1),
+            )
             results.put("ok")
         except BaseException as e:  # noqa: BLE001 - counted and shown
             results.put(f"{type(e).__name__}: {str(e)[:200]}")
@@ -360,7 +504,18 @@ def concurrent_ingests(work: Path, n: int) -> tuple[int, int, int, list[str]]:
     from harness.store import Store
 
     db = work / "ingest.db"
-    benches = ["gqa", "textvqa", "pope", "docvqa", "seedbench", "sqa", "vqav2", "mmvet", "mmmu", "llava_bench"]
+    benches = [
+        "gqa",
+        "textvqa",
+        "pope",
+        "docvqa",
+        "seedbench",
+        "sqa",
+        "vqav2",
+        "mmvet",
+        "mmmu",
+        "llava_bench",
+    ]
     keys = [("fastvithd", 256), ("fastvithd", 512), ("fastvit", 256), ("convnext-l", 512)]
     expected: dict[tuple[str, int], dict[str, float]] = {}
     files = []
@@ -376,21 +531,41 @@ def concurrent_ingests(work: Path, n: int) -> tuple[int, int, int, list[str]]:
         f.write_text("\n".join(lines) + "\n")
         files.append(f)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    ps = [subprocess.Popen([sys.executable, "-m", "harness", "--db", str(db), "ingest", str(f)], cwd=work, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for f in files]
+    ps = [
+        subprocess.Popen(
+            [sys.executable, "-m", "harness", "--db", str(db), "ingest", str(f)],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for f in files
+    ]
     errs = [p.communicate(timeout=600)[1] for p in ps]
     failed = [e.strip() for p, e in zip(ps, errs, strict=True) if p.returncode != 0]
     acc = Store(str(db), readonly=True).accuracy()
     stored = {(r["encoder"], int(r["resolution"])): r["scores"] for _, r in acc.iterrows()}
     total = sum(len(v) for v in expected.values())
-    lost = sum(1 for k, bs in expected.items() for b, v in bs.items() if abs(stored.get(k, {}).get(b, -1) - v) > 1e-9)
+    lost = sum(
+        1
+        for k, bs in expected.items()
+        for b, v in bs.items()
+        if abs(stored.get(k, {}).get(b, -1) - v) > 1e-9
+    )
     return len(failed), total, lost, failed
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fast", action="store_true", help="a third of the bad inputs, 4x5 fresh stores, 10 ingests")
-    ap.add_argument("--jobs", type=int, default=3, help="bad-input cases run in parallel (default 3)")
+    ap.add_argument(
+        "--fast",
+        action="store_true",
+        help="a third of the bad inputs, 4x5 fresh stores, 10 ingests",
+    )
+    ap.add_argument(
+        "--jobs", type=int, default=3, help="bad-input cases run in parallel (default 3)"
+    )
     ap.add_argument("--timeout", type=float, default=240, help="seconds per case")
     ap.add_argument("--only", choices=["inputs", "fresh", "ingest"], help="run one part")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -412,25 +587,33 @@ def main() -> int:
             t0 = time.perf_counter()
             with ThreadPoolExecutor(args.jobs) as pool:
                 outs = list(pool.map(lambda cs: run_case(cs, base, work, args.timeout), chosen))
-            print(f"bad inputs: {sum(o.ok for o in outs)}/{len(outs)} gave one line, exit 2 and an unchanged store "
-                  f"({time.perf_counter() - t0:.0f} s)")
+            print(
+                f"bad inputs: {sum(o.ok for o in outs)}/{len(outs)} gave one line, exit 2 and an unchanged store "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
             for area in ("ingest", "config", "store", "cli"):
                 sub = [o for o in outs if o.case.area == area]
-                print(f"  {area:7} {sum(o.ok for o in sub)}/{len(sub)}  (one line {sum(o.one_line for o in sub)}, "
-                      f"exit 2 {sum(o.rc == 2 for o in sub)}, unchanged {sum(o.unchanged for o in sub)})")
+                print(
+                    f"  {area:7} {sum(o.ok for o in sub)}/{len(sub)}  (one line {sum(o.one_line for o in sub)}, "
+                    f"exit 2 {sum(o.rc == 2 for o in sub)}, unchanged {sum(o.unchanged for o in sub)})"
+                )
             for o in outs:
                 if not o.ok:
                     code = 1
-                    print(f"  FAIL {o.case.area}/{o.case.name}: rc={o.rc} unchanged={o.unchanged} "
-                          f"stderr lines={o.stderr.count(chr(10))}")
+                    print(
+                        f"  FAIL {o.case.area}/{o.case.name}: rc={o.rc} unchanged={o.unchanged} "
+                        f"stderr lines={o.stderr.count(chr(10))}"
+                    )
                     if args.show_failures:
                         print("    " + o.stderr.strip().replace("\n", "\n    ")[-1500:])
         if args.only in (None, "fresh"):
             procs, stores = (4, 5) if args.fast else (4, 15)
             t0 = time.perf_counter()
             n, bad, incomplete, errors = fresh_stores(work, procs, stores)
-            print(f"fresh stores: {procs} processes x {stores} stores opened at once: {n - bad}/{n} opens ok, "
-                  f"{bad} failed; {stores - incomplete}/{stores} stores complete ({time.perf_counter() - t0:.0f} s)")
+            print(
+                f"fresh stores: {procs} processes x {stores} stores opened at once: {n - bad}/{n} opens ok, "
+                f"{bad} failed; {stores - incomplete}/{stores} stores complete ({time.perf_counter() - t0:.0f} s)"
+            )
             for e in errors[:5]:
                 print(f"  {e}")
             code |= int(bad > 0 or incomplete > 0)
@@ -438,8 +621,10 @@ def main() -> int:
             n = 10 if args.fast else 20
             t0 = time.perf_counter()
             failed, total, lost, errors = concurrent_ingests(work, n)
-            print(f"concurrent ingests: {n} processes, {failed} failed; {total - lost}/{total} scores stored, "
-                  f"{lost} lost ({time.perf_counter() - t0:.0f} s)")
+            print(
+                f"concurrent ingests: {n} processes, {failed} failed; {total - lost}/{total} scores stored, "
+                f"{lost} lost ({time.perf_counter() - t0:.0f} s)"
+            )
             for e in errors[:5]:
                 print(f"  {e}")
             code |= int(failed > 0 or lost > 0)

@@ -43,7 +43,8 @@ def _load_services_env() -> None:
     for name, (fact, why) in SERVICES.items():
         if not os.environ.get(fact):
             _unavailable[name] = os.environ.get(why) or (
-                f"not started (run 'scripts/services.sh start', or 'bash scripts/test.sh'; no {path.name})")
+                f"not started (run 'scripts/services.sh start', or 'bash scripts/test.sh'; no {path.name})"
+            )
         else:
             dead = _does_not_answer(name, os.environ[fact])
             if dead:
@@ -65,10 +66,16 @@ def _does_not_answer(name: str, fact: str) -> str | None:
         except (OSError, sa.exc.ArgumentError) as e:
             return f"PostgreSQL at {fact.rpartition('@')[2]} does not answer ({e})"
     try:
-        r = subprocess.run(["sinfo", "-h", "-p", fact, "-o", "%T"], capture_output=True, text=True, timeout=15)
+        r = subprocess.run(
+            ["sinfo", "-h", "-p", fact, "-o", "%T"], capture_output=True, text=True, timeout=15
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"sinfo failed ({e})"
-    return None if r.returncode == 0 and r.stdout.strip() else f"partition {fact} does not answer (sinfo)"
+    return (
+        None
+        if r.returncode == 0 and r.stdout.strip()
+        else f"partition {fact} does not answer (sinfo)"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -147,7 +154,9 @@ def pg(monkeypatch) -> str:
     """The services' PostgreSQL database, emptied, as the default store (tests marked postgres)."""
     url = os.environ.get("VLM_PARETO_TEST_PG_URL")
     if not url:
-        pytest.skip(f"postgres unavailable: {_unavailable.get('postgres', 'no VLM_PARETO_TEST_PG_URL')}")
+        pytest.skip(
+            f"postgres unavailable: {_unavailable.get('postgres', 'no VLM_PARETO_TEST_PG_URL')}"
+        )
     wipe_postgres(url)
     monkeypatch.setenv("VLM_PARETO_DB", url)
     return url

@@ -10,7 +10,16 @@ from harness.cli import main
 from harness.store import Store
 
 FIX = Path(__file__).parent / "fixtures" / "lmms_eval"
-KEY_FLAGS = ["--encoder", "fastvithd", "--resolution", "1024", "--llm", "qwen2-0.5b", "--recipe", "pt15+it1.1"]
+KEY_FLAGS = [
+    "--encoder",
+    "fastvithd",
+    "--resolution",
+    "1024",
+    "--llm",
+    "qwen2-0.5b",
+    "--recipe",
+    "pt15+it1.1",
+]
 
 
 def _ingest_json(capsys, *argv):
@@ -48,10 +57,23 @@ def test_later_files_add_to_a_stored_row(capsys):
 
 
 def test_partial_runs_need_allow_partial(capsys):
-    argv = ["ingest", str(FIX / "partial"), "--encoder", "fastvithd", "--resolution", "256",
-            "--llm", "vicuna-7b", "--recipe", "llava-1.5"]
+    argv = [
+        "ingest",
+        str(FIX / "partial"),
+        "--encoder",
+        "fastvithd",
+        "--resolution",
+        "256",
+        "--llm",
+        "vicuna-7b",
+        "--recipe",
+        "llava-1.5",
+    ]
     assert main(argv) == 2
-    assert "evaluated on a subset (n-samples effective 500 < original 12578)" in capsys.readouterr().err
+    assert (
+        "evaluated on a subset (n-samples effective 500 < original 12578)"
+        in capsys.readouterr().err
+    )
     assert Store().accuracy().empty
     assert main([*argv, "--allow-partial"]) == 0
     assert bool(Store().accuracy()["partial"].iloc[0]) is True
@@ -61,7 +83,11 @@ def test_conflicting_duplicates_and_prefer_newest(capsys):
     argv = ["ingest", str(FIX / "conflict"), *KEY_FLAGS]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "conflicting gqa scores" in err and "20250310_100000_results.json" in err
+    assert (
+        err.count("\n") == 1
+        and "conflicting gqa scores" in err
+        and "20250310_100000_results.json" in err
+    )
     # The second file has no 'date' field: its name's timestamp makes it the newest.
     assert _ingest_json(capsys, *argv[1:], "--prefer", "newest")[0]["scores"] == {"gqa": 61.8}
 
@@ -92,7 +118,9 @@ def test_ingest_and_paper_never_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, harness.commands.ingest, harness.accuracy.paper, harness.accuracy.join, "
-            "harness.store; harness.accuracy.paper.paper_points(); "
-            "assert not {'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)")
+    code = (
+        "import sys, harness.commands.ingest, harness.accuracy.paper, harness.accuracy.join, "
+        "harness.store; harness.accuracy.paper.paper_points(); "
+        "assert not {'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -27,7 +27,10 @@ def test_join_with_paper_accuracy_lists_unmatched():
     res = join(lat, paper_accuracy(), recipe="llava-1.5")
     pts = res.points
     assert list(pts.columns[: len(POINT_COLUMNS)]) == list(POINT_COLUMNS)
-    assert pts[["encoder", "resolution"]].values.tolist() == [["convnext-l", 512], ["vit-l-14", 336]]
+    assert pts[["encoder", "resolution"]].values.tolist() == [
+        ["convnext-l", 512],
+        ["vit-l-14", 336],
+    ]
     assert pts["avg5"].round(2).tolist() == [61.34, 61.26]
     assert set(pts["accuracy_source"]) == {"paper"} and set(pts["latency_source"]) == {"imported"}
     # FastViTHD + Qwen2 latency has no LLaVA-1.5 accuracy: listed, not dropped.
@@ -37,8 +40,19 @@ def test_join_with_paper_accuracy_lists_unmatched():
 
 
 def test_latency_without_recipe_matches_every_recipe_and_aliases_normalise():
-    lat = pd.DataFrame([{"encoder": "FastViTHD", "resolution": 1024, "llm": "Qwen2-0.5B",
-                         "tiling": "none", "encoder_ms": 100.0, "prefill_ms": 66.0, "ttft_ms": 166.0}])
+    lat = pd.DataFrame(
+        [
+            {
+                "encoder": "FastViTHD",
+                "resolution": 1024,
+                "llm": "Qwen2-0.5B",
+                "tiling": "none",
+                "encoder_ms": 100.0,
+                "prefill_ms": 66.0,
+                "ttft_ms": 166.0,
+            }
+        ]
+    )
     res = join(lat, paper_accuracy(), benchmark="docvqa")
     assert res.points["recipe"].tolist() == ["pt15+it1.1", "pt15+it12.5"]
     assert res.points["accuracy"].tolist() == [61.0, 70.4] and res.unmatched_latency.empty
@@ -50,7 +64,9 @@ def test_ingested_rows_join_and_rows_without_metric_are_reported(tmp_path):
     lat = read_latency_csv(FIX / "latency.csv")
     res = join(lat, acc)
     assert res.points["accuracy_source"].tolist() == ["csv"]
-    assert res.unmatched_accuracy["reason"].str.startswith("no avg5 score (missing: gqa").tolist() == [True]
+    assert res.unmatched_accuracy["reason"].str.startswith(
+        "no avg5 score (missing: gqa"
+    ).tolist() == [True]
     out = tmp_path / "roundtrip.csv"
     write_accuracy_csv(rows, out)
     back = merge_records(read_accuracy_csv(out), "csv")

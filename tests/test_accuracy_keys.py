@@ -14,12 +14,20 @@ from harness.accuracy.keys import (
 from harness.errors import UserError
 
 
-@pytest.mark.parametrize("alias, canonical", [
-    ("FastViTHD", "fastvithd"), ("C.N-L", "convnext-l"), ("ConvNeXT-XXL", "convnext-xxl"),
-    ("ViT-L/14", "vit-l-14"), ("ViT-SO400M", "siglip-so400m"), ("vit-so400m", "siglip-so400m"),
-    ("ViT-g/14", "vit-g-14"), ("ViT-G/14", "vit-bigg-14"),
-    ("ConvNeXT-L + ViT-L/14", "convnext-l+vit-l-14"),
-])
+@pytest.mark.parametrize(
+    "alias, canonical",
+    [
+        ("FastViTHD", "fastvithd"),
+        ("C.N-L", "convnext-l"),
+        ("ConvNeXT-XXL", "convnext-xxl"),
+        ("ViT-L/14", "vit-l-14"),
+        ("ViT-SO400M", "siglip-so400m"),
+        ("vit-so400m", "siglip-so400m"),
+        ("ViT-g/14", "vit-g-14"),
+        ("ViT-G/14", "vit-bigg-14"),
+        ("ConvNeXT-L + ViT-L/14", "convnext-l+vit-l-14"),
+    ],
+)
 def test_encoder_aliases(alias, canonical):
     assert normalize_encoder(alias) == canonical
 
@@ -43,7 +51,14 @@ def test_unknown_names_suggest_and_custom_names_slugify():
 
 
 def test_avg5_needs_all_five():
-    full = {"gqa": 60.6, "textvqa": 53.1, "pope": 82.3, "docvqa": 17.4, "seedbench": 63.7, "sqa": 1.0}
+    full = {
+        "gqa": 60.6,
+        "textvqa": 53.1,
+        "pope": 82.3,
+        "docvqa": 17.4,
+        "seedbench": 63.7,
+        "sqa": 1.0,
+    }
     value, missing = avg5(full)
     assert value == pytest.approx(55.42) and missing == []
     value, missing = avg5({"gqa": 60.0, "pope": 80.0})
@@ -52,9 +67,16 @@ def test_avg5_needs_all_five():
 
 def test_merge_combines_files_and_refuses_conflicts():
     k = Key("fastvithd", 1024, "qwen2-0.5b", "none", "pt15+it1.1")
-    recs = [ScoreRecord(k, "gqa", 61.6, "a.json"), ScoreRecord(k, "pope", 87.4, "b.json"),
-            ScoreRecord(k, "gqa", 61.6, "c.json")]
+    recs = [
+        ScoreRecord(k, "gqa", 61.6, "a.json"),
+        ScoreRecord(k, "pope", 87.4, "b.json"),
+        ScoreRecord(k, "gqa", 61.6, "c.json"),
+    ]
     (row,) = merge_records(recs, "lmms-eval")
-    assert row.scores == {"gqa": 61.6, "pope": 87.4} and row.missing == ["textvqa", "docvqa", "seedbench"]
+    assert row.scores == {"gqa": 61.6, "pope": 87.4} and row.missing == [
+        "textvqa",
+        "docvqa",
+        "seedbench",
+    ]
     with pytest.raises(UserError, match="conflicting gqa scores.*a.json"):
         merge_records(recs + [ScoreRecord(k, "gqa", 60.0, "d.json")], "lmms-eval")

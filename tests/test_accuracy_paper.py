@@ -32,7 +32,11 @@ def test_avg5_reproduces_tables_1_2_4():
 
 def test_table6_row_values():
     r = paper_rows().set_index("label")
-    assert (r.loc["R3", "ttft_ms"], r.loc["R3", "docvqa"], r.loc["R3", "recipe"]) == (166.0, 61.0, "pt15+it1.1")
+    assert (r.loc["R3", "ttft_ms"], r.loc["R3", "docvqa"], r.loc["R3", "recipe"]) == (
+        166.0,
+        61.0,
+        "pt15+it1.1",
+    )
     assert r.loc["R5", "tiling"] == "2x2+overview" and r.loc["R5", "tokens"] == 1280
     assert r.loc["R15", "recipe"] == "llava-1.5" and r.loc["R2", "llm"] == "qwen2-0.5b"
     assert r.loc["R44", "encoder"] == "siglip-so400m+convnext-xxl+dinov2-vit-l-14+vit-l-14"
@@ -41,7 +45,13 @@ def test_table6_row_values():
 
 def test_same_model_agrees_across_tables_and_notes_disagreements():
     r = paper_rows().set_index("label")
-    for a, b in (("T4.1", "R15"), ("T4.5", "R19"), ("T4.8", "R27"), ("T1.1", "R31"), ("T1.4", "T2.1")):
+    for a, b in (
+        ("T4.1", "R15"),
+        ("T4.5", "R19"),
+        ("T4.8", "R27"),
+        ("T1.1", "R31"),
+        ("T1.4", "T2.1"),
+    ):
         for col in ("gqa", "textvqa", "pope", "docvqa", "seedbench"):
             assert r.loc[a, col] == r.loc[b, col], (a, b, col)
     # Table 5's SeedBench is another metric: kept apart, and the data says why.
@@ -65,10 +75,16 @@ def test_paper_latency_shares_ttft_within_an_architecture():
     lat = paper_latency()
     assert (lat["latency_source"] == "paper").all() and (lat["machine"] == PAPER_MACHINE).all()
     hd256 = lat[(lat.encoder == "fastvithd") & (lat.resolution == 256)].iloc[0]
-    assert (hd256["encoder_ms"], hd256["ttft_ms"]) == (10.1, 150.0) and math.isnan(hd256["prefill_ms"])
-    r3 = lat[(lat.encoder == "fastvithd") & (lat.resolution == 1024) & (lat.llm == "qwen2-0.5b")].iloc[0]
+    assert (hd256["encoder_ms"], hd256["ttft_ms"]) == (10.1, 150.0) and math.isnan(
+        hd256["prefill_ms"]
+    )
+    r3 = lat[
+        (lat.encoder == "fastvithd") & (lat.resolution == 1024) & (lat.llm == "qwen2-0.5b")
+    ].iloc[0]
     assert r3["ttft_ms"] == 166.0 and math.isnan(r3["encoder_ms"])  # never carried across LLMs
-    assert "none" not in set(lat["llm"]) and "none" in set(paper_latency(include_encoder_only=True)["llm"])
+    assert "none" not in set(lat["llm"]) and "none" in set(
+        paper_latency(include_encoder_only=True)["llm"]
+    )
 
 
 def test_paper_points_reproduce_table6_groups():

@@ -102,12 +102,32 @@ def toy_dir(tmp_path: Path) -> Path:
     return d
 
 
-def test_a_user_backend_is_one_module_plus_one_yaml_and_runs_a_sweep_end_to_end(db_url, toy_dir, tmp_path):
+def test_a_user_backend_is_one_module_plus_one_yaml_and_runs_a_sweep_end_to_end(
+    db_url, toy_dir, tmp_path
+):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
-        [sys.executable, "-m", "harness", "--db", db_url, "sweep", "--config-name", "quick",
-         "--config-dir", str(toy_dir), "backend=toy", f"report_dir={tmp_path}/rep", "json=true"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "--db",
+            db_url,
+            "sweep",
+            "--config-name",
+            "quick",
+            "--config-dir",
+            str(toy_dir),
+            "backend=toy",
+            f"report_dir={tmp_path}/rep",
+            "json=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     # the machine-speed canary (harness/canary.py) is the run's own reference row, not a point
@@ -142,7 +162,9 @@ def test_backend_configs_validate_their_own_settings():
     with pytest.raises(UserError, match="did you mean 'channels_last'"):
         configure_backend(BackendConfig(encoder_options={"channels_lats": True}))
     with pytest.raises(UserError, match="4 or 8"):
-        configure_backend(BackendConfig(llm_backend="mlx", llm_dtype="float16", mlx_quantize_bits=3))
+        configure_backend(
+            BackendConfig(llm_backend="mlx", llm_dtype="float16", mlx_quantize_bits=3)
+        )
     c = configure_backend(BackendConfig(dtype="bf16", encoder_options={"compile": True}))
     assert c["encoder"].precision == "bfloat16" and c["encoder"].compile  # type: ignore[attr-defined]
 
@@ -169,24 +191,40 @@ def test_an_unavailable_backend_is_skipped_with_its_reason(db_url):
     from harness.backends import register_backend
     from harness.backends.fake import FakeEncoder
 
-    register_backend("missing-rt", Backend("missing-rt", Missing, encoder=FakeEncoder), ("encoder",))
-    cfg = compose_sweep("quick", ["backend=fake", "backend.encoder_backend=missing-rt", f"db={db_url}"])
+    register_backend(
+        "missing-rt", Backend("missing-rt", Missing, encoder=FakeEncoder), ("encoder",)
+    )
+    cfg = compose_sweep(
+        "quick", ["backend=fake", "backend.encoder_backend=missing-rt", f"db={db_url}"]
+    )
     out = run_sweep(cfg, command="t")
     rows = Store(db_url).measurement_rows([out.run_id], kind="encoder")
-    assert rows and all(r["status"] == "skipped" and "vlm-pareto[nothing]" in r["reason"] for r in rows)
+    assert rows and all(
+        r["status"] == "skipped" and "vlm-pareto[nothing]" in r["reason"] for r in rows
+    )
     assert out.exit_code == 0
 
 
 def test_typed_extras_round_trip_through_the_stored_json():
-    e = PrefillExtra(encoder_dim=3072, projector_ms=1.5, sampled_layers=2, total_layers=24,
-                     latency_source="estimated", parity=Parity.between([1.0, 2.0], [1.0, 2.0]),
-                     settings={"graph_optimization_level": "all"})
+    e = PrefillExtra(
+        encoder_dim=3072,
+        projector_ms=1.5,
+        sampled_layers=2,
+        total_layers=24,
+        latency_source="estimated",
+        parity=Parity.between([1.0, 2.0], [1.0, 2.0]),
+        settings={"graph_optimization_level": "all"},
+    )
     d = e.to_dict()
     assert d["graph_optimization_level"] == "all" and d["parity"]["cosine"] == pytest.approx(1.0)
     back = PrefillExtra.from_dict(json.loads(json.dumps(d)))
     assert back == e
     old = EncoderExtra.from_dict({"out_dim": 768, "params_m": 5.0, "channels_last": True})
-    assert old.out_dim == 768 and old.settings == {"channels_last": True} and old.latency_source == "measured"
+    assert (
+        old.out_dim == 768
+        and old.settings == {"channels_last": True}
+        and old.latency_source == "measured"
+    )
 
 
 def test_skipped_is_a_user_error_and_outcome_estimated_follows_the_source():
@@ -200,13 +238,21 @@ def test_skipped_is_a_user_error_and_outcome_estimated_follows_the_source():
 
 
 def test_fake_runners_need_no_torch():
-    code = ("import sys; from harness.sweep.configs import compose_sweep; from harness.sweep.engine import resolve;"
-            "from harness.sweep.runners import Runners; cfg = compose_sweep('quick', ['backend=fake']);"
-            "plan, specs = resolve(cfg); r = Runners(cfg, specs);"
-            "r.measure(plan.encoder_tasks[0]); r.measure(plan.prefill_tasks[0], 3072);"
-            "print('torch' in sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    code = (
+        "import sys; from harness.sweep.configs import compose_sweep; from harness.sweep.engine import resolve;"
+        "from harness.sweep.runners import Runners; cfg = compose_sweep('quick', ['backend=fake']);"
+        "plan, specs = resolve(cfg); r = Runners(cfg, specs);"
+        "r.measure(plan.encoder_tasks[0]); r.measure(plan.prefill_tasks[0], 3072);"
+        "print('torch' in sys.modules)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
 
@@ -227,7 +273,6 @@ def test_encoder_runner_default_measure_checks_tokens():
         Wrong(FakeConfig(name="w"), RunContext()).measure(task, get_protocol("quick"))
 
 
-
 def test_a_predicted_part_makes_the_point_predicted_without_special_cases():
     """A latency-model backend stores its Outcome like any other; the points say 'predicted'."""
     from harness.backends.base import EncoderExtra
@@ -236,16 +281,44 @@ def test_a_predicted_part_makes_the_point_predicted_without_special_cases():
 
     def row(kind, extra, **kw):
         s = summarize([10.0, 11.0, 12.0])
-        return dict(kind=kind, name=kw.pop("name"), resolution=kw.pop("resolution", 0), tiling="none", tokens=16,
-                    prompt_tokens=kw.pop("prompt_tokens", 0), in_dim=kw.pop("in_dim", 0), backend=kw.pop("backend"),
-                    device="cpu", dtype="float32", protocol="quick", status="ok", samples_ms=[10.0, 11.0, 12.0],
-                    median_ms=s.median_ms, p90_ms=s.p90_ms, ci_low_ms=s.ci_low_ms, ci_high_ms=s.ci_high_ms,
-                    estimated=True, extra=extra, machine_id="m", run_id="r")
+        return dict(
+            kind=kind,
+            name=kw.pop("name"),
+            resolution=kw.pop("resolution", 0),
+            tiling="none",
+            tokens=16,
+            prompt_tokens=kw.pop("prompt_tokens", 0),
+            in_dim=kw.pop("in_dim", 0),
+            backend=kw.pop("backend"),
+            device="cpu",
+            dtype="float32",
+            protocol="quick",
+            status="ok",
+            samples_ms=[10.0, 11.0, 12.0],
+            median_ms=s.median_ms,
+            p90_ms=s.p90_ms,
+            ci_low_ms=s.ci_low_ms,
+            ci_high_ms=s.ci_high_ms,
+            estimated=True,
+            extra=extra,
+            machine_id="m",
+            run_id="r",
+        )
 
-    e = row("encoder", EncoderExtra(out_dim=64, params_m=1.0, latency_source="predicted").to_dict(),
-            name="fastvit", resolution=512, backend="predictor")
-    p = row("prefill", PrefillExtra(encoder_dim=64, projector_ms=0.5, params_b=0.5).to_dict(),
-            name="qwen2-0.5b", prompt_tokens=16, backend="torch")
+    e = row(
+        "encoder",
+        EncoderExtra(out_dim=64, params_m=1.0, latency_source="predicted").to_dict(),
+        name="fastvit",
+        resolution=512,
+        backend="predictor",
+    )
+    p = row(
+        "prefill",
+        PrefillExtra(encoder_dim=64, projector_ms=0.5, params_b=0.5).to_dict(),
+        name="qwen2-0.5b",
+        prompt_tokens=16,
+        backend="torch",
+    )
     df = compose_ttft([e], [], [p])
     assert df.iloc[0]["latency_source"] == "predicted" and df.iloc[0]["encoder_params_m"] == 1.0
     assert df.iloc[0]["projector_ms"] == 0.5 and df.iloc[0]["llm_params_b"] == 0.5

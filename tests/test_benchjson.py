@@ -14,32 +14,61 @@ from harness.benchjson import benchmark_machine_id, read_benchmark_json, rows_fr
 from harness.cli import main
 from harness.errors import UserError
 
-MACHINE = {"node": "ci-1", "machine": "x86_64", "processor": "x86_64", "python_implementation": "CPython",
-           "python_version": "3.11.7", "cpu": {"brand_raw": "Some CPU"}}
+MACHINE = {
+    "node": "ci-1",
+    "machine": "x86_64",
+    "processor": "x86_64",
+    "python_implementation": "CPython",
+    "python_version": "3.11.7",
+    "cpu": {"brand_raw": "Some CPU"},
+}
 
 
 def _doc(data_s, name="test_x", machine=MACHINE, save_data=True):
-    stats = {"min": min(data_s), "max": max(data_s), "median": sorted(data_s)[len(data_s) // 2],
-             "rounds": len(data_s), "iterations": 1}
+    stats = {
+        "min": min(data_s),
+        "max": max(data_s),
+        "median": sorted(data_s)[len(data_s) // 2],
+        "rounds": len(data_s),
+        "iterations": 1,
+    }
     if save_data:
         stats["data"] = list(data_s)
-    return {"machine_info": machine, "commit_info": {"id": "abc"}, "datetime": "2026-11-21T00:00:00",
-            "version": "5.2.3", "benchmarks": [{"group": None, "name": name, "fullname": f"t.py::{name}",
-                                                "stats": stats, "options": {}}]}
+    return {
+        "machine_info": machine,
+        "commit_info": {"id": "abc"},
+        "datetime": "2026-11-21T00:00:00",
+        "version": "5.2.3",
+        "benchmarks": [
+            {
+                "group": None,
+                "name": name,
+                "fullname": f"t.py::{name}",
+                "stats": stats,
+                "options": {},
+            }
+        ],
+    }
 
 
 def test_rows_convert_seconds_to_ms_and_carry_the_machine():
     rows = rows_from_benchmark_json(_doc([0.001, 0.002, 0.003]))
     (r,) = rows
     assert r["samples_ms"] == pytest.approx([1.0, 2.0, 3.0])
-    assert r["name"] == "t.py::test_x" and r["kind"] == "benchmark" and r["backend"] == "pytest-benchmark"
+    assert (
+        r["name"] == "t.py::test_x"
+        and r["kind"] == "benchmark"
+        and r["backend"] == "pytest-benchmark"
+    )
     assert r["machine_id"] == benchmark_machine_id(MACHINE)
     assert r["git_commit"] == "abc"
 
 
 def test_machine_id_is_stable_and_hardware_specific():
     assert benchmark_machine_id(dict(MACHINE)) == benchmark_machine_id(dict(MACHINE))
-    assert benchmark_machine_id({**MACHINE, "cpu": {"brand_raw": "Other CPU"}}) != benchmark_machine_id(MACHINE)
+    assert benchmark_machine_id(
+        {**MACHINE, "cpu": {"brand_raw": "Other CPU"}}
+    ) != benchmark_machine_id(MACHINE)
 
 
 def test_without_saved_data_it_refuses_and_names_the_flag():
@@ -79,11 +108,28 @@ def _pytest_benchmark_session(folder: Path, name: str) -> tuple[Path, Path]:
     (folder / "test_tiny_bench.py").write_text(TINY_BENCH)
     (folder / "pytest.ini").write_text("[pytest]\n")
     out, storage = folder / f"{name}.json", folder / "storage"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "pytest_benchmark.plugin",
-           "--rootdir", str(folder), "-c", str(folder / "pytest.ini"), str(folder / "test_tiny_bench.py"),
-           "--benchmark-min-rounds=20", "--benchmark-max-time=0.05", "--benchmark-warmup=off",
-           "--benchmark-disable-gc", f"--benchmark-json={out}", f"--benchmark-save={name}",
-           f"--benchmark-storage={storage}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "pytest_benchmark.plugin",
+        "--rootdir",
+        str(folder),
+        "-c",
+        str(folder / "pytest.ini"),
+        str(folder / "test_tiny_bench.py"),
+        "--benchmark-min-rounds=20",
+        "--benchmark-max-time=0.05",
+        "--benchmark-warmup=off",
+        "--benchmark-disable-gc",
+        f"--benchmark-json={out}",
+        f"--benchmark-save={name}",
+        f"--benchmark-storage={storage}",
+    ]
     # No plugin autoloading: the session needs only pytest-benchmark, and loading every
     # installed plugin costs seconds on a busy machine.
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
@@ -123,7 +169,9 @@ def test_round_trip_two_sessions_through_compare(sessions, tmp_path, capsys):
         bench["stats"]["data"] = [x * 1.3 for x in bench["stats"]["data"]]
     slow = tmp_path / "slow.json"
     slow.write_text(json.dumps(slowed))
-    assert main(["compare", "--baseline", str(a), "--candidate", str(slow), "--benchmark-json"]) == 1
+    assert (
+        main(["compare", "--baseline", str(a), "--candidate", str(slow), "--benchmark-json"]) == 1
+    )
     assert "2 regression(s)" in capsys.readouterr().out
 
 

@@ -22,10 +22,36 @@ def fixture() -> pd.DataFrame:
         ("fastvithd", 512, "qwen2-1.5b", 64, 195.0, 205.0, 200.0, 62.0, 125.1, 1.5, 3.5e9),
         ("fastvit", 768, "qwen2-1.5b", 576, 240.0, 250.0, 248.0, 63.0, 35.7, 1.5, 4.0e9),
         ("fastvithd", 1024, "qwen2-7b", 256, 500.0, 520.0, 515.0, 66.0, 125.1, 7.0, 16e9),
-        ("vit-l-14", 336, "qwen2-7b", 576, 90.0, 95.0, 94.0, np.nan, 304.0, 7.0, 15e9),  # no accuracy
+        (
+            "vit-l-14",
+            336,
+            "qwen2-7b",
+            576,
+            90.0,
+            95.0,
+            94.0,
+            np.nan,
+            304.0,
+            7.0,
+            15e9,
+        ),  # no accuracy
     ]
-    df = pd.DataFrame(rows, columns=["encoder", "resolution", "llm", "tokens", "ttft_ms", "ttft_ci_high_ms",
-                                     "ttft_p90_ms", "avg5", "encoder_params_m", "llm_params_b", "peak_mem_bytes"])
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "encoder",
+            "resolution",
+            "llm",
+            "tokens",
+            "ttft_ms",
+            "ttft_ci_high_ms",
+            "ttft_p90_ms",
+            "avg5",
+            "encoder_params_m",
+            "llm_params_b",
+            "peak_mem_bytes",
+        ],
+    )
     df["tiling"] = "none"
     df["recipe"] = "llava-1.5"
     df["ttft_ci_low_ms"] = df["ttft_ms"] * 0.9
@@ -41,7 +67,11 @@ def fixture() -> pd.DataFrame:
 def test_budget_checked_against_ci_high_by_default():
     r = choose(fixture(), 220)
     # fastvithd-512-1.5b (ci-high 205) fits; fastvithd-512-0.5b (230) does not, though its median 180 would.
-    assert (r.choice["encoder"], r.choice["resolution"], r.choice["llm"]) == ("fastvithd", 512, "qwen2-1.5b")
+    assert (r.choice["encoder"], r.choice["resolution"], r.choice["llm"]) == (
+        "fastvithd",
+        512,
+        "qwen2-1.5b",
+    )
     assert r.choice["basis"] == "ttft_ci_high_ms" and r.by == "ci-high"
     assert [a["resolution"] for a in r.alternatives] == [256]
     # The next frontier point is fastvit-768 (ci-high 250): 30 ms more buys +1 Avg-5.
@@ -58,7 +88,11 @@ def test_by_median_and_p90():
     r = choose(fixture(), 185, by="median")
     assert (r.choice["resolution"], r.choice["llm"]) == (512, "qwen2-0.5b")
     r = choose(fixture(), 205, by="p90")
-    assert (r.choice["resolution"], r.choice["llm"], r.choice["basis"]) == (512, "qwen2-1.5b", "ttft_p90_ms")
+    assert (r.choice["resolution"], r.choice["llm"], r.choice["basis"]) == (
+        512,
+        "qwen2-1.5b",
+        "ttft_p90_ms",
+    )
 
 
 def test_fallback_to_p90_then_median_is_noted():
@@ -66,7 +100,11 @@ def test_fallback_to_p90_then_median_is_noted():
     df.loc[2, "ttft_ci_high_ms"] = np.nan
     df.loc[1, ["ttft_ci_high_ms", "ttft_p90_ms"]] = np.nan
     r = choose(df, 199)
-    assert r.choice["basis"] == "ttft_ms" and r.choice["resolution"] == 512 and r.choice["llm"] == "qwen2-0.5b"
+    assert (
+        r.choice["basis"] == "ttft_ms"
+        and r.choice["resolution"] == 512
+        and r.choice["llm"] == "qwen2-0.5b"
+    )
     assert any("ttft_p90_ms was compared" in n for n in r.notes)
     assert any("ttft_ms was compared" in n for n in r.notes)
 
@@ -143,14 +181,34 @@ def test_cli_on_imported_csvs(tmp_path, capsys):
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
     lat, acc = write_csvs(tmp_path)
-    assert main(["choose", "--latency-csv", str(lat), "--accuracy", str(acc), "--budget-ms", "ten"]) == 2
+    assert (
+        main(["choose", "--latency-csv", str(lat), "--accuracy", str(acc), "--budget-ms", "ten"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("vlm-pareto: error: budget") and err.count("\n") == 1
-    assert main(["choose", "--latency-csv", str(lat), "--accuracy", str(acc), "--budget-ms", "100",
-                 "--benchmark", "nope"]) == 2
+    assert (
+        main(
+            [
+                "choose",
+                "--latency-csv",
+                str(lat),
+                "--accuracy",
+                str(acc),
+                "--budget-ms",
+                "100",
+                "--benchmark",
+                "nope",
+            ]
+        )
+        == 2
+    )
     assert "unknown benchmark" in capsys.readouterr().err
     # Latency with no accuracy anywhere (no files, paper borrowing off): one-line error.
-    assert main(["choose", "--latency-csv", str(lat), "--no-paper-accuracy", "--budget-ms", "100"]) == 2
+    assert (
+        main(["choose", "--latency-csv", str(lat), "--no-paper-accuracy", "--budget-ms", "100"])
+        == 2
+    )
     assert "accuracy" in capsys.readouterr().err
     # The per-test store is empty.
     assert main(["choose", "--budget-ms", "100"]) == 2
@@ -158,11 +216,30 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_cli_on_paper_source(capsys):
-    assert main(["choose", "--source", "paper", "--budget-ms", "300", "--recipe", "pt15+it1.1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "choose",
+                "--source",
+                "paper",
+                "--budget-ms",
+                "300",
+                "--recipe",
+                "pt15+it1.1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     # Table 6: within 300 ms the best pt15+it1.1 model is FastViTHD-1024 + Qwen2-1.5B (R11, 233 ms, Avg-5 71.46).
     c = data["choice"]
-    assert (c["encoder"], c["resolution"], c["llm"], c["ttft_ms"]) == ("fastvithd", 1024, "qwen2-1.5b", 233.0)
+    assert (c["encoder"], c["resolution"], c["llm"], c["ttft_ms"]) == (
+        "fastvithd",
+        1024,
+        "qwen2-1.5b",
+        233.0,
+    )
     assert c["accuracy"] == pytest.approx(71.46)
 
 
@@ -186,12 +263,32 @@ def test_partial_accuracy_never_wins():
 
     from harness.choose import choose
 
-    pts = pd.DataFrame([
-        dict(encoder="a", resolution=256, llm="l", tiling="none", recipe="r", ttft_ms=100.0, ttft_ci_high_ms=110.0,
-             avg5=70.0, accuracy_partial=True),
-        dict(encoder="b", resolution=256, llm="l", tiling="none", recipe="r", ttft_ms=100.0, ttft_ci_high_ms=110.0,
-             avg5=60.0, accuracy_partial=False),
-    ])
+    pts = pd.DataFrame(
+        [
+            dict(
+                encoder="a",
+                resolution=256,
+                llm="l",
+                tiling="none",
+                recipe="r",
+                ttft_ms=100.0,
+                ttft_ci_high_ms=110.0,
+                avg5=70.0,
+                accuracy_partial=True,
+            ),
+            dict(
+                encoder="b",
+                resolution=256,
+                llm="l",
+                tiling="none",
+                recipe="r",
+                ttft_ms=100.0,
+                ttft_ci_high_ms=110.0,
+                avg5=60.0,
+                accuracy_partial=False,
+            ),
+        ]
+    )
     r = choose(pts, 200.0)
     assert r.choice["encoder"] == "b"
     assert any("partial" in n for n in r.notes)

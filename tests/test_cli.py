@@ -15,7 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def test_top_level_help_lists_every_command():
@@ -60,8 +66,11 @@ def test_runs_json_and_export(db_url, tmp_path, capsys):
 
     s = Store(db_url)
     rid = s.create_run("t", {}, {"machine_id": "m", "machine": "test box"})
-    s.add_measurement(rid, MeasurementKey("encoder", "fastvithd", resolution=256, tokens=16),
-                      Measurement([1.0, 2.0], summarize([1.0, 2.0]), "quick", 2))
+    s.add_measurement(
+        rid,
+        MeasurementKey("encoder", "fastvithd", resolution=256, tokens=16),
+        Measurement([1.0, 2.0], summarize([1.0, 2.0]), "quick", 2),
+    )
     assert main(["--db", db_url, "runs", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out[0]["id"] == rid and out[0]["measurements"] == {"ok": 1, "skipped": 0, "failed": 0}

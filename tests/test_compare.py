@@ -69,7 +69,12 @@ def test_significant_but_small_shift_is_not_a_regression():
     assert r.significant and not r.beyond_threshold
     assert r.verdict == "~"
     # ... and with a 1% threshold the same data is a regression: the threshold is what decided.
-    assert compare_samples(lognormal(20.0, 0.005, 500, 1), lognormal(20.4, 0.005, 500, 2), threshold=0.01).verdict == "regression"
+    assert (
+        compare_samples(
+            lognormal(20.0, 0.005, 500, 1), lognormal(20.4, 0.005, 500, 2), threshold=0.01
+        ).verdict
+        == "regression"
+    )
 
 
 def test_large_but_insignificant_ratio_is_not_a_regression():
@@ -129,18 +134,46 @@ def test_wilson_interval():
 
 
 def _row(name="enc", median=10.0, seed=0, n=50, **kw):
-    base = {"kind": "encoder", "name": name, "resolution": 256, "tiling": "none", "tokens": 16, "prompt_tokens": 0,
-            "backend": "torch", "device": "cpu", "dtype": "float32", "protocol": "rigorous", "machine_id": "m1",
-            "status": "ok", "run_id": "r"}
+    base = {
+        "kind": "encoder",
+        "name": name,
+        "resolution": 256,
+        "tiling": "none",
+        "tokens": 16,
+        "prompt_tokens": 0,
+        "backend": "torch",
+        "device": "cpu",
+        "dtype": "float32",
+        "protocol": "rigorous",
+        "machine_id": "m1",
+        "status": "ok",
+        "run_id": "r",
+    }
     base.update(kw)
     base["samples_ms"] = list(lognormal(median, 0.03, n, seed))
     return base
 
 
 def test_check_comparable_lists_every_differing_field():
-    with pytest.raises(UserError, match=r"differ in machine_id, dtype .*'m1' vs 'm2'.*'float32' vs 'float16'"):
-        check_comparable({"machine_id": "m1", "backend": "torch", "device": "cpu", "dtype": "float32", "protocol": "p"},
-                         {"machine_id": "m2", "backend": "torch", "device": "cpu", "dtype": "float16", "protocol": "p"})
+    with pytest.raises(
+        UserError, match=r"differ in machine_id, dtype .*'m1' vs 'm2'.*'float32' vs 'float16'"
+    ):
+        check_comparable(
+            {
+                "machine_id": "m1",
+                "backend": "torch",
+                "device": "cpu",
+                "dtype": "float32",
+                "protocol": "p",
+            },
+            {
+                "machine_id": "m2",
+                "backend": "torch",
+                "device": "cpu",
+                "dtype": "float16",
+                "protocol": "p",
+            },
+        )
 
 
 def test_compare_tables_pools_a_window_and_pairs_keys():
@@ -219,7 +252,10 @@ def test_a_noisy_window_raises_the_bar_and_it_is_reported():
     assert last.threshold_used > 0.05 and last.comparison.threshold == last.threshold_used
     assert last.status == "regression"  # 18% clears a ~10% bar
     # A stricter margin (99% bound) says this machine's scatter hides an 18% step ...
-    assert [s.status for s in history_verdicts(_history(levels), noise_quantile=0.99)][-2:] == ["~", "~"]
+    assert [s.status for s in history_verdicts(_history(levels), noise_quantile=0.99)][-2:] == [
+        "~",
+        "~",
+    ]
     # ... and without a margin only the 5% threshold applies.
     plain = history_verdicts(_history(levels), noise_quantile=None)
     assert {s.threshold_used for s in plain} == {0.05}
@@ -281,16 +317,24 @@ def test_noise_study_catches_a_bad_statistic():
 # --- the command ------------------------------------------------------------------------------
 
 
-def _store_run(store, run_id, medians, machine="m1", n=40, protocol="rigorous", dtype="float32", seed=0):
+def _store_run(
+    store, run_id, medians, machine="m1", n=40, protocol="rigorous", dtype="float32", seed=0
+):
     from harness.protocol import Measurement
     from harness.stats import summarize
     from harness.store import MeasurementKey
 
-    store.create_run("test", {}, {"machine_id": machine, "git": {"commit": f"c-{run_id}"}}, run_id=run_id)
+    store.create_run(
+        "test", {}, {"machine_id": machine, "git": {"commit": f"c-{run_id}"}}, run_id=run_id
+    )
     for i, (name, med) in enumerate(medians.items()):
         s = [float(x) for x in lognormal(med, 0.02, n, seed * 100 + i)]
-        key = MeasurementKey("encoder", name, resolution=256, tokens=16, protocol=protocol, dtype=dtype)
-        store.add_measurement(run_id, key, Measurement(samples_ms=s, stats=summarize(s), protocol=protocol, threads=1))
+        key = MeasurementKey(
+            "encoder", name, resolution=256, tokens=16, protocol=protocol, dtype=dtype
+        )
+        store.add_measurement(
+            run_id, key, Measurement(samples_ms=s, stats=summarize(s), protocol=protocol, threads=1)
+        )
     store.set_run_status(run_id, "done")
     return run_id
 
@@ -314,7 +358,9 @@ def test_cli_compare_runs_exit_codes_and_json(db_url, capsys):
     assert doc["rows"][1]["ratio_ci_low"] > 1.05
 
     # A 25% threshold turns the 20% slowdown into "no change shown".
-    assert main(["compare", "--baseline", "base", "--candidate", "slow", "--threshold", "0.25"]) == 0
+    assert (
+        main(["compare", "--baseline", "base", "--candidate", "slow", "--threshold", "0.25"]) == 0
+    )
 
 
 def test_cli_compare_bad_input_exits_2(db_url, capsys):

@@ -12,7 +12,9 @@ from harness.encoders import register_custom_encoder
 from harness.errors import UserError
 
 pytest.importorskip("coremltools")
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "my_encoder" / "encoder" / "my_encoder.yaml"
+EXAMPLE = (
+    Path(__file__).resolve().parents[1] / "examples" / "my_encoder" / "encoder" / "my_encoder.yaml"
+)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def _table_rows(text: str, header_start: str) -> list[list[str]]:
     lines = text.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith(header_start))
     rows = []
-    for ln in lines[start + 2:]:
+    for ln in lines[start + 2 :]:
         if not ln.startswith("|"):
             break
         rows.append([c.strip() for c in ln.strip().strip("|").split("|")])
@@ -34,7 +34,9 @@ def _table_rows(text: str, header_start: str) -> list[list[str]]:
 
 
 def test_encoders_md_zoo_table_matches_the_zoo(zoo):
-    rows = _table_rows((DOCS / "encoders.md").read_text(), "| name (aliases) | params measured (paper)")
+    rows = _table_rows(
+        (DOCS / "encoders.md").read_text(), "| name (aliases) | params measured (paper)"
+    )
     names = [re.match(r"`([^`]+)`", r[0]).group(1) for r in rows]
     from harness.encoders.zoo import BUILTIN_ORDER
 
@@ -43,22 +45,33 @@ def test_encoders_md_zoo_table_matches_the_zoo(zoo):
         z = zoo[name]
         m = re.fullmatch(r"([\d.]+)M \(([\d.]+)M\)", params)
         assert m, params
-        assert m.group(1) == f"{z['params_m']:.2f}", f"{name}: docs say {m.group(1)}M, zoo {z['params_m']:.2f}M"
+        assert m.group(1) == f"{z['params_m']:.2f}", (
+            f"{name}: docs say {m.group(1)}M, zoo {z['params_m']:.2f}M"
+        )
         assert float(m.group(2)) == z["params_m_paper"], name
         timed_m = re.search(r"\(([\d.]+)M\)", timed)
-        assert timed_m and timed_m.group(1) == f"{z['params_m_encoder']:.2f}", f"{name}: timed module {timed}"
+        assert timed_m and timed_m.group(1) == f"{z['params_m_encoder']:.2f}", (
+            f"{name}: timed module {timed}"
+        )
         assert int(stride) == z["stride"] and int(out_dim) == z["out_dim"], name
         doc_tokens = dict(pair.split("→") for pair in tokens.split(", "))
-        assert {int(k): int(v) for k, v in doc_tokens.items()} == {int(k): v for k, v in z["tokens"].items()}, name
+        assert {int(k): int(v) for k, v in doc_tokens.items()} == {
+            int(k): v for k, v in z["tokens"].items()
+        }, name
 
 
 def test_encoders_fastvit_md_parameter_table_matches_the_zoo(zoo):
-    rows = _table_rows((DOCS / "encoders-fastvit.md").read_text(), "| model | form | encoder (no head)")
+    rows = _table_rows(
+        (DOCS / "encoders-fastvit.md").read_text(), "| model | form | encoder (no head)"
+    )
     rep = {r[0]: r for r in rows if r[1] == "reparameterized"}
     for doc_name, zoo_name in (("FastViTHD", "fastvithd"), ("MCi2", "fastvit")):
         _, _, enc, head, total, _ = rep[doc_name]
         z = zoo[zoo_name]
-        assert enc.strip("*") == f"{z['params_m_encoder']:.2f}" and total.strip("*") == f"{z['params_m']:.2f}"
+        assert (
+            enc.strip("*") == f"{z['params_m_encoder']:.2f}"
+            and total.strip("*") == f"{z['params_m']:.2f}"
+        )
         assert abs(float(enc.strip("*")) + float(head) - float(total.strip("*"))) < 0.011
 
 

@@ -55,11 +55,18 @@ def _meta_tokens(name: str, resolution: int) -> torch.Tensor:
 @pytest.mark.parametrize(
     "name,resolution,tokens",
     [
-        ("fastvithd", 256, 16), ("fastvithd", 512, 64), ("fastvithd", 768, 144), ("fastvithd", 1024, 256),
-        ("fastvit", 256, 64), ("fastvit", 768, 576),
-        ("vit-l-14", 336, 576), ("siglip-so400m", 384, 729),
-        ("convnext-l", 320, 100), ("convnext-l", 512, 256),
-        ("convnext-xxl", 256, 64), ("convnext-xxl", 512, 256),
+        ("fastvithd", 256, 16),
+        ("fastvithd", 512, 64),
+        ("fastvithd", 768, 144),
+        ("fastvithd", 1024, 256),
+        ("fastvit", 256, 64),
+        ("fastvit", 768, 576),
+        ("vit-l-14", 336, 576),
+        ("siglip-so400m", 384, 729),
+        ("convnext-l", 320, 100),
+        ("convnext-l", 512, 256),
+        ("convnext-xxl", 256, 64),
+        ("convnext-xxl", 512, 256),
     ],
 )
 def test_token_counts_come_from_real_output_shapes(name, resolution, tokens):
@@ -86,7 +93,14 @@ def test_aliases_and_suggestions():
     with pytest.raises(UserError, match="did you mean 'convnext-xxl'"):
         get_spec("convnext-xxxl")
     names = [s.name for s in list_encoders()][:6]
-    assert names == ["fastvithd", "fastvit", "vit-l-14", "siglip-so400m", "convnext-l", "convnext-xxl"]
+    assert names == [
+        "fastvithd",
+        "fastvit",
+        "vit-l-14",
+        "siglip-so400m",
+        "convnext-l",
+        "convnext-xxl",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -108,7 +122,9 @@ def test_validate_resolution_rejects(name, resolution, tiling, match):
 def test_validate_resolution_memory_estimate_and_accepts():
     with pytest.raises(UserError, match="GiB of activations"):
         validate_resolution("siglip-so400m", 1932, memory_limit_bytes=8 * 2**30)
-    assert validate_resolution("siglip-so400m", 384) == 384  # floors 384/14 like SigLIP's valid conv
+    assert (
+        validate_resolution("siglip-so400m", 384) == 384
+    )  # floors 384/14 like SigLIP's valid conv
     assert validate_resolution("fastvithd", 2048, "2x2+overview") == 1024
 
 
@@ -136,15 +152,26 @@ def test_custom_encoder_end_to_end_from_yaml():
     assert res.tokens == encoder_tokens(spec.name, 128, "2x2+overview") == 5 * 16
     assert res.out_dim == 256 and res.params_m == pytest.approx(spec.probed_params / 1e6)
     assert len(res.measurement.samples_ms) >= 3 and res.measurement.stats.median_ms > 0
-    assert res.extra["gflops"] > 0 and res.extra["images"] == 5 and res.extra["channels_last"] is False
+    assert (
+        res.extra["gflops"] > 0 and res.extra["images"] == 5 and res.extra["channels_last"] is False
+    )
 
 
 def test_custom_encoder_from_transformers_config_with_cls_token():
-    spec = register_custom_encoder({
-        "name": "tiny-clip-test", "probe_resolution": 28,
-        "model": {"_target_": "transformers.CLIPVisionConfig", "hidden_size": 32, "intermediate_size": 64,
-                  "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 14},
-    })
+    spec = register_custom_encoder(
+        {
+            "name": "tiny-clip-test",
+            "probe_resolution": 28,
+            "model": {
+                "_target_": "transformers.CLIPVisionConfig",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "patch_size": 14,
+            },
+        }
+    )
     assert (spec.stride, spec.extra_tokens, spec.out_dim) == (14, 1, 32)
     enc = build_encoder(spec.name, 70)
     with torch.inference_mode():
@@ -164,7 +191,9 @@ def test_measure_encoder_tiling_batched_and_sequential_and_dtypes():
     from harness.backends.torch.encoder import measure_encoder
 
     register_custom_encoder(EXAMPLE)
-    seq = measure_encoder("my-tiny-convnet", 128, "1x2", protocol="quick", batch_tiles=False, flops=False)
+    seq = measure_encoder(
+        "my-tiny-convnet", 128, "1x2", protocol="quick", batch_tiles=False, flops=False
+    )
     assert seq.tokens == 2 * 16 and seq.extra["batch_tiles"] is False
     bf16 = measure_encoder("my-tiny-convnet", 64, protocol="quick", dtype="bfloat16", flops=False)
     assert bf16.extra["dtype"] == "bfloat16" and bf16.tokens == 16

@@ -53,11 +53,11 @@ def _perturb(model: nn.Module, seed: int = 0) -> None:
 
 @dataclasses.dataclass
 class _Built:
-    model: fv.FastViT       # reparameterized
-    build_s: float          # time to build the train-time model
+    model: fv.FastViT  # reparameterized
+    build_s: float  # time to build the train-time model
     x: torch.Tensor
-    before: torch.Tensor    # train-time output on x (perturbed statistics)
-    leftovers: list[str]    # train-time parts found before reparameterizing
+    before: torch.Tensor  # train-time output on x (perturbed statistics)
+    leftovers: list[str]  # train-time parts found before reparameterizing
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,11 @@ def test_structure_matches_reference() -> None:
         mc = fv.FastViT(fv.FASTVIT_MCI2)
     assert isinstance(mc.stages[3].blocks[0].norm, nn.BatchNorm2d)
     assert mc.stages[1].blocks[0].mlp.fc1.out_channels == 3 * 160
-    assert [isinstance(s.downsample.proj[0].se, fv.SqueezeExcite) for s in mc.stages[1:]] == [False, True, True]
+    assert [isinstance(s.downsample.proj[0].se, fv.SqueezeExcite) for s in mc.stages[1:]] == [
+        False,
+        True,
+        True,
+    ]
 
 
 def test_param_counts_within_2pct_of_paper(hd: fv.FastViT, mci2: fv.FastViT) -> None:
@@ -184,7 +188,12 @@ def test_fastvit_mci2_tokens_from_forward(mci2: fv.FastViT) -> None:
 
 
 def test_token_formula_for_large_resolutions(hd: fv.FastViT, mci2: fv.FastViT) -> None:
-    assert {r: hd.num_tokens(r) for r in (256, 512, 768, 1024)} == {256: 16, 512: 64, 768: 144, 1024: 256}
+    assert {r: hd.num_tokens(r) for r in (256, 512, 768, 1024)} == {
+        256: 16,
+        512: 64,
+        768: 144,
+        1024: 256,
+    }
     assert {r: mci2.num_tokens(r) for r in (256, 768)} == {256: 64, 768: 576}
     assert all(hd.num_tokens(r) == (r // 64) ** 2 for r in (256, 512, 768, 1024, 1536, 2048))
 
@@ -233,9 +242,27 @@ def _train_time_leftovers(model: nn.Module) -> list[str]:
             bad.append(f"{name}:{type(m).__name__}")
         if isinstance(m, fv.LayerNorm2d) and m.weight is not None:
             bad.append(f"{name}:affine LayerNorm")
-        if isinstance(m, (fv.MobileOneBlock, fv.ReparamLargeKernelConv, fv.RepMixer, fv.RepCPE)) and m.reparam_conv is None:
+        if (
+            isinstance(m, (fv.MobileOneBlock, fv.ReparamLargeKernelConv, fv.RepMixer, fv.RepCPE))
+            and m.reparam_conv is None
+        ):
             bad.append(f"{name}:unfused {type(m).__name__}")
-    bad += [n for n, _ in model.named_parameters() if any(s in n for s in ("conv_kxk", "conv_scale", "identity", "large_conv", "small_conv", "pos_enc", "gamma"))]
+    bad += [
+        n
+        for n, _ in model.named_parameters()
+        if any(
+            s in n
+            for s in (
+                "conv_kxk",
+                "conv_scale",
+                "identity",
+                "large_conv",
+                "small_conv",
+                "pos_enc",
+                "gamma",
+            )
+        )
+    ]
     return bad
 
 
@@ -279,7 +306,9 @@ def test_channels_last_gives_same_output() -> None:
     x = torch.rand(1, 3, 64, 96)
     with torch.inference_mode():
         ref = model(x)
-        cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+        cl = model.to(memory_format=torch.channels_last)(
+            x.contiguous(memory_format=torch.channels_last)
+        )
     torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-4)
 
 

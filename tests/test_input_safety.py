@@ -19,13 +19,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_line(stderr: str) -> bool:
-    return stderr.startswith("vlm-pareto: error:") and stderr.count("\n") == 1 and "Traceback" not in stderr
+    return (
+        stderr.startswith("vlm-pareto: error:")
+        and stderr.count("\n") == 1
+        and "Traceback" not in stderr
+    )
 
 
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=env,
+    )
 
 
 # -- sweep config values ---------------------------------------------------------------------
@@ -63,7 +73,9 @@ def test_bad_protocol_override_on_the_command_line_creates_nothing(tmp_path):
     db = tmp_path / "s.db"
     Store(str(db))
     before = db.read_bytes()
-    r = cli("sweep", "--db", str(db), "--config-name", "quick", "backend=fake", "protocol.min_runs=-1")
+    r = cli(
+        "sweep", "--db", str(db), "--config-name", "quick", "backend=fake", "protocol.min_runs=-1"
+    )
     assert r.returncode == 2 and one_line(r.stderr) and "protocol.min_runs" in r.stderr
     assert db.read_bytes() == before
     assert Store(str(db), readonly=True).list_runs() == []
@@ -71,21 +83,35 @@ def test_bad_protocol_override_on_the_command_line_creates_nothing(tmp_path):
 
 # -- ingest parse errors ---------------------------------------------------------------------
 
+
 def _results(tmp_path: Path, doc: object, name: str = "x_results.json") -> Path:
     p = tmp_path / name
     p.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     return p
 
 
-KEY = ["--encoder", "fastvithd", "--resolution", "256", "--llm", "qwen2-0.5b", "--recipe", "llava-1.5"]
+KEY = [
+    "--encoder",
+    "fastvithd",
+    "--resolution",
+    "256",
+    "--llm",
+    "qwen2-0.5b",
+    "--recipe",
+    "llava-1.5",
+]
 
 
-@pytest.mark.parametrize("content", [
-    "[" * 100000 + "]" * 100000,  # RecursionError in json
-    '{"results": {"gqa": {"exact_match,none": 0.6}}, "date": 1e20}',  # OverflowError in dates
-    '{"results": {"gqa": {"exact_match,none": 0.6}}, "date": -1e300}',
-    '{"results": {"gqa": {"exact_match,none": 0.6}}, "date": 1e308}',
-], ids=["deep-nesting", "date-1e20", "date-neg", "date-1e308"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[" * 100000 + "]" * 100000,  # RecursionError in json
+        '{"results": {"gqa": {"exact_match,none": 0.6}}, "date": 1e20}',  # OverflowError in dates
+        '{"results": {"gqa": {"exact_match,none": 0.6}}, "date": -1e300}',
+        '{"results": {"gqa": {"exact_match,none": 0.6}}, "date": 1e308}',
+    ],
+    ids=["deep-nesting", "date-1e20", "date-neg", "date-1e308"],
+)
 def test_ingest_parse_errors_are_one_line(tmp_path, content, capsys, db_url):
     path = _results(tmp_path, content)
     assert main(["ingest", str(path), *KEY]) == 2
@@ -93,10 +119,14 @@ def test_ingest_parse_errors_are_one_line(tmp_path, content, capsys, db_url):
     assert not Path(db_url.removeprefix("sqlite:///")).exists()
 
 
-@pytest.mark.parametrize("body", [
-    "encoder,resolution,llm,tiling,recipe,benchmark,score\nfastvithd,256,qwen2-0.5b,none,llava-1.5,gqa,\x0060\n",
-    "encoder,resolution,llm,tiling,recipe,benchmark,score\n" + "a" * 200_000 + ",1,2,3,4,5,6\n",
-], ids=["nul-byte", "huge-field"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "encoder,resolution,llm,tiling,recipe,benchmark,score\nfastvithd,256,qwen2-0.5b,none,llava-1.5,gqa,\x0060\n",
+        "encoder,resolution,llm,tiling,recipe,benchmark,score\n" + "a" * 200_000 + ",1,2,3,4,5,6\n",
+    ],
+    ids=["nul-byte", "huge-field"],
+)
 def test_csv_parse_errors_are_one_line(tmp_path, body, capsys):
     p = tmp_path / "acc.csv"
     p.write_text(body)
@@ -113,9 +143,16 @@ def test_deeply_nested_manifest_is_one_line(tmp_path, capsys):
 
 # -- command line ----------------------------------------------------------------------------
 
+
 def test_argparse_errors_are_one_line_without_usage():
-    for args in (["ingest", "x.json", "--pope-metric", "bogus"], ["choose", "--budget-ms", "5", "--by", "bogus"],
-                 ["--db", "x.db", "bogus"], ["runs", "--no-such-flag"], ["choose"], ["--db"]):
+    for args in (
+        ["ingest", "x.json", "--pope-metric", "bogus"],
+        ["choose", "--budget-ms", "5", "--by", "bogus"],
+        ["--db", "x.db", "bogus"],
+        ["runs", "--no-such-flag"],
+        ["choose"],
+        ["--db"],
+    ):
         r = cli(*args)
         assert r.returncode == 2, args
         assert one_line(r.stderr), (args, r.stderr)

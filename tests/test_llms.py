@@ -56,9 +56,25 @@ def test_unknown_llm_suggests_nearest():
 
 def test_reference_shapes():
     q = get_llm_spec("qwen2-0.5b")
-    assert (q.hidden, q.layers, q.heads, q.kv_heads, q.intermediate, q.vocab, q.tied) == (896, 24, 14, 2, 4864, 151936, True)
+    assert (q.hidden, q.layers, q.heads, q.kv_heads, q.intermediate, q.vocab, q.tied) == (
+        896,
+        24,
+        14,
+        2,
+        4864,
+        151936,
+        True,
+    )
     v = get_llm_spec("vicuna-7b")
-    assert (v.hidden, v.layers, v.heads, v.kv_heads, v.intermediate, v.vocab, v.tied) == (4096, 32, 32, 32, 11008, 32000, False)
+    assert (v.hidden, v.layers, v.heads, v.kv_heads, v.intermediate, v.vocab, v.tied) == (
+        4096,
+        32,
+        32,
+        32,
+        11008,
+        32000,
+        False,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN_SIZES))
@@ -76,9 +92,16 @@ def test_param_counts_match_model_cards_and_meta_build(name):
 
 def test_config_file_directory_and_mlx_dir(tmp_path):
     cfg = {
-        "model_type": "qwen2", "hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 256, "vocab_size": 512, "tie_word_embeddings": True,
-        "max_position_embeddings": 2048, "rope_theta": 10000.0,
+        "model_type": "qwen2",
+        "hidden_size": 128,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 256,
+        "vocab_size": 512,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 2048,
+        "rope_theta": 10000.0,
     }
     f = tmp_path / "config.json"
     f.write_text(json.dumps(cfg))
@@ -86,7 +109,9 @@ def test_config_file_directory_and_mlx_dir(tmp_path):
     assert s_file.layers == s_dir.layers == 3 and s_dir.max_positions == 2048 and s_dir.tied
     mlx_dir = tmp_path / "mlx-model"
     mlx_dir.mkdir()
-    (mlx_dir / "config.json").write_text(json.dumps({**cfg, "quantization": {"group_size": 64, "bits": 4}}))
+    (mlx_dir / "config.json").write_text(
+        json.dumps({**cfg, "quantization": {"group_size": 64, "bits": 4}})
+    )
     s_mlx = get_llm_spec(mlx_dir)
     assert s_mlx.name == "mlx-model" and s_mlx.quant_bits == 4 and s_mlx.quant_group_size == 64
 
@@ -97,8 +122,19 @@ def test_config_file_directory_and_mlx_dir(tmp_path):
         ("not json at all", "not a JSON model config"),
         ("[1, 2]", "expected a JSON object"),
         (json.dumps({"architectures": ["Foo"]}), "missing model_type"),
-        (json.dumps({"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1,
-                     "intermediate_size": 8, "vocab_size": 8}), "not supported"),
+        (
+            json.dumps(
+                {
+                    "model_type": "bert",
+                    "hidden_size": 8,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 1,
+                    "intermediate_size": 8,
+                    "vocab_size": 8,
+                }
+            ),
+            "not supported",
+        ),
     ],
 )
 def test_bad_config_paths(tmp_path, content, match):
@@ -115,8 +151,17 @@ def test_directory_without_config(tmp_path):
 
 def test_spec_validation():
     with pytest.raises(UserError, match="must divide"):
-        spec_from_config_dict({"model_type": "llama", "hidden_size": 10, "num_hidden_layers": 1,
-                               "num_attention_heads": 3, "intermediate_size": 8, "vocab_size": 8}, name="x")
+        spec_from_config_dict(
+            {
+                "model_type": "llama",
+                "hidden_size": 10,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 3,
+                "intermediate_size": 8,
+                "vocab_size": 8,
+            },
+            name="x",
+        )
 
 
 def test_sweep_llm_yaml_matches_zoo():
@@ -124,9 +169,22 @@ def test_sweep_llm_yaml_matches_zoo():
         data = yaml.safe_load((REPO / "sweeps" / "llm" / f"{name}.yaml").read_text())
         spec = LLMS.get(name)
         assert data["name"] == name
-        for field in ("arch", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied", "max_positions"):
+        for field in (
+            "arch",
+            "hidden",
+            "layers",
+            "heads",
+            "kv_heads",
+            "intermediate",
+            "vocab",
+            "tied",
+            "max_positions",
+        ):
             assert data[field] == getattr(spec, field), (name, field)
-        assert data.get("attn_head_dim") == spec.attn_head_dim and data.get("sliding_window") == spec.sliding_window
+        assert (
+            data.get("attn_head_dim") == spec.attn_head_dim
+            and data.get("sliding_window") == spec.sliding_window
+        )
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
@@ -138,7 +196,9 @@ def test_build_is_filled_tied_and_finite(arch):
     for name, p in m.named_parameters():
         assert torch.isfinite(p).all(), name
         nonzero = p[p != 0].abs()
-        assert nonzero.numel() == 0 or nonzero.min() >= torch.finfo(p.dtype).tiny, f"denormal in {name}"
+        assert nonzero.numel() == 0 or nonzero.min() >= torch.finfo(p.dtype).tiny, (
+            f"denormal in {name}"
+        )
         assert not p.requires_grad
     if spec.tied:
         assert m.lm_head.weight is m.get_input_embeddings().weight
@@ -169,17 +229,24 @@ def test_build_with_fewer_layers_and_seeds_differ():
     a = build_torch_llm(tiny_spec(layers=4), layers=1, seed=0).model
     b = build_torch_llm(tiny_spec(layers=4), layers=1, seed=1).model
     assert len(a.model.layers) == 1
-    assert not torch.equal(a.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight)
+    assert not torch.equal(
+        a.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight
+    )
 
 
 def test_real_weights_from_safetensors(tmp_path):
     from safetensors.torch import save_file
 
     src = build_torch_llm(tiny_spec(), seed=5).model
-    save_file({k: v.contiguous() for k, v in src.state_dict().items() if k != "lm_head.weight"}, str(tmp_path / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in src.state_dict().items() if k != "lm_head.weight"},
+        str(tmp_path / "model.safetensors"),
+    )
     built = build_torch_llm(tiny_spec(), seed=9, weights_dir=tmp_path)
     assert built.weights == str(tmp_path)
-    torch.testing.assert_close(built.model.model.layers[1].mlp.gate_proj.weight, src.model.layers[1].mlp.gate_proj.weight)
+    torch.testing.assert_close(
+        built.model.model.layers[1].mlp.gate_proj.weight, src.model.layers[1].mlp.gate_proj.weight
+    )
     with pytest.raises(UserError, match="safetensors"):
         build_torch_llm(tiny_spec(), weights_dir=tmp_path / "missing")
 
@@ -198,7 +265,13 @@ def test_memory_estimate_and_refusal():
     with pytest.raises(UserError) as e:
         check_memory(spec, 1024, "float32", available=24 * 2**30)
     msg = str(e.value)
-    assert "qwen2-7b" in msg and "GiB" in msg and "dtype=bfloat16" in msg and "sample_layers=" in msg and "\n" not in msg
+    assert (
+        "qwen2-7b" in msg
+        and "GiB" in msg
+        and "dtype=bfloat16" in msg
+        and "sample_layers=" in msg
+        and "\n" not in msg
+    )
     assert check_memory(spec, 1024, "bfloat16", available=24 * 2**30).total_gib < 24
     assert check_memory(spec, 1024, "float32", layers=4, available=24 * 2**30).total_gib < 10
 

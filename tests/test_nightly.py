@@ -18,13 +18,19 @@ from harness.store import MeasurementKey, Store
 
 def add_run(store, run_id, medians, machine="m1", n=40, protocol="rigorous", seed=0):
     """A run with one encoder measurement per ``{name: median_ms}``, lognormal samples (2%)."""
-    store.create_run("vlm-pareto nightly", {"preset": "nightly"},
-                     {"machine_id": machine, "git": {"commit": f"commit-{run_id}"}}, run_id=run_id)
+    store.create_run(
+        "vlm-pareto nightly",
+        {"preset": "nightly"},
+        {"machine_id": machine, "git": {"commit": f"commit-{run_id}"}},
+        run_id=run_id,
+    )
     rng = np.random.default_rng(seed)
     for name, med in medians.items():
         s = [float(x) for x in rng.lognormal(math.log(med), 0.02, n)]
         key = MeasurementKey("encoder", name, resolution=256, tokens=16, protocol=protocol)
-        store.add_measurement(run_id, key, Measurement(samples_ms=s, stats=summarize(s), protocol=protocol, threads=1))
+        store.add_measurement(
+            run_id, key, Measurement(samples_ms=s, stats=summarize(s), protocol=protocol, threads=1)
+        )
     store.set_run_status(run_id, "done")
     return run_id
 
@@ -33,7 +39,15 @@ def history(store, levels, machine="m1", prefix="n", names=("enc-a", "enc-b")):
     """Runs n00, n01, ... with enc-a at each level of ``levels`` and enc-b steady at 20 ms."""
     ids = []
     for i, level in enumerate(levels):
-        ids.append(add_run(store, f"{prefix}{i:02d}", {names[0]: level, names[1]: 20.0}, machine=machine, seed=i))
+        ids.append(
+            add_run(
+                store,
+                f"{prefix}{i:02d}",
+                {names[0]: level, names[1]: 20.0},
+                machine=machine,
+                seed=i,
+            )
+        )
     return ids
 
 
@@ -46,11 +60,18 @@ def test_stable_history_passes_and_writes_the_report(store, tmp_path):
     ids = history(store, [10.0] * 7)
     res = run_nightly(db=store.url, run_id=ids[-1], out=tmp_path / "nightly", date="2026-11-21")
     assert res.exit_code == 0 and not res.confirmed and not res.suspects
-    assert {k.label: k.status for k in res.keys} == {"encoder enc-a@256": "~", "encoder enc-b@256": "~"}
+    assert {k.label: k.status for k in res.keys} == {
+        "encoder enc-a@256": "~",
+        "encoder enc-b@256": "~",
+    }
     k = res.keys[0]
     assert [r.run_id for r in k.runs] == ids and len(k.medians_ms) == 7
     assert k.steps[-1].baseline_runs == (1, 2, 3, 4, 5)  # the window of 5 previous runs
-    assert k.latest is not None and k.latest.n_baseline == 200 and k.latest.ratio_ci_low < 1 < k.latest.ratio_ci_high
+    assert (
+        k.latest is not None
+        and k.latest.n_baseline == 200
+        and k.latest.ratio_ci_low < 1 < k.latest.ratio_ci_high
+    )
     d = tmp_path / "nightly" / "2026-11-21"
     assert res.out_dir == d
     html = (d / "trends.html").read_text()
@@ -126,8 +147,17 @@ def test_committed_baseline_file(store, tmp_path):
 
 def test_build_histories_is_pure_and_refuses_unlike_baseline_rows():
     runs = [{"id": "r0", "created_at": "1"}, {"id": "r1", "created_at": "2"}]
-    rows = [{"run_id": rid, "kind": "encoder", "name": "e", "machine_id": "m", "protocol": "p",
-             "samples_ms": [10.0 + 0.01 * j for j in range(10)]} for rid in ("r0", "r1")]
+    rows = [
+        {
+            "run_id": rid,
+            "kind": "encoder",
+            "name": "e",
+            "machine_id": "m",
+            "protocol": "p",
+            "samples_ms": [10.0 + 0.01 * j for j in range(10)],
+        }
+        for rid in ("r0", "r1")
+    ]
     hist, missing = build_histories(runs, rows)
     assert [k.status for k in hist] == ["~"] and missing == []
     ref = [{**rows[0], "protocol": "other"}]
@@ -138,20 +168,41 @@ def test_build_histories_is_pure_and_refuses_unlike_baseline_rows():
 def test_cli_nightly_exit_codes(store, tmp_path, capsys):
     ids = history(store, [10.0] * 6 + [13.0, 13.0])
     out = tmp_path / "reports"
-    assert main(["--db", store.url, "nightly", "--run-id", ids[-1], "--out", str(out), "--date", "x"]) == 1
+    assert (
+        main(["--db", store.url, "nightly", "--run-id", ids[-1], "--out", str(out), "--date", "x"])
+        == 1
+    )
     printed = capsys.readouterr().out
     assert "confirmed regression" in printed and str(out / "x") in printed
-    assert main(["--db", store.url, "nightly", "--run-id", ids[5], "--out", str(out), "--json"]) == 0
+    assert (
+        main(["--db", store.url, "nightly", "--run-id", ids[5], "--out", str(out), "--json"]) == 0
+    )
     assert json.loads(capsys.readouterr().out)["exit_code"] == 0
     assert main(["--db", store.url, "nightly", "--run-id", "nope", "--out", str(out)]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
-    assert main(["--db", store.url, "nightly", "--run-id", ids[-1], "--window", "0", "--out", str(out)]) == 2
+    assert (
+        main(
+            ["--db", store.url, "nightly", "--run-id", ids[-1], "--window", "0", "--out", str(out)]
+        )
+        == 2
+    )
 
 
 def test_nightly_end_to_end_on_the_quick_preset(db_url, tmp_path, capsys):
     """Two real nightly runs of the quick preset through the sweep engine: stored, compared, reported."""
-    args = ["--db", db_url, "nightly", "--preset", "quick", "--protocol", "quick", "--rounds", "2",
-            "--out", str(tmp_path / "nightly")]
+    args = [
+        "--db",
+        db_url,
+        "nightly",
+        "--preset",
+        "quick",
+        "--protocol",
+        "quick",
+        "--rounds",
+        "2",
+        "--out",
+        str(tmp_path / "nightly"),
+    ]
     assert main([*args, "--date", "night1"]) == 0
     first = capsys.readouterr().out
     assert main([*args, "--date", "night2"]) == 0  # one night can at most be "suspect"
@@ -163,7 +214,10 @@ def test_nightly_end_to_end_on_the_quick_preset(db_url, tmp_path, capsys):
     rows = [r for r in rows if r["kind"] != "canary"]
     assert rows and all(r["extra"]["rounds"] == 2 and r["protocol"] == "quick" for r in rows)
     assert len(canary) == 1 and [c["at"] for c in canary[0]["extra"]["canary"]["checkpoints"]] == [
-        "start", "before round 2", "end"]
+        "start",
+        "before round 2",
+        "end",
+    ]
     assert runs[0]["id"] in first and runs[1]["id"] in second
     for night in ("night1", "night2"):
         folder = tmp_path / "nightly" / night
@@ -186,8 +240,12 @@ def test_a_night_with_a_crashed_point_still_confirms_a_regression(store):
 
 def test_failed_points_of_tonight_fail_the_job(store, tmp_path):
     ids = history(store, [10.0] * 3)
-    store.add_measurement(ids[-1], MeasurementKey("prefill", "qwen2-0.5b", tokens=16, protocol="rigorous"),
-                          status="failed", reason="RuntimeError: boom")
+    store.add_measurement(
+        ids[-1],
+        MeasurementKey("prefill", "qwen2-0.5b", tokens=16, protocol="rigorous"),
+        status="failed",
+        reason="RuntimeError: boom",
+    )
     result = run_nightly(run_id=ids[-1], db=store.url, out=tmp_path)
     assert result.exit_code == 1 and "boom" in result.failed[0]
     assert "failed to measure" in next(tmp_path.glob("*/summary.md")).read_text()

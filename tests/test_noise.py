@@ -53,7 +53,9 @@ HOG = "import time\nend = time.time() + 60\nwhile time.time() < end:\n    pass\n
 @contextmanager
 def hogs(n: int | None = None) -> Iterator[None]:
     """``n`` (default: cores + 1) busy-looping processes, killed on exit (and after 60 s anyway)."""
-    procs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(n or available_cpus() + 1)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(n or available_cpus() + 1)
+    ]
     try:
         time.sleep(0.3)  # let them reach the run queue
         yield
@@ -69,7 +71,9 @@ def work() -> None:
     sum(i * i for i in range(40_000))
 
 
-FAST = Protocol("t", warmup_runs=2, warmup_min_s=0.0, min_runs=8, min_time_s=0.0, max_time_s=20.0, threads=1)
+FAST = Protocol(
+    "t", warmup_runs=2, warmup_min_s=0.0, min_runs=8, min_time_s=0.0, max_time_s=20.0, threads=1
+)
 
 
 # -- detection --------------------------------------------------------------------------------
@@ -84,7 +88,9 @@ def test_a_busy_neighbour_makes_samples_contended():
         m = measure(work, FAST)
     ev = m.interference
     assert ev is not None and ev["version"] == 1
-    assert {"cpu", "runwait"} <= set(ev["signals"])  # Linux exposes both (runqueue: not in every container)
+    assert {"cpu", "runwait"} <= set(
+        ev["signals"]
+    )  # Linux exposes both (runqueue: not in every container)
     assert m.verdict == "contended" and m.contended
     assert ev["n_contended"] >= ev["n_taken"] // 2
     s = ev["samples"]
@@ -95,8 +101,16 @@ def test_a_busy_neighbour_makes_samples_contended():
 
 
 def test_contended_samples_are_retaken_up_to_the_limit():
-    proto = Protocol("t", warmup_runs=1, warmup_min_s=0.0, min_runs=4, min_time_s=0.0, max_time_s=20.0,
-                     threads=1, retakes=6)
+    proto = Protocol(
+        "t",
+        warmup_runs=1,
+        warmup_min_s=0.0,
+        min_runs=4,
+        min_time_s=0.0,
+        max_time_s=20.0,
+        threads=1,
+        retakes=6,
+    )
     with hogs():
         m = measure(work, proto)
     ev = m.interference
@@ -106,13 +120,25 @@ def test_contended_samples_are_retaken_up_to_the_limit():
         assert ev["n_taken"] <= proto.min_runs + proto.retakes + 1
         assert len(m.samples_ms) == ev["n_taken"]  # all kept, flagged
     else:  # enough clean samples between the hog's time slices: stats over the clean ones only
-        assert len(m.samples_ms) == proto.min_runs and ev["n_taken"] == proto.min_runs + len(m.dropped_ms)
+        assert len(m.samples_ms) == proto.min_runs and ev["n_taken"] == proto.min_runs + len(
+            m.dropped_ms
+        )
 
 
-@pytest.mark.skipif(not LINUX or "runqueue" not in Probe(1).signals, reason="needs the run-queue signal")
+@pytest.mark.skipif(
+    not LINUX or "runqueue" not in Probe(1).signals, reason="needs the run-queue signal"
+)
 def test_quiet_wait_is_bounded_and_says_so(capfd):
-    proto = Protocol("t", warmup_runs=1, warmup_min_s=0.0, min_runs=3, min_time_s=0.0, max_time_s=20.0,
-                     threads=1, quiet_wait_s=0.6)
+    proto = Protocol(
+        "t",
+        warmup_runs=1,
+        warmup_min_s=0.0,
+        min_runs=3,
+        min_time_s=0.0,
+        max_time_s=20.0,
+        threads=1,
+        quiet_wait_s=0.6,
+    )
     with hogs():
         t0 = time.perf_counter()
         m = measure(work, proto)
@@ -134,8 +160,15 @@ def test_no_signal_means_unknown_not_clean(monkeypatch):
 def test_the_rules_on_evidence():
     p = Probe(2, margin=0.10, signals=("cpu", "runwait", "runqueue", "steal"))
     # 2 threads busy: cpu = 2 x wall is clean; losing 30% of one thread's time is not
-    assert p.reasons(SampleEvidence(wall_ms=10, cpu_ms=20, wait_ms=0.1, steal_ms=0, others_start=0, others_end=0),
-                     2.0) == []
+    assert (
+        p.reasons(
+            SampleEvidence(
+                wall_ms=10, cpu_ms=20, wait_ms=0.1, steal_ms=0, others_start=0, others_end=0
+            ),
+            2.0,
+        )
+        == []
+    )
     assert "cpu" in p.reasons(SampleEvidence(wall_ms=10, cpu_ms=14), 2.0)
     # a workload that only keeps 1.5 threads busy undisturbed is not flagged for that
     assert p.reasons(SampleEvidence(wall_ms=10, cpu_ms=15), 1.5) == []
@@ -145,9 +178,13 @@ def test_the_rules_on_evidence():
     assert p.reasons(SampleEvidence(wall_ms=10, steal_ms=2.0), None) == ["steal"]
     if p.ncpu >= 1:
         free = p.free_cores(2.0)
-        assert p.reasons(SampleEvidence(wall_ms=10, others_start=free + 1, others_end=free + 1), 2.0) == ["runqueue"]
+        assert p.reasons(
+            SampleEvidence(wall_ms=10, others_start=free + 1, others_end=free + 1), 2.0
+        ) == ["runqueue"]
         # one snapshot over is not a persistent neighbour
-        assert p.reasons(SampleEvidence(wall_ms=10, others_start=free + 1, others_end=free), 2.0) == []
+        assert (
+            p.reasons(SampleEvidence(wall_ms=10, others_start=free + 1, others_end=free), 2.0) == []
+        )
 
 
 # -- bad input --------------------------------------------------------------------------------
@@ -164,13 +201,30 @@ def test_bad_settings_are_refused():
         get_protocol("quick", contention_margin="1.5")
 
 
-@pytest.mark.parametrize("override, words", [
-    ("protocol.retakes=-1", "retakes must be >= 0"),
-    ("protocol.quiet_wait_s=100", "quiet_wait_s must be in [0, max_time_s=5]"),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("protocol.retakes=-1", "retakes must be >= 0"),
+        ("protocol.quiet_wait_s=100", "quiet_wait_s must be in [0, max_time_s=5]"),
+    ],
+)
 def test_cli_bad_protocol_is_one_line_exit_2(tmp_path, override, words):
-    r = subprocess.run([sys.executable, "-m", "harness", "sweep", "--config-name", "quick", "backend=fake",
-                        "report=false", override], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "sweep",
+            "--config-name",
+            "quick",
+            "backend=fake",
+            "report=false",
+            override,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr
@@ -204,15 +258,31 @@ def test_one_round_is_honestly_wide():
 def test_protocol_rounds_split_the_budget():
     std = get_protocol("standard")
     n, per = plan_rounds(std, 1)
-    assert n == std.rounds == 3 and per.min_runs == 4 and per.min_time_s == pytest.approx(std.min_time_s / 3)
+    assert (
+        n == std.rounds == 3
+        and per.min_runs == 4
+        and per.min_time_s == pytest.approx(std.min_time_s / 3)
+    )
     n, per = plan_rounds(std, 5)  # the sweep asks for more rounds: each gets the full budget
     assert n == 5 and per == std
 
 
 def _m(samples, verdict):
-    return Measurement(samples_ms=list(samples), stats=summarize(samples), protocol="quick", threads=1,
-                       interference={"version": 1, "verdict": verdict, "n_taken": len(samples), "n_contended": 0,
-                                     "retaken": 0, "waited_s": 0.0, "reasons": {}})
+    return Measurement(
+        samples_ms=list(samples),
+        stats=summarize(samples),
+        protocol="quick",
+        threads=1,
+        interference={
+            "version": 1,
+            "verdict": verdict,
+            "n_taken": len(samples),
+            "n_contended": 0,
+            "retaken": 0,
+            "waited_s": 0.0,
+            "reasons": {},
+        },
+    )
 
 
 def test_pool_round_keeps_round_sizes_and_the_worst_verdict():
@@ -255,9 +325,21 @@ def test_canary_history_line():
 def _rows(run_id, name, med, n=30, kind="encoder", seed=0, extra=None):
     rng = np.random.default_rng(seed)
     s = [float(x) for x in rng.lognormal(math.log(med), 0.01, n)]
-    return {"run_id": run_id, "kind": kind, "name": name, "resolution": 256, "samples_ms": s,
-            "median_ms": float(np.median(s)), "machine_id": "m1", "backend": "torch", "device": "cpu",
-            "dtype": "float32", "protocol": "standard", "status": "ok", "extra": extra or {}}
+    return {
+        "run_id": run_id,
+        "kind": kind,
+        "name": name,
+        "resolution": 256,
+        "samples_ms": s,
+        "median_ms": float(np.median(s)),
+        "machine_id": "m1",
+        "backend": "torch",
+        "device": "cpu",
+        "dtype": "float32",
+        "protocol": "standard",
+        "status": "ok",
+        "extra": extra or {},
+    }
 
 
 def test_compare_normalises_a_slower_machine_away():
@@ -265,7 +347,10 @@ def test_compare_normalises_a_slower_machine_away():
 
     base = [_rows("a", "enc", 100.0), _rows("a", "canary-mm-dw-v1", 20.0, kind=CANARY_KIND)]
     # the whole machine is 1.5x slower: encoder and canary alike
-    cand = [_rows("b", "enc", 150.0, seed=1), _rows("b", "canary-mm-dw-v1", 30.0, kind=CANARY_KIND, seed=1)]
+    cand = [
+        _rows("b", "enc", 150.0, seed=1),
+        _rows("b", "canary-mm-dw-v1", 30.0, kind=CANARY_KIND, seed=1),
+    ]
     raw = compare_tables([base[0]], [cand[0]])
     assert raw.regressions
     b, c, note = normalise_pair(base, cand)
@@ -274,7 +359,10 @@ def test_compare_normalises_a_slower_machine_away():
     assert not compare_tables(b, c).regressions
     assert "machine 1.50x slower" in note.text()
     # the encoder got slower on an unchanged machine: still a regression after normalising
-    cand2 = [_rows("b", "enc", 150.0, seed=1), _rows("b", "canary-mm-dw-v1", 20.0, kind=CANARY_KIND, seed=1)]
+    cand2 = [
+        _rows("b", "enc", 150.0, seed=1),
+        _rows("b", "canary-mm-dw-v1", 20.0, kind=CANARY_KIND, seed=1),
+    ]
     b, c, note = normalise_pair(base, cand2)
     assert compare_tables(b, c).regressions
     # no canary on one side: compared as measured
@@ -284,8 +372,12 @@ def test_compare_normalises_a_slower_machine_away():
 
 def test_nightly_history_is_scaled_to_tonights_machine():
     runs = [{"id": "r0"}, {"id": "r1"}]
-    rows = [_rows("r0", "enc", 100.0), _rows("r0", "c", 20.0, kind=CANARY_KIND),
-            _rows("r1", "enc", 150.0), _rows("r1", "c", 30.0, kind=CANARY_KIND)]
+    rows = [
+        _rows("r0", "enc", 100.0),
+        _rows("r0", "c", 20.0, kind=CANARY_KIND),
+        _rows("r1", "enc", 150.0),
+        _rows("r1", "c", 30.0, kind=CANARY_KIND),
+    ]
     out, per_run = normalise_history(runs, rows)
     assert set(per_run) == {"r0", "r1"} and all(r["kind"] != CANARY_KIND for r in out)
     r0 = next(r for r in out if r["run_id"] == "r0")
@@ -306,11 +398,19 @@ def test_nightly_never_calls_a_regression_on_a_contended_run(db_url):
         s = [float(x) for x in rng.lognormal(math.log(level), 0.02, 40)]
         contended = i >= 5
         key = MeasurementKey("encoder", "enc-a", resolution=256, protocol="rigorous")
-        store.add_measurement(rid, key, Measurement(samples_ms=s, stats=summarize(s), protocol="rigorous", threads=1),
-                              extra={"interference": {"version": 1, "verdict": "contended" if contended else "clean"}})
+        store.add_measurement(
+            rid,
+            key,
+            Measurement(samples_ms=s, stats=summarize(s), protocol="rigorous", threads=1),
+            extra={
+                "interference": {"version": 1, "verdict": "contended" if contended else "clean"}
+            },
+        )
         store.set_run_status(rid, "done")
     res = evaluate(store, "n06")
-    assert [k.status for k in res.keys] == ["contended"] and res.exit_code == 0 and not res.confirmed
+    assert (
+        [k.status for k in res.keys] == ["contended"] and res.exit_code == 0 and not res.confirmed
+    )
     assert res.to_dict()["contended"] == ["encoder enc-a@256"]
     # the contended night n05 was kept out of the baseline of n06
     assert 5 not in res.keys[0].steps[-1].baseline_runs
@@ -323,15 +423,35 @@ def test_points_and_compare_flag_contended_measurements():
     rows = [_rows("a", "enc", 100.0, extra=c), _rows("a", "enc2", 100.0)]
     assert contended_labels(rows) == {"encoder enc@256"}
     assert is_contended('{"interference": {"verdict": "contended"}}') and not is_contended("{}")
-    points = pd.DataFrame([{"encoder": "enc", "resolution": 256, "tiling": "none", "llm": "q", "tokens": 16},
-                           {"encoder": "enc2", "resolution": 256, "tiling": "none", "llm": "q", "tokens": 16}])
-    m = pd.DataFrame([{**_rows("a", "enc", 1.0, extra=c), "tiling": "none", "tokens": 16},
-                      {**_rows("a", "enc2", 1.0, extra={"interference": {"verdict": "clean"}}), "tiling": "none",
-                       "tokens": 16},
-                      {**_rows("a", "q", 1.0, kind="prefill", extra={"interference": {"verdict": "clean"}}),
-                       "resolution": 0, "tiling": "none", "tokens": 16}])
+    points = pd.DataFrame(
+        [
+            {"encoder": "enc", "resolution": 256, "tiling": "none", "llm": "q", "tokens": 16},
+            {"encoder": "enc2", "resolution": 256, "tiling": "none", "llm": "q", "tokens": 16},
+        ]
+    )
+    m = pd.DataFrame(
+        [
+            {**_rows("a", "enc", 1.0, extra=c), "tiling": "none", "tokens": 16},
+            {
+                **_rows("a", "enc2", 1.0, extra={"interference": {"verdict": "clean"}}),
+                "tiling": "none",
+                "tokens": 16,
+            },
+            {
+                **_rows(
+                    "a", "q", 1.0, kind="prefill", extra={"interference": {"verdict": "clean"}}
+                ),
+                "resolution": 0,
+                "tiling": "none",
+                "tokens": 16,
+            },
+        ]
+    )
     out = mark_points(points, m)
-    assert out["contended"].tolist() == [True, False] and out["interference"].tolist() == ["contended", "clean"]
+    assert out["contended"].tolist() == [True, False] and out["interference"].tolist() == [
+        "contended",
+        "clean",
+    ]
 
 
 def test_choose_shows_contended_points_as_unreliable():
@@ -340,15 +460,41 @@ def test_choose_shows_contended_points_as_unreliable():
     from harness.choose import choose
     from harness.commands.choose import render
 
-    pts = pd.DataFrame([
-        {"encoder": "a", "resolution": 256, "llm": "q", "tiling": "none", "recipe": "r", "ttft_ms": 100.0,
-         "ttft_ci_low_ms": 90.0, "ttft_ci_high_ms": 110.0, "avg5": 60.0, "contended": True,
-         "latency_source": "measured", "machine": "box"},
-        {"encoder": "b", "resolution": 256, "llm": "q", "tiling": "none", "recipe": "r", "ttft_ms": 80.0,
-         "ttft_ci_low_ms": 75.0, "ttft_ci_high_ms": 85.0, "avg5": 55.0, "contended": False,
-         "latency_source": "measured", "machine": "box"},
-    ])
+    pts = pd.DataFrame(
+        [
+            {
+                "encoder": "a",
+                "resolution": 256,
+                "llm": "q",
+                "tiling": "none",
+                "recipe": "r",
+                "ttft_ms": 100.0,
+                "ttft_ci_low_ms": 90.0,
+                "ttft_ci_high_ms": 110.0,
+                "avg5": 60.0,
+                "contended": True,
+                "latency_source": "measured",
+                "machine": "box",
+            },
+            {
+                "encoder": "b",
+                "resolution": 256,
+                "llm": "q",
+                "tiling": "none",
+                "recipe": "r",
+                "ttft_ms": 80.0,
+                "ttft_ci_low_ms": 75.0,
+                "ttft_ci_high_ms": 85.0,
+                "avg5": 55.0,
+                "contended": False,
+                "latency_source": "measured",
+                "machine": "box",
+            },
+        ]
+    )
     res = choose(pts, 200.0)
     text = render(res)
     assert res.choice is not None and res.choice["contended"] is True
-    assert "UNRELIABLE: contended" in text and "1 point(s) measured while the machine was busy" in text
+    assert (
+        "UNRELIABLE: contended" in text and "1 point(s) measured while the machine was busy" in text
+    )

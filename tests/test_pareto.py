@@ -29,10 +29,12 @@ def brute_force(a: np.ndarray) -> np.ndarray:
 
 
 def test_default_objectives_on_a_dataframe():
-    df = pd.DataFrame({
-        "avg5": [60.0, 62.0, 61.0, 65.0, 58.0],
-        "ttft_ms": [100.0, 150.0, 200.0, 400.0, 90.0],
-    })
+    df = pd.DataFrame(
+        {
+            "avg5": [60.0, 62.0, 61.0, 65.0, 58.0],
+            "ttft_ms": [100.0, 150.0, 200.0, 400.0, 90.0],
+        }
+    )
     res = pareto_front(df)
     # (61, 200) is beaten by (62, 150); the rest trade accuracy for time.
     assert res.front.tolist() == [0, 1, 3, 4]
@@ -41,14 +43,16 @@ def test_default_objectives_on_a_dataframe():
 
 
 def test_duplicates_are_all_kept_and_ties_resolved():
-    pts = np.array([
-        [60.0, 100.0],
-        [60.0, 100.0],  # exact duplicate of a front point: kept too
-        [60.0, 120.0],  # same accuracy, slower: dominated
-        [59.0, 100.0],  # same TTFT, less accurate: dominated
-        [70.0, 300.0],
-        [70.0, 300.0],
-    ])
+    pts = np.array(
+        [
+            [60.0, 100.0],
+            [60.0, 100.0],  # exact duplicate of a front point: kept too
+            [60.0, 120.0],  # same accuracy, slower: dominated
+            [59.0, 100.0],  # same TTFT, less accurate: dominated
+            [70.0, 300.0],
+            [70.0, 300.0],
+        ]
+    )
     res = pareto_front(pts, (("acc", "max"), ("ttft", "min")))
     assert res.front.tolist() == [0, 1, 4, 5]
 
@@ -71,11 +75,13 @@ def test_matches_brute_force_on_random_integer_grids(k):
 
 
 def test_mixed_directions_three_objectives():
-    df = pd.DataFrame({
-        "avg5": [60, 60, 62, 59],
-        "ttft_ms": [100, 100, 150, 100],
-        "tokens": [64, 256, 64, 16],
-    })
+    df = pd.DataFrame(
+        {
+            "avg5": [60, 60, 62, 59],
+            "ttft_ms": [100, 100, 150, 100],
+            "tokens": [64, 256, 64, 16],
+        }
+    )
     res = pareto_front(df, [("avg5", "max"), ("ttft_ms", "min"), ("tokens", "min")])
     # Row 1 is row 0 with more tokens; row 3 is less accurate but uses fewest tokens.
     assert res.front.tolist() == [0, 2, 3]
@@ -92,11 +98,13 @@ def test_bad_objectives_are_user_errors():
 
 
 def test_fronts_by_group_and_overall():
-    df = pd.DataFrame({
-        "encoder": ["a", "a", "a", "b", "b"],
-        "avg5": [60, 64, 62, 61, 66],
-        "ttft_ms": [100, 200, 300, 90, 500],
-    })
+    df = pd.DataFrame(
+        {
+            "encoder": ["a", "a", "a", "b", "b"],
+            "avg5": [60, 64, 62, 61, 66],
+            "ttft_ms": [100, 200, 300, 90, 500],
+        }
+    )
     gf = fronts_by_group(df)
     assert gf.groups["a"].front.tolist() == [0, 1]
     assert gf.groups["b"].front.tolist() == [3, 4]

@@ -85,11 +85,17 @@ def test_custom_encoder_costs_are_cached_on_disk_and_versioned(tmp_path, monkeyp
     path = costmodel.cache_path()
     data = json.loads(path.read_text())
     assert data["version"] == costmodel.COST_VERSION and data["encoders"]
-    monkeypatch.setattr(costmodel, "count_encoder_tile", lambda *a: (_ for _ in ()).throw(AssertionError("recounted")))
+    monkeypatch.setattr(
+        costmodel,
+        "count_encoder_tile",
+        lambda *a: (_ for _ in ()).throw(AssertionError("recounted")),
+    )
     assert costmodel.encoder_cost(spec.name, 256) == c1  # from the cache
     # tiling: 5 images in one batch -> 5x the FLOPs, weights once
     c5 = costmodel.encoder_cost(spec.name, 512, "2x2+overview")
-    assert c5.dense_flops == pytest.approx(5 * c1.dense_flops) and c5.weight_elems == c1.weight_elems
+    assert (
+        c5.dense_flops == pytest.approx(5 * c1.dense_flops) and c5.weight_elems == c1.weight_elems
+    )
     path.write_text(json.dumps({"version": -1, "encoders": {}}))
     monkeypatch.undo()
     monkeypatch.setenv("VLM_PARETO_CACHE", str(path.parent))
@@ -111,10 +117,24 @@ def test_profile_validation_is_one_line():
     good = get_profile("m1-max-ane-mlx")
     assert good.parts["encoder"].peak_tflops == 11.0
     with pytest.raises(UserError, match="missing field parts.prefill"):
-        parse_profile({"name": "x", "parts": {"encoder": {"peak_tflops": 1, "bandwidth_gbs": 1, "bytes_per_elem": 2}}}, "x.yaml")
+        parse_profile(
+            {
+                "name": "x",
+                "parts": {"encoder": {"peak_tflops": 1, "bandwidth_gbs": 1, "bytes_per_elem": 2}},
+            },
+            "x.yaml",
+        )
     with pytest.raises(UserError, match="bandwidth_gbs must be a positive number"):
-        parse_profile({"name": "x", "parts": {p: {"peak_tflops": 1, "bandwidth_gbs": -5, "bytes_per_elem": 2}
-                                              for p in ("encoder", "prefill")}}, "x.yaml")
+        parse_profile(
+            {
+                "name": "x",
+                "parts": {
+                    p: {"peak_tflops": 1, "bandwidth_gbs": -5, "bytes_per_elem": 2}
+                    for p in ("encoder", "prefill")
+                },
+            },
+            "x.yaml",
+        )
     with pytest.raises(UserError, match="did you mean 'm1-max"):
         get_profile("m1-maxx")
 
@@ -122,12 +142,31 @@ def test_profile_validation_is_one_line():
 def test_user_profile_dir_and_bad_files_exit_2(tmp_path, capsys):
     d = tmp_path / "devices"
     d.mkdir()
-    (d / "mine.yaml").write_text("name: my-npu\nparts:\n  encoder: {peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
-                                 "  prefill: {peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n")
-    assert main(["predict", "--device", "my-npu", "--encoder", "fastvithd", "--resolutions", "512", "--llm", "qwen2-0.5b"]) == 0
+    (d / "mine.yaml").write_text(
+        "name: my-npu\nparts:\n  encoder: {peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
+        "  prefill: {peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--device",
+                "my-npu",
+                "--encoder",
+                "fastvithd",
+                "--resolutions",
+                "512",
+                "--llm",
+                "qwen2-0.5b",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "uncalibrated" in out
-    (d / "bad.yaml").write_text("name: bad\nparts:\n  encoder: {peak_tflops: 2, bytes_per_elem: 1}\n")
+    (d / "bad.yaml").write_text(
+        "name: bad\nparts:\n  encoder: {peak_tflops: 2, bytes_per_elem: 1}\n"
+    )
     assert main(["predict", "--list"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing field parts.encoder.bandwidth_gbs" in err
@@ -143,8 +182,14 @@ def _rows(profile, coef_true, n=12, outlier=None):
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
-        enc = Cost(dense_flops=rng.uniform(1e9, 5e11), dw_flops=rng.uniform(1e8, 1e10), attn_flops=rng.uniform(1e8, 5e10),
-                   weight_elems=rng.uniform(1e6, 3e8), act_elems=rng.uniform(1e6, 1e9), ops=rng.integers(50, 500))
+        enc = Cost(
+            dense_flops=rng.uniform(1e9, 5e11),
+            dw_flops=rng.uniform(1e8, 1e10),
+            attn_flops=rng.uniform(1e8, 5e10),
+            weight_elems=rng.uniform(1e6, 3e8),
+            act_elems=rng.uniform(1e6, 1e9),
+            ops=rng.integers(50, 500),
+        )
         r = KnownRow(f"r{i}", "encoder", 1.0, encoder=enc)
         from harness.predict.calibrate import design_row
 
@@ -192,13 +237,22 @@ def test_predicted_m1_max_order_of_table4_encoders_at_equal_tokens_matches_the_p
 
     rows = [r for r in three_way_rows() if r["source"].startswith("Table 4")]
     by_tokens: dict[int, list[dict]] = {}
-    tokens = {("fastvithd", 256): 16, ("convnext-l", 320): 100, ("convnext-xxl", 256): 64, ("fastvithd", 512): 64,
-              ("fastvithd", 768): 144, ("convnext-l", 512): 256, ("convnext-xxl", 512): 256, ("fastvithd", 1024): 256}
+    tokens = {
+        ("fastvithd", 256): 16,
+        ("convnext-l", 320): 100,
+        ("convnext-xxl", 256): 64,
+        ("fastvithd", 512): 64,
+        ("fastvithd", 768): 144,
+        ("convnext-l", 512): 256,
+        ("convnext-xxl", 512): 256,
+        ("fastvithd", 1024): 256,
+    }
     for r in rows:
         by_tokens.setdefault(tokens[(r["encoder"], r["resolution"])], []).append(r)
     for group in by_tokens.values():
-        assert [r["encoder"] for r in sorted(group, key=lambda r: r["paper_ms"])] == \
-               [r["encoder"] for r in sorted(group, key=lambda r: r["predicted_ms"])]
+        assert [r["encoder"] for r in sorted(group, key=lambda r: r["paper_ms"])] == [
+            r["encoder"] for r in sorted(group, key=lambda r: r["predicted_ms"])
+        ]
 
 
 def test_uncalibrated_prediction_says_so_and_claims_no_band():
@@ -231,11 +285,30 @@ def test_host_profile_calibrates_from_the_store_and_holds_out_a_family(db_url):
     store = Store(db_url)
     run = store.create_run("test", {}, fingerprint(threads=1))
     assert store.get_run(run)["machine_id"] == machine_id(fingerprint())
-    for name, res in [("fastvithd", 256), ("fastvithd", 512), ("fastvit", 256), ("fastvit", 512),
-                      ("convnext-l", 256), ("convnext-l", 320), ("convnext-l", 512), ("vit-l-14", 224),
-                      ("vit-l-14", 336), ("convnext-xxl", 256), ("siglip-so400m", 384)]:
-        key = MeasurementKey(kind="encoder", name=name, resolution=res, tiling="none", tokens=1, backend="torch",
-                             device="cpu", dtype="float32", protocol="quick")
+    for name, res in [
+        ("fastvithd", 256),
+        ("fastvithd", 512),
+        ("fastvit", 256),
+        ("fastvit", 512),
+        ("convnext-l", 256),
+        ("convnext-l", 320),
+        ("convnext-l", 512),
+        ("vit-l-14", 224),
+        ("vit-l-14", 336),
+        ("convnext-xxl", 256),
+        ("siglip-so400m", 384),
+    ]:
+        key = MeasurementKey(
+            kind="encoder",
+            name=name,
+            resolution=res,
+            tiling="none",
+            tokens=1,
+            backend="torch",
+            device="cpu",
+            dtype="float32",
+            protocol="quick",
+        )
         store.add_measurement(run, key, fake_encoder(name, res, 1, get_protocol("quick")))
     p = Predictor("host-cpu", store=store)
     assert p.calibrated and len(p.known_rows()) == 11
@@ -270,12 +343,29 @@ def test_report_source_paper_has_claims_and_inconsistent_rows(tmp_path, capsys):
 
 def test_report_and_choose_with_device_label_points_and_use_the_band(tmp_path, capsys):
     out = tmp_path / "rep"
-    assert main(["report", "--source", "paper", "--device", "m1-max-ane-mlx", "--out", str(out), "--no-static"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--source",
+                "paper",
+                "--device",
+                "m1-max-ane-mlx",
+                "--out",
+                str(out),
+                "--no-static",
+            ]
+        )
+        == 0
+    )
     md = (out / "summary.md").read_text()
     assert "predicted for m1-max-ane-mlx" in md and "leave-one-out" in md
-    assert "Plotly.newPlot(\"pred-validation\"" in (out / "index.html").read_text()
+    assert 'Plotly.newPlot("pred-validation"' in (out / "index.html").read_text()
     capsys.readouterr()
-    assert main(["choose", "--source", "paper", "--device", "m1-max", "--budget-ms", "300", "--json"]) == 0
+    assert (
+        main(["choose", "--source", "paper", "--device", "m1-max", "--budget-ms", "300", "--json"])
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     c = doc["choice"]
     assert c["latency_source"] == "predicted" and c["budget_ttft_ms"] > c["ttft_ms"]
@@ -283,10 +373,12 @@ def test_report_and_choose_with_device_label_points_and_use_the_band(tmp_path, c
 
 
 def test_choose_and_report_with_device_do_not_import_torch(tmp_path):
-    code = ("import sys\nfrom harness.cli import main\n"
-            f"main(['choose','--source','paper','--device','m1-max','--budget-ms','300'])\n"
-            f"main(['report','--source','paper','--device','iphone','--no-static','--out',{str(tmp_path / 'r')!r}])\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    code = (
+        "import sys\nfrom harness.cli import main\n"
+        f"main(['choose','--source','paper','--device','m1-max','--budget-ms','300'])\n"
+        f"main(['report','--source','paper','--device','iphone','--no-static','--out',{str(tmp_path / 'r')!r}])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -298,7 +390,11 @@ def test_pruning_pure_functions():
     from harness.predict.prune import dominated, online_scales, predict_ms
 
     scales, overall = online_scales([("a", 10.0, 5.0), ("a", 12.0, 6.0), ("b", 3.0, 1.0)])
-    assert scales["a"] == pytest.approx((2.0, 1.0)) and scales["b"] == pytest.approx((3.0, 1.0)) and overall == 2.0
+    assert (
+        scales["a"] == pytest.approx((2.0, 1.0))
+        and scales["b"] == pytest.approx((3.0, 1.0))
+        and overall == 2.0
+    )
     assert predict_ms("c", 4.0, scales, overall) is None  # no rows of its own: measure it
     # a super-linear law (ms ~ roof^1.5) is followed, not flattened to a ratio
     law, _ = online_scales([("e", 2 * r**1.5, r) for r in (1.0, 4.0, 9.0)])
@@ -316,8 +412,12 @@ def test_sweep_summary_ends_with_the_paper_encoders_three_ways(capsys):
 
     from harness.sweep.finish import _print_paper_three_way
 
-    measured = pd.DataFrame([{"encoder": "fastvithd", "resolution": 1024, "tiling": "none", "encoder_ms": 5736.3},
-                             {"encoder": "convnext-l", "resolution": 512, "tiling": "none", "encoder_ms": 1893.3}])
+    measured = pd.DataFrame(
+        [
+            {"encoder": "fastvithd", "resolution": 1024, "tiling": "none", "encoder_ms": 5736.3},
+            {"encoder": "convnext-l", "resolution": 512, "tiling": "none", "encoder_ms": 1893.3},
+        ]
+    )
     _print_paper_three_way(measured)
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.strip().startswith(("fastvithd", "convnext-l"))]
@@ -337,8 +437,10 @@ def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
     )
     from harness.store import Store
 
-    space = build_space(sweep_config(encoders=["fastvithd"], llms=["qwen2-0.5b", "qwen2-1.5b"], backend="fake"),
-                        resolution_range=(256, 512))
+    space = build_space(
+        sweep_config(encoders=["fastvithd"], llms=["qwen2-0.5b", "qwen2-1.5b"], backend="fake"),
+        resolution_range=(256, 512),
+    )
     budget = 1700.0
     store = Store(f"sqlite:///{tmp_path / 'grid.db'}")
     ev = Evaluator(space, store, store.create_run("grid", {}, {"machine_id": "m"}))
@@ -350,8 +452,15 @@ def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
     expected = max(r for r in rows if r[3] <= budget)[2]
     used = {}
     for prune in (False, True):
-        s = Search(space, synthetic_accuracy, db=f"sqlite:///{tmp_path / f'{prune}.db'}", budget_ms=budget, seed=0,
-                   study_name="p", prune=prune)
+        s = Search(
+            space,
+            synthetic_accuracy,
+            db=f"sqlite:///{tmp_path / f'{prune}.db'}",
+            budget_ms=budget,
+            seed=0,
+            study_name="p",
+            prune=prune,
+        )
         res = s.optimize(len(space.configs()))
         b = res.best
         assert Config(b["encoder"], b["resolution"], b["tiling"], b["llm"]) == expected

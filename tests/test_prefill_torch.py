@@ -68,8 +68,13 @@ def test_prefill_low_precision(dtype):
 
 @pytest.mark.parametrize(
     "tokens, prompt, match",
-    [(0, 16, "visual token count"), (-5, 16, "visual token count"), (True, 16, "visual token count"),
-     (8, -1, "prompt token count"), (4090, 16, "exceeds tiny-qwen2's context length of 4096")],
+    [
+        (0, 16, "visual token count"),
+        (-5, 16, "visual token count"),
+        (True, 16, "visual token count"),
+        (8, -1, "prompt token count"),
+        (4090, 16, "exceeds tiny-qwen2's context length of 4096"),
+    ],
 )
 def test_bad_token_counts(tokens, prompt, match):
     with pytest.raises(UserError, match=match):
@@ -113,10 +118,23 @@ def test_mlx_missing_is_a_user_error(monkeypatch):
 def test_store_records():
     r = measure_prefill(tiny_spec(), 12, 3, encoder_dim=40, protocol=PROTO)
     pre, proj = r.store_records()
-    assert pre["kind"] == "prefill" and pre["name"] == "tiny-qwen2" and pre["tokens"] == 12 and pre["prompt_tokens"] == 3
-    assert pre["resolution"] == 0 and pre["tiling"] == "none" and pre["extra"]["projector_ms"] == r.projector_ms
+    assert (
+        pre["kind"] == "prefill"
+        and pre["name"] == "tiny-qwen2"
+        and pre["tokens"] == 12
+        and pre["prompt_tokens"] == 3
+    )
+    assert (
+        pre["resolution"] == 0
+        and pre["tiling"] == "none"
+        and pre["extra"]["projector_ms"] == r.projector_ms
+    )
     assert pre["extra"]["total_layers"] == 2 and pre["protocol"] == "quick"
-    assert proj["kind"] == "projector" and proj["extra"] == {"in_dim": 40, "out_dim": 64} and proj["measurement"] is r.projector
+    assert (
+        proj["kind"] == "projector"
+        and proj["extra"] == {"in_dim": 40, "out_dim": 64}
+        and proj["measurement"] is r.projector
+    )
 
 
 def test_extrapolation_formula():
@@ -139,7 +157,9 @@ def test_layer_sampled_prefill_is_estimated():
     assert r.estimated and r.sampled_layers == 2 and r.total_layers == 6
     e = r.extra
     assert e["estimator"].startswith("t_base") and e["base_ms"] > 0
-    assert r.prefill_ms == pytest.approx(extrapolate(e["base_ms"], e["k_layers_ms"], 2, 6), rel=0.25)
+    assert r.prefill_ms == pytest.approx(
+        extrapolate(e["base_ms"], e["k_layers_ms"], 2, 6), rel=0.25
+    )
     assert r.store_records()[0]["estimated"] is True
     # k >= L measures the whole model.
     full = measure_prefill(spec, 16, 4, encoder_dim=32, protocol=PROTO, sample_layers=6)
@@ -156,11 +176,15 @@ def test_analytic_flops_match_flop_counter():
     with FlopCounterMode(display=False) as counter:
         step()
     # FlopCounterMode does not count the CPU flash-attention kernel: compare linear layers.
-    assert counter.get_total_flops() == pytest.approx(analytic_prefill_flops(spec, 48, attention=False), rel=0.01)
+    assert counter.get_total_flops() == pytest.approx(
+        analytic_prefill_flops(spec, 48, attention=False), rel=0.01
+    )
     assert analytic_prefill_flops(spec, 48) > analytic_prefill_flops(spec, 48, attention=False)
 
 
 @pytest.mark.slow
 def test_layer_sampling_within_5_percent_on_qwen2_0_5b():
-    check = validate_sampling(get_llm_spec("qwen2-0.5b"), 256, 4, protocol=get_protocol("quick", threads=1), rounds=2)
+    check = validate_sampling(
+        get_llm_spec("qwen2-0.5b"), 256, 4, protocol=get_protocol("quick", threads=1), rounds=2
+    )
     assert abs(check.rel_error) < 0.05, check

@@ -19,8 +19,14 @@ LINE = re.compile(r"^(sweep|search) \[ *(\d+)/(\d+)\] (.+?): (.+); (\d+) left(, 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     # stdout and stderr are pipes: not a terminal, so the engine prints lines, not the bar
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def progress_lines(stderr: str, title: str = "sweep") -> list[re.Match]:
@@ -29,19 +35,33 @@ def progress_lines(stderr: str, title: str = "sweep") -> list[re.Match]:
 
 def test_piped_quick_sweep_prints_one_line_per_measurement(db_url):
     """The real quick sweep (torch, tiny LLM) through a pipe: every measurement is a line."""
-    r = cli("--db", db_url, "sweep", "--config-name", "quick", "encoders.fastvithd.resolutions=[128]",
-            "~encoders.fastvit", "~llms.tiny_llama", "report=false")
+    r = cli(
+        "--db",
+        db_url,
+        "sweep",
+        "--config-name",
+        "quick",
+        "encoders.fastvithd.resolutions=[128]",
+        "~encoders.fastvit",
+        "~llms.tiny_llama",
+        "report=false",
+    )
     assert r.returncode == 0, r.stderr
     lines = progress_lines(r.stderr)
     # 1 encoder + 1 prefill + 1 projector
     assert [int(m.group(2)) for m in lines] == [1, 2, 3], r.stderr
     assert {int(m.group(3)) for m in lines} == {3}
-    assert [m.group(4) for m in lines] == ["fastvithd @ 128 none", "tiny-qwen2 prefill 4+16 tok",
-                                           "projector 3072->tiny-qwen2 4 tok"]
+    assert [m.group(4) for m in lines] == [
+        "fastvithd @ 128 none",
+        "tiny-qwen2 prefill 4+16 tok",
+        "projector 3072->tiny-qwen2 4 tok",
+    ]
     for m in lines:  # median with its CI and a unit
         assert re.match(r"^[\d.]+ m?s \(95% CI [\d.]+-[\d.]+ m?s\)", m.group(5)), m.group(0)
     assert [int(m.group(6)) for m in lines] == [2, 1, 0]
-    assert lines[0].group(8) and lines[1].group(8), "an estimate of the time left while work is left"
+    assert lines[0].group(8) and lines[1].group(8), (
+        "an estimate of the time left while work is left"
+    )
     assert lines[2].group(7) is None  # nothing left: no estimate
     # the medians printed are the stored ones
     from harness.store import Store
@@ -52,34 +72,91 @@ def test_piped_quick_sweep_prints_one_line_per_measurement(db_url):
 
 
 def test_resumed_sweep_says_reused_and_progress_false_is_silent(db_url):
-    first = cli("--db", db_url, "sweep", "--config-name", "quick", "backend=fake", "report=false", "json=true")
+    first = cli(
+        "--db",
+        db_url,
+        "sweep",
+        "--config-name",
+        "quick",
+        "backend=fake",
+        "report=false",
+        "json=true",
+    )
     assert first.returncode == 0, first.stderr
     run_id = json.loads(first.stdout)["run_id"]
     lines = progress_lines(first.stderr)
     assert len(lines) == 13 and lines[-1].group(6) == "0"
-    again = cli("--db", db_url, "sweep", "--config-name", "quick", "backend=fake", "report=false",
-                f"run_id={run_id}")
+    again = cli(
+        "--db",
+        db_url,
+        "sweep",
+        "--config-name",
+        "quick",
+        "backend=fake",
+        "report=false",
+        f"run_id={run_id}",
+    )
     assert again.returncode == 0, again.stderr
     relines = progress_lines(again.stderr)
     assert len(relines) == 13 and all(m.group(5).endswith(", reused") for m in relines)
-    quiet = cli("--db", db_url, "sweep", "--config-name", "quick", "backend=fake", "report=false",
-                "progress=false")
+    quiet = cli(
+        "--db",
+        db_url,
+        "sweep",
+        "--config-name",
+        "quick",
+        "backend=fake",
+        "report=false",
+        "progress=false",
+    )
     assert quiet.returncode == 0, quiet.stderr
     assert progress_lines(quiet.stderr) == [] and "sweep [" not in quiet.stderr
 
 
 def test_search_prints_measurement_and_trial_lines(db_url):
-    r = cli("--db", db_url, "search", "--encoders", "fastvithd", "--llms", "qwen2-0.5b", "--backend", "fake",
-            "--resolution-range", "256:512", "--trials", "2")
+    r = cli(
+        "--db",
+        db_url,
+        "search",
+        "--encoders",
+        "fastvithd",
+        "--llms",
+        "qwen2-0.5b",
+        "--backend",
+        "fake",
+        "--resolution-range",
+        "256:512",
+        "--trials",
+        "2",
+    )
     assert r.returncode in (0, 1), r.stderr
     meas = [ln for ln in r.stderr.splitlines() if ln.startswith("search [trial ")]
     trials = [ln for ln in r.stderr.splitlines() if ln.startswith("trial ")]
     assert len(trials) >= 2
     # the first trial measures its encoder, prefill and projector (projector may come with the prefill)
-    assert any(re.match(r"search \[trial 1/2\] fastvithd @ \d+ none: [\d.]+ m?s \(95% CI", ln) for ln in meas), r.stderr
+    assert any(
+        re.match(r"search \[trial 1/2\] fastvithd @ \d+ none: [\d.]+ m?s \(95% CI", ln)
+        for ln in meas
+    ), r.stderr
     assert any("trials left, eta" in ln for ln in meas)
-    quiet = cli("--db", db_url, "search", "--encoders", "fastvithd", "--llms", "qwen2-0.5b", "--backend", "fake",
-                "--resolution-range", "256:512", "--trials", "1", "--quiet", "--study-name", "q")
+    quiet = cli(
+        "--db",
+        db_url,
+        "search",
+        "--encoders",
+        "fastvithd",
+        "--llms",
+        "qwen2-0.5b",
+        "--backend",
+        "fake",
+        "--resolution-range",
+        "256:512",
+        "--trials",
+        "1",
+        "--quiet",
+        "--study-name",
+        "q",
+    )
     assert "search [" not in quiet.stderr and "trial " not in quiet.stderr
 
 
@@ -132,7 +209,23 @@ def test_line_format_and_estimate():
     p.advance({"status": "ok", "median_ms": 1234.5, "ci_low_ms": 1200.0, "ci_high_ms": 1300.0})
     first, second = stream.getvalue().splitlines()
     assert first.startswith("sweep [1/3] a: skipped: Core ML prediction needs macOS; 2 left, eta ")
-    assert second == "sweep [2/3] b: 1.23 s (95% CI 1.20-1.30 s), reused; 1 left, eta " + fmt_duration(p.eta_s() or 0)
-    assert describe_row({"status": "ok", "median_ms": 3.2, "ci_low_ms": 3.1, "ci_high_ms": 3.3, "estimated": True}) \
+    assert (
+        second
+        == "sweep [2/3] b: 1.23 s (95% CI 1.20-1.30 s), reused; 1 left, eta "
+        + fmt_duration(p.eta_s() or 0)
+    )
+    assert (
+        describe_row(
+            {
+                "status": "ok",
+                "median_ms": 3.2,
+                "ci_low_ms": 3.1,
+                "ci_high_ms": 3.3,
+                "estimated": True,
+            }
+        )
         == "3.20 ms (95% CI 3.10-3.30 ms), estimated"
-    assert fmt_duration(59) == "59s" and fmt_duration(190) == "3m10s" and fmt_duration(3900) == "1h05m"
+    )
+    assert (
+        fmt_duration(59) == "59s" and fmt_duration(190) == "3m10s" and fmt_duration(3900) == "1h05m"
+    )

@@ -45,7 +45,9 @@ def test_min_runs_and_min_time_both_reached():
 
 
 def test_max_time_caps_the_run():
-    proto = Protocol("t", warmup_runs=0, warmup_min_s=0, min_runs=1000, min_time_s=0, max_time_s=0.1)
+    proto = Protocol(
+        "t", warmup_runs=0, warmup_min_s=0, min_runs=1000, min_time_s=0, max_time_s=0.1
+    )
     m = measure(lambda: time.sleep(0.01), proto)
     assert m.capped
     assert 3 <= len(m.samples_ms) < 50
@@ -108,7 +110,13 @@ def test_peak_memory_of_the_step():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"min_runs": "many"}, {"max_time_s": "nan"}, {"warmup_runs": -1}, {"max_time_s": 0}, {"min_time_s": "abc"}],
+    [
+        {"min_runs": "many"},
+        {"max_time_s": "nan"},
+        {"warmup_runs": -1},
+        {"max_time_s": 0},
+        {"min_time_s": "abc"},
+    ],
 )
 def test_bad_protocol_settings_are_user_errors(overrides):
     with pytest.raises(UserError):

@@ -12,7 +12,9 @@ from harness.report.axes import fmt_tick, log_axis, log_ticks
 UNIT_LABEL = re.compile(r"^\d[\d,.]* (ms|s)$")
 
 
-@pytest.mark.parametrize("lo,hi", [(3800, 52000), (150, 1400), (3, 400), (200, 260), (0.3, 5), (1, 1e5), (4000, 12000)])
+@pytest.mark.parametrize(
+    "lo,hi", [(3800, 52000), (150, 1400), (3, 400), (200, 260), (0.3, 5), (1, 1e5), (4000, 12000)]
+)
 def test_every_tick_is_labelled_with_a_unit_and_inside_the_range(lo, hi):
     ax = log_axis([lo, hi], "ms", "TTFT")
     assert ax["type"] == "log" and ax["tickmode"] == "array" and ax["showgrid"]
@@ -29,8 +31,15 @@ def test_every_tick_is_labelled_with_a_unit_and_inside_the_range(lo, hi):
 
 
 def test_labels_switch_to_seconds_and_read_as_values():
-    assert [fmt_tick(v, "ms") for v in (0.5, 20, 200, 1000, 1500, 20000, 100000)] == \
-        ["0.5 ms", "20 ms", "200 ms", "1 s", "1.5 s", "20 s", "100 s"]
+    assert [fmt_tick(v, "ms") for v in (0.5, 20, 200, 1000, 1500, 20000, 100000)] == [
+        "0.5 ms",
+        "20 ms",
+        "200 ms",
+        "1 s",
+        "1.5 s",
+        "20 s",
+        "100 s",
+    ]
     assert fmt_tick(256, "") == "256"
     ax = log_axis([3800, 52000], "ms")
     # the axis read "5 6 7 8 9 10k 2 3 4": now every label is a value with a unit
@@ -52,8 +61,12 @@ def test_report_figures_use_labelled_log_axes():
     df = with_defaults(res.points)
     df["_row"] = range(len(df))
     specs, _ = build_figures(df, analyse(df))
-    log_axes = [ax for s in specs for name, ax in s.figure.layout.to_plotly_json().items()
-                if name.startswith(("xaxis", "yaxis")) and ax.get("type") == "log"]
+    log_axes = [
+        ax
+        for s in specs
+        for name, ax in s.figure.layout.to_plotly_json().items()
+        if name.startswith(("xaxis", "yaxis")) and ax.get("type") == "log"
+    ]
     assert len(log_axes) >= 3  # accuracy vs TTFT, encoder latency, tokens
     for ax in log_axes:
         assert ax["tickmode"] == "array" and ax["ticktext"] and ax["showgrid"]

@@ -29,14 +29,24 @@ from harness.report.html import write_report
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)"
+    ),
 ]
 
 EVIL = "<script>alert(1)</script>"
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--remote-debugging-pipe", "--window-size=1280,1600",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-pipe",
+    "--window-size=1280,1600",
 )
 
 
@@ -57,8 +67,11 @@ class Browser:
 
         self.proc = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
-            preexec_fn=wire, close_fds=False, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=wire,
+            close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         os.close(to_child_r)
         os.close(from_child_w)
@@ -81,7 +94,14 @@ class Browser:
         raw, self._buf = self._buf.split(b"\0", 1)
         return json.loads(raw)
 
-    def send(self, method: str, params: dict | None = None, *, session: bool = True, timeout: float = 30.0) -> dict:
+    def send(
+        self,
+        method: str,
+        params: dict | None = None,
+        *,
+        session: bool = True,
+        timeout: float = 30.0,
+    ) -> dict:
         self._next_id += 1
         msg: dict = {"id": self._next_id, "method": method, "params": params or {}}
         if session and self.session:
@@ -101,9 +121,18 @@ class Browser:
         if event.get("method") == "Page.javascriptDialogOpening":
             # A dialog blocks the page; dismiss it (after recording it) so the test can finish.
             self._next_id += 1
-            os.write(self._to_child_w, json.dumps({
-                "id": self._next_id, "method": "Page.handleJavaScriptDialog",
-                "params": {"accept": True}, "sessionId": self.session}).encode() + b"\0")
+            os.write(
+                self._to_child_w,
+                json.dumps(
+                    {
+                        "id": self._next_id,
+                        "method": "Page.handleJavaScriptDialog",
+                        "params": {"accept": True},
+                        "sessionId": self.session,
+                    }
+                ).encode()
+                + b"\0",
+            )
 
     def pump(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -115,7 +144,11 @@ class Browser:
 
     def open_page(self) -> None:
         target = self.send("Target.createTarget", {"url": "about:blank"}, session=False)
-        attached = self.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, session=False)
+        attached = self.send(
+            "Target.attachToTarget",
+            {"targetId": target["targetId"], "flatten": True},
+            session=False,
+        )
         self.session = attached["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable")
@@ -144,15 +177,24 @@ class Browser:
             m, p = e.get("method"), e.get("params", {})
             if m == "Runtime.exceptionThrown":
                 d = p.get("exceptionDetails", {})
-                out.append("Uncaught: " + str(d.get("exception", {}).get("description") or d.get("text")))
+                out.append(
+                    "Uncaught: " + str(d.get("exception", {}).get("description") or d.get("text"))
+                )
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", [])))
+                out.append(
+                    "console.error: "
+                    + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", []))
+                )
             elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 out.append("log: " + p["entry"].get("text", "") + " " + p["entry"].get("url", ""))
         return out
 
     def dialogs(self) -> list[str]:
-        return [e["params"].get("message", "") for e in self.events if e.get("method") == "Page.javascriptDialogOpening"]
+        return [
+            e["params"].get("message", "")
+            for e in self.events
+            if e.get("method") == "Page.javascriptDialogOpening"
+        ]
 
 
 def load(html_path: Path, tmp_path: Path) -> Browser:
@@ -231,28 +273,53 @@ def fixture_points() -> pd.DataFrame:
                 tokens = (res // stride) ** 2
                 enc_ms, pre_ms = k * res * res / 1000, per_token * tokens + 15
                 t = enc_ms + 1 + pre_ms
-                rows.append({
-                    "encoder": enc, "resolution": res, "llm": llm, "tiling": "none", "recipe": "llava-1.5",
-                    "tokens": tokens, "encoder_ms": enc_ms, "projector_ms": 1.0, "prefill_ms": pre_ms, "ttft_ms": t,
-                    "ttft_ci_low_ms": 0.95 * t, "ttft_ci_high_ms": 1.05 * t, "ttft_p90_ms": 1.1 * t,
-                    "avg5": base + 2 * np.log2(res / 256) - (2 if enc != "fastvithd" else 0),
-                    "latency_source": "measured", "accuracy_source": "ingested", "estimated": False,
-                    "machine": "test-box", "backend": "torch-cpu", "run_id": "r1",
-                })
+                rows.append(
+                    {
+                        "encoder": enc,
+                        "resolution": res,
+                        "llm": llm,
+                        "tiling": "none",
+                        "recipe": "llava-1.5",
+                        "tokens": tokens,
+                        "encoder_ms": enc_ms,
+                        "projector_ms": 1.0,
+                        "prefill_ms": pre_ms,
+                        "ttft_ms": t,
+                        "ttft_ci_low_ms": 0.95 * t,
+                        "ttft_ci_high_ms": 1.05 * t,
+                        "ttft_p90_ms": 1.1 * t,
+                        "avg5": base + 2 * np.log2(res / 256) - (2 if enc != "fastvithd" else 0),
+                        "latency_source": "measured",
+                        "accuracy_source": "ingested",
+                        "estimated": False,
+                        "machine": "test-box",
+                        "backend": "torch-cpu",
+                        "run_id": "r1",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_report_renders_without_errors_and_escapes_names(tmp_path):
-    paths = write_report(fixture_points(), tmp_path / "report", f"browser test {EVIL}", static=False)
+    paths = write_report(
+        fixture_points(), tmp_path / "report", f"browser test {EVIL}", static=False
+    )
     b = load(paths.index_html, tmp_path)
     try:
         n_svg = b.evaluate("document.querySelectorAll('.js-plotly-plot .main-svg').length")
         n_plots = b.evaluate("document.querySelectorAll('.js-plotly-plot').length")
-        legend = b.evaluate("Array.from(document.querySelectorAll('.legendtext')).map(e => e.textContent).join('\\n')")
+        legend = b.evaluate(
+            "Array.from(document.querySelectorAll('.legendtext')).map(e => e.textContent).join('\\n')"
+        )
         cells = b.evaluate("Array.from(document.querySelectorAll('td')).map(e => e.textContent)")
         title = b.evaluate("document.title")
-        shot = b.send("Page.captureScreenshot", {"format": "png", "clip": {
-            "x": 0, "y": 0, "width": 1280, "height": 1200, "scale": 0.5}})
+        shot = b.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "clip": {"x": 0, "y": 0, "width": 1280, "height": 1200, "scale": 0.5},
+            },
+        )
         errors, dialogs = b.errors(), b.dialogs()
     finally:
         b.close()
@@ -277,7 +344,12 @@ def test_png_decoder_reads_known_pixels():
     def chunk(t: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + t + body + struct.pack(">I", zlib.crc32(t + body))
 
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
     px = decode_png(png)
     assert px[0, 0].tolist() == [255, 0, 0] and px[0, 1].tolist() == [0, 255, 0]
     assert px[1, 0].tolist() == [255, 0, 255] and px[1, 1].tolist() == [0, 255, 0]
@@ -285,7 +357,9 @@ def test_png_decoder_reads_known_pixels():
 
 
 def test_paper_report_renders(tmp_path):
-    paper = pytest.importorskip("harness.accuracy.paper", reason="harness.accuracy.paper not written yet")
+    paper = pytest.importorskip(
+        "harness.accuracy.paper", reason="harness.accuracy.paper not written yet"
+    )
     from harness.points import load_points
 
     res = load_points(source="paper")

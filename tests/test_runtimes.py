@@ -31,11 +31,25 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 def tiny_sweep(db_url: str, backend: str, *extra: str, resolutions: str = "[64]"):
     """The example tiny conv encoder + the tiny Qwen2 under ``backend``, one thread."""
-    return compose_sweep("quick", [
-        "~encoders.fastvithd", "~encoders.fastvit", "+encoder@encoders.mine=my_encoder",
-        f"encoders.mine.resolutions={resolutions}", f"encoders.mine.import_path={EXAMPLE_DIR}", "~llms.tiny_llama", f"backend={backend}", f"db={db_url}",
-        "report=false", "progress=false", "protocol.threads=1", "protocol.min_runs=2", *extra,
-    ], extra_dir=EXAMPLE_DIR)
+    return compose_sweep(
+        "quick",
+        [
+            "~encoders.fastvithd",
+            "~encoders.fastvit",
+            "+encoder@encoders.mine=my_encoder",
+            f"encoders.mine.resolutions={resolutions}",
+            f"encoders.mine.import_path={EXAMPLE_DIR}",
+            "~llms.tiny_llama",
+            f"backend={backend}",
+            f"db={db_url}",
+            "report=false",
+            "progress=false",
+            "protocol.threads=1",
+            "protocol.min_runs=2",
+            *extra,
+        ],
+        extra_dir=EXAMPLE_DIR,
+    )
 
 
 def rows(db_url: str, run_id: str) -> dict[str, dict]:
@@ -45,20 +59,33 @@ def rows(db_url: str, run_id: str) -> dict[str, dict]:
 
 def runner(backend: str, side: str, precision: str = "float32", **options):
     b = get_backend(backend)
-    preset = {f"{side}_backend": backend, "device": "cpu", "dtype": precision, "llm_dtype": precision,
-              f"{side}_options": options}
+    preset = {
+        f"{side}_backend": backend,
+        "device": "cpu",
+        "dtype": precision,
+        "llm_dtype": precision,
+        f"{side}_options": options,
+    }
     cfg = b.make_config(preset, side)  # type: ignore[arg-type]
     assert cfg.availability() is None
     ctx = RunContext()
     return b.encoder_runner(cfg, ctx) if side == "encoder" else b.llm_runner(cfg, ctx)
 
 
-def store_outcome(db_url: str, backend: str, kind: str, name: str, dtype: str, outcome, **key) -> dict:
+def store_outcome(
+    db_url: str, backend: str, kind: str, name: str, dtype: str, outcome, **key
+) -> dict:
     s = Store(db_url)
     run = s.create_run("test", {}, {})
     k = MeasurementKey(kind=kind, name=name, backend=backend, dtype=dtype, protocol="quick", **key)
-    s.add_measurement(run, k, outcome.measurement, extra=outcome.extra_dict(), build_s=outcome.build_s,
-                      estimated=outcome.estimated)
+    s.add_measurement(
+        run,
+        k,
+        outcome.measurement,
+        extra=outcome.extra_dict(),
+        build_s=outcome.build_s,
+        estimated=outcome.estimated,
+    )
     got = s.get_measurement(run, k)
     assert got is not None and got["status"] == "ok" and got["median_ms"] > 0
     return got
@@ -101,14 +128,18 @@ def test_onnxrt_sweep_stores_encoder_prefill_projector_with_parity(db_url, capsy
         r = got[kind]
         assert r["backend"] == "onnxrt" and r["dtype"] == "float32" and r["status"] == "ok"
         assert_parity(r["extra"], "float32")
-        assert r["extra"]["graph_optimization_level"] == "all" and r["extra"]["intra_op_threads"] >= 1
+        assert (
+            r["extra"]["graph_optimization_level"] == "all" and r["extra"]["intra_op_threads"] >= 1
+        )
         assert r["extra"]["provider"] == "CPUExecutionProvider"
     # the runtime-comparison command reads the run back (no fp32 eager here: no speedup)
     capsys.readouterr()
     assert main(["--db", db_url, "runtimes", "--run", out.run_id, "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert {(r["kind"], r["runtime"], r["status"]) for r in table} == {
-        ("encoder", "onnxrt:float32", "ok"), ("prefill", "onnxrt:float32", "ok")}
+        ("encoder", "onnxrt:float32", "ok"),
+        ("prefill", "onnxrt:float32", "ok"),
+    }
 
 
 def test_onnxrt_int8_prefill_is_quantized_and_within_parity(db_url):
@@ -116,7 +147,9 @@ def test_onnxrt_int8_prefill_is_quantized_and_within_parity(db_url):
 
     spec = tiny_spec()
     o = runner("onnxrt", "llm", "int8").prefill(PrefillTask("t", spec.name, 32, 8), spec, 64, FAST)
-    row = store_outcome(db_url, "onnxrt", "prefill", spec.name, "int8", o, tokens=32, prompt_tokens=8)
+    row = store_outcome(
+        db_url, "onnxrt", "prefill", spec.name, "int8", o, tokens=32, prompt_tokens=8
+    )
     assert_parity(row["extra"], "int8")
     assert "QInt8" in row["extra"]["quantization"]
     assert 0 < row["extra"]["parity_cosine"] < 1.0  # really quantized, not the float graph
@@ -138,12 +171,26 @@ def test_wrong_output_is_a_failed_point_with_the_numbers(db_url, monkeypatch):
 def test_export_failure_is_a_skipped_point_with_the_exporters_reason(db_url, tmp_path):
     (tmp_path / "encoder").mkdir()
     (tmp_path / "encoder" / "eigen.yaml").write_text(
-        "name: eigen-scaled\nresolutions: [32]\nimport_path: " + str(ROOT / "tests" / "helpers") +
-        "\nprobe_resolution: 32\nmodel:\n  _target_: runtime_models.build_eigen_scaled\n")
-    cfg = compose_sweep("quick", [
-        "~encoders.fastvithd", "~encoders.fastvit", "+encoder@encoders.eig=eigen", "~llms.tiny_llama",
-        "backend=onnxrt-cpu", f"db={db_url}", "report=false", "progress=false", "protocol.threads=1",
-        "protocol.min_runs=2"], extra_dir=tmp_path)
+        "name: eigen-scaled\nresolutions: [32]\nimport_path: "
+        + str(ROOT / "tests" / "helpers")
+        + "\nprobe_resolution: 32\nmodel:\n  _target_: runtime_models.build_eigen_scaled\n"
+    )
+    cfg = compose_sweep(
+        "quick",
+        [
+            "~encoders.fastvithd",
+            "~encoders.fastvit",
+            "+encoder@encoders.eig=eigen",
+            "~llms.tiny_llama",
+            "backend=onnxrt-cpu",
+            f"db={db_url}",
+            "report=false",
+            "progress=false",
+            "protocol.threads=1",
+            "protocol.min_runs=2",
+        ],
+        extra_dir=tmp_path,
+    )
     out = run_sweep(cfg, command="test")
     got = rows(db_url, out.run_id)
     assert got["encoder"]["status"] == "skipped"
@@ -160,13 +207,20 @@ def test_executorch_xnnpack_encoder_and_export_failure(db_url):
     spec = register_custom_encoder(EXAMPLE_DIR / "encoder" / "my_encoder.yaml")
     r = runner("executorch", "encoder", delegate="xnnpack")
     o = r.measure(EncoderTask("m", spec.name, 64, "none", 16, 256), FAST)
-    row = store_outcome(db_url, "executorch", "encoder", spec.name, "float32", o, resolution=64, tokens=16)
+    row = store_outcome(
+        db_url, "executorch", "encoder", spec.name, "float32", o, resolution=64, tokens=16
+    )
     assert_parity(row["extra"], "float32")
     assert row["extra"]["delegate"] == "xnnpack" and row["extra"]["delegate_calls"] >= 1
 
-    eig = register_custom_encoder({"name": "eigen-scaled", "probe_resolution": 32,
-                                   "import_path": str(ROOT / "tests" / "helpers"),
-                                   "model": {"_target_": "runtime_models.build_eigen_scaled"}})
+    eig = register_custom_encoder(
+        {
+            "name": "eigen-scaled",
+            "probe_resolution": 32,
+            "import_path": str(ROOT / "tests" / "helpers"),
+            "model": {"_target_": "runtime_models.build_eigen_scaled"},
+        }
+    )
     with pytest.raises(Skipped, match="executorch lowering .xnnpack. failed: .*eigh"):
         r.measure(EncoderTask("e", eig.name, 32, "none", 16, 16), FAST)
 
@@ -177,17 +231,30 @@ def test_executorch_xnnpack_encoder_and_export_failure(db_url):
 def tiny_vit():
     from harness.encoders.custom import register_custom_encoder
 
-    return register_custom_encoder({
-        "name": "tiny-vit-runtimes", "probe_resolution": 28,
-        "model": {"_target_": "transformers.CLIPVisionConfig", "hidden_size": 32, "intermediate_size": 64,
-                  "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 14},
-    })
+    return register_custom_encoder(
+        {
+            "name": "tiny-vit-runtimes",
+            "probe_resolution": 28,
+            "model": {
+                "_target_": "transformers.CLIPVisionConfig",
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "patch_size": 14,
+            },
+        }
+    )
 
 
 def test_torch_compile_bf16_encoder(db_url):
     spec = tiny_vit()
-    o = runner("torch-compile", "encoder", "bfloat16").measure(EncoderTask("v", spec.name, 56, "none", 17, 32), FAST)
-    row = store_outcome(db_url, "torch-compile", "encoder", spec.name, "bfloat16", o, resolution=56, tokens=17)
+    o = runner("torch-compile", "encoder", "bfloat16").measure(
+        EncoderTask("v", spec.name, 56, "none", 17, 32), FAST
+    )
+    row = store_outcome(
+        db_url, "torch-compile", "encoder", spec.name, "bfloat16", o, resolution=56, tokens=17
+    )
     assert_parity(row["extra"], "bfloat16")
     assert row["extra"]["compile"] is True and row["extra"]["compile_mode"] == "default"
     assert 0 < row["extra"]["parity_cosine"] < 1.0  # really bf16
@@ -200,19 +267,27 @@ def test_torch_int8_eager_quantizes_linears_and_skips_conv_only_encoders(db_url)
     spec = tiny_spec()
     r = runner("torch-compile", "llm", "int8", compile=False)
     o = r.prefill(PrefillTask("t", spec.name, 16, 4), spec, 32, FAST)
-    row = store_outcome(db_url, "torch-compile", "prefill", spec.name, "int8", o, tokens=16, prompt_tokens=4)
+    row = store_outcome(
+        db_url, "torch-compile", "prefill", spec.name, "int8", o, tokens=16, prompt_tokens=4
+    )
     assert_parity(row["extra"], "int8")
-    assert row["extra"]["quantized_linears"] == spec.layers * 7 + 1  # q,k,v,o,gate,up,down + lm_head
+    assert (
+        row["extra"]["quantized_linears"] == spec.layers * 7 + 1
+    )  # q,k,v,o,gate,up,down + lm_head
     conv = register_custom_encoder(EXAMPLE_DIR / "encoder" / "my_encoder.yaml")
     with pytest.raises(Skipped, match="quantizes nn.Linear layers and this model has none"):
-        runner("torch-compile", "encoder", "int8").measure(EncoderTask("m", conv.name, 64, "none", 16, 256), FAST)
+        runner("torch-compile", "encoder", "int8").measure(
+            EncoderTask("m", conv.name, 64, "none", 16, 256), FAST
+        )
 
 
 # ------------------------------------------------------------- configs that cannot run here
 
 
-@pytest.mark.parametrize("preset", ["onnxrt-cuda", "onnxrt-coreml", "executorch-coreml", "executorch-mps",
-                                    "torch-compile-cuda"])
+@pytest.mark.parametrize(
+    "preset",
+    ["onnxrt-cuda", "onnxrt-coreml", "executorch-coreml", "executorch-mps", "torch-compile-cuda"],
+)
 def test_macos_and_cuda_configs_compose_validate_and_refuse_cleanly(preset, db_url):
     cfg = tiny_sweep(db_url, preset)
     validate(cfg)
@@ -226,17 +301,34 @@ def test_macos_and_cuda_configs_compose_validate_and_refuse_cleanly(preset, db_u
         assert any(w in got[kind]["reason"] for w in ("macOS", "CUDA", "cuda", "NVIDIA"))
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["backend=onnxrt-cpu", "backend.dtype=bfloat16"], "unknown onnxrt dtype 'bfloat16'"),
-    (["backend=onnxrt-cpu", "backend.dtype=float16"], "onnxrt float16 runs on the cuda and coreml providers"),
-    (["backend=executorch-xnnpack", "backend.llm_dtype=float16"], "executorch float16 runs on the coreml and mps"),
-    (["backend=torch-compile", "backend.dtype=q4"], "unknown torch-compile dtype 'q4'"),
-    (["backend=onnxrt-cpu", "+backend.encoder_options.provder=cpu"], "did you mean 'provider'"),
-    (["backend=executorch-xnnpack", "backend.llm_options.delegate=xnnpak"], "did you mean 'xnnpack'"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["backend=onnxrt-cpu", "backend.dtype=bfloat16"], "unknown onnxrt dtype 'bfloat16'"),
+        (
+            ["backend=onnxrt-cpu", "backend.dtype=float16"],
+            "onnxrt float16 runs on the cuda and coreml providers",
+        ),
+        (
+            ["backend=executorch-xnnpack", "backend.llm_dtype=float16"],
+            "executorch float16 runs on the coreml and mps",
+        ),
+        (["backend=torch-compile", "backend.dtype=q4"], "unknown torch-compile dtype 'q4'"),
+        (["backend=onnxrt-cpu", "+backend.encoder_options.provder=cpu"], "did you mean 'provider'"),
+        (
+            ["backend=executorch-xnnpack", "backend.llm_options.delegate=xnnpak"],
+            "did you mean 'xnnpack'",
+        ),
+    ],
+)
 def test_bad_runtime_settings_exit_2_at_config_time(overrides, message):
-    proc = subprocess.run([sys.executable, "-m", "harness", "sweep", "--config-name", "quick", *overrides],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "sweep", "--config-name", "quick", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -246,7 +338,10 @@ def test_runtime_not_installed_names_the_extra(monkeypatch):
 
     real = base._importable
     monkeypatch.setattr(base, "_importable", lambda m: m != "onnxruntime" and real(m))
-    with pytest.raises(UserError, match=r"needs onnxruntime, which is not installed: pip install 'vlm-pareto\[onnx\]'"):
+    with pytest.raises(
+        UserError,
+        match=r"needs onnxruntime, which is not installed: pip install 'vlm-pareto\[onnx\]'",
+    ):
         resolve(compose_sweep("quick", ["backend=onnxrt-cpu"]))
     monkeypatch.setattr(base, "_importable", lambda m: m != "executorch" and real(m))
     with pytest.raises(UserError, match=r"pip install 'vlm-pareto\[executorch\]'"):
@@ -257,10 +352,21 @@ def test_runtime_not_installed_names_the_extra(monkeypatch):
 
 
 def _m(kind, name, size, backend, dtype, ms, status="ok", **extra):
-    return {"kind": kind, "name": name, "resolution": size if kind == "encoder" else 0, "tiling": "none",
-            "tokens": 0 if kind == "encoder" else size, "prompt_tokens": 0, "backend": backend, "dtype": dtype,
-            "status": status, "median_ms": ms if status == "ok" else None, "reason": extra.pop("reason", None),
-            "extra": extra, "created_at": "2026-12-02T10:00:00"}
+    return {
+        "kind": kind,
+        "name": name,
+        "resolution": size if kind == "encoder" else 0,
+        "tiling": "none",
+        "tokens": 0 if kind == "encoder" else size,
+        "prompt_tokens": 0,
+        "backend": backend,
+        "dtype": dtype,
+        "status": status,
+        "median_ms": ms if status == "ok" else None,
+        "reason": extra.pop("reason", None),
+        "extra": extra,
+        "created_at": "2026-12-02T10:00:00",
+    }
 
 
 def test_speedup_table_against_fp32_eager_with_parity_and_reasons():
@@ -268,14 +374,34 @@ def test_speedup_table_against_fp32_eager_with_parity_and_reasons():
 
     from harness.report.runtimes import speedup_table, table_markdown
 
-    df = pd.DataFrame([
-        _m("encoder", "fastvithd", 1024, "torch", "float32", 900.0),
-        _m("encoder", "fastvithd", 1024, "onnxrt", "float32", 300.0, parity_cosine=0.99998, compile_s=20.0),
-        _m("encoder", "fastvithd", 1024, "executorch", "int8", None, status="skipped", reason="executorch lowering failed: X"),
-        _m("prefill", "qwen2-0.5b", 256, "torch", "float32", 4000.0),
-        _m("prefill", "qwen2-0.5b", 256, "torch-compile", "int8", 1000.0, parity_cosine=0.99),
-        _m("projector", "qwen2-0.5b", 256, "torch", "float32", 5.0),
-    ])
+    df = pd.DataFrame(
+        [
+            _m("encoder", "fastvithd", 1024, "torch", "float32", 900.0),
+            _m(
+                "encoder",
+                "fastvithd",
+                1024,
+                "onnxrt",
+                "float32",
+                300.0,
+                parity_cosine=0.99998,
+                compile_s=20.0,
+            ),
+            _m(
+                "encoder",
+                "fastvithd",
+                1024,
+                "executorch",
+                "int8",
+                None,
+                status="skipped",
+                reason="executorch lowering failed: X",
+            ),
+            _m("prefill", "qwen2-0.5b", 256, "torch", "float32", 4000.0),
+            _m("prefill", "qwen2-0.5b", 256, "torch-compile", "int8", 1000.0, parity_cosine=0.99),
+            _m("projector", "qwen2-0.5b", 256, "torch", "float32", 5.0),
+        ]
+    )
     t = speedup_table(df)
     got = {(r["name"], r["runtime"]): r for r in t.to_dict("records")}
     assert got[("fastvithd", "onnxrt:float32")]["speedup"] == pytest.approx(3.0)

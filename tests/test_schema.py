@@ -19,7 +19,10 @@ def test_points_schema_is_declared_once_and_used_by_every_consumer():
     from harness.accuracy import join
     from harness.report import figures
 
-    assert join.POINT_COLUMNS is schema.POINT_COLUMNS and join.LATENCY_COLUMNS is schema.LATENCY_COLUMNS
+    assert (
+        join.POINT_COLUMNS is schema.POINT_COLUMNS
+        and join.LATENCY_COLUMNS is schema.LATENCY_COLUMNS
+    )
     assert ttft.TTFT_COLUMNS is schema.TTFT_COLUMNS
     assert choose.OPTION_FIELDS is schema.OPTION_FIELDS
     assert figures.BENCH_COLUMNS is schema.BENCHMARK_COLUMNS
@@ -60,7 +63,11 @@ def test_one_alias_table_derived_from_the_zoos():
 
 def test_no_second_copy_of_the_benchmark_list_in_the_package():
     listed = re.compile(r'"gqa",\s*"textvqa",\s*"pope",\s*"docvqa",\s*"seedbench"')
-    copies = [p.relative_to(ROOT) for p in (ROOT / "harness").rglob("*.py") if listed.search(p.read_text())]
+    copies = [
+        p.relative_to(ROOT)
+        for p in (ROOT / "harness").rglob("*.py")
+        if listed.search(p.read_text())
+    ]
     assert copies == [Path("harness/schema.py")]
 
 
@@ -71,17 +78,37 @@ def test_choose_max_memory_on_points_loaded_from_a_real_tiny_sweep(db_url, tmp_p
     from harness.sweep.configs import compose_sweep
     from harness.sweep.engine import run_sweep
 
-    cfg = compose_sweep("quick", [f"db={db_url}", "~encoders.fastvithd", "encoders.fastvit.resolutions=[64,128]",
-                                  "~llms.tiny_llama", "protocol.max_time_s=2", "report=false", "progress=false"])
+    cfg = compose_sweep(
+        "quick",
+        [
+            f"db={db_url}",
+            "~encoders.fastvithd",
+            "encoders.fastvit.resolutions=[64,128]",
+            "~llms.tiny_llama",
+            "protocol.max_time_s=2",
+            "report=false",
+            "progress=false",
+        ],
+    )
     out = run_sweep(cfg, command="test")
     assert out.exit_code == 0 and out.counts["measured"] >= 4
     from harness.store import Store
 
-    Store(db_url).add_accuracy([
-        {"encoder": "fastvit", "resolution": res, "llm": "tiny-qwen2", "tiling": "none", "recipe": "llava-1.5",
-         "scores": dict.fromkeys(schema.AVG5, score), "avg5": score, "source": "test"}
-        for res, score in ((64, 40.0), (128, 50.0))
-    ])
+    Store(db_url).add_accuracy(
+        [
+            {
+                "encoder": "fastvit",
+                "resolution": res,
+                "llm": "tiny-qwen2",
+                "tiling": "none",
+                "recipe": "llava-1.5",
+                "scores": dict.fromkeys(schema.AVG5, score),
+                "avg5": score,
+                "source": "test",
+            }
+            for res, score in ((64, 40.0), (128, 50.0))
+        ]
+    )
     res = load_points(db=db_url, paper_accuracy=False)
     pts = res.points
     assert "peak_mem_bytes" in pts.columns
@@ -90,7 +117,9 @@ def test_choose_max_memory_on_points_loaded_from_a_real_tiny_sweep(db_url, tmp_p
     limit_gb = float(mem.max()) / 1e9 * 2  # both fit
     picked = choose(pts, 1e9, limits=Limits(max_memory_gb=limit_gb))
     assert picked.choice is not None and picked.choice["resolution"] == 128
-    assert picked.choice["peak_mem_bytes"] == pytest.approx(float(mem[pts["resolution"] == 128].iloc[0]))
+    assert picked.choice["peak_mem_bytes"] == pytest.approx(
+        float(mem[pts["resolution"] == 128].iloc[0])
+    )
     tight = float(mem.min()) / 1e9 * 0.5  # nothing fits in half the smallest peak
     nothing = choose(pts, 1e9, limits=Limits(max_memory_gb=tight))
     assert nothing.choice is None
@@ -107,7 +136,11 @@ def test_export_files_carry_schema_version_and_newer_layouts_are_refused(db_url,
     s = Store(db_url)
     rid = s.create_run("t", {}, {"machine_id": "m"})
     samples = [1.0, 2.0, 3.0, 4.0, 5.0]
-    s.add_measurement(rid, MeasurementKey("encoder", "fastvit", resolution=64), Measurement(samples, summarize(samples), "quick", 1))
+    s.add_measurement(
+        rid,
+        MeasurementKey("encoder", "fastvit", resolution=64),
+        Measurement(samples, summarize(samples), "quick", 1),
+    )
     for ext in ("csv", "json", "parquet"):
         rows = read_measurements_file(s.export(tmp_path / f"m.{ext}"))
         assert [int(r["schema_version"]) for r in rows] == [schema.FILE_SCHEMA_VERSION]

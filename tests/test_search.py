@@ -76,7 +76,11 @@ def test_finds_the_known_best_feasible_point_and_respects_the_budget(db_url, tmp
     best = res.best
     assert Config(best["encoder"], best["resolution"], best["tiling"], best["llm"]) == expected
     assert best["budget_ttft_ms"] <= budget and best["accuracy_source"] == "synthetic"
-    assert math.isclose(best["ttft_ms"], best["encoder_ms"] + best["projector_ms"] + best["prefill_ms"], rel_tol=1e-9)
+    assert math.isclose(
+        best["ttft_ms"],
+        best["encoder_ms"] + best["projector_ms"] + best["prefill_ms"],
+        rel_tol=1e-9,
+    )
     # every front point is feasible and non-dominated among the feasible points evaluated
     feas = res.points[res.points["feasible"]]
     for o in res.front:
@@ -96,13 +100,21 @@ def test_resume_continues_the_study_without_remeasuring(db_url, monkeypatch):
     real = fake.fake_encoder
     monkeypatch.setattr(fake, "fake_encoder", lambda *a, **k: calls.append(a[:3]) or real(*a, **k))
     space = small_space()
-    first = Search(space, synthetic_accuracy, db=db_url, budget_ms=3000, study_name="s1").optimize(6)
-    before = {(r["kind"], r["name"], r["resolution"], r["tokens"], r["in_dim"]): r["created_at"]
-              for r in Store(db_url).measurement_rows(run_ids=[first.run_id])}
-    again = Search(space, synthetic_accuracy, db=db_url, budget_ms=3000, study_name="s1", resume=True)
+    first = Search(space, synthetic_accuracy, db=db_url, budget_ms=3000, study_name="s1").optimize(
+        6
+    )
+    before = {
+        (r["kind"], r["name"], r["resolution"], r["tokens"], r["in_dim"]): r["created_at"]
+        for r in Store(db_url).measurement_rows(run_ids=[first.run_id])
+    }
+    again = Search(
+        space, synthetic_accuracy, db=db_url, budget_ms=3000, study_name="s1", resume=True
+    )
     # configurations of the first session are known without measuring them again
-    assert set(again._seen) == {Config(*(p[k] for k in ("encoder", "resolution", "tiling", "llm")))
-                                for p in first.points.to_dict("records")}
+    assert set(again._seen) == {
+        Config(*(p[k] for k in ("encoder", "resolution", "tiling", "llm")))
+        for p in first.points.to_dict("records")
+    }
     second = again.optimize(6)
     assert second.run_id == first.run_id and len(second.points) == 12 and second.trials_total >= 12
     rows = Store(db_url).measurement_rows(run_ids=[first.run_id])
@@ -110,7 +122,11 @@ def test_resume_continues_the_study_without_remeasuring(db_url, monkeypatch):
         k = (r["kind"], r["name"], r["resolution"], r["tokens"], r["in_dim"])
         assert before.get(k, r["created_at"]) == r["created_at"]
     assert len(calls) == len(set(calls))  # each encoder setting measured once over both sessions
-    assert second.measurements_total == len(rows) == first.measurements_total + second.measurements_session
+    assert (
+        second.measurements_total
+        == len(rows)
+        == first.measurements_total + second.measurements_session
+    )
 
 
 def test_resume_refuses_other_settings(db_url):
@@ -129,13 +145,25 @@ def test_surrogate_recovers_a_linear_law_and_needs_data():
     for enc, off in (("a", 0.0), ("b", 2.0)):
         for tokens in (16, 64, 256, 1024):
             for p in (0.5, 1.5, 7.0):
-                rows.append({"encoder": enc, "tiling": "none", "recipe": "r", "tokens": tokens, "llm_params_b": p,
-                             "accuracy": 40 + off + 3 * math.log2(tokens) + 2 * math.log2(p)})
+                rows.append(
+                    {
+                        "encoder": enc,
+                        "tiling": "none",
+                        "recipe": "r",
+                        "tokens": tokens,
+                        "llm_params_b": p,
+                        "accuracy": 40 + off + 3 * math.log2(tokens) + 2 * math.log2(p),
+                    }
+                )
     s = AccuracySurrogate.fit(pd.DataFrame(rows), ridge=1e-6)
-    assert s.predict("b", "none", "r", 128, 3.0) == pytest.approx(42 + 21 + 2 * math.log2(3.0), abs=1e-3)
+    assert s.predict("b", "none", "r", 128, 3.0) == pytest.approx(
+        42 + 21 + 2 * math.log2(3.0), abs=1e-3
+    )
     assert s.loo_rmse < 1e-3
     # no extrapolation beyond the tokens seen: 4096 tokens predicts like 1024
-    assert s.predict("a", "none", "r", 4096, 1.5) == pytest.approx(s.predict("a", "none", "r", 1024, 1.5))
+    assert s.predict("a", "none", "r", 4096, 1.5) == pytest.approx(
+        s.predict("a", "none", "r", 1024, 1.5)
+    )
     with pytest.raises(UserError, match="no accuracy to search on"):
         AccuracySurrogate.fit(pd.DataFrame(rows[:2]))
 
@@ -145,7 +173,10 @@ def test_predicted_accuracy_is_labelled_everywhere(db_url, tmp_path):
     cfg = sweep_config(encoders=["fastvithd"], llms=["vicuna-7b"], backend="fake")
     space = build_space(cfg, resolution_range=(256, 384))
     acc = load_accuracy(db=db_url, recipe="llava-1.5")
-    assert acc(Config("fastvithd", 256, "none", "vicuna-7b"), 16, 7.0) == (pytest.approx(55.42), "paper")
+    assert acc(Config("fastvithd", 256, "none", "vicuna-7b"), 16, 7.0) == (
+        pytest.approx(55.42),
+        "paper",
+    )
     s = Search(space, acc, db=db_url, study_name="p", accuracy_notes=acc.notes)
     res = s.optimize(3)
     src = dict(zip(res.points["resolution"], res.points["accuracy_source"], strict=True))
@@ -158,8 +189,26 @@ def test_predicted_accuracy_is_labelled_everywhere(db_url, tmp_path):
         assert p["accuracy_source"] == ("paper" if p["resolution"] == 256 else "predicted")
     assert any("predicted" in n for n in res.notes)
     # the command's report points carry the label too
-    rc = cli.main(["--db", db_url, "search", "--encoders", "fastvithd", "--llms", "vicuna-7b", "--backend", "fake",
-                   "--resolution-range", "256:384", "--trials", "2", "--quiet", "--report", str(tmp_path / "r")])
+    rc = cli.main(
+        [
+            "--db",
+            db_url,
+            "search",
+            "--encoders",
+            "fastvithd",
+            "--llms",
+            "vicuna-7b",
+            "--backend",
+            "fake",
+            "--resolution-range",
+            "256:384",
+            "--trials",
+            "2",
+            "--quiet",
+            "--report",
+            str(tmp_path / "r"),
+        ]
+    )
     assert rc == 0
     pts = pd.read_csv(tmp_path / "r" / "points.csv")
     assert set(pts.loc[pts["resolution"] != 256, "accuracy_source"]) == {"predicted"}
@@ -172,51 +221,124 @@ def test_store_and_optuna_share_one_database(db_url):
     study = optuna.create_study(storage=storage, study_name="shared")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     again = Store(db_url)  # reopening sees its schema, not Optuna's tables
-    key = MeasurementKey("encoder", "fastvit", resolution=256, backend="fake", device="cpu", dtype="float32",
-                         protocol="quick")
+    key = MeasurementKey(
+        "encoder",
+        "fastvit",
+        resolution=256,
+        backend="fake",
+        device="cpu",
+        dtype="float32",
+        protocol="quick",
+    )
     again.add_measurement(run, key, status="skipped", reason="test")
     assert again.get_measurement(run, key)["status"] == "skipped"
-    assert len(optuna.load_study(study_name="shared", storage=optuna.storages.RDBStorage(again.url)).trials) == 2
+    assert (
+        len(
+            optuna.load_study(
+                study_name="shared", storage=optuna.storages.RDBStorage(again.url)
+            ).trials
+        )
+        == 2
+    )
 
 
 def test_cli_json_end_to_end(db_url, capsys):
-    rc = cli.main(["--db", db_url, "search", "--preset", "paper_fig4", "--backend", "fake", "--budget-ms", "2500",
-                   "--trials", "8", "--json", "--study-name", "j"])
+    rc = cli.main(
+        [
+            "--db",
+            db_url,
+            "search",
+            "--preset",
+            "paper_fig4",
+            "--backend",
+            "fake",
+            "--budget-ms",
+            "2500",
+            "--trials",
+            "8",
+            "--json",
+            "--study-name",
+            "j",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["best"]["budget_ttft_ms"] <= 2500
     assert out["counts"]["configurations"] == 8 and out["counts"]["grid_points"] == 138
     assert 0 < out["counts"]["measurements"] <= 3 * 8
-    rc = cli.main(["--db", db_url, "search", "--preset", "paper_fig4", "--backend", "fake", "--budget-ms", "2500",
-                   "--trials", "2", "--json", "--study-name", "j", "--resume"])
+    rc = cli.main(
+        [
+            "--db",
+            db_url,
+            "search",
+            "--preset",
+            "paper_fig4",
+            "--backend",
+            "fake",
+            "--budget-ms",
+            "2500",
+            "--trials",
+            "2",
+            "--json",
+            "--study-name",
+            "j",
+            "--resume",
+        ]
+    )
     assert rc == 0 and json.loads(capsys.readouterr().out)["counts"]["configurations"] == 10
 
 
 def test_nothing_feasible_exits_1(db_url, capsys):
-    rc = cli.main(["--db", db_url, "search", "--encoders", "fastvit", "--llms", "qwen2-0.5b", "--backend", "fake",
-                   "--resolution-range", "256:320", "--budget-ms", "1", "--trials", "3"])
+    rc = cli.main(
+        [
+            "--db",
+            db_url,
+            "search",
+            "--encoders",
+            "fastvit",
+            "--llms",
+            "qwen2-0.5b",
+            "--backend",
+            "fake",
+            "--resolution-range",
+            "256:320",
+            "--budget-ms",
+            "1",
+            "--trials",
+            "3",
+        ]
+    )
     assert rc == 1 and "No evaluated configuration fits" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--budget-ms", "0"], "positive"),
-    (["--budget-ms", "-3"], "positive"),
-    (["--budget-ms", "fast"], "number of milliseconds"),
-    (["--budget-ms", "nan"], "positive"),
-    (["--resolution-range", "512"], "MIN:MAX"),
-    (["--resolution-range", "900:100"], "MIN <= MAX"),
-    (["--encoders", "fastvithd", "--llms", "qwen2-0.5b", "--resolution-range", "10:20"], "empty space"),
-    (["--encoders", "fastvithdd", "--llms", "qwen2-0.5b"], "did you mean 'fastvithd'"),
-    (["--encoders", "fastvit", "--llms", "qwen3-0.5b"], "unknown LLM"),
-    (["--preset", "paper_fig44"], "did you mean 'paper_fig4'"),
-    (["--preset", "paper_fig4", "--backend", "fakee"], "did you mean 'fake'"),
-    (["--encoders", "fastvit"], "empty space"),
-    (["--preset", "paper_fig4", "--benchmark", "gqaa"], "unknown benchmark"),
-    (["--preset", "paper_fig4", "--trials", "-1"], "--trials"),
-    (["--preset", "paper_fig4", "--resume"], "--resume needs --study-name"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget-ms", "0"], "positive"),
+        (["--budget-ms", "-3"], "positive"),
+        (["--budget-ms", "fast"], "number of milliseconds"),
+        (["--budget-ms", "nan"], "positive"),
+        (["--resolution-range", "512"], "MIN:MAX"),
+        (["--resolution-range", "900:100"], "MIN <= MAX"),
+        (
+            ["--encoders", "fastvithd", "--llms", "qwen2-0.5b", "--resolution-range", "10:20"],
+            "empty space",
+        ),
+        (["--encoders", "fastvithdd", "--llms", "qwen2-0.5b"], "did you mean 'fastvithd'"),
+        (["--encoders", "fastvit", "--llms", "qwen3-0.5b"], "unknown LLM"),
+        (["--preset", "paper_fig44"], "did you mean 'paper_fig4'"),
+        (["--preset", "paper_fig4", "--backend", "fakee"], "did you mean 'fake'"),
+        (["--encoders", "fastvit"], "empty space"),
+        (["--preset", "paper_fig4", "--benchmark", "gqaa"], "unknown benchmark"),
+        (["--preset", "paper_fig4", "--trials", "-1"], "--trials"),
+        (["--preset", "paper_fig4", "--resume"], "--resume needs --study-name"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(db_url, capsys, args, message):
-    rc = cli.main(["--db", db_url, "search", "--backend", "fake", *args] if "--backend" not in args
-                  else ["--db", db_url, "search", *args])
+    rc = cli.main(
+        ["--db", db_url, "search", "--backend", "fake", *args]
+        if "--backend" not in args
+        else ["--db", db_url, "search", *args]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and "\n" not in err and err.startswith("vlm-pareto: error:")
 

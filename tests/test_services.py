@@ -17,13 +17,22 @@ SCRIPT = ROOT / "scripts" / "services.sh"
 
 
 def services(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def daemon_pids(state: Path) -> dict[str, str]:
-    files = {"postgres": state / "pg" / "data" / "postmaster.pid", "slurmctld": state / "slurm" / "slurmctld.pid",
-             "slurmd": state / "slurm" / "slurmd.pid", "munged": state / "munge" / "munged.pid"}
+    files = {
+        "postgres": state / "pg" / "data" / "postmaster.pid",
+        "slurmctld": state / "slurm" / "slurmctld.pid",
+        "slurmd": state / "slurm" / "slurmd.pid",
+        "munged": state / "munge" / "munged.pid",
+    }
     return {name: f.read_text().splitlines()[0].strip() for name, f in files.items() if f.exists()}
 
 
@@ -56,15 +65,24 @@ def test_a_second_state_folder_starts_and_stops_only_its_own():
     try:
         r = services("start", env=env)
         assert r.returncode == 0, r.stderr
-        facts = dict(line.split("=", 1) for line in (state / "services.env").read_text().splitlines()
-                     if "=" in line and not line.startswith("#"))
-        assert "VLM_PARETO_TEST_PG_URL" in facts and "VLM_PARETO_TEST_SLURM_PARTITION" in facts, facts
-        assert facts["VLM_PARETO_TEST_PG_URL"] != os.environ["VLM_PARETO_TEST_PG_URL"]  # its own server
+        facts = dict(
+            line.split("=", 1)
+            for line in (state / "services.env").read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+        assert "VLM_PARETO_TEST_PG_URL" in facts and "VLM_PARETO_TEST_SLURM_PARTITION" in facts, (
+            facts
+        )
+        assert (
+            facts["VLM_PARETO_TEST_PG_URL"] != os.environ["VLM_PARETO_TEST_PG_URL"]
+        )  # its own server
         assert "127.0.0.1" in facts["VLM_PARETO_TEST_PG_URL"]  # loopback only
         conf = (state / "slurm" / "slurm.conf").read_text()
         assert "NodeAddr=127.0.0.1" in conf and "PartitionName=vlmp" in conf
         own = daemon_pids(state)
-        assert set(own) == {"postgres", "slurmctld", "slurmd", "munged"} and all(alive(p) for p in own.values())
+        assert set(own) == {"postgres", "slurmctld", "slurmd", "munged"} and all(
+            alive(p) for p in own.values()
+        )
     finally:
         services("stop", env=env)
         stopped = services("status", env=env).returncode == 1

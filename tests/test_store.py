@@ -23,7 +23,9 @@ FP = {"machine_id": "m1", "machine": "test machine", "git": {"commit": "abc"}}
 
 
 def meas(values):
-    return Measurement(samples_ms=list(values), stats=summarize(values), protocol="quick", threads=2)
+    return Measurement(
+        samples_ms=list(values), stats=summarize(values), protocol="quick", threads=2
+    )
 
 
 @pytest.fixture
@@ -46,7 +48,9 @@ def test_bare_path_is_sqlite(tmp_path):
 def test_round_trip_measurement(store):
     run = store.create_run("sweep quick", {"a": 1}, FP)
     key = MeasurementKey("encoder", "fastvithd", resolution=256, tokens=16, protocol="quick")
-    rid = store.add_measurement(run, key, meas([1.0, 2.0, 3.0]), extra={"gflops": 29.6}, build_s=0.5)
+    rid = store.add_measurement(
+        run, key, meas([1.0, 2.0, 3.0]), extra={"gflops": 29.6}, build_s=0.5
+    )
     row = store.get_measurement(run, key)
     assert row["id"] == rid and row["samples_ms"] == [1.0, 2.0, 3.0]
     assert row["median_ms"] == 2.0 and row["extra"] == {"gflops": 29.6} and row["build_s"] == 0.5
@@ -92,8 +96,17 @@ def test_export_formats(store, tmp_path):
 
 
 def test_accuracy_idempotent_and_conflicts(store):
-    row = dict(encoder="fastvithd", resolution=256, llm="vicuna-7b", tiling="none", recipe="llava-1.5",
-               scores={"gqa": 60.6}, avg5=None, missing=["pope"], source="t.json")
+    row = dict(
+        encoder="fastvithd",
+        resolution=256,
+        llm="vicuna-7b",
+        tiling="none",
+        recipe="llava-1.5",
+        scores={"gqa": 60.6},
+        avg5=None,
+        missing=["pope"],
+        source="t.json",
+    )
     assert store.add_accuracy([row])["inserted"] == 1
     assert store.add_accuracy([row])["unchanged"] == 1
     with pytest.raises(UserError, match="different scores"):
@@ -113,7 +126,9 @@ def test_corrupt_store_is_refused_and_untouched(tmp_path):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not sqlite" * 100)
     digest = hashlib.sha256(bad.read_bytes()).hexdigest()
-    with pytest.raises(UserError, match="corrupt or not a database|not a SQLite database|cannot read"):
+    with pytest.raises(
+        UserError, match="corrupt or not a database|not a SQLite database|cannot read"
+    ):
         Store(str(bad))
     assert hashlib.sha256(bad.read_bytes()).hexdigest() == digest
 
@@ -183,12 +198,18 @@ def test_concurrent_writers_no_duplicates_no_losses(db_url):
     run = store.create_run("c", {}, FP)
     n, workers = 30, 4
     procs = [
-        subprocess.Popen([sys.executable, str(WRITER), db_url, run, str(w), str(n), "overlap"],
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WRITER), db_url, run, str(w), str(n), "overlap"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for w in range(workers)
     ] + [
-        subprocess.Popen([sys.executable, str(WRITER), db_url, run, str(w + 10), str(n)],
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(WRITER), db_url, run, str(w + 10), str(n)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for w in range(2)
     ]
     outs = [p.communicate(timeout=240)[0] for p in procs]
@@ -205,7 +226,17 @@ def test_concurrent_writers_no_duplicates_no_losses(db_url):
 
 def test_fingerprint_has_what_comparisons_need():
     fp = fingerprint(threads=2)
-    for key in ("cpu_model", "cpu_cores", "memory_gib", "os", "python", "libraries", "threads", "git", "machine_id"):
+    for key in (
+        "cpu_model",
+        "cpu_cores",
+        "memory_gib",
+        "os",
+        "python",
+        "libraries",
+        "threads",
+        "git",
+        "machine_id",
+    ):
         assert key in fp
     assert fp["libraries"]["vlm-pareto"]
     assert len(fp["machine_id"]) == 12

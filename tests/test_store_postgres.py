@@ -25,9 +25,19 @@ WRITER = Path(__file__).parent / "helpers" / "store_writer.py"
 SLOW = Path(__file__).parent / "fixtures" / "slow_encoder"
 FP = {"machine_id": "m1", "machine": "test machine"}
 #: a sweep whose measurements take ~1 s each (a real torch encoder that sleeps per forward)
-SLOW_SWEEP = ["sweep", "--config-name", "quick", "--config-dir", str(SLOW), "~encoders.fastvithd",
-              "~encoders.fastvit", "+encoder@encoders.slow=slow", "encoders.slow.resolutions=[64,128]",
-              "~llms.tiny_llama", "report=false"]
+SLOW_SWEEP = [
+    "sweep",
+    "--config-name",
+    "quick",
+    "--config-dir",
+    str(SLOW),
+    "~encoders.fastvithd",
+    "~encoders.fastvit",
+    "+encoder@encoders.slow=slow",
+    "encoders.slow.resolutions=[64,128]",
+    "~llms.tiny_llama",
+    "report=false",
+]
 
 
 def tables(url: str) -> set[str]:
@@ -47,15 +57,22 @@ def any_db(request, db_url) -> str:
 
 
 def cli(*args: str, timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def meas(values):
     from harness.protocol import Measurement
     from harness.stats import summarize
 
-    return Measurement(samples_ms=list(values), stats=summarize(values), protocol="quick", threads=2)
+    return Measurement(
+        samples_ms=list(values), stats=summarize(values), protocol="quick", threads=2
+    )
 
 
 @pytest.mark.postgres
@@ -69,8 +86,15 @@ def test_round_trip_and_accuracy_on_postgres(pg):
     s.add_measurement(run, key, meas([9.0, 9.0]))  # first ok wins
     rows = s.measurement_rows([run])
     assert len(rows) == 1 and rows[0]["samples_ms"] == [1.0, 2.0, 3.0]
-    acc = dict(encoder="fastvithd", resolution=256, llm="vicuna-7b", tiling="none", recipe="llava-1.5",
-               scores={"gqa": 60.6}, source="t")
+    acc = dict(
+        encoder="fastvithd",
+        resolution=256,
+        llm="vicuna-7b",
+        tiling="none",
+        recipe="llava-1.5",
+        scores={"gqa": 60.6},
+        source="t",
+    )
     assert s.add_accuracy([acc])["inserted"] == 1 and s.add_accuracy([acc])["unchanged"] == 1
 
 
@@ -84,9 +108,16 @@ def test_schema_version_and_migrations_are_transactional_on_postgres(pg, monkeyp
     from harness.store import SCHEMA_VERSION, Store
 
     s = Store(pg)
-    assert s.schema_version == SCHEMA_VERSION and {"meta", "runs", "measurements", "accuracy"} <= tables(pg)
+    assert s.schema_version == SCHEMA_VERSION and {
+        "meta",
+        "runs",
+        "measurements",
+        "accuracy",
+    } <= tables(pg)
     run = s.create_run("c", {}, FP)
-    s.add_measurement(run, store_mod.MeasurementKey("encoder", "e", resolution=64), meas([1.0, 2.0]))
+    s.add_measurement(
+        run, store_mod.MeasurementKey("encoder", "e", resolution=64), meas([1.0, 2.0])
+    )
     s.engine.dispose()
     nxt = SCHEMA_VERSION + 1
 
@@ -119,7 +150,9 @@ def test_sigkill_during_writes_loses_nothing_committed_on_postgres(pg):
 
     store = Store(pg)
     run = store.create_run("c", {}, FP)
-    proc = subprocess.Popen([sys.executable, str(WRITER), pg, run, "0", "100000"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), pg, run, "0", "100000"], stdout=subprocess.PIPE, text=True
+    )
     committed = []
     assert proc.stdout is not None
     while len(committed) < 40:
@@ -139,8 +172,15 @@ def test_four_writers_500_rows_each(any_db):
 
     store = Store(any_db)
     run = store.create_run("c", {}, FP)
-    procs = [subprocess.Popen([sys.executable, str(WRITER), any_db, run, str(w), "500"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WRITER), any_db, run, str(w), "500"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(4)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
     assert all("error" not in err.lower() for _, err in outs)
@@ -157,8 +197,14 @@ def test_concurrent_writers_of_the_same_keys_on_postgres(pg):
 
     store = Store(pg)
     run = store.create_run("c", {}, FP)
-    procs = [subprocess.Popen([sys.executable, str(WRITER), pg, run, str(w), "25", "overlap"],
-                              stdout=subprocess.PIPE, text=True) for w in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WRITER), pg, run, str(w), "25", "overlap"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(3)
+    ]
     for p in procs:
         p.communicate(timeout=240)
         assert p.returncode == 0
@@ -204,14 +250,30 @@ def test_search_study_lives_in_the_same_postgres_database(pg, tmp_path):
 
     from harness.store import Store
 
-    args = ["--db", pg, "search", "--preset", "paper_fig4", "--backend", "fake", "--budget-ms", "2500",
-            "--trials", "6", "--study-name", "pg-study", "--quiet"]
+    args = [
+        "--db",
+        pg,
+        "search",
+        "--preset",
+        "paper_fig4",
+        "--backend",
+        "fake",
+        "--budget-ms",
+        "2500",
+        "--trials",
+        "6",
+        "--study-name",
+        "pg-study",
+        "--quiet",
+    ]
     first = cli(*args, "--report", str(tmp_path / "r1"))
     assert first.returncode == 0, first.stderr
     assert "pg-study" in optuna.study.get_all_study_names(storage=pg)
     study = optuna.load_study(study_name="pg-study", storage=pg)
     n1 = len(study.trials)
-    assert n1 >= 6 and {"studies", "trials"} <= tables(pg) and {"runs", "measurements"} <= tables(pg)
+    assert (
+        n1 >= 6 and {"studies", "trials"} <= tables(pg) and {"runs", "measurements"} <= tables(pg)
+    )
     runs = Store(pg).list_runs()
     assert len(runs) == 1 and Store(pg).measurement_rows([runs[0]["id"]])
     again = cli(*args, "--resume", "--report", str(tmp_path / "r2"))
@@ -227,13 +289,21 @@ def _nightly_run(store, run_id: str, medians: dict[str, float], seed: int) -> No
     from harness.stats import summarize
     from harness.store import MeasurementKey
 
-    store.create_run("vlm-pareto nightly", {"preset": "nightly"},
-                     {"machine_id": "m1", "git": {"commit": f"c-{run_id}"}}, run_id=run_id)
+    store.create_run(
+        "vlm-pareto nightly",
+        {"preset": "nightly"},
+        {"machine_id": "m1", "git": {"commit": f"c-{run_id}"}},
+        run_id=run_id,
+    )
     rng = np.random.default_rng(seed)
     for name, med in medians.items():
         s = [float(x) for x in rng.lognormal(math.log(med), 0.02, 40)]
         key = MeasurementKey("encoder", name, resolution=256, tokens=16, protocol="rigorous")
-        store.add_measurement(run_id, key, Measurement(samples_ms=s, stats=summarize(s), protocol="rigorous", threads=1))
+        store.add_measurement(
+            run_id,
+            key,
+            Measurement(samples_ms=s, stats=summarize(s), protocol="rigorous", threads=1),
+        )
     store.set_run_status(run_id, "done")
 
 
@@ -259,7 +329,11 @@ def test_nightly_reads_its_history_from_postgres(pg, tmp_path):
 def _one_line_exit_2(r: subprocess.CompletedProcess) -> str:
     assert r.returncode == 2, r.stdout + r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("vlm-pareto: error:") and "Traceback" not in r.stderr, r.stderr
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("vlm-pareto: error:")
+        and "Traceback" not in r.stderr
+    ), r.stderr
     return lines[0]
 
 
@@ -276,8 +350,11 @@ def test_bad_postgres_urls_are_one_line_exit_2_and_write_nothing(pg, tmp_path):
     }
     for what, (url, hint) in cases.items():
         text = url.render_as_string(hide_password=False)
-        cmds = [["runs"]] + ([["sweep", "--config-name", "quick", "backend=fake", "report=false"]]
-                             if what == "no server" else [])
+        cmds = [["runs"]] + (
+            [["sweep", "--config-name", "quick", "backend=fake", "report=false"]]
+            if what == "no server"
+            else []
+        )
         for cmd in cmds:
             line = _one_line_exit_2(cli("--db", text, *cmd, cwd=tmp_path))
             assert hint in line, (what, line)

@@ -35,7 +35,9 @@ FP = {"machine_id": "m1", "machine": "test machine", "git": {"commit": "abc"}}
 
 
 def meas(values):
-    return Measurement(samples_ms=list(values), stats=summarize(values), protocol="quick", threads=2)
+    return Measurement(
+        samples_ms=list(values), stats=summarize(values), protocol="quick", threads=2
+    )
 
 
 def digest(path: Path) -> str:
@@ -45,15 +47,26 @@ def digest(path: Path) -> str:
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("VLM_PARETO_DB", None)
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def one_line(stderr: str) -> bool:
-    return stderr.startswith("vlm-pareto: error:") and stderr.count("\n") == 1 and "Traceback" not in stderr
+    return (
+        stderr.startswith("vlm-pareto: error:")
+        and stderr.count("\n") == 1
+        and "Traceback" not in stderr
+    )
 
 
 # -- concurrency -----------------------------------------------------------------------------
+
 
 def _open_fresh(paths: list[str], barrier, worker: int, results) -> None:  # runs in a child process
     for p in paths:
@@ -73,7 +86,9 @@ def test_processes_opening_one_fresh_store_at_once_all_succeed(tmp_path):
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_open_fresh, args=(paths, barrier, w, results)) for w in range(workers)]
+    procs = [
+        ctx.Process(target=_open_fresh, args=(paths, barrier, w, results)) for w in range(workers)
+    ]
     for p in procs:
         p.start()
     got = [results.get(timeout=240) for _ in range(workers * stores)]
@@ -99,16 +114,30 @@ def _csv(path: Path, benches: dict[str, float]) -> Path:
 
 def test_concurrent_overlapping_ingests_lose_nothing(tmp_path):
     db = tmp_path / "acc.db"
-    all_scores = {"gqa": 60.1, "textvqa": 55.2, "pope": 85.3, "docvqa": 40.4, "seedbench": 62.5, "mmmu": 30.6}
+    all_scores = {
+        "gqa": 60.1,
+        "textvqa": 55.2,
+        "pope": 85.3,
+        "docvqa": 40.4,
+        "seedbench": 62.5,
+        "mmmu": 30.6,
+    }
     names = list(all_scores)
     files = []
     for i in range(6):  # each file: 2 benchmarks, overlapping its neighbours (same scores)
         subset = {b: all_scores[b] for b in (names[i], names[(i + 1) % len(names)])}
         files.append(_csv(tmp_path / f"part{i}.csv", subset))
-    procs = [subprocess.Popen([sys.executable, "-m", "harness", "--db", str(db), "ingest", str(f)],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
-             for f in files]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "harness", "--db", str(db), "ingest", str(f)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for f in files
+    ]
     outs = [p.communicate(timeout=240) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     acc = Store(str(db), readonly=True).accuracy()
@@ -120,14 +149,28 @@ def test_concurrent_overlapping_ingests_lose_nothing(tmp_path):
 
 # -- corruption ------------------------------------------------------------------------------
 
+
 def _filled_store(path: Path, n: int = 400) -> tuple[str, int]:
     s = Store(str(path))
     run = s.create_run("fill", {"x": 1}, FP)
     for i in range(n):
         key = MeasurementKey("encoder", f"enc{i % 5}", resolution=64 + i, protocol="quick")
-        s.add_measurement(run, key, meas([1.0 + i % 7 + j * 0.01 for j in range(30)]), extra={"i": i})
-    s.add_accuracy([{"encoder": "fastvithd", "resolution": 256, "llm": "qwen2-0.5b", "tiling": "none",
-                     "recipe": "llava-1.5", "source": "csv", "scores": {"gqa": 60.0}}])
+        s.add_measurement(
+            run, key, meas([1.0 + i % 7 + j * 0.01 for j in range(30)]), extra={"i": i}
+        )
+    s.add_accuracy(
+        [
+            {
+                "encoder": "fastvithd",
+                "resolution": 256,
+                "llm": "qwen2-0.5b",
+                "tiling": "none",
+                "recipe": "llava-1.5",
+                "source": "csv",
+                "scores": {"gqa": 60.0},
+            }
+        ]
+    )
     s.set_run_status(run, "done")
     s.engine.dispose()
     con = sqlite3.connect(path)
@@ -217,7 +260,12 @@ def test_recover_refuses_to_overwrite(tmp_path):
 
 # -- read-only commands stay read-only -------------------------------------------------------
 
-READERS = [["runs"], ["report", "--out", "{tmp}/rep"], ["choose", "--budget-ms", "100"], ["compare", "--baseline", "a", "--candidate", "b"]]
+READERS = [
+    ["runs"],
+    ["report", "--out", "{tmp}/rep"],
+    ["choose", "--budget-ms", "100"],
+    ["compare", "--baseline", "a", "--candidate", "b"],
+]
 
 
 @pytest.mark.parametrize("argv", READERS, ids=lambda a: a[0])
@@ -297,6 +345,7 @@ def test_readonly_store_cannot_write(db_url):
 
 # -- run lifecycle ---------------------------------------------------------------------------
 
+
 def test_a_crash_mid_plan_leaves_the_run_partial_with_its_reason(db_url, monkeypatch):
     from harness.sweep import engine
     from harness.sweep.configs import compose_sweep
@@ -336,7 +385,9 @@ def test_a_completed_plan_is_done_and_a_resumed_one_clears_the_reason(db_url, mo
     with pytest.raises(RuntimeError):
         engine.run_sweep(cfg, command="t")
     state["crash"] = False
-    engine.run_sweep(compose_sweep("quick", ["backend=fake", f"db={db_url}", "run_id=resume-me"]), command="t")
+    engine.run_sweep(
+        compose_sweep("quick", ["backend=fake", f"db={db_url}", "run_id=resume-me"]), command="t"
+    )
     run = Store(db_url, readonly=True).get_run("resume-me")
     assert run["status"] == "done" and run["reason"] is None
 
@@ -347,6 +398,9 @@ def test_final_status_rules():
     out = SweepOutcome(run_id="r", plan=None, counts={"measured": 1, "reused": 0})  # type: ignore[arg-type]
     assert final_status(True, None, out) == ("done", None)
     assert final_status(False, KeyboardInterrupt(), out)[0] == "interrupted"
-    assert final_status(False, ValueError("x"), out) == ("partial", "stopped before its plan completed: ValueError: x")
+    assert final_status(False, ValueError("x"), out) == (
+        "partial",
+        "stopped before its plan completed: ValueError: x",
+    )
     out.failures.append("enc: RuntimeError: y")
     assert final_status(True, None, out)[0] == "partial"

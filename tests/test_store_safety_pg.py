@@ -10,7 +10,9 @@ import os
 import pytest
 
 PG_URL = os.environ.get("VLM_PARETO_TEST_PG_URL")
-pytestmark = pytest.mark.skipif(not PG_URL, reason="set VLM_PARETO_TEST_PG_URL to a scratch PostgreSQL database")
+pytestmark = pytest.mark.skipif(
+    not PG_URL, reason="set VLM_PARETO_TEST_PG_URL to a scratch PostgreSQL database"
+)
 
 FP = {"machine_id": "m1", "machine": "test machine"}
 
@@ -32,7 +34,9 @@ def _open(barrier, worker: int, results) -> None:  # child process
     try:
         s = Store(PG_URL)
         run = s.create_run("race", {}, {**FP, "machine_id": f"m{worker}"})
-        s.add_measurement(run, MeasurementKey("encoder", f"w{worker}"), status="skipped", reason="x")
+        s.add_measurement(
+            run, MeasurementKey("encoder", f"w{worker}"), status="skipped", reason="x"
+        )
         results.put("ok")
     except BaseException as e:  # noqa: BLE001
         results.put(f"{type(e).__name__}: {e}")
@@ -61,7 +65,14 @@ def test_merge_accuracy_redoes_the_unit_when_a_row_changed_underneath():
     from harness.store import Store
 
     store = Store(PG_URL)
-    base = {"encoder": "e", "resolution": 256, "llm": "l", "tiling": "none", "recipe": "r", "source": "csv"}
+    base = {
+        "encoder": "e",
+        "resolution": 256,
+        "llm": "l",
+        "tiling": "none",
+        "recipe": "r",
+        "source": "csv",
+    }
     store.add_accuracy([{**base, "scores": {"gqa": 1.0}}])
     other = Store(PG_URL)
     seen = []

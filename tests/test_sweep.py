@@ -26,12 +26,20 @@ def composed(name: str, overrides: list[str] | None = None):
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
 
 
 def test_all_expected_presets_exist():
-    assert {"paper_table4", "paper_fig4", "paper_fig5", "paper_fig6", "nightly", "quick"} <= set(PRESETS)
+    assert {"paper_table4", "paper_fig4", "paper_fig5", "paper_fig6", "nightly", "quick"} <= set(
+        PRESETS
+    )
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -47,9 +55,18 @@ def test_default_config_is_paper_table4_and_factorized():
     assert cfg.name == "paper_table4" and cfg.recipe == "llava-1.5"
     plan, specs = resolve(cfg)
     assert {(p.encoder, p.resolution) for p in plan.points} == {
-        ("fastvithd", 256), ("fastvithd", 512), ("fastvithd", 768), ("fastvithd", 1024),
-        ("convnext-l", 320), ("convnext-l", 512), ("convnext-xxl", 256), ("convnext-xxl", 512),
-        ("fastvit", 256), ("fastvit", 768), ("vit-l-14", 336)}
+        ("fastvithd", 256),
+        ("fastvithd", 512),
+        ("fastvithd", 768),
+        ("fastvithd", 1024),
+        ("convnext-l", 320),
+        ("convnext-l", 512),
+        ("convnext-xxl", 256),
+        ("convnext-xxl", 512),
+        ("fastvit", 256),
+        ("fastvit", 768),
+        ("vit-l-14", 336),
+    }
     # Table 4/1 token counts: 16, 64, 100, 144, 256, 576 -> one prefill per distinct count
     assert sorted(t.tokens for t in plan.prefill_tasks) == [16, 64, 100, 144, 256, 576]
     assert len(plan.encoder_tasks) == 11
@@ -96,7 +113,9 @@ def test_fake_sweep_end_to_end_and_resume(db_url):
     assert out.counts == {"measured": n, "reused": 0, "skipped": 0, "failed": 0}
     rows = Store(db_url).measurement_rows([out.run_id])
     assert len(rows) == n and {r["kind"] for r in rows} == {"encoder", "prefill", "projector"}
-    again = run_sweep(composed("quick", ["backend=fake", f"db={db_url}", f"run_id={out.run_id}"]), command="test")
+    again = run_sweep(
+        composed("quick", ["backend=fake", f"db={db_url}", f"run_id={out.run_id}"]), command="test"
+    )
     assert again.counts["reused"] == n and again.counts["measured"] == 0
     assert len(Store(db_url).measurement_rows([out.run_id])) == n
 
@@ -117,7 +136,9 @@ def test_skipped_points_are_recorded_and_the_sweep_goes_on(db_url):
     assert out.exit_code == 0
     rows = Store(db_url).measurement_rows([out.run_id], kind="encoder")
     assert all(r["status"] == "skipped" and "macOS" in r["reason"] for r in rows)
-    assert all(r["status"] == "ok" for r in Store(db_url).measurement_rows([out.run_id], kind="prefill"))
+    assert all(
+        r["status"] == "ok" for r in Store(db_url).measurement_rows([out.run_id], kind="prefill")
+    )
 
 
 def test_cli_unknown_group_option_suggests(db_url):
@@ -140,11 +161,22 @@ def test_cli_cfg_job_prints_config():
 
 
 def test_cli_sweep_json_summary(db_url, tmp_path):
-    r = cli("--db", db_url, "sweep", "--config-name", "quick", "backend=fake", "json=true", f"report_dir={tmp_path}/r")
+    r = cli(
+        "--db",
+        db_url,
+        "sweep",
+        "--config-name",
+        "quick",
+        "backend=fake",
+        "json=true",
+        f"report_dir={tmp_path}/r",
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["grid_points"] == 6 and doc["counts"]["failed"] == 0 and len(doc["points"]) == 6
-    assert {p["encoder"] for p in doc["points"]} == {"fastvithd", "fastvit"} and doc["report"].endswith("index.html")
+    assert {p["encoder"] for p in doc["points"]} == {"fastvithd", "fastvit"} and doc[
+        "report"
+    ].endswith("index.html")
 
 
 def test_cli_fake_sweep_writes_store_and_exit_0(db_url):
@@ -157,8 +189,19 @@ def test_cli_fake_sweep_writes_store_and_exit_0(db_url):
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_multirun_launchers_share_one_run(db_url, launcher, tmp_path):
-    args = ["--db", db_url, "sweep", "--config-name", "quick", "-m", "backend=fake", "report=false",
-            "tiling=none,2x2", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path}/mr"]
+    args = [
+        "--db",
+        db_url,
+        "sweep",
+        "--config-name",
+        "quick",
+        "-m",
+        "backend=fake",
+        "report=false",
+        "tiling=none,2x2",
+        f"hydra/launcher={launcher}",
+        f"hydra.sweep.dir={tmp_path}/mr",
+    ]
     if launcher == "joblib":
         args.append("hydra.launcher.n_jobs=2")
     r = cli(*args, timeout=600)
@@ -167,7 +210,9 @@ def test_multirun_launchers_share_one_run(db_url, launcher, tmp_path):
     runs = store.list_runs()
     assert len(runs) == 1  # both jobs wrote into one run
     rows = store.measurement_rows([runs[0]["id"]])
-    keys = [(r["kind"], r["name"], r["resolution"], r["tiling"], r["tokens"], r["in_dim"]) for r in rows]
+    keys = [
+        (r["kind"], r["name"], r["resolution"], r["tiling"], r["tokens"], r["in_dim"]) for r in rows
+    ]
     assert len(keys) == len(set(keys))  # shared measurements were taken once
     assert {r["tiling"] for r in rows if r["kind"] == "encoder"} == {"none", "2x2"}
     assert all(r["status"] == "ok" for r in rows)
@@ -176,16 +221,30 @@ def test_multirun_launchers_share_one_run(db_url, launcher, tmp_path):
 def test_kill_and_resume_loses_and_repeats_nothing(db_url, tmp_path):
     """SIGKILL a real sweep mid-run, resume it, and check every measurement exists once."""
     run_id = "killme"
-    args = [sys.executable, "-m", "harness", "--db", db_url, "sweep", "--config-name", "quick",
-            f"run_id={run_id}", "report=false", "protocol.min_runs=3", "llms={}",
-            "+llm@llms.tiny=tiny-qwen2"]
+    args = [
+        sys.executable,
+        "-m",
+        "harness",
+        "--db",
+        db_url,
+        "sweep",
+        "--config-name",
+        "quick",
+        f"run_id={run_id}",
+        "report=false",
+        "protocol.min_runs=3",
+        "llms={}",
+        "+llm@llms.tiny=tiny-qwen2",
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     store = Store(db_url)
     deadline = time.time() + 240
     done = 0
     while time.time() < deadline:
         try:
-            done = len([m for m in store.measurement_rows([run_id], status="ok") if m["kind"] != "canary"])
+            done = len(
+                [m for m in store.measurement_rows([run_id], status="ok") if m["kind"] != "canary"]
+            )
         except UserError:
             done = 0
         if done >= 2:
@@ -194,7 +253,9 @@ def test_kill_and_resume_loses_and_repeats_nothing(db_url, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # the machine-speed canary row is appended to by the resumed process (docs/noise.md)
-    before = {r["id"]: r for r in store.measurement_rows([run_id], status="ok") if r["kind"] != "canary"}
+    before = {
+        r["id"]: r for r in store.measurement_rows([run_id], status="ok") if r["kind"] != "canary"
+    }
     assert len(before) >= 2
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -211,15 +272,37 @@ def test_kill_and_resume_loses_and_repeats_nothing(db_url, tmp_path):
 def test_custom_encoder_from_one_yaml_file_takes_part_in_a_sweep(db_url, tmp_path):
     """The README's worked example: a config-dir with encoder/my_encoder.yaml, one override."""
     r = subprocess.run(
-        [sys.executable, "-m", "harness", "--db", db_url, "sweep", "--config-name", "quick",
-         "--config-dir", str(ROOT / "examples" / "my_encoder"), "+encoder@encoders.mine=my_encoder",
-         "backend=fake", f"report_dir={tmp_path}/rep"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "--db",
+            db_url,
+            "sweep",
+            "--config-name",
+            "quick",
+            "--config-dir",
+            str(ROOT / "examples" / "my_encoder"),
+            "+encoder@encoders.mine=my_encoder",
+            "backend=fake",
+            f"report_dir={tmp_path}/rep",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     rows = Store(db_url).measurement_rows(kind="encoder")
     mine = {row["resolution"]: row["tokens"] for row in rows if row["name"] == "my-tiny-convnet"}
-    assert mine == {256: 256, 512: 1024}  # the YAML's resolutions; stride 16, probed from forward passes
-    assert "my-tiny-convnet" in r.stdout and "my-tiny-convnet" in (tmp_path / "rep" / "points.csv").read_text()
+    assert mine == {
+        256: 256,
+        512: 1024,
+    }  # the YAML's resolutions; stride 16, probed from forward passes
+    assert (
+        "my-tiny-convnet" in r.stdout
+        and "my-tiny-convnet" in (tmp_path / "rep" / "points.csv").read_text()
+    )
 
 
 def test_protocol_config_mirrors_the_protocol_dataclass():
@@ -235,8 +318,19 @@ def test_protocol_config_mirrors_the_protocol_dataclass():
 def test_resuming_a_finished_multi_round_run_adds_no_samples(db_url):
     cfg = composed("quick", ["backend=fake", f"db={db_url}", "rounds=2", "protocol.min_runs=5"])
     out = run_sweep(cfg, command="t")
-    again = run_sweep(composed("quick", ["backend=fake", f"db={db_url}", "rounds=2", "protocol.min_runs=5",
-                                         f"run_id={out.run_id}"]), command="t")
+    again = run_sweep(
+        composed(
+            "quick",
+            [
+                "backend=fake",
+                f"db={db_url}",
+                "rounds=2",
+                "protocol.min_runs=5",
+                f"run_id={out.run_id}",
+            ],
+        ),
+        command="t",
+    )
     assert again.counts["measured"] == 0
     rows = Store(db_url).measurement_rows([out.run_id])
     assert all(len(r["samples_ms"]) == 10 and r["extra"]["rounds"] == 2 for r in rows)
@@ -258,7 +352,9 @@ def test_interrupt_releases_the_claim_so_a_resume_measures_it(db_url):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Measurer(store, run, Interrupted(), owner="host:1").run(Job(key, "x", EncoderTask("x", "x", 64, "none", 1, 1)))
+        Measurer(store, run, Interrupted(), owner="host:1").run(
+            Job(key, "x", EncoderTask("x", "x", 64, "none", 1, 1))
+        )
     assert store.get_measurement(run, key) is None  # no stale 'running' claim left behind
 
 

@@ -13,9 +13,13 @@ from harness.errors import UserError
 @pytest.mark.parametrize(
     "text,rows,cols,overview,canonical",
     [
-        ("none", 1, 1, False, "none"), (None, 1, 1, False, "none"), ("1x1", 1, 1, False, "none"),
-        ("2x2", 2, 2, False, "2x2"), ("2x2+overview", 2, 2, True, "2x2+overview"),
-        (" 1X2 ", 1, 2, False, "1x2"), ("3x3+overview", 3, 3, True, "3x3+overview"),
+        ("none", 1, 1, False, "none"),
+        (None, 1, 1, False, "none"),
+        ("1x1", 1, 1, False, "none"),
+        ("2x2", 2, 2, False, "2x2"),
+        ("2x2+overview", 2, 2, True, "2x2+overview"),
+        (" 1X2 ", 1, 2, False, "1x2"),
+        ("3x3+overview", 3, 3, True, "3x3+overview"),
     ],
 )
 def test_parse(text, rows, cols, overview, canonical):
@@ -60,7 +64,9 @@ def test_split_tiles_are_the_crops_and_overview_last():
     assert torch.equal(out[1], img[0, :, :4, 4:])
     assert torch.equal(out[2], img[0, :, 4:, :4])
     assert torch.equal(out[3], img[0, :, 4:, 4:])
-    assert torch.equal(out[5], img[1, :, :4, :4])  # second image's tiles follow the first's overview
+    assert torch.equal(
+        out[5], img[1, :, :4, :4]
+    )  # second image's tiles follow the first's overview
     over = out[4]
     assert over.shape == (3, 4, 4) and over.min() >= img[0].min() and over.max() <= img[0].max()
 

@@ -16,16 +16,43 @@ from harness.ttft import TTFT_COLUMNS, compose_ttft, fit_prefill_curve, prefill_
 
 def row(kind, name, tokens, samples, **kw):
     s = summarize(samples)
-    base = dict(kind=kind, name=name, resolution=0, tiling="none", tokens=tokens, prompt_tokens=0, in_dim=0,
-                backend="torch", device="cpu", dtype="float32", protocol="quick", status="ok",
-                samples_ms=list(samples), median_ms=s.median_ms, p90_ms=s.p90_ms, ci_low_ms=s.ci_low_ms,
-                ci_high_ms=s.ci_high_ms, estimated=False, extra={}, machine_id="m1", run_id="r1")
+    base = dict(
+        kind=kind,
+        name=name,
+        resolution=0,
+        tiling="none",
+        tokens=tokens,
+        prompt_tokens=0,
+        in_dim=0,
+        backend="torch",
+        device="cpu",
+        dtype="float32",
+        protocol="quick",
+        status="ok",
+        samples_ms=list(samples),
+        median_ms=s.median_ms,
+        p90_ms=s.p90_ms,
+        ci_low_ms=s.ci_low_ms,
+        ci_high_ms=s.ci_high_ms,
+        estimated=False,
+        extra={},
+        machine_id="m1",
+        run_id="r1",
+    )
     base.update(kw)
     return base
 
 
 def enc(name="fastvithd", res=1024, tokens=256, samples=(100.0, 102.0, 98.0, 101.0, 99.0), **kw):
-    return row("encoder", name, tokens, samples, resolution=res, extra={"out_dim": 3072, "params_m": 125.1}, **kw)
+    return row(
+        "encoder",
+        name,
+        tokens,
+        samples,
+        resolution=res,
+        extra={"out_dim": 3072, "params_m": 125.1},
+        **kw,
+    )
 
 
 def pre(llm="qwen2-0.5b", tokens=256, samples=(200.0, 204.0, 196.0, 202.0, 198.0), **kw):
@@ -41,14 +68,23 @@ def test_sum_and_interval_with_samples():
     df = compose_ttft([enc()], [proj()], [pre()])
     assert tuple(df.columns) == TTFT_COLUMNS and len(df) == 1
     r = df.iloc[0]
-    assert (r.encoder, r.resolution, r.llm, r.tiling, r.tokens, r.prompt_tokens) == ("fastvithd", 1024, "qwen2-0.5b", "none", 256, 16)
+    assert (r.encoder, r.resolution, r.llm, r.tiling, r.tokens, r.prompt_tokens) == (
+        "fastvithd",
+        1024,
+        "qwen2-0.5b",
+        "none",
+        256,
+        16,
+    )
     assert (r.encoder_ms, r.projector_ms, r.prefill_ms) == (100.0, 5.0, 200.0)
     assert r.ttft_ms == pytest.approx(305.0)
     assert r.ttft_ci_low_ms <= r.ttft_ms <= r.ttft_ci_high_ms
     assert r.ttft_ci_high_ms - r.ttft_ci_low_ms > 0
     assert r.ttft_p90_ms >= r.ttft_ms
     assert r.backend == "torch" and r.machine == "m1" and r.run_id == "r1" and not r.estimated
-    assert r.encoder_params_m == 125.1 and r.llm_params_b == 0.494 and r.latency_source == "measured"
+    assert (
+        r.encoder_params_m == 125.1 and r.llm_params_b == 0.494 and r.latency_source == "measured"
+    )
 
 
 def test_interval_without_samples_combines_parts():
@@ -56,18 +92,28 @@ def test_interval_without_samples_combines_parts():
     p = pre(samples_ms=json.dumps([]), ci_low_ms=190.0, ci_high_ms=212.0)
     q = proj(samples_ms=None, ci_low_ms=5.0, ci_high_ms=5.0)
     r = compose_ttft([e], [q], [p]).iloc[0]
-    point, lo, hi = combine_intervals([(100.0, 95.0, 104.0), (200.0, 190.0, 212.0), (5.0, 5.0, 5.0)])
+    point, lo, hi = combine_intervals(
+        [(100.0, 95.0, 104.0), (200.0, 190.0, 212.0), (5.0, 5.0, 5.0)]
+    )
     assert (r.ttft_ms, r.ttft_ci_low_ms, r.ttft_ci_high_ms) == pytest.approx((point, lo, hi))
     assert r.ttft_p90_ms == pytest.approx(e["p90_ms"] + p["p90_ms"] + q["p90_ms"])
 
 
 def test_matching_rules():
-    encs = [enc(), enc(res=512, tokens=64), enc(name="vit-l-14", res=336, tokens=576, machine_id="other")]
+    encs = [
+        enc(),
+        enc(res=512, tokens=64),
+        enc(name="vit-l-14", res=336, tokens=576, machine_id="other"),
+    ]
     pres = [pre(), pre(tokens=64), pre(llm="qwen2-1.5b"), pre(tokens=576)]
     df = compose_ttft(encs, [proj(), proj(tokens=64)], pres)
     got = sorted(zip(df.encoder, df.resolution, df.llm, strict=True))
     # vit-l-14 ran on another machine: never joined with this machine's prefill.
-    assert got == [("fastvithd", 512, "qwen2-0.5b"), ("fastvithd", 1024, "qwen2-0.5b"), ("fastvithd", 1024, "qwen2-1.5b")]
+    assert got == [
+        ("fastvithd", 512, "qwen2-0.5b"),
+        ("fastvithd", 1024, "qwen2-0.5b"),
+        ("fastvithd", 1024, "qwen2-1.5b"),
+    ]
 
 
 def test_projector_must_match_encoder_channels():
@@ -122,7 +168,9 @@ def test_fit_noisy_points_are_relative_and_nonnegative():
     fit = fit_prefill_curve(n, ms)
     assert all(c >= 0 for c in fit.coef)
     assert fit.max_rel_error < 0.1
-    assert fit.rel_residuals == pytest.approx([r / m for r, m in zip(fit.residuals_ms, ms, strict=True)])
+    assert fit.rel_residuals == pytest.approx(
+        [r / m for r, m in zip(fit.residuals_ms, ms, strict=True)]
+    )
 
 
 def test_fit_degree_follows_data_and_bad_input():
@@ -146,7 +194,9 @@ def test_measured_point_wins_over_fit():
 def test_peak_memory_is_the_larger_part_and_unknown_when_sampled():
     r = compose_ttft([enc(peak_mem_bytes=3e9)], [proj()], [pre(peak_mem_bytes=5e9)]).iloc[0]
     assert r.peak_mem_bytes == 5e9
-    r = compose_ttft([enc(peak_mem_bytes=3e9)], [proj()], [pre(peak_mem_bytes=5e9, estimated=True)]).iloc[0]
+    r = compose_ttft(
+        [enc(peak_mem_bytes=3e9)], [proj()], [pre(peak_mem_bytes=5e9, estimated=True)]
+    ).iloc[0]
     assert math.isnan(r.peak_mem_bytes)  # a k-layer model's memory is not the full model's
     r = compose_ttft([enc()], [proj()], [pre(peak_mem_bytes=5e9)]).iloc[0]
     assert math.isnan(r.peak_mem_bytes)

@@ -69,15 +69,26 @@ class AccuracyRow:
 
     def to_store(self) -> dict[str, Any]:
         """The dict ``Store.add_accuracy`` takes."""
-        return {**self.key.as_dict(), "scores": {b: round(v, 4) for b, v in self.scores.items()}, "avg5": self.avg5,
-                "missing": list(self.missing), "partial": self.partial, "source": self.source}
+        return {
+            **self.key.as_dict(),
+            "scores": {b: round(v, 4) for b, v in self.scores.items()},
+            "avg5": self.avg5,
+            "missing": list(self.missing),
+            "partial": self.partial,
+            "source": self.source,
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The ``ingest --json`` shape."""
-        return {**self.key.as_dict(), "scores": {b: round(v, 4) for b, v in self.scores.items()},
-                "avg5": None if self.avg5 is None else round(self.avg5, 4),
-                "missing": list(self.missing), "partial": self.partial, "source": self.source,
-                "files": list(dict.fromkeys(_file_of(o) for o in self.origins))}
+        return {
+            **self.key.as_dict(),
+            "scores": {b: round(v, 4) for b, v in self.scores.items()},
+            "avg5": None if self.avg5 is None else round(self.avg5, 4),
+            "missing": list(self.missing),
+            "partial": self.partial,
+            "source": self.source,
+            "files": list(dict.fromkeys(_file_of(o) for o in self.origins)),
+        }
 
 
 def _file_of(origin: str) -> str:
@@ -103,15 +114,20 @@ def _choose(records: list[ScoreRecord], prefer: str | None) -> ScoreRecord:
         a, b = next((x, y) for x in records for y in records if not _same(x.value, y.value))
         raise UserError(
             f"conflicting {first.benchmark} scores for {_describe(first.key)}: {a.value:.2f} in "
-            f"{a.origin} vs {b.value:.2f} in {b.origin}; remove one or pass --prefer newest")
+            f"{a.origin} vs {b.value:.2f} in {b.origin}; remove one or pass --prefer newest"
+        )
     undated = [r.origin for r in records if r.date is None]
     if undated:
-        raise UserError(f"--prefer newest: {undated[0]} has no 'date' field and no timestamp in "
-                        f"its name, so the newest {first.benchmark} score cannot be chosen")
+        raise UserError(
+            f"--prefer newest: {undated[0]} has no 'date' field and no timestamp in "
+            f"its name, so the newest {first.benchmark} score cannot be chosen"
+        )
     ordered = sorted(records, key=lambda r: r.date)  # type: ignore[arg-type, return-value]
     if ordered[-1].date == ordered[-2].date and not _same(ordered[-1].value, ordered[-2].value):
-        raise UserError(f"--prefer newest: {ordered[-1].origin} and {ordered[-2].origin} have the "
-                        f"same date but different {first.benchmark} scores")
+        raise UserError(
+            f"--prefer newest: {ordered[-1].origin} and {ordered[-2].origin} have the "
+            f"same date but different {first.benchmark} scores"
+        )
     return ordered[-1]
 
 
@@ -119,8 +135,9 @@ def _describe(key: Key) -> str:
     return f"{key.encoder}@{key.resolution} + {key.llm} (tiling {key.tiling}, recipe {key.recipe})"
 
 
-def merge_records(records: list[ScoreRecord], source: str, *,
-                  prefer: str | None = None) -> list[AccuracyRow]:
+def merge_records(
+    records: list[ScoreRecord], source: str, *, prefer: str | None = None
+) -> list[AccuracyRow]:
     """Merge score records into one :class:`AccuracyRow` per key (sorted by key).
 
     Benchmarks spread over several files for one key are combined. The same benchmark twice
@@ -138,6 +155,15 @@ def merge_records(records: list[ScoreRecord], source: str, *,
         scores = {b: chosen[b].value for b in sorted(chosen)}
         value, missing = avg5(scores)
         origins = tuple(sorted({r.origin for recs in grouped[key].values() for r in recs}))
-        rows.append(AccuracyRow(key, scores, value, missing,
-                                any(r.partial for r in chosen.values()), source, origins))
+        rows.append(
+            AccuracyRow(
+                key,
+                scores,
+                value,
+                missing,
+                any(r.partial for r in chosen.values()),
+                source,
+                origins,
+            )
+        )
     return rows

@@ -19,37 +19,64 @@ from harness.accuracy.avg5 import AccuracyRow, ScoreRecord
 from harness.accuracy.keys import normalize_benchmark, normalize_key, normalize_recipe
 from harness.errors import UserError, read_user_text
 
-ACCURACY_COLUMNS: tuple[str, ...] = ("encoder", "resolution", "llm", "tiling", "recipe",
-                                     "benchmark", "score")
-LATENCY_REQUIRED: tuple[str, ...] = ("encoder", "resolution", "llm", "tiling", "encoder_ms",
-                                     "prefill_ms")
-LATENCY_OPTIONAL: tuple[str, ...] = ("ttft_ms", "projector_ms", "tokens", "prompt_tokens",
-                                     "recipe", "machine", "backend")
+ACCURACY_COLUMNS: tuple[str, ...] = (
+    "encoder",
+    "resolution",
+    "llm",
+    "tiling",
+    "recipe",
+    "benchmark",
+    "score",
+)
+LATENCY_REQUIRED: tuple[str, ...] = (
+    "encoder",
+    "resolution",
+    "llm",
+    "tiling",
+    "encoder_ms",
+    "prefill_ms",
+)
+LATENCY_OPTIONAL: tuple[str, ...] = (
+    "ttft_ms",
+    "projector_ms",
+    "tokens",
+    "prompt_tokens",
+    "recipe",
+    "machine",
+    "backend",
+)
 
 #: ttft_ms given in a latency CSV must equal encoder + projector + prefill to this much.
 TTFT_TOLERANCE_MS = 0.5
 TTFT_TOLERANCE_REL = 0.01
 
 
-def _rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def _rows(
+    path: Path, required: tuple[str, ...], optional: tuple[str, ...]
+) -> list[tuple[int, dict[str, str]]]:
     try:
         return _parse_rows(path, required, optional)
     except csv.Error as e:  # NUL bytes, a field over the size limit, ...
         raise UserError(f"{path}: not a readable CSV file ({e})") from e
 
 
-def _parse_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def _parse_rows(
+    path: Path, required: tuple[str, ...], optional: tuple[str, ...]
+) -> list[tuple[int, dict[str, str]]]:
     text = read_user_text(path, encoding="utf-8-sig")  # -sig: spreadsheets write a BOM
     reader = csv.DictReader(text.splitlines())
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in required if c not in header]
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)} "
-                        f"(expected {','.join(required)})")
+        raise UserError(
+            f"{path}: missing column(s) {', '.join(missing)} (expected {','.join(required)})"
+        )
     extra = [c for c in header if c not in required and c not in optional]
     if extra:
-        raise UserError(f"{path}: unknown column(s) {', '.join(extra)} "
-                        f"(allowed: {', '.join((*required, *optional))})")
+        raise UserError(
+            f"{path}: unknown column(s) {', '.join(extra)} "
+            f"(allowed: {', '.join((*required, *optional))})"
+        )
     out = []
     for lineno, raw in enumerate(reader, start=2):
         if None in raw:
@@ -87,8 +114,16 @@ def read_accuracy_csv(path: str | Path, *, strict_names: bool = True) -> list[Sc
     records = []
     for lineno, row in _rows(p, ACCURACY_COLUMNS, ("partial",)):
         where = f"{p}:{lineno}"
-        key = _wrap(where, normalize_key, row["encoder"], row["resolution"], row["llm"],
-                    row["tiling"] or "none", row["recipe"], strict=strict_names)
+        key = _wrap(
+            where,
+            normalize_key,
+            row["encoder"],
+            row["resolution"],
+            row["llm"],
+            row["tiling"] or "none",
+            row["recipe"],
+            strict=strict_names,
+        )
         bench = _wrap(f"{where}: benchmark", normalize_benchmark, row["benchmark"])
         score = _float(row["score"], f"{where}: score", low=0.0, high=100.0)
         partial = row.get("partial", "").lower() in ("1", "true", "yes")
@@ -106,8 +141,18 @@ def write_accuracy_csv(rows: Iterable[AccuracyRow], path: str | Path) -> None:
         for r in rows:
             for bench, score in sorted(r.scores.items()):
                 k = r.key
-                w.writerow([k.encoder, k.resolution, k.llm, k.tiling, k.recipe, bench,
-                            f"{score:.4f}", "true" if r.partial else "false"])
+                w.writerow(
+                    [
+                        k.encoder,
+                        k.resolution,
+                        k.llm,
+                        k.tiling,
+                        k.recipe,
+                        bench,
+                        f"{score:.4f}",
+                        "true" if r.partial else "false",
+                    ]
+                )
 
 
 def read_latency_csv(path: str | Path, *, strict_names: bool = False) -> pd.DataFrame:
@@ -120,32 +165,63 @@ def read_latency_csv(path: str | Path, *, strict_names: bool = False) -> pd.Data
     out = []
     for lineno, row in _rows(p, LATENCY_REQUIRED, LATENCY_OPTIONAL):
         where = f"{p}:{lineno}"
-        key = _wrap(where, normalize_key, row["encoder"], row["resolution"], row["llm"],
-                    row["tiling"] or "none", "llava-1.5", strict=strict_names)
+        key = _wrap(
+            where,
+            normalize_key,
+            row["encoder"],
+            row["resolution"],
+            row["llm"],
+            row["tiling"] or "none",
+            "llava-1.5",
+            strict=strict_names,
+        )
         enc = _float(row["encoder_ms"], f"{where}: encoder_ms")
         pre = _float(row["prefill_ms"], f"{where}: prefill_ms")
-        proj = _float(row["projector_ms"], f"{where}: projector_ms") if row.get("projector_ms") else 0.0
+        proj = (
+            _float(row["projector_ms"], f"{where}: projector_ms")
+            if row.get("projector_ms")
+            else 0.0
+        )
         total = enc + proj + pre
         if row.get("ttft_ms"):
             ttft = _float(row["ttft_ms"], f"{where}: ttft_ms")
             if abs(ttft - total) > max(TTFT_TOLERANCE_MS, TTFT_TOLERANCE_REL * total):
-                raise UserError(f"{where}: ttft_ms {ttft} != encoder_ms + projector_ms + prefill_ms "
-                                f"= {total:.3f}; fix one of them or leave ttft_ms empty")
+                raise UserError(
+                    f"{where}: ttft_ms {ttft} != encoder_ms + projector_ms + prefill_ms "
+                    f"= {total:.3f}; fix one of them or leave ttft_ms empty"
+                )
         else:
             ttft = total
         tokens = int(_float(row["tokens"], f"{where}: tokens")) if row.get("tokens") else math.nan
-        prompt = (int(_float(row["prompt_tokens"], f"{where}: prompt_tokens"))
-                  if row.get("prompt_tokens") else 0)
+        prompt = (
+            int(_float(row["prompt_tokens"], f"{where}: prompt_tokens"))
+            if row.get("prompt_tokens")
+            else 0
+        )
         recipe = _wrap(where, normalize_recipe, row["recipe"]) if row.get("recipe") else None
-        out.append({
-            "encoder": key.encoder, "resolution": key.resolution, "llm": key.llm,
-            "tiling": key.tiling, "recipe": recipe, "tokens": tokens, "prompt_tokens": prompt,
-            "encoder_ms": enc, "projector_ms": proj if row.get("projector_ms") else math.nan,
-            "prefill_ms": pre, "ttft_ms": ttft, "ttft_ci_low_ms": math.nan,
-            "ttft_ci_high_ms": math.nan, "ttft_p90_ms": math.nan, "latency_source": "imported",
-            "estimated": False, "machine": row.get("machine") or "unknown",
-            "backend": row.get("backend") or "unknown", "run_id": None,
-        })
+        out.append(
+            {
+                "encoder": key.encoder,
+                "resolution": key.resolution,
+                "llm": key.llm,
+                "tiling": key.tiling,
+                "recipe": recipe,
+                "tokens": tokens,
+                "prompt_tokens": prompt,
+                "encoder_ms": enc,
+                "projector_ms": proj if row.get("projector_ms") else math.nan,
+                "prefill_ms": pre,
+                "ttft_ms": ttft,
+                "ttft_ci_low_ms": math.nan,
+                "ttft_ci_high_ms": math.nan,
+                "ttft_p90_ms": math.nan,
+                "latency_source": "imported",
+                "estimated": False,
+                "machine": row.get("machine") or "unknown",
+                "backend": row.get("backend") or "unknown",
+                "run_id": None,
+            }
+        )
     if not out:
         raise UserError(f"{p}: no rows")
     return pd.DataFrame(out)

@@ -70,8 +70,10 @@ def expand_scores(accuracy: pd.DataFrame) -> pd.DataFrame:
         decoded = [json.loads(s) if isinstance(s, str) else (s or {}) for s in out["scores"]]
         names = sorted({normalize_benchmark(b) for d in decoded for b in d})
         for b in names:
-            out[b] = [float(d[b]) if b in d and d[b] is not None else math.nan
-                      for d in ({normalize_benchmark(k): v for k, v in d.items()} for d in decoded)]
+            out[b] = [
+                float(d[b]) if b in d and d[b] is not None else math.nan
+                for d in ({normalize_benchmark(k): v for k, v in d.items()} for d in decoded)
+            ]
     return out
 
 
@@ -98,8 +100,13 @@ def _metric_values(acc: pd.DataFrame, benchmark: str) -> pd.Series:
     return pd.Series(math.nan, index=acc.index)
 
 
-def join(latency: pd.DataFrame, accuracy: pd.DataFrame, *, benchmark: str = "avg5",
-         recipe: str | None = None) -> JoinResult:
+def join(
+    latency: pd.DataFrame,
+    accuracy: pd.DataFrame,
+    *,
+    benchmark: str = "avg5",
+    recipe: str | None = None,
+) -> JoinResult:
     """Join latency and accuracy rows into the joined-points table.
 
     ``benchmark`` is the accuracy axis (``'avg5'`` or a benchmark column); it becomes the
@@ -116,8 +123,10 @@ def join(latency: pd.DataFrame, accuracy: pd.DataFrame, *, benchmark: str = "avg
     if "recipe" not in acc.columns:
         raise UserError("accuracy rows lack column recipe")
     acc["recipe"] = [normalize_recipe(v) for v in acc["recipe"]]
-    lat["recipe"] = [None if _blank(v) else normalize_recipe(v)
-                     for v in (lat["recipe"] if "recipe" in lat.columns else [None] * len(lat))]
+    lat["recipe"] = [
+        None if _blank(v) else normalize_recipe(v)
+        for v in (lat["recipe"] if "recipe" in lat.columns else [None] * len(lat))
+    ]
     if want is not None:
         lat = lat[[r is None or r == want for r in lat["recipe"]]].copy()
         lat["recipe"] = want
@@ -125,12 +134,20 @@ def join(latency: pd.DataFrame, accuracy: pd.DataFrame, *, benchmark: str = "avg
     dupes = acc[acc.duplicated(list(KEY_FIELDS), keep=False)]
     if len(dupes):
         row = dupes.iloc[0]
-        sources = sorted(str(s) for s in dupes.loc[
-            (dupes[list(KEY_FIELDS)] == row[list(KEY_FIELDS)]).all(axis=1), "source"]
-        ) if "source" in dupes.columns else []
+        sources = (
+            sorted(
+                str(s)
+                for s in dupes.loc[
+                    (dupes[list(KEY_FIELDS)] == row[list(KEY_FIELDS)]).all(axis=1), "source"
+                ]
+            )
+            if "source" in dupes.columns
+            else []
+        )
         raise UserError(
             f"{len(dupes)} accuracy rows share a key, e.g. {row['encoder']}@{row['resolution']} + "
-            f"{row['llm']} ({row['tiling']}, {row['recipe']}) from {sources}; keep one source per key")
+            f"{row['llm']} ({row['tiling']}, {row['recipe']}) from {sources}; keep one source per key"
+        )
     acc["accuracy"] = _metric_values(acc, benchmark).to_numpy()
     acc["accuracy_metric"] = benchmark
 
@@ -143,12 +160,18 @@ def join(latency: pd.DataFrame, accuracy: pd.DataFrame, *, benchmark: str = "avg
         by_arch.setdefault(tuple(a[f] for f in ARCH_FIELDS), []).append(int(i))
     for _, lrow in lat.iterrows():
         lat_row = cast("dict[str, Any]", lrow.to_dict())  # keyed by column names
-        candidates = [i for i in by_arch.get(tuple(lat_row[f] for f in ARCH_FIELDS), [])
-                      if lat_row["recipe"] is None or acc_rows.at[i, "recipe"] == lat_row["recipe"]]
+        candidates = [
+            i
+            for i in by_arch.get(tuple(lat_row[f] for f in ARCH_FIELDS), [])
+            if lat_row["recipe"] is None or acc_rows.at[i, "recipe"] == lat_row["recipe"]
+        ]
         usable = [i for i in candidates if not math.isnan(acc_rows.at[i, "accuracy"])]
         if not usable:
-            reason = ("no accuracy row with this key" if not candidates
-                      else f"matching accuracy rows have no {benchmark}")
+            reason = (
+                "no accuracy row with this key"
+                if not candidates
+                else f"matching accuracy rows have no {benchmark}"
+            )
             unmatched_lat.append({**lat_row, "reason": reason})
         for i in candidates:
             used_acc.add(i)
@@ -158,7 +181,9 @@ def join(latency: pd.DataFrame, accuracy: pd.DataFrame, *, benchmark: str = "avg
     for i, a in acc_rows.iterrows():
         if math.isnan(a["accuracy"]):
             missing = a.get("missing")
-            detail = f" (missing: {', '.join(missing)})" if isinstance(missing, list) and missing else ""
+            detail = (
+                f" (missing: {', '.join(missing)})" if isinstance(missing, list) and missing else ""
+            )
             unmatched_acc.append({**a.to_dict(), "reason": f"no {benchmark} score{detail}"})
         elif int(i) not in used_acc:
             unmatched_acc.append({**a.to_dict(), "reason": "no latency row with this key"})
@@ -181,8 +206,11 @@ def _point(lat: dict[str, Any], acc: dict[str, Any]) -> dict[str, Any]:
     for b in BENCHMARK_COLUMNS:
         if b != "avg5":
             out[b] = acc.get(b, math.nan)
-    out["accuracy_source"] = (acc["accuracy_source"] if not _blank(acc.get("accuracy_source"))
-                              else _accuracy_source(acc.get("source")))
+    out["accuracy_source"] = (
+        acc["accuracy_source"]
+        if not _blank(acc.get("accuracy_source"))
+        else _accuracy_source(acc.get("source"))
+    )
     out["accuracy"] = acc["accuracy"]
     out["accuracy_metric"] = acc["accuracy_metric"]
     # an eval run with --limit (ingested with --allow-partial) is not comparable to full runs:

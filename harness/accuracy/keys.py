@@ -23,15 +23,34 @@ from harness.schema import AVG5, KEY_FIELDS  # noqa: F401 (re-exported)
 _PAPER_ENCODER_SPELLINGS: dict[str, tuple[str, ...]] = {
     "fastvithd": ("FastViTHD", "FastViT-HD", "fastvit_hd", "fastvit_mci3", "mci3"),
     "fastvit": ("FastViT", "MCi2", "mobileclip-mci2", "fastvit_mci2", "mobileclip_s2"),
-    "vit-l-14": ("ViT-L/14", "ViT-L-14", "vit_l_14", "clip-vit-l-14", "openai/clip-vit-large-patch14-336",
-                 "clip-vit-large-patch14-336", "vit-large-patch14"),
+    "vit-l-14": (
+        "ViT-L/14",
+        "ViT-L-14",
+        "vit_l_14",
+        "clip-vit-l-14",
+        "openai/clip-vit-large-patch14-336",
+        "clip-vit-large-patch14-336",
+        "vit-large-patch14",
+    ),
     # Table 6 writes SigLIP-SO400M as 'ViT-SO400M' (430M params, 729 tokens at 384: the same
     # encoder), so both spellings map to one canonical name.
-    "siglip-so400m": ("SigLIP-SO400M", "SigLIP-SO400M/14", "ViT-SO400M", "vit-so400m",
-                      "siglip-so400m-patch14-384", "google/siglip-so400m-patch14-384"),
+    "siglip-so400m": (
+        "SigLIP-SO400M",
+        "SigLIP-SO400M/14",
+        "ViT-SO400M",
+        "vit-so400m",
+        "siglip-so400m-patch14-384",
+        "google/siglip-so400m-patch14-384",
+    ),
     "convnext-l": ("ConvNeXt-L", "ConvNeXT-L", "C.N-L", "CN-L", "convnext_large", "convnext-large"),
-    "convnext-xxl": ("ConvNeXt-XXL", "ConvNeXT-XXL", "C.N-XXL", "CN-XXL", "convnext_xxlarge",
-                     "convnext-xxlarge"),
+    "convnext-xxl": (
+        "ConvNeXt-XXL",
+        "ConvNeXT-XXL",
+        "C.N-XXL",
+        "CN-XXL",
+        "convnext_xxlarge",
+        "convnext-xxlarge",
+    ),
     # Paper-only encoders (Tables 3 and 6): no runner, but rows must still be keyed.
     "vit-h": ("ViT-H", "ViT-H/14", "vit-h-14"),
     "vitamin-l": ("ViTamin-L",),
@@ -64,8 +83,9 @@ _PAPER_LLM_SPELLINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _with_zoo(registry_aliases: dict[str, tuple[str, ...]], spellings: dict[str, tuple[str, ...]]
-              ) -> dict[str, tuple[str, ...]]:
+def _with_zoo(
+    registry_aliases: dict[str, tuple[str, ...]], spellings: dict[str, tuple[str, ...]]
+) -> dict[str, tuple[str, ...]]:
     """The zoo's names and aliases, each extended by the extra spellings of that name."""
     out = {name: tuple(aliases) for name, aliases in registry_aliases.items()}
     for name, extra in spellings.items():
@@ -99,14 +119,26 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "textvqa": ("TextVQA", "textvqa_val", "Text VQA"),
     "pope": ("POPE",),
     "docvqa": ("DocVQA", "docvqa_val", "Doc VQA"),
-    "seedbench": ("SeedBench", "SeedBench-I", "SeedBenchI", "seed_image", "seedbench_image",
-                  "SEED-Bench-IMG"),
+    "seedbench": (
+        "SeedBench",
+        "SeedBench-I",
+        "SeedBenchI",
+        "seed_image",
+        "seedbench_image",
+        "SEED-Bench-IMG",
+    ),
     "sqa": ("ScienceQA", "SQA", "scienceqa_img", "scienceqa", "SQA-IMG"),
     "vqav2": ("VQAv2", "VQA v2", "vqav2_val"),
     "mmvet": ("MMVet", "MM-Vet", "mm-vet"),
     "mmmu": ("MMMU", "mmmu_val"),
-    "llava_bench": ("LLaVA-Bench", "LLaVA BenchW", "llava_in_the_wild", "llava-bench", "LLaVA-W",
-                    "llava_wild"),
+    "llava_bench": (
+        "LLaVA-Bench",
+        "LLaVA BenchW",
+        "llava_in_the_wild",
+        "llava-bench",
+        "LLaVA-W",
+        "llava_wild",
+    ),
     # Table 5's 'SeedBench' column is not SeedBench-image: the same FastViTHD models score
     # 58.8/61.8/62.5 there but 63.7/67.1/68.2 in Tables 4 and 6. Kept apart, never in Avg-5.
     "seedbench_all": ("seed_all", "SEED-Bench-all"),
@@ -133,10 +165,13 @@ class Key:
     recipe: str = LLAVA15
 
     def as_dict(self) -> dict[str, object]:
-        return {"encoder": self.encoder, "resolution": self.resolution, "llm": self.llm,
-                "tiling": self.tiling, "recipe": self.recipe}
-
-
+        return {
+            "encoder": self.encoder,
+            "resolution": self.resolution,
+            "llm": self.llm,
+            "tiling": self.tiling,
+            "recipe": self.recipe,
+        }
 
 
 def _lookup(table: dict[str, tuple[str, ...]]) -> dict[str, str]:
@@ -174,8 +209,13 @@ def slug(name: str) -> str:
     return _SLUG.sub("", s).strip("-")
 
 
-def _canonical(name: object, lookup: dict[str, str], what: str, strict: bool,
-               case_sensitive: dict[str, str] | None = None) -> str:
+def _canonical(
+    name: object,
+    lookup: dict[str, str],
+    what: str,
+    strict: bool,
+    case_sensitive: dict[str, str] | None = None,
+) -> str:
     if name is None or (isinstance(name, float) and math.isnan(name)) or str(name).strip() == "":
         raise UserError(f"missing {what} name")
     text = str(name).strip()
@@ -224,7 +264,9 @@ def normalize_resolution(value: object) -> int:
     if "x" in text:
         a, _, b = text.partition("x")
         if a != b:
-            raise UserError(f"resolution {value!r} is not square; give the total input side, e.g. 1024")
+            raise UserError(
+                f"resolution {value!r} is not square; give the total input side, e.g. 1024"
+            )
         text = a
     try:
         f = float(text)
@@ -276,8 +318,15 @@ def normalize_recipe(value: object) -> str:
     return f"pt{pt}+it{it}"
 
 
-def normalize_key(encoder: object, resolution: object, llm: object, tiling: object = "none",
-                  recipe: object = LLAVA15, *, strict: bool = True) -> Key:
+def normalize_key(
+    encoder: object,
+    resolution: object,
+    llm: object,
+    tiling: object = "none",
+    recipe: object = LLAVA15,
+    *,
+    strict: bool = True,
+) -> Key:
     """Normalise all five key fields through the alias tables."""
     return Key(
         encoder=normalize_encoder(encoder, strict=strict),

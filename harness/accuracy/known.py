@@ -35,7 +35,11 @@ def _yaml_names(folder: Path) -> dict[str, str]:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             raise UserError(f"{path}: cannot read it as YAML ({type(e).__name__})") from e
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"].strip():
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("name"), str)
+            or not data["name"].strip()
+        ):
             continue  # not a model file (e.g. a defaults list)
         name = data["name"].strip()
         aliases = data.get("aliases") or []

@@ -35,8 +35,10 @@ TASKS: dict[str, tuple[TaskMetric, ...]] = {
     "textvqa": (TaskMetric("textvqa", "exact_match,none"),),
     "pope": (TaskMetric("pope", "pope_accuracy,none"),),
     "docvqa_val": (TaskMetric("docvqa", "anls,none"),),
-    "seedbench": (TaskMetric("seedbench", "seed_image,none"),
-                  TaskMetric("seedbench_all", "seed_all,none", optional=True)),
+    "seedbench": (
+        TaskMetric("seedbench", "seed_image,none"),
+        TaskMetric("seedbench_all", "seed_all,none", optional=True),
+    ),
     "scienceqa_img": (TaskMetric("sqa", "exact_match,none"),),
     "vqav2_val": (TaskMetric("vqav2", "exact_match,none"),),
     "mmvet": (TaskMetric("mmvet", "gpt_eval_score,none", percent=True),),
@@ -95,7 +97,11 @@ def parse_date(value: Any, path: str | Path) -> datetime | None:
             raise UserError(f"{path}: date {value!r} is not a valid unix time ({e})") from e
     if isinstance(value, str):
         text = value.strip()
-        for fmt, width in (("%Y%m%d_%H%M%S", 15), ("%Y-%m-%dT%H:%M:%S", 19), ("%Y-%m-%d %H:%M:%S", 19)):
+        for fmt, width in (
+            ("%Y%m%d_%H%M%S", 15),
+            ("%Y-%m-%dT%H:%M:%S", 19),
+            ("%Y-%m-%d %H:%M:%S", 19),
+        ):
             try:
                 return datetime.strptime(text[:width], fmt)
             except ValueError:
@@ -126,18 +132,23 @@ def _samples(n_samples: Any, task: str, where: str) -> tuple[int | None, int | N
         return None, None
     entry = n_samples[task]
     if not isinstance(entry, dict):
-        raise UserError(f"{where}: n-samples.{task} must be an object with 'original' and 'effective'")
+        raise UserError(
+            f"{where}: n-samples.{task} must be an object with 'original' and 'effective'"
+        )
     out = []
     for field in ("original", "effective"):
         v = entry.get(field)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise UserError(f"{where}: n-samples.{task}.{field} must be a non-negative integer, got {v!r}")
+            raise UserError(
+                f"{where}: n-samples.{task}.{field} must be a non-negative integer, got {v!r}"
+            )
         out.append(v)
     return out[0], out[1]
 
 
-def parse_results(data: Any, path: str | Path, *, pope_metric: str = "accuracy",
-                  skip_unknown: bool = False) -> ResultsFile:
+def parse_results(
+    data: Any, path: str | Path, *, pope_metric: str = "accuracy", skip_unknown: bool = False
+) -> ResultsFile:
     """Validate a decoded results document and extract the benchmark scores (pure)."""
     where = str(path)
     if pope_metric not in POPE_METRICS:
@@ -161,8 +172,11 @@ def parse_results(data: Any, path: str | Path, *, pope_metric: str = "accuracy",
         if task not in TASKS:
             if skip_unknown:
                 continue
-            raise UserError(f"{where}: results.{task}: " + suggest(task, TASKS, "benchmark task")
-                            + "; pass --skip-unknown to ignore it")
+            raise UserError(
+                f"{where}: results.{task}: "
+                + suggest(task, TASKS, "benchmark task")
+                + "; pass --skip-unknown to ignore it"
+            )
         if not isinstance(entry, dict):
             raise UserError(f"{where}: results.{task} must be an object of metrics")
         n_orig, n_eff = _samples(n_samples, task, where)
@@ -180,20 +194,28 @@ def parse_results(data: Any, path: str | Path, *, pope_metric: str = "accuracy",
             value = _number(entry[metric], f"{where}: results.{task}.{metric}", tm.percent)
             scores.append(TaskScore(tm.benchmark, value, task, metric, n_orig, n_eff, partial))
     model = config.get("model") if isinstance(config.get("model"), str) else None
-    return ResultsFile(where, model, parse_date(data.get("date"), path),
-                       float(limit) if limit is not None else None, tuple(scores))
+    return ResultsFile(
+        where,
+        model,
+        parse_date(data.get("date"), path),
+        float(limit) if limit is not None else None,
+        tuple(scores),
+    )
 
 
-def read_results(path: str | Path, *, pope_metric: str = "accuracy",
-                 skip_unknown: bool = False) -> ResultsFile:
+def read_results(
+    path: str | Path, *, pope_metric: str = "accuracy", skip_unknown: bool = False
+) -> ResultsFile:
     """Read and validate one results file."""
     p = Path(path)
     text = read_user_text(p)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{p}: invalid JSON at line {e.lineno} column {e.colno} ({e.msg}); "
-                        "is the file truncated?") from e
+        raise UserError(
+            f"{p}: invalid JSON at line {e.lineno} column {e.colno} ({e.msg}); "
+            "is the file truncated?"
+        ) from e
     except RecursionError as e:
         raise UserError(f"{p}: JSON nested too deeply to be an lmms-eval results file") from e
     except ValueError as e:  # e.g. an integer literal over Python's digit limit

@@ -56,16 +56,24 @@ def _resolve(pattern: str, base: Path, where: str) -> list[Path]:
     return find_results_files(full)
 
 
-def parse_manifest(data: Any, path: str | Path, *, strict_names: bool = True) -> list[ManifestEntry]:
+def parse_manifest(
+    data: Any, path: str | Path, *, strict_names: bool = True
+) -> list[ManifestEntry]:
     """Validate a decoded manifest and resolve its files (relative to ``path``'s folder)."""
     p = Path(path)
     if isinstance(data, list):
         data = {"entries": data}
-    if not isinstance(data, dict) or not isinstance(data.get("entries"), list) or not data["entries"]:
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("entries"), list)
+        or not data["entries"]
+    ):
         raise UserError(f"{p}: a manifest needs a non-empty 'entries' list")
     unknown_top = sorted(set(data) - {"entries", "defaults"})
     if unknown_top:
-        raise UserError(f"{p}: unknown top-level field(s) {', '.join(unknown_top)} (allowed: defaults, entries)")
+        raise UserError(
+            f"{p}: unknown top-level field(s) {', '.join(unknown_top)} (allowed: defaults, entries)"
+        )
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise UserError(f"{p}: defaults must be a mapping")
@@ -78,14 +86,22 @@ def parse_manifest(data: Any, path: str | Path, *, strict_names: bool = True) ->
         entry = {"tiling": "none", **defaults, **raw}
         unknown = sorted(set(entry) - set(ENTRY_FIELDS))
         if unknown:
-            raise UserError(f"{where}: unknown field(s) {', '.join(map(str, unknown))} "
-                            f"(allowed: {', '.join(ENTRY_FIELDS)})")
+            raise UserError(
+                f"{where}: unknown field(s) {', '.join(map(str, unknown))} "
+                f"(allowed: {', '.join(ENTRY_FIELDS)})"
+            )
         for field in ENTRY_FIELDS:
             if entry.get(field) in (None, ""):
                 raise UserError(f"{where}.{field}: missing")
         try:
-            key = normalize_key(entry["encoder"], entry["resolution"], entry["llm"],
-                                entry["tiling"], entry["recipe"], strict=strict_names)
+            key = normalize_key(
+                entry["encoder"],
+                entry["resolution"],
+                entry["llm"],
+                entry["tiling"],
+                entry["recipe"],
+                strict=strict_names,
+            )
         except UserError as e:
             raise UserError(f"{where}: {e}") from e
         patterns = entry["files"] if isinstance(entry["files"], list) else [entry["files"]]
@@ -97,7 +113,9 @@ def parse_manifest(data: Any, path: str | Path, *, strict_names: bool = True) ->
         for f in files:
             rp = f.resolve()
             if rp in owner and owner[rp][0] != key:
-                raise UserError(f"{where}.files: {f} is also listed under {owner[rp][1]} with a different key")
+                raise UserError(
+                    f"{where}.files: {f} is also listed under {owner[rp][1]} with a different key"
+                )
             owner[rp] = (key, where)
         entries.append(ManifestEntry(key, tuple(dict.fromkeys(files)), where))
     return entries

@@ -41,17 +41,46 @@ PAPER_BACKEND = "coreml-ane+mlx-gpu (paper)"
 DATA_FILE = "paper_tables.csv"
 
 #: Benchmark columns of the data file (``seedbench_all`` is Table 5's SeedBench column).
-SCORE_COLUMNS: tuple[str, ...] = ("gqa", "sqa", "textvqa", "pope", "llava_bench", "mmvet",
-                                  "vqav2", "docvqa", "mmmu", "seedbench", "seedbench_all")
-NUMBER_COLUMNS: tuple[str, ...] = ("tokens", "encoder_params_m", "encoder_ms", "ttft_ms",
-                                   *SCORE_COLUMNS, "avg5_paper")
+SCORE_COLUMNS: tuple[str, ...] = (
+    "gqa",
+    "sqa",
+    "textvqa",
+    "pope",
+    "llava_bench",
+    "mmvet",
+    "vqav2",
+    "docvqa",
+    "mmmu",
+    "seedbench",
+    "seedbench_all",
+)
+NUMBER_COLUMNS: tuple[str, ...] = (
+    "tokens",
+    "encoder_params_m",
+    "encoder_ms",
+    "ttft_ms",
+    *SCORE_COLUMNS,
+    "avg5_paper",
+)
 
 #: Variants that change only training, not the token path, so they share latency with ''.
-TRAINING_ONLY_VARIANTS = {"frozen-encoder": "", "chat": "", "visionzip-ft-64": "visionzip-64",
-                          "visionzip-ft-192": "visionzip-192"}
+TRAINING_ONLY_VARIANTS = {
+    "frozen-encoder": "",
+    "chat": "",
+    "visionzip-ft-64": "visionzip-64",
+    "visionzip-ft-192": "visionzip-192",
+}
 
-EXTRA_POINT_COLUMNS: tuple[str, ...] = ("method", "variant", "labels", "groups", "source",
-                                        "seedbench_all", "avg5_paper", "note")
+EXTRA_POINT_COLUMNS: tuple[str, ...] = (
+    "method",
+    "variant",
+    "labels",
+    "groups",
+    "source",
+    "seedbench_all",
+    "avg5_paper",
+    "note",
+)
 
 
 def _number(text: str, where: str) -> float:
@@ -114,12 +143,21 @@ def _merge_accuracy(group: pd.DataFrame) -> dict[str, Any]:
     method = (table6.iloc[0] if len(table6) else first)["method"]
     notes = [n for n in group["note"] if n]
     return {
-        **{f: first[f] for f in KEY_FIELDS}, "scores": scores, "avg5": value, "missing": missing,
-        "partial": False, "source": "; ".join(group["source"]), "accuracy_source": "paper",
-        "method": method, "variant": first["variant"], "arch_variant": first["arch_variant"],
-        "labels": ";".join(group["label"]), "groups": ";".join(dict.fromkeys(group["group"])),
+        **{f: first[f] for f in KEY_FIELDS},
+        "scores": scores,
+        "avg5": value,
+        "missing": missing,
+        "partial": False,
+        "source": "; ".join(group["source"]),
+        "accuracy_source": "paper",
+        "method": method,
+        "variant": first["variant"],
+        "arch_variant": first["arch_variant"],
+        "labels": ";".join(group["label"]),
+        "groups": ";".join(dict.fromkeys(group["group"])),
         "avg5_paper": next((v for v in group["avg5_paper"] if not math.isnan(v)), math.nan),
-        "tokens": first["tokens"], "encoder_params_m": first["encoder_params_m"],
+        "tokens": first["tokens"],
+        "encoder_params_m": first["encoder_params_m"],
         "note": " ".join(notes),
     }
 
@@ -169,17 +207,34 @@ def paper_latency(*, include_encoder_only: bool = False) -> pd.DataFrame:
         if math.isnan(enc) and math.isnan(ttft):
             continue
         first = g.iloc[0]
-        out.append({
-            **{f: first[f] for f in ARCH_FIELDS}, "recipe": None, "tokens": first["tokens"],
-            "prompt_tokens": math.nan, "encoder_ms": enc, "projector_ms": math.nan,
-            "prefill_ms": math.nan, "ttft_ms": ttft, "ttft_ci_low_ms": math.nan,
-            "ttft_ci_high_ms": math.nan, "ttft_p90_ms": math.nan, "latency_source": "paper",
-            "estimated": False, "machine": PAPER_MACHINE, "backend": PAPER_BACKEND,
-            "encoder_params_m": first["encoder_params_m"], "llm_params_b": _params_b(first["llm"]),
-            "run_id": None, "arch_variant": first["arch_variant"],
-            "latency_sources": "; ".join(s for s, e, t in zip(g["source"], g["encoder_ms"], g["ttft_ms"], strict=True)
-                                         if not (math.isnan(e) and math.isnan(t))),
-        })
+        out.append(
+            {
+                **{f: first[f] for f in ARCH_FIELDS},
+                "recipe": None,
+                "tokens": first["tokens"],
+                "prompt_tokens": math.nan,
+                "encoder_ms": enc,
+                "projector_ms": math.nan,
+                "prefill_ms": math.nan,
+                "ttft_ms": ttft,
+                "ttft_ci_low_ms": math.nan,
+                "ttft_ci_high_ms": math.nan,
+                "ttft_p90_ms": math.nan,
+                "latency_source": "paper",
+                "estimated": False,
+                "machine": PAPER_MACHINE,
+                "backend": PAPER_BACKEND,
+                "encoder_params_m": first["encoder_params_m"],
+                "llm_params_b": _params_b(first["llm"]),
+                "run_id": None,
+                "arch_variant": first["arch_variant"],
+                "latency_sources": "; ".join(
+                    s
+                    for s, e, t in zip(g["source"], g["encoder_ms"], g["ttft_ms"], strict=True)
+                    if not (math.isnan(e) and math.isnan(t))
+                ),
+            }
+        )
     return pd.DataFrame(out).reset_index(drop=True)
 
 
@@ -199,7 +254,9 @@ def paper_points(group: str | None = None) -> pd.DataFrame:
     """
     acc = paper_accuracy(variants=True)
     lat = paper_latency()
-    lat_by_arch = {tuple(r[f] for f in (*ARCH_FIELDS, "arch_variant")): r for _, r in lat.iterrows()}
+    lat_by_arch = {
+        tuple(r[f] for f in (*ARCH_FIELDS, "arch_variant")): r for _, r in lat.iterrows()
+    }
     points = []
     for _, a in acc.iterrows():
         groups = a["groups"].split(";")
@@ -214,10 +271,18 @@ def paper_points(group: str | None = None) -> pd.DataFrame:
                 p[c] = lrow[c]
             else:
                 p[c] = math.nan
-        p.update(tokens=a["tokens"], encoder_params_m=a["encoder_params_m"],
-                 llm_params_b=_params_b(a["llm"]), latency_source="paper",
-                 accuracy_source="paper", estimated=False, machine=PAPER_MACHINE,
-                 backend=PAPER_BACKEND, run_id=None, avg5=a["avg5"])
+        p.update(
+            tokens=a["tokens"],
+            encoder_params_m=a["encoder_params_m"],
+            llm_params_b=_params_b(a["llm"]),
+            latency_source="paper",
+            accuracy_source="paper",
+            estimated=False,
+            machine=PAPER_MACHINE,
+            backend=PAPER_BACKEND,
+            run_id=None,
+            avg5=a["avg5"],
+        )
         for b in BENCHMARK_COLUMNS:
             p[b] = a["scores"].get(b, math.nan)
         for c in EXTRA_POINT_COLUMNS:

@@ -15,9 +15,17 @@ register_backend("coreml", "harness.backends.coreml:BACKEND", ("encoder",))
 register_backend("mlx", "harness.backends.mlx:BACKEND", ("llm",))
 register_backend("fake", "harness.backends.fake:BACKEND", ("encoder", "llm"))
 # Deployment runtimes (issue 14): ONNX Runtime, ExecuTorch, torch.compile.
-register_backend("onnxrt", "harness.backends.onnxrt:BACKEND", ("encoder", "llm"), aliases=("onnxruntime", "ort"))
-register_backend("executorch", "harness.backends.executorch_xnn:BACKEND", ("encoder", "llm"), aliases=("et",))
-register_backend("torch-compile", "harness.backends.torch_compile:BACKEND", ("encoder", "llm"),
-                 aliases=("inductor",))
+register_backend(
+    "onnxrt", "harness.backends.onnxrt:BACKEND", ("encoder", "llm"), aliases=("onnxruntime", "ort")
+)
+register_backend(
+    "executorch", "harness.backends.executorch_xnn:BACKEND", ("encoder", "llm"), aliases=("et",)
+)
+register_backend(
+    "torch-compile",
+    "harness.backends.torch_compile:BACKEND",
+    ("encoder", "llm"),
+    aliases=("inductor",),
+)
 
 __all__ = ["BACKENDS", "Backend", "get_backend", "names_for", "register_backend"]

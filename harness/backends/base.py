@@ -110,7 +110,9 @@ class Parity:
     reference: str = "torch-float32-eager"
 
     @classmethod
-    def between(cls, output: Any, reference: Any, reference_name: str = "torch-float32-eager") -> Parity:
+    def between(
+        cls, output: Any, reference: Any, reference_name: str = "torch-float32-eager"
+    ) -> Parity:
         """Compare two array-likes (numpy arrays, or tensors via ``np.asarray``), flattened."""
         import numpy as np
 
@@ -120,7 +122,11 @@ class Parity:
             raise ValueError(f"parity: output has {a.size} values, reference {b.size}")
         denom = float(np.linalg.norm(a) * np.linalg.norm(b))
         cos = float(a @ b / denom) if denom > 0 else (1.0 if not a.any() and not b.any() else 0.0)
-        return cls(cosine=cos, max_abs_err=float(np.max(np.abs(a - b))) if a.size else 0.0, reference=reference_name)
+        return cls(
+            cosine=cos,
+            max_abs_err=float(np.max(np.abs(a - b))) if a.size else 0.0,
+            reference=reference_name,
+        )
 
 
 E = TypeVar("E", bound="Extra")
@@ -266,7 +272,9 @@ class RunnerConfig:
         The default canonicalises ``precision`` against :attr:`PRECISIONS` and checks
         ``device`` against :attr:`DEVICES`. Override to add rules, calling ``super()``.
         """
-        self.precision = canonical_precision(self.precision, self.PRECISIONS, f"{self.name or 'backend'} dtype")
+        self.precision = canonical_precision(
+            self.precision, self.PRECISIONS, f"{self.name or 'backend'} dtype"
+        )
         if self.DEVICES and self.device not in self.DEVICES:
             raise UserError(suggest(self.device, list(self.DEVICES), f"{self.name} device"))
 
@@ -298,8 +306,13 @@ class RunnerConfig:
         options = dict(preset.get(f"{side}_options") or {})
         unknown = [k for k in options if k not in names]
         if unknown:
-            raise UserError(suggest(unknown[0], sorted(names - {"name", "device", "precision"}),
-                                    f"{preset.get(f'{side}_backend')} {side}_options key"))
+            raise UserError(
+                suggest(
+                    unknown[0],
+                    sorted(names - {"name", "device", "precision"}),
+                    f"{preset.get(f'{side}_backend')} {side}_options key",
+                )
+            )
         kwargs: dict[str, Any] = {
             "name": str(preset.get(f"{side}_backend") or ""),
             "device": str(preset.get("device", "cpu")),
@@ -313,7 +326,9 @@ class RunnerConfig:
             elif f.name in preset and preset[f.name] is not None:
                 kwargs[f.name] = preset[f.name]
             elif f.default is MISSING and f.default_factory is MISSING:
-                raise UserError(f"backend {kwargs['name']!r} needs setting {f.name!r} (in {side}_options)")
+                raise UserError(
+                    f"backend {kwargs['name']!r} needs setting {f.name!r} (in {side}_options)"
+                )
         cfg = cls(**kwargs)
         try:
             cfg.validate()
@@ -379,7 +394,9 @@ class EncoderRunner(ABC):
         self.context = context or RunContext()
 
     @abstractmethod
-    def build(self, spec: EncoderSpec, resolution: int, tiling: str, weights: str | None = None) -> Built:
+    def build(
+        self, spec: EncoderSpec, resolution: int, tiling: str, weights: str | None = None
+    ) -> Built:
         """Build ``spec`` for total side ``resolution`` and ``tiling`` (a tiling string such as
         ``"2x2+overview"``); return the timed step. Raise :class:`Skipped` if it cannot run here.
         """
@@ -422,8 +439,14 @@ class LLMRunner(ABC):
         return True
 
     @abstractmethod
-    def prefill(self, task: PrefillTask, spec: LLMSpec, in_dim: int, protocol: Protocol,
-                sample_layers: int | None = None) -> Outcome:
+    def prefill(
+        self,
+        task: PrefillTask,
+        spec: LLMSpec,
+        in_dim: int,
+        protocol: Protocol,
+        sample_layers: int | None = None,
+    ) -> Outcome:
         """Time the prefill of ``task.tokens`` visual + ``task.prompt_tokens`` text tokens.
 
         ``in_dim`` is the encoder width feeding the projector; return the projector measured
@@ -439,30 +462,38 @@ class LLMRunner(ABC):
 def check_tokens(task: EncoderTask, produced: int) -> None:
     """A runner's output must have the token count the plan (the zoo's rule) predicted."""
     if produced != task.tokens:
-        raise RuntimeError(f"{task.name} produced {produced} tokens at {task.resolution} ({task.tiling}); "
-                           f"the plan expected {task.tokens}")
+        raise RuntimeError(
+            f"{task.name} produced {produced} tokens at {task.resolution} ({task.tiling}); "
+            f"the plan expected {task.tokens}"
+        )
 
 
 def encoder_outcome(result: Any, task: EncoderTask) -> Outcome:
     """An :class:`Outcome` from a runner function's ``EncoderResult`` (token count checked)."""
     check_tokens(task, int(result.tokens))
-    extra = EncoderExtra.from_dict({**result.extra, "params_m": result.params_m, "out_dim": result.out_dim})
+    extra = EncoderExtra.from_dict(
+        {**result.extra, "params_m": result.params_m, "out_dim": result.out_dim}
+    )
     return Outcome(result.measurement, extra, build_s=result.build_s)
 
 
 def prefill_outcome(result: Any, in_dim: int, hidden: int) -> Outcome:
     """An :class:`Outcome` (with its projector) from a runner function's ``PrefillResult``."""
-    extra = PrefillExtra.from_dict({
-        **result.extra,
-        "encoder_dim": in_dim,  # the projector_ms below is for this encoder width
-        "projector_ms": result.projector_ms,
-        "sampled_layers": result.sampled_layers,
-        "total_layers": result.total_layers,
-        "params_b": result.params_b,
-    })
+    extra = PrefillExtra.from_dict(
+        {
+            **result.extra,
+            "encoder_dim": in_dim,  # the projector_ms below is for this encoder width
+            "projector_ms": result.projector_ms,
+            "sampled_layers": result.sampled_layers,
+            "total_layers": result.total_layers,
+            "params_b": result.params_b,
+        }
+    )
     if result.estimated:
         extra.latency_source = "estimated"
-    projector = Outcome(result.projector, ProjectorExtra(in_dim=in_dim, out_dim=hidden), build_s=0.0)
+    projector = Outcome(
+        result.projector, ProjectorExtra(in_dim=in_dim, out_dim=hidden), build_s=0.0
+    )
     return Outcome(result.measurement, extra, build_s=result.build_s, projector=projector)
 
 
@@ -496,13 +527,17 @@ class Backend:
 
     def encoder_runner(self, config: RunnerConfig, context: RunContext) -> EncoderRunner:
         if self.encoder is None:
-            raise UserError(f"backend {self.name!r} has no encoder runner; encoder backends: "
-                            f"{', '.join(names_for('encoder'))}")
+            raise UserError(
+                f"backend {self.name!r} has no encoder runner; encoder backends: "
+                f"{', '.join(names_for('encoder'))}"
+            )
         return self.encoder(config, context)
 
     def llm_runner(self, config: RunnerConfig, context: RunContext) -> LLMRunner:
         if self.llm is None:
-            raise UserError(f"backend {self.name!r} has no LLM runner; LLM backends: {', '.join(names_for('llm'))}")
+            raise UserError(
+                f"backend {self.name!r} has no LLM runner; LLM backends: {', '.join(names_for('llm'))}"
+            )
         return self.llm(config, context)
 
 
@@ -513,8 +548,12 @@ BACKENDS: Registry[Backend] = Registry("backend")
 _SIDES: dict[str, tuple[Side, ...]] = {}
 
 
-def register_backend(name: str, target: str | Backend, sides: tuple[Side, ...] = ("encoder", "llm"),
-                     aliases: tuple[str, ...] = ()) -> None:
+def register_backend(
+    name: str,
+    target: str | Backend,
+    sides: tuple[Side, ...] = ("encoder", "llm"),
+    aliases: tuple[str, ...] = (),
+) -> None:
     """Register a backend: ``target`` is a :class:`Backend` or ``"module:attr"`` naming one."""
     BACKENDS.register(name, target, aliases)
     _SIDES[name.lower()] = sides
@@ -524,7 +563,9 @@ def get_backend(name: str) -> Backend:
     """The backend called ``name`` (imports its module); UserError with "did you mean"."""
     backend = BACKENDS.get(name)
     if not isinstance(backend, Backend):
-        raise UserError(f"backend {name!r} does not name a harness.backends.base.Backend (got {type(backend).__name__})")
+        raise UserError(
+            f"backend {name!r} does not name a harness.backends.base.Backend (got {type(backend).__name__})"
+        )
     return backend
 
 

@@ -56,9 +56,13 @@ class ExecuTorchConfig(RunnerConfig):
         if self.threads < 0:
             raise UserError("executorch threads must be >= 0")
         if self.precision == "float16" and self.delegate == "xnnpack":
-            raise UserError("executorch float16 runs on the coreml and mps delegates; with xnnpack use float32 or int8")
+            raise UserError(
+                "executorch float16 runs on the coreml and mps delegates; with xnnpack use float32 or int8"
+            )
         if self.precision == "int8" and self.delegate != "xnnpack":
-            raise UserError(f"executorch int8 (dynamic quantization) runs on the xnnpack delegate, not {self.delegate}")
+            raise UserError(
+                f"executorch int8 (dynamic quantization) runs on the xnnpack delegate, not {self.delegate}"
+            )
         err = missing_runtime(self.name or "executorch", self.REQUIRES, EXTRA)
         if err:
             raise err
@@ -87,8 +91,9 @@ def _threadpool(threads: int) -> int | None:
 class _ExecuTorchCompiler:
     """``compile_graph`` for the runner classes below (their ``config`` is a ExecuTorchConfig)."""
 
-
-    def compile_graph(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str) -> Compiled:
+    def compile_graph(
+        self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str
+    ) -> Compiled:
         import copy
 
         from harness.backends.graphs import lower_executorch, quiet
@@ -98,8 +103,9 @@ class _ExecuTorchCompiler:
         if cfg.precision == "float16":
             module = copy.deepcopy(module).half()
             args = tuple(x.half() for x in inputs)
-        buffer, compile_s, info = lower_executorch(module, args, cfg.delegate,
-                                                   quantize="int8" if cfg.precision == "int8" else None)
+        buffer, compile_s, info = lower_executorch(
+            module, args, cfg.delegate, quantize="int8" if cfg.precision == "int8" else None
+        )
         t0 = time.perf_counter()
         with quiet():
             from executorch.runtime import Runtime
@@ -149,7 +155,12 @@ class ExecuTorchLLMRunner(_ExecuTorchCompiler, PortableLLMRunner):
     """Decoder prefill (fixed token count) + projector through the ExecuTorch runtime."""
 
 
-BACKEND = Backend("executorch", ExecuTorchConfig, encoder=ExecuTorchEncoderRunner, llm=ExecuTorchLLMRunner,
-                  description="ExecuTorch (torch.export + XNNPACK / Core ML / MPS delegates)")
+BACKEND = Backend(
+    "executorch",
+    ExecuTorchConfig,
+    encoder=ExecuTorchEncoderRunner,
+    llm=ExecuTorchLLMRunner,
+    description="ExecuTorch (torch.export + XNNPACK / Core ML / MPS delegates)",
+)
 
 __all__ = ["BACKEND", "DELEGATES", "ExecuTorchConfig"]

@@ -56,7 +56,18 @@ def quiet() -> Iterator[None]:
     """Silence exporter chatter (warnings, torch._logs) while exporting."""
     import logging
 
-    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "onnxscript", "onnx_ir", "executorch", "torch._dynamo", "torchao")]
+    loggers = [
+        logging.getLogger(n)
+        for n in (
+            "torch",
+            "torch.onnx",
+            "onnxscript",
+            "onnx_ir",
+            "executorch",
+            "torch._dynamo",
+            "torchao",
+        )
+    ]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -97,7 +108,9 @@ class PrefillGraph(nn.Module):
 
         model: Any = self.model
         cache = DynamicCache(config=model.config)
-        out = model(inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(
+            inputs_embeds=inputs_embeds, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
         kv: list[torch.Tensor] = []
         for layer in getattr(out.past_key_values, "layers", []):
             kv += [layer.keys, layer.values]
@@ -121,7 +134,10 @@ def _torch_runner_attr(side: str, attr: str) -> Any:
     inputs the eager runner times."""
     import importlib
 
-    module = {"encoder": "harness.backends.torch.encoder", "prefill": "harness.backends.torch.prefill"}[side]
+    module = {
+        "encoder": "harness.backends.torch.encoder",
+        "prefill": "harness.backends.torch.prefill",
+    }[side]
     return getattr(importlib.import_module(module), attr)
 
 
@@ -147,8 +163,15 @@ class EncoderCase:
         return int(self.reference.shape[2])
 
 
-def encoder_case(name: str, resolution: int, tiling: str = "none", *, seed: int = 0,
-                 weights: str | None = None, channels_last: bool = False) -> EncoderCase:
+def encoder_case(
+    name: str,
+    resolution: int,
+    tiling: str = "none",
+    *,
+    seed: int = 0,
+    weights: str | None = None,
+    channels_last: bool = False,
+) -> EncoderCase:
     """Build encoder ``name`` in float32, its inputs and the eager reference tokens."""
     make_images = _torch_runner_attr("encoder", "make_images")
     spec = get_spec(name)
@@ -164,7 +187,9 @@ def encoder_case(name: str, resolution: int, tiling: str = "none", *, seed: int 
     inputs = (split_tiles(images, t) if t.tiled else images).contiguous()
     with torch.inference_mode():
         reference = graph(inputs).float()
-    return EncoderCase(spec.name, graph, inputs, reference, tile, t.images, encoder.params() / 1e6, build_s)
+    return EncoderCase(
+        spec.name, graph, inputs, reference, tile, t.images, encoder.params() / 1e6, build_s
+    )
 
 
 @dataclass
@@ -182,8 +207,15 @@ class PrefillCase:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def prefill_case(spec: LLMSpec, visual_tokens: int, prompt_tokens: int, *, encoder_dim: int,
-                 layers: int | None = None, seed: int = 0) -> PrefillCase:
+def prefill_case(
+    spec: LLMSpec,
+    visual_tokens: int,
+    prompt_tokens: int,
+    *,
+    encoder_dim: int,
+    layers: int | None = None,
+    seed: int = 0,
+) -> PrefillCase:
     """Build ``spec`` (or its first ``layers`` layers) in float32 with the prefill inputs
     the torch runner uses (projected encoder features + prompt embeddings) and the reference."""
     from harness.llms.build import build_torch_llm
@@ -200,15 +232,29 @@ def prefill_case(spec: LLMSpec, visual_tokens: int, prompt_tokens: int, *, encod
         embeds = torch.cat([inputs.visual, prompt], dim=1).contiguous()
         graph = PrefillGraph(built.model).eval()
         reference = graph(embeds)[0].float()
-    return PrefillCase(spec, graph, embeds, reference, built.layers, ProjectorGraph(inputs.projector).eval(),
-                       inputs.features, time.perf_counter() - t0, {"input_scale": inputs.input_scale})
+    return PrefillCase(
+        spec,
+        graph,
+        embeds,
+        reference,
+        built.layers,
+        ProjectorGraph(inputs.projector).eval(),
+        inputs.features,
+        time.perf_counter() - t0,
+        {"input_scale": inputs.input_scale},
+    )
 
 
 # ------------------------------------------------------------------------------ exporters
 
 
-def export_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: str | Path,
-                input_names: list[str], output_names: list[str] | None = None) -> float:
+def export_onnx(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: str | Path,
+    input_names: list[str],
+    output_names: list[str] | None = None,
+) -> float:
     """``torch.onnx.export(dynamo=True)`` to ``path`` (weights as external data next to it
     when over 2 GB); returns export seconds. Any failure -> :class:`ExportFailed`."""
     path = Path(path)
@@ -216,8 +262,16 @@ def export_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: str | P
     t0 = time.perf_counter()
     try:
         with quiet(), torch.inference_mode(False), torch.no_grad():
-            program = torch.onnx.export(module, args, dynamo=True, verbose=False, input_names=input_names,
-                                        output_names=output_names, report=False, optimize=True)
+            program = torch.onnx.export(
+                module,
+                args,
+                dynamo=True,
+                verbose=False,
+                input_names=input_names,
+                output_names=output_names,
+                report=False,
+                optimize=True,
+            )
             if program is None:
                 raise RuntimeError("torch.onnx.export returned no program")
             nbytes = sum(p.numel() * p.element_size() for p in module.parameters())
@@ -236,8 +290,12 @@ def remove_onnx(path: str | Path) -> None:
             os.remove(f)
 
 
-def lower_executorch(module: nn.Module, args: tuple[torch.Tensor, ...], delegate: str = "xnnpack",
-                     quantize: str | None = None) -> tuple[bytes, float, dict[str, Any]]:
+def lower_executorch(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    delegate: str = "xnnpack",
+    quantize: str | None = None,
+) -> tuple[bytes, float, dict[str, Any]]:
     """Export with ``torch.export`` and lower to an ExecuTorch program with ``delegate``'s
     partitioner (``xnnpack``, ``coreml``, ``mps``); ``quantize="int8"`` applies XNNPACK's
     dynamic int8 quantization (PT2E) to linear layers first. Returns (program bytes, seconds,
@@ -256,19 +314,32 @@ def lower_executorch(module: nn.Module, args: tuple[torch.Tensor, ...], delegate
                 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
                 quantizer = XNNPACKQuantizer().set_module_type(
-                    nn.Linear, get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+                    nn.Linear,
+                    get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True),
+                )
                 captured = torch.export.export(module, args).module()
                 prepared = prepare_pt2e(captured, quantizer)  # type: ignore[arg-type]
                 prepared(*args)
                 module = convert_pt2e(prepared)  # type: ignore[assignment]
-                info["quantization"] = "XNNPACKQuantizer dynamic int8 on nn.Linear (per-channel weights)"
+                info["quantization"] = (
+                    "XNNPACKQuantizer dynamic int8 on nn.Linear (per-channel weights)"
+                )
             ep = torch.export.export(module, args)
             partitioner = _et_partitioner(delegate)
             edge = to_edge_transform_and_lower(ep, partitioner=[partitioner])
             graph = edge.exported_program().graph_module.graph
-            delegated = sum(1 for n in graph.nodes if n.op == "call_function" and "executorch_call_delegate" in str(n.target))
-            leftover = sum(1 for n in graph.nodes if n.op == "call_function" and "executorch_call_delegate" not in str(n.target)
-                           and "getitem" not in str(n.target))
+            delegated = sum(
+                1
+                for n in graph.nodes
+                if n.op == "call_function" and "executorch_call_delegate" in str(n.target)
+            )
+            leftover = sum(
+                1
+                for n in graph.nodes
+                if n.op == "call_function"
+                and "executorch_call_delegate" not in str(n.target)
+                and "getitem" not in str(n.target)
+            )
             program = edge.to_executorch()
             buffer = bytes(program.buffer)
         info.update({"delegate_calls": delegated, "portable_ops": leftover})

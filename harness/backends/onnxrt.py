@@ -35,7 +35,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 EXTRA = "onnx"
 
@@ -47,8 +51,10 @@ def missing_runtime(name: str, modules: tuple[str, ...], extra: str) -> UserErro
     missing = [m for m in modules if not _importable(m)]
     if not missing:
         return None
-    return UserError(f"backend {name!r} needs {', '.join(missing)}, which is not installed: "
-                     f"pip install 'vlm-pareto[{extra}]'")
+    return UserError(
+        f"backend {name!r} needs {', '.join(missing)}, which is not installed: "
+        f"pip install 'vlm-pareto[{extra}]'"
+    )
 
 
 @dataclass
@@ -77,7 +83,13 @@ class OnnxRTConfig(RunnerConfig):
         if self.provider not in PROVIDERS:
             raise UserError(suggest(self.provider, list(PROVIDERS), "onnxrt provider"))
         if self.graph_optimization_level not in OPT_LEVELS:
-            raise UserError(suggest(self.graph_optimization_level, list(OPT_LEVELS), "onnxrt graph_optimization_level"))
+            raise UserError(
+                suggest(
+                    self.graph_optimization_level,
+                    list(OPT_LEVELS),
+                    "onnxrt graph_optimization_level",
+                )
+            )
         self.int8_ops = tuple(self.int8_ops)
         bad = [op for op in self.int8_ops if op not in ("MatMul", "Gemm", "Conv")]
         if bad:
@@ -85,10 +97,14 @@ class OnnxRTConfig(RunnerConfig):
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise UserError("onnxrt intra_op_threads / inter_op_threads must be >= 0")
         if self.precision == "float16" and self.provider == "cpu":
-            raise UserError("onnxrt float16 runs on the cuda and coreml providers; on cpu use float32 or int8")
+            raise UserError(
+                "onnxrt float16 runs on the cuda and coreml providers; on cpu use float32 or int8"
+            )
         if self.precision == "int8" and self.provider != "cpu":
-            raise UserError(f"onnxrt int8 (dynamic quantization) runs on the cpu provider, not {self.provider}; "
-                            "use float16 there")
+            raise UserError(
+                f"onnxrt int8 (dynamic quantization) runs on the cpu provider, not {self.provider}; "
+                "use float16 there"
+            )
         err = missing_runtime(self.name or "onnxrt", self.REQUIRES, EXTRA)
         if err:
             raise err
@@ -121,7 +137,9 @@ class _OnnxCompiler:
             self._dir = Path(tempfile.mkdtemp(prefix="vlm-pareto-onnx-"))
         return self._dir
 
-    def compile_graph(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str) -> Compiled:
+    def compile_graph(
+        self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str
+    ) -> Compiled:
         import copy
 
         import torch
@@ -135,8 +153,12 @@ class _OnnxCompiler:
         if cfg.precision == "float16":
             module = copy.deepcopy(module).half()
             args = tuple(x.half() for x in inputs)
-        compile_s = export_onnx(module, args, path, input_names=[f"input{i}" for i in range(len(args))])
-        settings: dict[str, Any] = {"exporter": f"torch.onnx.export(dynamo=True) torch {torch.__version__}"}
+        compile_s = export_onnx(
+            module, args, path, input_names=[f"input{i}" for i in range(len(args))]
+        )
+        settings: dict[str, Any] = {
+            "exporter": f"torch.onnx.export(dynamo=True) torch {torch.__version__}"
+        }
         model_path = path
         if cfg.precision == "int8":
             t0 = time.perf_counter()
@@ -150,7 +172,9 @@ class _OnnxCompiler:
             finally:
                 remove_onnx(path)
             compile_s += time.perf_counter() - t0
-            settings["quantization"] = f"onnxruntime quantize_dynamic QInt8 ({', '.join(cfg.int8_ops)})"
+            settings["quantization"] = (
+                f"onnxruntime quantize_dynamic QInt8 ({', '.join(cfg.int8_ops)})"
+            )
         t0 = time.perf_counter()
         session, info = make_session(model_path, cfg)
         compile_s += time.perf_counter() - t0
@@ -164,7 +188,9 @@ class _OnnxCompiler:
         def close() -> None:
             remove_onnx(model_path)
 
-        return Compiled(step=step, first_output=first[0], compile_s=compile_s, settings=settings, close=close)
+        return Compiled(
+            step=step, first_output=first[0], compile_s=compile_s, settings=settings, close=close
+        )
 
     def __del__(self) -> None:
         if self._dir is not None:
@@ -182,8 +208,14 @@ def quantize_int8(src: Path, dst: Path, ops: tuple[str, ...] = ("MatMul", "Gemm"
     logging.getLogger("root").setLevel(logging.ERROR)
     big = src.stat().st_size > 1.8 * 2**30 or any(src.parent.glob(src.name + ".data"))
     with quiet():
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(ops),
-                         per_channel=False, use_external_data_format=big)
+        quantize_dynamic(
+            src,
+            dst,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=list(ops),
+            per_channel=False,
+            use_external_data_format=big,
+        )
 
 
 def make_session(path: Path, cfg: OnnxRTConfig) -> tuple[Any, dict[str, Any]]:
@@ -234,7 +266,20 @@ class OnnxLLMRunner(_OnnxCompiler, PortableLLMRunner):
     """Decoder prefill + projector through ONNX Runtime."""
 
 
-BACKEND = Backend("onnxrt", OnnxRTConfig, encoder=OnnxEncoderRunner, llm=OnnxLLMRunner,
-                  description="ONNX Runtime (torch.onnx dynamo export; CPU / CUDA / Core ML providers)")
+BACKEND = Backend(
+    "onnxrt",
+    OnnxRTConfig,
+    encoder=OnnxEncoderRunner,
+    llm=OnnxLLMRunner,
+    description="ONNX Runtime (torch.onnx dynamo export; CPU / CUDA / Core ML providers)",
+)
 
-__all__ = ["BACKEND", "OPT_LEVELS", "PROVIDERS", "OnnxRTConfig", "make_session", "missing_runtime", "quantize_int8"]
+__all__ = [
+    "BACKEND",
+    "OPT_LEVELS",
+    "PROVIDERS",
+    "OnnxRTConfig",
+    "make_session",
+    "missing_runtime",
+    "quantize_int8",
+]

@@ -69,14 +69,18 @@ class ParityResult:
         }
 
     def describe(self) -> str:
-        return (f"cosine {self.cosine:.6f} (min {self.min_cosine}), max abs err {self.max_abs_err:.4g} "
-                f"= {self.rel_err:.3g} of the reference's max (max {self.max_rel_err})"
-                + ("" if self.finite else ", non-finite values"))
+        return (
+            f"cosine {self.cosine:.6f} (min {self.min_cosine}), max abs err {self.max_abs_err:.4g} "
+            f"= {self.rel_err:.3g} of the reference's max (max {self.max_rel_err})"
+            + ("" if self.finite else ", non-finite values")
+        )
 
 
 def thresholds(precision: str) -> tuple[float, float]:
     """(min cosine, max relative error) for ``precision`` (int8/q8 share one row)."""
-    key = {"q8": "int8", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(precision, precision)
+    key = {"q8": "int8", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(
+        precision, precision
+    )
     if key not in THRESHOLDS:
         raise KeyError(f"no parity threshold for precision {precision!r}")
     return THRESHOLDS[key]
@@ -93,7 +97,9 @@ def compare(output: Any, reference: Any, precision: str) -> ParityResult:
     min_cos, max_rel = thresholds(precision)
     finite = bool(np.isfinite(a).all())
     if not finite:
-        return ParityResult(float("nan"), float("inf"), float("inf"), precision, min_cos, max_rel, False)
+        return ParityResult(
+            float("nan"), float("inf"), float("inf"), precision, min_cos, max_rel, False
+        )
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     cos = float(a @ b / denom) if denom > 0 else (1.0 if not a.any() and not b.any() else 0.0)
     err = float(np.max(np.abs(a - b))) if a.size else 0.0

@@ -86,7 +86,9 @@ class _CompilerMixin:
     config: Any
 
     @abstractmethod
-    def compile_graph(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str) -> Compiled:
+    def compile_graph(
+        self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str
+    ) -> Compiled:
         """Export / lower / compile ``module`` (float32, eval) for ``inputs`` at this backend's
         precision and return the runnable step; raise :class:`Skipped` if the runtime cannot
         convert it (with the converter's reason). ``tag`` names the graph (file names)."""
@@ -104,7 +106,12 @@ class _CompilerMixin:
         if isinstance(out, (list, tuple)):
             out = out[0]
         try:
-            return check(_as_numpy(out), _as_numpy(reference), self.config.precision, f"{self.config.name} {what}")
+            return check(
+                _as_numpy(out),
+                _as_numpy(reference),
+                self.config.precision,
+                f"{self.config.name} {what}",
+            )
         except Exception:
             if compiled.close:
                 compiled.close()
@@ -114,23 +121,36 @@ class _CompilerMixin:
 class PortableEncoderRunner(_CompilerMixin, EncoderRunner):
     """Encoder runner for any runtime that implements :meth:`compile_graph`."""
 
-    def build(self, spec: EncoderSpec, resolution: int, tiling: str, weights: str | None = None) -> Built:
+    def build(
+        self, spec: EncoderSpec, resolution: int, tiling: str, weights: str | None = None
+    ) -> Built:
         from harness.backends.graphs import encoder_case
 
         case = encoder_case(spec.name, resolution, tiling, seed=self.context.seed, weights=weights)
         what = f"{spec.name}@{resolution} ({tiling})"
-        compiled = self._compile(case.graph, (case.inputs,), f"{spec.name}-{resolution}-{tiling.replace('+', '_')}")
+        compiled = self._compile(
+            case.graph, (case.inputs,), f"{spec.name}-{resolution}-{tiling.replace('+', '_')}"
+        )
         parity = self._parity(compiled, case.reference, what)
         extra = EncoderExtra(
             settings={**compiled.settings, **parity.to_dict(), "batch_tiles": True},
-            compile_s=compiled.compile_s, parity=parity_of(parity), params_m=case.params_m,
-            tile_resolution=case.tile, images=case.images,
+            compile_s=compiled.compile_s,
+            parity=parity_of(parity),
+            params_m=case.params_m,
+            tile_resolution=case.tile,
+            images=case.images,
         )
         tokens, out_dim, build_s = case.tokens, case.out_dim, case.build_s
         del case
         context = compiled.context
-        return Built(step=compiled.step, tokens=tokens, out_dim=out_dim, context=lambda protocol: context(),
-                     build_s=build_s, extra=extra)
+        return Built(
+            step=compiled.step,
+            tokens=tokens,
+            out_dim=out_dim,
+            context=lambda protocol: context(),
+            build_s=build_s,
+            extra=extra,
+        )
 
 
 class PortableLLMRunner(_CompilerMixin, LLMRunner):
@@ -154,8 +174,14 @@ class PortableLLMRunner(_CompilerMixin, LLMRunner):
         with compiled.context():
             return measure(compiled.step, protocol)
 
-    def prefill(self, task: PrefillTask, spec: LLMSpec, in_dim: int, protocol: Protocol,
-                sample_layers: int | None = None) -> Outcome:
+    def prefill(
+        self,
+        task: PrefillTask,
+        spec: LLMSpec,
+        in_dim: int,
+        protocol: Protocol,
+        sample_layers: int | None = None,
+    ) -> Outcome:
         from harness.backends.graphs import prefill_case
         from harness.llms.sampling import ESTIMATOR, estimated_measurement
 
@@ -167,8 +193,14 @@ class PortableLLMRunner(_CompilerMixin, LLMRunner):
         settings: dict[str, Any] = {}
         projector: Outcome | None = None
         for n in counts:
-            case = prefill_case(spec, task.tokens, task.prompt_tokens, encoder_dim=in_dim,
-                                layers=None if n == spec.layers else n, seed=self.context.seed)
+            case = prefill_case(
+                spec,
+                task.tokens,
+                task.prompt_tokens,
+                encoder_dim=in_dim,
+                layers=None if n == spec.layers else n,
+                seed=self.context.seed,
+            )
             build_s += case.build_s
             tag = f"{spec.name}-L{n}-T{task.tokens}+{task.prompt_tokens}"
             compiled = self._compile(case.graph, (case.embeds,), tag)
@@ -182,41 +214,65 @@ class PortableLLMRunner(_CompilerMixin, LLMRunner):
                 if compiled.close:
                     compiled.close()
             if projector is None:
-                projector = self._projector_outcome(case.projector, case.features, protocol, in_dim, spec.hidden)
+                projector = self._projector_outcome(
+                    case.projector, case.features, protocol, in_dim, spec.hidden
+                )
             del case, compiled
         assert parity is not None
         if sampled:
             k = counts[1]
             m = estimated_measurement(timings[0], timings[k], k, spec.layers)
-            settings.update({"estimator": ESTIMATOR, "base_ms": timings[0].stats.median_ms,
-                             "k_layers_ms": timings[k].stats.median_ms})
+            settings.update(
+                {
+                    "estimator": ESTIMATOR,
+                    "base_ms": timings[0].stats.median_ms,
+                    "k_layers_ms": timings[k].stats.median_ms,
+                }
+            )
         else:
             m = timings[spec.layers]
         extra = PrefillExtra(
             settings={**self.config.recorded(), **settings, **parity.to_dict()},
-            compile_s=compile_s, parity=parity_of(parity),
+            compile_s=compile_s,
+            parity=parity_of(parity),
             latency_source="estimated" if sampled else "measured",
-            encoder_dim=in_dim, projector_ms=projector.measurement.stats.median_ms if projector else None,
-            hidden=spec.hidden, params_b=spec.params_b,
-            sampled_layers=counts[-1], total_layers=spec.layers,
+            encoder_dim=in_dim,
+            projector_ms=projector.measurement.stats.median_ms if projector else None,
+            hidden=spec.hidden,
+            params_b=spec.params_b,
+            sampled_layers=counts[-1],
+            total_layers=spec.layers,
         )
         return Outcome(m, extra, build_s=build_s, projector=projector)
 
-    def _projector_outcome(self, module: nn.Module, features: torch.Tensor, protocol: Protocol,
-                           in_dim: int, hidden: int) -> Outcome:
+    def _projector_outcome(
+        self,
+        module: nn.Module,
+        features: torch.Tensor,
+        protocol: Protocol,
+        in_dim: int,
+        hidden: int,
+    ) -> Outcome:
         import torch
 
         with torch.inference_mode():
             reference = module(features).float()
-        compiled = self._compile(module, (features,), f"projector-{in_dim}x{hidden}-T{features.shape[1]}")
+        compiled = self._compile(
+            module, (features,), f"projector-{in_dim}x{hidden}-T{features.shape[1]}"
+        )
         try:
             parity = self._parity(compiled, reference, f"projector {in_dim}->{hidden}")
             m = self._time(compiled, protocol)
         finally:
             if compiled.close:
                 compiled.close()
-        extra = ProjectorExtra(settings={**self.config.recorded(), **compiled.settings, **parity.to_dict()},
-                               compile_s=compiled.compile_s, parity=parity_of(parity), in_dim=in_dim, out_dim=hidden)
+        extra = ProjectorExtra(
+            settings={**self.config.recorded(), **compiled.settings, **parity.to_dict()},
+            compile_s=compiled.compile_s,
+            parity=parity_of(parity),
+            in_dim=in_dim,
+            out_dim=hidden,
+        )
         return Outcome(m, extra, build_s=0.0)
 
     def projector(self, task: ProjectorTask, spec: LLMSpec, protocol: Protocol) -> Outcome:
@@ -224,7 +280,9 @@ class PortableLLMRunner(_CompilerMixin, LLMRunner):
         from harness.llms.projector import build_projector, encoder_features
 
         t0 = time.perf_counter()
-        module = ProjectorGraph(build_projector(task.in_dim, spec.hidden, seed=self.context.seed + 1)).eval()
+        module = ProjectorGraph(
+            build_projector(task.in_dim, spec.hidden, seed=self.context.seed + 1)
+        ).eval()
         features = encoder_features(task.tokens, task.in_dim, seed=self.context.seed + 2)
         out = self._projector_outcome(module, features, protocol, task.in_dim, spec.hidden)
         out.build_s = time.perf_counter() - t0 - (out.extra.compile_s or 0.0)

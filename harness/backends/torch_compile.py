@@ -51,8 +51,10 @@ class TorchCompileConfig(RunnerConfig):
         if self.mode not in MODES:
             raise UserError(suggest(self.mode, list(MODES), "torch.compile mode"))
         if self.precision == "int8" and self.device != "cpu":
-            raise UserError("torch-compile int8 (torchao dynamic quantization) is set up for the cpu here; "
-                            "on cuda use float16 or bfloat16")
+            raise UserError(
+                "torch-compile int8 (torchao dynamic quantization) is set up for the cpu here; "
+                "on cuda use float16 or bfloat16"
+            )
         if self.precision == "int8":
             from harness.backends.onnxrt import missing_runtime
 
@@ -80,8 +82,9 @@ _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "
 class _TorchCompiler:
     """``compile_graph`` for the runner classes below (their ``config`` is a TorchCompileConfig)."""
 
-
-    def compile_graph(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str) -> Compiled:
+    def compile_graph(
+        self, module: nn.Module, inputs: tuple[torch.Tensor, ...], tag: str
+    ) -> Compiled:
         import torch
 
         from harness.backends.graphs import count_linears, quiet, short_reason, torch_quantize_int8
@@ -92,12 +95,18 @@ class _TorchCompiler:
         t0 = time.perf_counter()
         module = module.to(device=device, dtype=dtype)
         args = tuple(x.to(device=device, dtype=dtype) for x in inputs)
-        settings: dict[str, Any] = {"torch": torch.__version__, "compile": cfg.compile,
-                                    "compile_mode": cfg.mode if cfg.compile else None, "dynamic": False}
+        settings: dict[str, Any] = {
+            "torch": torch.__version__,
+            "compile": cfg.compile,
+            "compile_mode": cfg.mode if cfg.compile else None,
+            "dynamic": False,
+        }
         if cfg.precision == "int8":
             n = count_linears(module)
             if n == 0:
-                raise Skipped("torch-compile int8 quantizes nn.Linear layers and this model has none")
+                raise Skipped(
+                    "torch-compile int8 quantizes nn.Linear layers and this model has none"
+                )
             try:
                 settings["quantization"] = torch_quantize_int8(module)
             except Exception as e:
@@ -130,7 +139,13 @@ class _TorchCompiler:
             with torch.inference_mode(), _flush():
                 yield
 
-        return Compiled(step=step, first_output=first_out, compile_s=compile_s, settings=settings, context=context)
+        return Compiled(
+            step=step,
+            first_output=first_out,
+            compile_s=compile_s,
+            settings=settings,
+            context=context,
+        )
 
 
 @contextlib.contextmanager
@@ -152,7 +167,12 @@ class TorchCompileLLMRunner(_TorchCompiler, PortableLLMRunner):
     """Decoder prefill + projector through torch.compile (inductor)."""
 
 
-BACKEND = Backend("torch-compile", TorchCompileConfig, encoder=TorchCompileEncoderRunner, llm=TorchCompileLLMRunner,
-                  description="PyTorch with torch.compile (inductor), float32 / bf16 / fp16 / torchao int8")
+BACKEND = Backend(
+    "torch-compile",
+    TorchCompileConfig,
+    encoder=TorchCompileEncoderRunner,
+    llm=TorchCompileLLMRunner,
+    description="PyTorch with torch.compile (inductor), float32 / bf16 / fp16 / torchao int8",
+)
 
 __all__ = ["BACKEND", "MODES", "TorchCompileConfig"]

@@ -40,20 +40,46 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
             "Exit 1 on a regression, 0 otherwise, 2 on bad input."
         ),
     )
-    p.add_argument("--baseline", nargs="+", action="extend", required=True, metavar="RUN|FILE",
-                   help="baseline run id(s) or file(s); several are pooled (a window of runs)")
-    p.add_argument("--candidate", required=True, metavar="RUN|FILE", help="candidate run id or file")
-    p.add_argument("--benchmark-json", action="store_true",
-                   help="read the files as pytest-benchmark JSON (auto-detected for .json files)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"minimum slowdown to call a regression, as a fraction (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                   help=f"significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA})")
-    p.add_argument("--min-samples", type=int, default=MIN_SAMPLES,
-                   help=f"refuse keys with fewer samples per side (default {MIN_SAMPLES})")
-    p.add_argument("--raw", action="store_true",
-                   help="compare latencies as measured; by default, when both sides carry a machine-speed "
-                        "canary, the candidate is divided by the canary ratio (docs/noise.md)")
+    p.add_argument(
+        "--baseline",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="RUN|FILE",
+        help="baseline run id(s) or file(s); several are pooled (a window of runs)",
+    )
+    p.add_argument(
+        "--candidate", required=True, metavar="RUN|FILE", help="candidate run id or file"
+    )
+    p.add_argument(
+        "--benchmark-json",
+        action="store_true",
+        help="read the files as pytest-benchmark JSON (auto-detected for .json files)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"minimum slowdown to call a regression, as a fraction (default {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"significance level of the Mann-Whitney U test (default {DEFAULT_ALPHA})",
+    )
+    p.add_argument(
+        "--min-samples",
+        type=int,
+        default=MIN_SAMPLES,
+        help=f"refuse keys with fewer samples per side (default {MIN_SAMPLES})",
+    )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="compare latencies as measured; by default, when both sides carry a machine-speed "
+        "canary, the candidate is divided by the canary ratio (docs/noise.md)",
+    )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     return p
 
@@ -82,7 +108,9 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
     if not p.exists():
         raise UserError(f"no such file: {p}")
     if p.is_dir():
-        raise UserError(f"{p} is a directory; pass a measurements export or pytest-benchmark JSON file")
+        raise UserError(
+            f"{p} is a directory; pass a measurements export or pytest-benchmark JSON file"
+        )
     suffix = p.suffix.lower()
     try:
         if suffix == ".json" or benchmark_json:
@@ -92,7 +120,9 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
             if isinstance(doc, dict) and isinstance(doc.get("measurements"), list):
                 doc = doc["measurements"]
             if not isinstance(doc, list):
-                raise UserError(f"{p} is neither a measurements export (a JSON list of rows) nor pytest-benchmark JSON")
+                raise UserError(
+                    f"{p} is neither a measurements export (a JSON list of rows) nor pytest-benchmark JSON"
+                )
             check_file_version(doc, str(p))
             return [dict(r) for r in doc]
         import pandas as pd
@@ -102,11 +132,15 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(p)
         else:
-            raise UserError(f"cannot read {p.name}: use a .csv, .parquet or .json measurements export")
+            raise UserError(
+                f"cannot read {p.name}: use a .csv, .parquet or .json measurements export"
+            )
     except UserError:
         raise
     except (OSError, ValueError, ImportError, RecursionError) as e:
-        raise UserError(f"cannot read {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise UserError(
+            f"cannot read {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
     rows = cast("list[dict[str, Any]]", df.to_dict("records"))  # the file's column names
     check_file_version(rows, str(p))
     for i, r in enumerate(rows, start=2):  # line 1 is the header
@@ -115,7 +149,9 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
             try:
                 r["samples_ms"] = json.loads(s)
             except json.JSONDecodeError:
-                raise UserError(f"{p}, row {i}: samples_ms is not a JSON list of numbers ({s[:40]!r})") from None
+                raise UserError(
+                    f"{p}, row {i}: samples_ms is not a JSON list of numbers ({s[:40]!r})"
+                ) from None
             if not isinstance(r["samples_ms"], list):
                 raise UserError(f"{p}, row {i}: samples_ms is not a JSON list of numbers")
         elif s is not None and not isinstance(s, list) and hasattr(s, "tolist"):
@@ -127,7 +163,9 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
     return rows
 
 
-def load_side(specs: list[str], db: str | None, benchmark_json: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+def load_side(
+    specs: list[str], db: str | None, benchmark_json: bool = False
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of run ids and/or files, and a short description of each source."""
     rows: list[dict[str, Any]] = []
     store = None
@@ -150,7 +188,9 @@ def load_side(specs: list[str], db: str | None, benchmark_json: bool = False) ->
         if df.empty:
             raise UserError(f"run {spec} has no measurements")
         rows.extend(cast("list[dict[str, Any]]", df.to_dict("records")))
-        sources.append(f"run {spec} ({run['created_at'][:19]}, commit {str(run.get('git_commit') or '?')[:10]})")
+        sources.append(
+            f"run {spec} ({run['created_at'][:19]}, commit {str(run.get('git_commit') or '?')[:10]})"
+        )
     return rows, sources
 
 
@@ -170,14 +210,16 @@ def render_table(cmp: TableComparison) -> str:
     for r in cmp.rows:
         x = r.result
         ci = "" if math.isnan(x.ratio_ci_low) else f" [{x.ratio_ci_low:.3f}, {x.ratio_ci_high:.3f}]"
-        body.append((
-            r.label,
-            f"{x.baseline_median_ms:.3f} (n={x.n_baseline})",
-            f"{x.candidate_median_ms:.3f} (n={x.n_candidate})",
-            f"{x.ratio:.3f}{ci}",
-            _fmt_p(x.p_value),
-            x.verdict,
-        ))
+        body.append(
+            (
+                r.label,
+                f"{x.baseline_median_ms:.3f} (n={x.n_baseline})",
+                f"{x.candidate_median_ms:.3f} (n={x.n_candidate})",
+                f"{x.ratio:.3f}{ci}",
+                _fmt_p(x.p_value),
+                x.verdict,
+            )
+        )
     widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
     line = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()  # noqa: E731
     out = [line(head), line(tuple("-" * w for w in widths)), *map(line, body)]
@@ -186,8 +228,10 @@ def render_table(cmp: TableComparison) -> str:
         f"regression = p < {cmp.alpha:g} (Mann-Whitney U, two-sided) AND ratio >= {1 + cmp.threshold:.3f}; "
         f"improvement = p < {cmp.alpha:g} AND ratio <= {1 / (1 + cmp.threshold):.3f}; '~' = no change shown"
     )
-    out.append(f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s), "
-               f"{len(cmp.rows) - len(cmp.regressions) - len(cmp.improvements)} unchanged")
+    out.append(
+        f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s), "
+        f"{len(cmp.rows) - len(cmp.regressions) - len(cmp.improvements)} unchanged"
+    )
     if cmp.only_baseline:
         out.append(f"only in baseline (not compared): {', '.join(cmp.only_baseline)}")
     if cmp.only_candidate:
@@ -205,14 +249,28 @@ def run(args: argparse.Namespace) -> int:
     from harness.canary import normalise_pair
     from harness.interference import contended_labels
 
-    base_rows, cand_rows, speed = normalise_pair(base_rows, cand_rows, normalise=not getattr(args, "raw", False))
+    base_rows, cand_rows, speed = normalise_pair(
+        base_rows, cand_rows, normalise=not getattr(args, "raw", False)
+    )
     unreliable = contended_labels(base_rows) | contended_labels(cand_rows)
-    cmp = compare_tables(base_rows, cand_rows, args.threshold, args.alpha, min_samples=args.min_samples)
+    cmp = compare_tables(
+        base_rows, cand_rows, args.threshold, args.alpha, min_samples=args.min_samples
+    )
     failing = [r for r in cmp.regressions if r.label not in unreliable]
     if args.json:
-        print(json.dumps({"baseline": base_src, "candidate": cand_src, **cmp.to_dict(),
-                          "machine_speed": speed.to_dict(), "contended": sorted(unreliable)}, indent=2,
-                         default=_json_default))
+        print(
+            json.dumps(
+                {
+                    "baseline": base_src,
+                    "candidate": cand_src,
+                    **cmp.to_dict(),
+                    "machine_speed": speed.to_dict(),
+                    "contended": sorted(unreliable),
+                },
+                indent=2,
+                default=_json_default,
+            )
+        )
     else:
         print(f"baseline:  {'; '.join(base_src)}")
         print(f"candidate: {'; '.join(cand_src)}")
@@ -220,7 +278,9 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(render_table(cmp))
         if unreliable:
-            print(f"contended (unreliable, never a failing regression): {', '.join(sorted(unreliable))}")
+            print(
+                f"contended (unreliable, never a failing regression): {', '.join(sorted(unreliable))}"
+            )
     return 1 if failing else 0
 
 

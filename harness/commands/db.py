@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c = actions.add_parser("check", help="full integrity check, read-only (exit 1 if damaged)")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
     actions.add_parser("migrate", help="upgrade the store's schema to this version of vlm-pareto")
-    r = actions.add_parser("recover", help="copy every readable row of a damaged store into a new one")
+    r = actions.add_parser(
+        "recover", help="copy every readable row of a damaged store into a new one"
+    )
     r.add_argument("src", help="the damaged SQLite store (opened read-only, never changed)")
     r.add_argument("dst", help="a new SQLite file (or database URL) to copy the readable rows into")
     r.add_argument("--json", action="store_true", help="print what was copied as JSON")
@@ -36,15 +38,19 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(res.as_json(), indent=1))
         elif res.ok:
             counts = ", ".join(f"{v} {k}" for k, v in res.counts.items())
-            print(f"ok: {res.where} passed the integrity check (schema v{res.schema_version}; {counts})")
+            print(
+                f"ok: {res.where} passed the integrity check (schema v{res.schema_version}; {counts})"
+            )
         else:
             print(f"DAMAGED: {res.where} failed the integrity check:")
             for line in res.problems[:10]:
                 print(f"  {line}")
             if len(res.problems) > 10:
                 print(f"  ... and {len(res.problems) - 10} more")
-            print(f"Restore it from a backup, or copy every readable row into a new store with "
-                  f"'vlm-pareto db recover {res.where} NEW.db'. Nothing is written to it until then.")
+            print(
+                f"Restore it from a backup, or copy every readable row into a new store with "
+                f"'vlm-pareto db recover {res.where} NEW.db'. Nothing is written to it until then."
+            )
         return 0 if res.ok else 1
     if args.action == "migrate":
         store = Store(None, create=False)
@@ -61,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
         print("  skipped damaged regions: " + ", ".join(f"{k} {v}" for k, v in damaged.items()))
     unusable = {k: v for k, v in rec.unusable.items() if v}
     if unusable:
-        print("  unusable rows (garbage from damaged pages): " + ", ".join(f"{k} {v}" for k, v in unusable.items()))
+        print(
+            "  unusable rows (garbage from damaged pages): "
+            + ", ".join(f"{k} {v}" for k, v in unusable.items())
+        )
     if rec.placeholder_runs:
-        print(f"  {rec.placeholder_runs} run(s) whose row was lost were recreated as placeholders (status partial)")
+        print(
+            f"  {rec.placeholder_runs} run(s) whose row was lost were recreated as placeholders (status partial)"
+        )
     return 0

@@ -33,25 +33,50 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(encoder, resolution, llm, tiling, recipe) with Avg-5 = mean(GQA, TextVQA, POPE, DocVQA, "
         "SeedBench-image). Re-ingesting the same files changes nothing.",
     )
-    p.add_argument("paths", nargs="*", help="lmms-eval *_results.json files or directories, or .csv files")
-    p.add_argument("--manifest", help="YAML mapping results files (globs ok) to keys; see docs/accuracy.md")
+    p.add_argument(
+        "paths", nargs="*", help="lmms-eval *_results.json files or directories, or .csv files"
+    )
+    p.add_argument(
+        "--manifest", help="YAML mapping results files (globs ok) to keys; see docs/accuracy.md"
+    )
     p.add_argument("--encoder", help="key for the results files given as paths (e.g. fastvithd)")
     p.add_argument("--resolution", help="input side in pixels (total, for tiled models)")
     p.add_argument("--llm", help="e.g. qwen2-0.5b")
     p.add_argument("--tiling", default="none", help="'none' (default) or e.g. '2x2+overview'")
     p.add_argument("--recipe", default=None, help="'llava-1.5' or 'pt<PT>+it<IT>', e.g. pt15+it1.1")
-    p.add_argument("--pope-metric", choices=sorted(POPE_METRICS), default="accuracy",
-                   help="POPE score to use (default accuracy)")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="accept runs evaluated with --limit (effective < original samples); rows are marked partial")
-    p.add_argument("--prefer", choices=["newest"], default=None,
-                   help="resolve conflicting duplicate scores by the newest file (its 'date', else its name)")
-    p.add_argument("--skip-unknown", action="store_true", help="ignore tasks that are not known benchmarks")
-    p.add_argument("--allow-new-names", action="store_true",
-                   help="accept any encoder/LLM name (slugified), not only the ones the sweeps know")
-    p.add_argument("--config-dir", action="append", default=[], metavar="DIR",
-                   help="also accept the encoders/LLMs defined in DIR/encoder/*.yaml and DIR/llm/*.yaml (the "
-                   "sweep's --config-dir); built-in zoo names and sweeps/llm/*.yaml are always accepted")
+    p.add_argument(
+        "--pope-metric",
+        choices=sorted(POPE_METRICS),
+        default="accuracy",
+        help="POPE score to use (default accuracy)",
+    )
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="accept runs evaluated with --limit (effective < original samples); rows are marked partial",
+    )
+    p.add_argument(
+        "--prefer",
+        choices=["newest"],
+        default=None,
+        help="resolve conflicting duplicate scores by the newest file (its 'date', else its name)",
+    )
+    p.add_argument(
+        "--skip-unknown", action="store_true", help="ignore tasks that are not known benchmarks"
+    )
+    p.add_argument(
+        "--allow-new-names",
+        action="store_true",
+        help="accept any encoder/LLM name (slugified), not only the ones the sweeps know",
+    )
+    p.add_argument(
+        "--config-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also accept the encoders/LLMs defined in DIR/encoder/*.yaml and DIR/llm/*.yaml (the "
+        "sweep's --config-dir); built-in zoo names and sweeps/llm/*.yaml are always accepted",
+    )
     p.add_argument("--json", action="store_true", help="print the resulting rows as JSON")
     p.add_argument("--dry-run", action="store_true", help="validate and show, write nothing")
     return p
@@ -66,12 +91,24 @@ class Collected:
 
 
 def _flag_key(args: argparse.Namespace) -> Key:
-    missing = [f"--{n}" for n in ("encoder", "resolution", "llm", "recipe") if getattr(args, n) in (None, "")]
+    missing = [
+        f"--{n}"
+        for n in ("encoder", "resolution", "llm", "recipe")
+        if getattr(args, n) in (None, "")
+    ]
     if missing:
-        raise UserError(f"lmms-eval results need a key: give {', '.join(missing)} "
-                        "(and --tiling if not 'none'), or use --manifest")
-    return normalize_key(args.encoder, args.resolution, args.llm, args.tiling, args.recipe,
-                         strict=not args.allow_new_names)
+        raise UserError(
+            f"lmms-eval results need a key: give {', '.join(missing)} "
+            "(and --tiling if not 'none'), or use --manifest"
+        )
+    return normalize_key(
+        args.encoder,
+        args.resolution,
+        args.llm,
+        args.tiling,
+        args.recipe,
+        strict=not args.allow_new_names,
+    )
 
 
 def _lmms_records(path: Path, key: Key, args: argparse.Namespace) -> list[ScoreRecord]:
@@ -79,11 +116,16 @@ def _lmms_records(path: Path, key: Key, args: argparse.Namespace) -> list[ScoreR
     out = []
     for s in rf.scores:
         if s.partial and not args.allow_partial:
-            counts = (f"n-samples effective {s.n_effective} < original {s.n_original}"
-                      if s.n_original is not None else f"config.limit {rf.limit:g}")
-            raise UserError(f"{path}: results.{s.task} was evaluated on a subset ({counts}); its "
-                            "scores are not comparable with full runs; pass --allow-partial to "
-                            "ingest it (the row is marked partial)")
+            counts = (
+                f"n-samples effective {s.n_effective} < original {s.n_original}"
+                if s.n_original is not None
+                else f"config.limit {rf.limit:g}"
+            )
+            raise UserError(
+                f"{path}: results.{s.task} was evaluated on a subset ({counts}); its "
+                "scores are not comparable with full runs; pass --allow-partial to "
+                "ingest it (the row is marked partial)"
+            )
         out.append(ScoreRecord(key, s.benchmark, s.value, f"{path}", s.partial, rf.date))
     return out
 
@@ -97,8 +139,16 @@ def _stored_records(stored: list[dict], keys: set[tuple[Key, str]]) -> dict[str,
             continue
         for bench, value in (r["scores"] or {}).items():
             # Stored rows carry no file date: with --prefer newest, incoming files win.
-            out.setdefault(r["source"], []).append(ScoreRecord(
-                key, bench, float(value), f"the store (row {r['id']})", bool(r["partial"]), datetime.min))
+            out.setdefault(r["source"], []).append(
+                ScoreRecord(
+                    key,
+                    bench,
+                    float(value),
+                    f"the store (row {r['id']})",
+                    bool(r["partial"]),
+                    datetime.min,
+                )
+            )
     return out
 
 
@@ -135,7 +185,9 @@ def read_inputs(args: argparse.Namespace) -> Inputs:
     files: list[str] = []
     if args.manifest:
         if any(getattr(args, n) for n in ("encoder", "resolution", "llm", "recipe")):
-            raise UserError("give the key either with --manifest or with --encoder/--resolution/--llm/--recipe, not both")
+            raise UserError(
+                "give the key either with --manifest or with --encoder/--resolution/--llm/--recipe, not both"
+            )
         for entry in read_manifest(args.manifest, strict_names=strict):
             for f in entry.files:
                 lmms.extend(_lmms_records(f, entry.key, args))
@@ -205,8 +257,10 @@ def run(args: argparse.Namespace) -> int:
     except UserError as e:
         if not _unknown_name(e):
             raise
-        raise UserError(f"{e}; a model of your own? pass --allow-new-names, or --config-dir DIR "
-                        "(the sweep's, with encoder/ and llm/ YAML files)") from e
+        raise UserError(
+            f"{e}; a model of your own? pass --allow-new-names, or --config-dir DIR "
+            "(the sweep's, with encoder/ and llm/ YAML files)"
+        ) from e
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -234,11 +288,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     n_avg = sum(r.avg5 is not None for r in collected.rows)
     verb = "would ingest" if args.dry_run else "ingested"
-    print(f"{verb} {len(collected.rows)} accuracy row(s) from {len(collected.files)} file(s); "
-          f"{n_avg} with Avg-5 ({'+'.join(AVG5)})")
+    print(
+        f"{verb} {len(collected.rows)} accuracy row(s) from {len(collected.files)} file(s); "
+        f"{n_avg} with Avg-5 ({'+'.join(AVG5)})"
+    )
     for r in collected.rows:
         print(_fmt(r))
     if counts is not None:
         print("store: " + ", ".join(f"{v} {k}" for k, v in counts.items() if k != "conflicts"))
     return 0
-

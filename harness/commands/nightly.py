@@ -27,33 +27,71 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--preset", default="nightly", help="sweep preset to measure (default: nightly)")
-    p.add_argument("--protocol", default="rigorous", help="measurement protocol (default: rigorous)")
-    p.add_argument("--rounds", type=int, default=5,
-                   help="interleaved rounds per key (default: 5, what the noise study assumes)")
-    p.add_argument("--run-id", default=None, help="evaluate this stored run instead of measuring a new one")
-    p.add_argument("--baseline", default=None, metavar="FILE",
-                   help="compare with a committed measurements export (results/baselines/) instead of the window")
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
-                   help=f"previous runs pooled into the baseline (default {DEFAULT_WINDOW})")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"minimum slowdown to flag, as a fraction (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                   help=f"Mann-Whitney U significance level (default {DEFAULT_ALPHA})")
+    p.add_argument(
+        "--protocol", default="rigorous", help="measurement protocol (default: rigorous)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds per key (default: 5, what the noise study assumes)",
+    )
+    p.add_argument(
+        "--run-id", default=None, help="evaluate this stored run instead of measuring a new one"
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="FILE",
+        help="compare with a committed measurements export (results/baselines/) instead of the window",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=DEFAULT_WINDOW,
+        help=f"previous runs pooled into the baseline (default {DEFAULT_WINDOW})",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"minimum slowdown to flag, as a fraction (default {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"Mann-Whitney U significance level (default {DEFAULT_ALPHA})",
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"report root (default {DEFAULT_OUT})")
     p.add_argument("--date", default=None, help="report folder name (default: the run's UTC date)")
-    p.add_argument("--json", action="store_true", help="print the verdicts as JSON instead of the summary")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress on stderr while measuring (default: a bar on a terminal, else one line "
-                   "per finished measurement)")
+    p.add_argument(
+        "--json", action="store_true", help="print the verdicts as JSON instead of the summary"
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr while measuring (default: a bar on a terminal, else one line "
+        "per finished measurement)",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     db = getattr(args, "db", None) or os.environ.get("VLM_PARETO_DB")
     result = run_nightly(
-        args.preset, db=db, run_id=args.run_id, protocol=args.protocol, rounds=args.rounds,
-        baseline_file=args.baseline, window=args.window, out=args.out, threshold=args.threshold,
-        alpha=args.alpha, date=args.date, progress=not args.quiet,
+        args.preset,
+        db=db,
+        run_id=args.run_id,
+        protocol=args.protocol,
+        rounds=args.rounds,
+        baseline_file=args.baseline,
+        window=args.window,
+        out=args.out,
+        threshold=args.threshold,
+        alpha=args.alpha,
+        date=args.date,
+        progress=not args.quiet,
     )
     if args.json:
         print(json.dumps(result.to_dict(), indent=1, default=str))

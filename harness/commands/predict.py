@@ -22,22 +22,52 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "vlm-pareto predict --device m1-max-ane-mlx --encoder siglip-so400m --resolutions 384,768 --llm qwen2-1.5b ; "
         "vlm-pareto predict --device host-cpu --validate --held-out-family convnext",
     )
-    p.add_argument("--device", default=None, metavar="NAME", help="device profile name, alias or YAML path")
+    p.add_argument(
+        "--device", default=None, metavar="NAME", help="device profile name, alias or YAML path"
+    )
     p.add_argument("--list", action="store_true", help="list the device profiles")
-    p.add_argument("--validate", action="store_true",
-                   help="leave-one-out validation of the profile's calibration (median / worst |error| per part)")
-    p.add_argument("--held-out-family", default=None, metavar="FAMILY",
-                   help="with --validate: also fit without every row of one encoder family and predict them")
-    p.add_argument("--table4", action="store_true",
-                   help="the paper's encoder rows: predicted for the M1 Max (leave-one-out) vs the paper")
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="leave-one-out validation of the profile's calibration (median / worst |error| per part)",
+    )
+    p.add_argument(
+        "--held-out-family",
+        default=None,
+        metavar="FAMILY",
+        help="with --validate: also fit without every row of one encoder family and predict them",
+    )
+    p.add_argument(
+        "--table4",
+        action="store_true",
+        help="the paper's encoder rows: predicted for the M1 Max (leave-one-out) vs the paper",
+    )
     g = p.add_argument_group("grid (default: the paper_table4 preset's grid)")
-    g.add_argument("--preset", default=None, help="a sweep preset whose grid to predict (e.g. paper_fig4)")
+    g.add_argument(
+        "--preset", default=None, help="a sweep preset whose grid to predict (e.g. paper_fig4)"
+    )
     g.add_argument("--encoder", action="append", default=[], help="encoder name (repeatable)")
-    g.add_argument("--encoder-config", action="append", default=[], metavar="YAML", help="a custom encoder YAML (repeatable)")
-    g.add_argument("--resolutions", default=None, metavar="R,R,...", help="resolutions (default: the encoder's paper ones)")
+    g.add_argument(
+        "--encoder-config",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="a custom encoder YAML (repeatable)",
+    )
+    g.add_argument(
+        "--resolutions",
+        default=None,
+        metavar="R,R,...",
+        help="resolutions (default: the encoder's paper ones)",
+    )
     g.add_argument("--llm", action="append", default=[], help="LLM name (repeatable)")
     g.add_argument("--tiling", default="none", help="tiling, e.g. none, 2x2+overview")
-    g.add_argument("--prompt-tokens", type=int, default=None, help="text tokens after the image (default: the profile's)")
+    g.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=None,
+        help="text tokens after the image (default: the profile's)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     return p
 
@@ -70,7 +100,9 @@ def grid(args: argparse.Namespace) -> list[tuple[str, int, str, str]]:
         out: list[tuple[str, int, str, str]] = []
         for n in names:
             spec = get_spec(n)
-            res = _ints(args.resolutions) or list(spec.paper_resolutions or (spec.native_resolution,))
+            res = _ints(args.resolutions) or list(
+                spec.paper_resolutions or (spec.native_resolution,)
+            )
             for llm in args.llm:
                 get_llm_spec(llm)
                 out.extend((spec.name, r, llm, args.tiling) for r in res)
@@ -95,8 +127,11 @@ def _list() -> int:
     from harness.predict.profiles import all_profiles
 
     for p in all_profiles().values():
-        cal = {"paper": "calibrated on the paper's rows", "store": "calibrated on this machine's stored runs",
-               "none": "uncalibrated (spec-only)"}[p.calibrate_from]
+        cal = {
+            "paper": "calibrated on the paper's rows",
+            "store": "calibrated on this machine's stored runs",
+            "none": "uncalibrated (spec-only)",
+        }[p.calibrate_from]
         print(f"{p.name:20s} {cal:42s} {p.description}")
     return 0
 
@@ -107,8 +142,12 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
     rows = pred.known_rows()
     if not pred.calibrated:
         if pred.profile.calibrate_from == "none":
-            raise UserError(f"{pred.profile.name} is uncalibrated (spec-only): there is nothing to validate")
-        raise UserError(f"{pred.profile.name} has no calibration rows yet (run 'vlm-pareto sweep' on this machine)")
+            raise UserError(
+                f"{pred.profile.name} is uncalibrated (spec-only): there is nothing to validate"
+            )
+        raise UserError(
+            f"{pred.profile.name} has no calibration rows yet (run 'vlm-pareto sweep' on this machine)"
+        )
     loo = pred.validation()
     s = summarize(loo)
     fam = None
@@ -121,15 +160,24 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
         fam = held_out_family(rows, pred.profile, args.held_out_family)
     fit = pred.fit
     if args.json:
-        doc = {"device": pred.profile.name, "rows": len(rows), "coefficients": fit.efficiencies(),
-               "outliers": [{"label": lbl, "rel_error": e} for lbl, e in fit.outliers],
-               "leave_one_out": {"summary": s, "rows": [h.to_dict() for h in loo]}}
+        doc = {
+            "device": pred.profile.name,
+            "rows": len(rows),
+            "coefficients": fit.efficiencies(),
+            "outliers": [{"label": lbl, "rel_error": e} for lbl, e in fit.outliers],
+            "leave_one_out": {"summary": s, "rows": [h.to_dict() for h in loo]},
+        }
         if fam is not None:
-            doc["held_out_family"] = {"family": args.held_out_family, "summary": summarize(fam),
-                                      "rows": [h.to_dict() for h in fam]}
+            doc["held_out_family"] = {
+                "family": args.held_out_family,
+                "summary": summarize(fam),
+                "rows": [h.to_dict() for h in fam],
+            }
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"{pred.profile.name}: calibrated on {len(rows)} known latencies ({pred.profile.calibrate_from})")
+    print(
+        f"{pred.profile.name}: calibrated on {len(rows)} known latencies ({pred.profile.calibrate_from})"
+    )
     print("fitted: " + ", ".join(f"{k} {v:.3g}" for k, v in fit.efficiencies().items()))
     for lbl, e in fit.outliers:
         print(f"distrusted row: {lbl} (fit is {e * 100:+.0f}% off; kept at low weight, not fitted)")
@@ -137,15 +185,22 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
     print("\n".join(format_summary(s, "LOO")))
     for part in ("encoder", "prefill", "ttft"):
         if part not in s:
-            print(f"  LOO {part:8s} n=  0  no {part}-only known rows (validated only inside TTFT rows)"
-                  if part != "ttft" else "  LOO ttft     n=  0  no TTFT rows known")
+            print(
+                f"  LOO {part:8s} n=  0  no {part}-only known rows (validated only inside TTFT rows)"
+                if part != "ttft"
+                else "  LOO ttft     n=  0  no TTFT rows known"
+            )
     for h in loo:
-        print(f"    {h.label:55s} known {h.known_ms:9.1f}  predicted {h.predicted_ms:9.1f}  {h.rel_error * 100:+6.0f}%")
+        print(
+            f"    {h.label:55s} known {h.known_ms:9.1f}  predicted {h.predicted_ms:9.1f}  {h.rel_error * 100:+6.0f}%"
+        )
     if fam is not None:
         print(f"held-out family {args.held_out_family!r} (fit on the other families only):")
         print("\n".join(format_summary(summarize(fam), "held-out")))
         for h in fam:
-            print(f"    {h.label:55s} known {h.known_ms:9.1f}  predicted {h.predicted_ms:9.1f}  {h.rel_error * 100:+6.0f}%")
+            print(
+                f"    {h.label:55s} known {h.known_ms:9.1f}  predicted {h.predicted_ms:9.1f}  {h.rel_error * 100:+6.0f}%"
+            )
     return 0
 
 
@@ -173,16 +228,31 @@ def run(args: argparse.Namespace) -> int:
     points = []
     for enc, res, llm, tiling in grid(args):
         p = pred.predict(enc, res, llm, tiling, prompt_tokens=args.prompt_tokens)
-        points.append({"encoder": enc, "resolution": res, "llm": llm, "tiling": tiling, **p.to_dict()})
+        points.append(
+            {"encoder": enc, "resolution": res, "llm": llm, "tiling": tiling, **p.to_dict()}
+        )
     if args.json:
-        print(json.dumps({"device": pred.profile.name, "calibrated": pred.calibrated, "points": points}, indent=2))
+        print(
+            json.dumps(
+                {"device": pred.profile.name, "calibrated": pred.calibrated, "points": points},
+                indent=2,
+            )
+        )
         return 0
     head = f"{'encoder':>14} {'res':>5} {'tiling':>13} {'llm':>11} {'encoder_ms':>10} {'prefill_ms':>10} {'ttft_ms':>9}  band"
-    status = "calibrated, band = 90th pct of leave-one-out |error|" if pred.calibrated else "uncalibrated: no error band"
+    status = (
+        "calibrated, band = 90th pct of leave-one-out |error|"
+        if pred.calibrated
+        else "uncalibrated: no error band"
+    )
     print(f"predicted for {pred.profile.name} ({status})")
     print(head)
     for d in sorted(points, key=lambda d: d["ttft_ms"]):
-        band = (f"{d['ttft_low_ms']:.0f}-{d['ttft_high_ms']:.0f}" if d["calibrated"] else "uncalibrated")
-        print(f"{d['encoder']:>14} {d['resolution']:>5} {d['tiling']:>13} {d['llm']:>11} {d['encoder_ms']:>10.1f} "
-              f"{d['prefill_ms']:>10.1f} {d['ttft_ms']:>9.1f}  {band}")
+        band = (
+            f"{d['ttft_low_ms']:.0f}-{d['ttft_high_ms']:.0f}" if d["calibrated"] else "uncalibrated"
+        )
+        print(
+            f"{d['encoder']:>14} {d['resolution']:>5} {d['tiling']:>13} {d['llm']:>11} {d['encoder_ms']:>10.1f} "
+            f"{d['prefill_ms']:>10.1f} {d['ttft_ms']:>9.1f}  {band}"
+        )
     return 0

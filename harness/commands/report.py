@@ -22,14 +22,28 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_input_args(p)
     o = p.add_argument_group("output")
     o.add_argument("--out", default=None, help="output directory (default: reports/<name>/)")
-    o.add_argument("--name", default=None, help="report name (default: the run id, 'paper' or 'imported')")
+    o.add_argument(
+        "--name", default=None, help="report name (default: the run id, 'paper' or 'imported')"
+    )
     o.add_argument("--title", default=None, help="page title")
-    o.add_argument("--reference-encoder", default="fastvithd",
-                   help="encoder whose frontier the others are compared with (default: fastvithd)")
-    o.add_argument("--no-static", action="store_true", help="skip PNG/SVG export (kaleido + chromium)")
-    o.add_argument("--inline-js", action="store_true", help="embed plotly.js in index.html (one self-contained file)")
-    o.add_argument("--json", action="store_true",
-                   help="print the written paths, the notes and the joined points as JSON")
+    o.add_argument(
+        "--reference-encoder",
+        default="fastvithd",
+        help="encoder whose frontier the others are compared with (default: fastvithd)",
+    )
+    o.add_argument(
+        "--no-static", action="store_true", help="skip PNG/SVG export (kaleido + chromium)"
+    )
+    o.add_argument(
+        "--inline-js",
+        action="store_true",
+        help="embed plotly.js in index.html (one self-contained file)",
+    )
+    o.add_argument(
+        "--json",
+        action="store_true",
+        help="print the written paths, the notes and the joined points as JSON",
+    )
     return p
 
 
@@ -58,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = points_from_args(args)
     if result.points.empty:
-        raise UserError("no points to report (nothing joined); see 'vlm-pareto runs' and 'vlm-pareto ingest'")
+        raise UserError(
+            "no points to report (nothing joined); see 'vlm-pareto runs' and 'vlm-pareto ingest'"
+        )
     name = _name(args)
     out = Path(args.out) if args.out else Path("reports") / name
     title = args.title or f"vlm-pareto report: {name}"
@@ -66,20 +82,41 @@ def run(args: argparse.Namespace) -> int:
     if args.source == "paper" or getattr(args, "device", None):
         from harness.predict.report import report_sections
 
-        sections = report_sections(paper=args.source == "paper", device=getattr(args, "device", None),
-                                   db=getattr(args, "db", None))
-    paths = write_report(result, out, title, benchmark=result.benchmark, reference_encoder=args.reference_encoder,
-                         static=not args.no_static, inline_js=args.inline_js, sections=sections)
+        sections = report_sections(
+            paper=args.source == "paper",
+            device=getattr(args, "device", None),
+            db=getattr(args, "db", None),
+        )
+    paths = write_report(
+        result,
+        out,
+        title,
+        benchmark=result.benchmark,
+        reference_encoder=args.reference_encoder,
+        static=not args.no_static,
+        inline_js=args.inline_js,
+        sections=sections,
+    )
     if args.json:
         import json
 
         points = json.loads(result.points.to_json(orient="records"))
-        print(json.dumps({
-            "index_html": str(paths.index_html), "summary_md": str(paths.summary_md),
-            "points_csv": str(paths.points_csv), "images": [str(p) for p in paths.images],
-            "figures": list(paths.figures), "notes": list(paths.notes), "points": points,
-            "unmatched_latency": len(result.unmatched_latency), "unmatched_accuracy": len(result.unmatched_accuracy),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "index_html": str(paths.index_html),
+                    "summary_md": str(paths.summary_md),
+                    "points_csv": str(paths.points_csv),
+                    "images": [str(p) for p in paths.images],
+                    "figures": list(paths.figures),
+                    "notes": list(paths.notes),
+                    "points": points,
+                    "unmatched_latency": len(result.unmatched_latency),
+                    "unmatched_accuracy": len(result.unmatched_accuracy),
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"report: {paths.index_html}")
     print(f"summary: {paths.summary_md}")

@@ -15,8 +15,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="List the runs in the results store (newest last), or export measurements "
         "of some or all runs to a CSV, Parquet or JSON file.",
     )
-    p.add_argument("--run", action="append", default=None, help="restrict to this run id (repeatable)")
-    p.add_argument("--export", metavar="FILE", help="write measurements to FILE (.csv, .parquet or .json)")
+    p.add_argument(
+        "--run", action="append", default=None, help="restrict to this run id (repeatable)"
+    )
+    p.add_argument(
+        "--export", metavar="FILE", help="write measurements to FILE (.csv, .parquet or .json)"
+    )
     p.add_argument("--json", action="store_true", help="print runs as JSON")
     return p
 
@@ -56,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet")
         return 0
-    print(f"{'run':<28} {'created (UTC)':<20} {'status':<9} {'ok':>4} {'skip':>4} {'fail':>4}  machine")
+    print(
+        f"{'run':<28} {'created (UTC)':<20} {'status':<9} {'ok':>4} {'skip':>4} {'fail':>4}  machine"
+    )
     for r in runs:
         c = counts.get(r["id"], {})
         print(

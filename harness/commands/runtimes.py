@@ -21,10 +21,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "PyTorch from the measurements in the store (e.g. a `sweep -m --config-name paper_table4_runtimes` run).",
         epilog="Example: vlm-pareto runtimes --all-runs --html reports/runtimes.html",
     )
-    p.add_argument("--run", dest="runs", action="append", metavar="ID", help="a run in the store (repeatable)")
-    p.add_argument("--all-runs", action="store_true", help="every run in the store (default: the latest run)")
-    p.add_argument("--reference", default="torch:float32", help="the baseline runtime, backend:dtype (default torch:float32)")
-    p.add_argument("--html", default=None, metavar="FILE", help="also write accuracy vs TTFT, one frontier per runtime")
+    p.add_argument(
+        "--run", dest="runs", action="append", metavar="ID", help="a run in the store (repeatable)"
+    )
+    p.add_argument(
+        "--all-runs", action="store_true", help="every run in the store (default: the latest run)"
+    )
+    p.add_argument(
+        "--reference",
+        default="torch:float32",
+        help="the baseline runtime, backend:dtype (default torch:float32)",
+    )
+    p.add_argument(
+        "--html",
+        default=None,
+        metavar="FILE",
+        help="also write accuracy vs TTFT, one frontier per runtime",
+    )
     p.add_argument("--benchmark", default="avg5", help="accuracy axis of --html (default avg5)")
     p.add_argument("--json", action="store_true", help="print the table as JSON records")
     return p
@@ -59,8 +72,11 @@ def run(args: argparse.Namespace) -> int:
 
         p = argparse.ArgumentParser()
         add_input_args(p)
-        pargs = p.parse_args([x for r in (run_ids or []) for x in ("--run", r)] + (["--all-runs"] if args.all_runs else [])
-                             + ["--benchmark", args.benchmark])
+        pargs = p.parse_args(
+            [x for r in (run_ids or []) for x in ("--run", r)]
+            + (["--all-runs"] if args.all_runs else [])
+            + ["--benchmark", args.benchmark]
+        )
         pargs.db = getattr(args, "db", None)
         points = points_from_args(pargs)
         fig = frontier_per_runtime(points.points, points.benchmark)

@@ -15,15 +15,27 @@ from harness.errors import UserError
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("zoo", help="list encoders and LLMs with params, strides and token counts",
-                       description="List the encoder and LLM zoo: measured parameter counts, strides, "
-                       "output channels and visual tokens per resolution.")
+    p = sub.add_parser(
+        "zoo",
+        help="list encoders and LLMs with params, strides and token counts",
+        description="List the encoder and LLM zoo: measured parameter counts, strides, "
+        "output channels and visual tokens per resolution.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--encoder-config", action="append", default=[], metavar="YAML",
-                   help="also register a custom encoder from a Hydra YAML (repeatable)")
-    p.add_argument("--resolutions", default=None, metavar="R,R,...",
-                   help="resolutions to list tokens for (default: each encoder's paper resolutions and its "
-                   "native one)")
+    p.add_argument(
+        "--encoder-config",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="also register a custom encoder from a Hydra YAML (repeatable)",
+    )
+    p.add_argument(
+        "--resolutions",
+        default=None,
+        metavar="R,R,...",
+        help="resolutions to list tokens for (default: each encoder's paper resolutions and its "
+        "native one)",
+    )
     return p
 
 
@@ -53,10 +65,17 @@ def encoder_rows(resolutions: tuple[int, ...] | None = None) -> list[dict[str, A
     rows = []
     for spec in list_encoders():
         row: dict[str, Any] = {
-            "name": spec.name, "family": spec.family, "aliases": list(spec.aliases),
-            "params_m": None, "params_m_encoder": None, "params_include_head": spec.params_include_head,
-            "params_m_paper": spec.params_m_paper, "stride": spec.stride, "out_dim": spec.out_dim,
-            "native_resolution": spec.native_resolution, "paper_resolutions": list(spec.paper_resolutions),
+            "name": spec.name,
+            "family": spec.family,
+            "aliases": list(spec.aliases),
+            "params_m": None,
+            "params_m_encoder": None,
+            "params_include_head": spec.params_include_head,
+            "params_m_paper": spec.params_m_paper,
+            "stride": spec.stride,
+            "out_dim": spec.out_dim,
+            "native_resolution": spec.native_resolution,
+            "paper_resolutions": list(spec.paper_resolutions),
             "tokens": {},
         }
         if spec.name in ZOO_NOTES:
@@ -85,12 +104,31 @@ def llm_rows() -> tuple[list[dict[str, Any]], str | None]:
     for name in list_llms():
         spec = LLMS.get(name)
         d = spec.to_dict() if hasattr(spec, "to_dict") else dict(vars(spec))
-        rows.append({k: d.get(k) for k in ("name", "arch", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied", "params_b", "max_positions")})
+        rows.append(
+            {
+                k: d.get(k)
+                for k in (
+                    "name",
+                    "arch",
+                    "hidden",
+                    "layers",
+                    "heads",
+                    "kv_heads",
+                    "intermediate",
+                    "vocab",
+                    "tied",
+                    "params_b",
+                    "max_positions",
+                )
+            }
+        )
     return rows, None
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
@@ -115,13 +153,24 @@ def run(args: argparse.Namespace) -> int:
     enc_rows = []
     for e in encoders:
         params = "?" if e["params_m"] is None else f"{e['params_m']:.2f}M"
-        marks = {r: ("p" if r in e["paper_resolutions"] else "") + ("n" if r == e["native_resolution"] else "")
-                 for r in map(int, e["tokens"])}
-        toks = " ".join(f"{r}{'' if resolutions or not marks[int(r)] else '(' + marks[int(r)] + ')'}:{n}"
-                        for r, n in e["tokens"].items())
-        enc_rows.append([e["name"], params, e["params_include_head"], str(e["stride"]), str(e["out_dim"]), toks])
+        marks = {
+            r: ("p" if r in e["paper_resolutions"] else "")
+            + ("n" if r == e["native_resolution"] else "")
+            for r in map(int, e["tokens"])
+        }
+        toks = " ".join(
+            f"{r}{'' if resolutions or not marks[int(r)] else '(' + marks[int(r)] + ')'}:{n}"
+            for r, n in e["tokens"].items()
+        )
+        enc_rows.append(
+            [e["name"], params, e["params_include_head"], str(e["stride"]), str(e["out_dim"]), toks]
+        )
     print("Encoders (params measured on the meta device; visual tokens per resolution, no tiling)")
-    head = "tokens at resolution" if resolutions else "tokens at resolution (p: paper or config resolutions, n: native)"
+    head = (
+        "tokens at resolution"
+        if resolutions
+        else "tokens at resolution (p: paper or config resolutions, n: native)"
+    )
     print(_table(["name", "params", "count covers", "stride", "out_dim", head], enc_rows))
     for e in encoders:
         if e.get("note"):
@@ -133,6 +182,21 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     else:
         print("LLMs")
-        print(_table(["name", "arch", "params", "hidden", "layers", "heads/kv", "vocab"],
-                     [[l["name"], str(l["arch"]), f"{l['params_b']:.2f}B" if l["params_b"] else "?", str(l["hidden"]), str(l["layers"]), f"{l['heads']}/{l['kv_heads']}", str(l["vocab"])] for l in llms]))  # noqa: E741
+        print(
+            _table(
+                ["name", "arch", "params", "hidden", "layers", "heads/kv", "vocab"],
+                [
+                    [
+                        m["name"],
+                        str(m["arch"]),
+                        f"{m['params_b']:.2f}B" if m["params_b"] else "?",
+                        str(m["hidden"]),
+                        str(m["layers"]),
+                        f"{m['heads']}/{m['kv_heads']}",
+                        str(m["vocab"]),
+                    ]
+                    for m in llms
+                ],
+            )
+        )
     return 0

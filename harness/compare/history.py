@@ -38,7 +38,9 @@ class HistoryStep:
     status: Status
     baseline_runs: tuple[int, ...]  # indices of the runs pooled into its baseline
     comparison: SampleComparison | None
-    threshold_used: float = DEFAULT_THRESHOLD  # the threshold, or the window's noise margin if larger
+    threshold_used: float = (
+        DEFAULT_THRESHOLD  # the threshold, or the window's noise margin if larger
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,7 +52,9 @@ class HistoryStep:
         }
 
 
-def night_to_night_margin(run_medians: Sequence[float], quantile: float = DEFAULT_NOISE_QUANTILE) -> float:
+def night_to_night_margin(
+    run_medians: Sequence[float], quantile: float = DEFAULT_NOISE_QUANTILE
+) -> float:
     """Relative slowdown that run-to-run scatter alone exceeds with probability 1 - quantile.
 
     The samples of one run share that run's machine state (load, frequency, neighbours), so
@@ -115,10 +119,15 @@ def history_verdicts(
             continue
         used = threshold
         if noise_quantile is not None and reference is None and len(base_idx) >= 3:
-            used = max(threshold, night_to_night_margin([float(np.median(runs[j])) for j in base_idx],
-                                                        noise_quantile))
-        cmp = compare_samples(base, samples, used, alpha, min_samples=min_samples, n_boot=n_boot,
-                              where=f"run {i}")
+            used = max(
+                threshold,
+                night_to_night_margin(
+                    [float(np.median(runs[j])) for j in base_idx], noise_quantile
+                ),
+            )
+        cmp = compare_samples(
+            base, samples, used, alpha, min_samples=min_samples, n_boot=n_boot, where=f"run {i}"
+        )
         if cmp.verdict == "regression":
             streak += 1
             status: Status = "regression" if streak >= confirm else "suspect"

@@ -45,7 +45,13 @@ class RateEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         lo, hi = self.interval
-        return {"hits": self.hits, "trials": self.trials, "rate": self.rate, "ci_low": lo, "ci_high": hi}
+        return {
+            "hits": self.hits,
+            "trials": self.trials,
+            "rate": self.rate,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
 
     def __str__(self) -> str:
         lo, hi = self.interval
@@ -116,8 +122,10 @@ class NoiseStudy:
         for s, r in self.pair_detection.items():
             lines.append(f"    detected {s * 100:.0f}% slowdown: {r}")
         margin = "off" if self.noise_quantile is None else f"{self.noise_quantile:g}"
-        lines.append(f"nightly (window {self.window}, confirm {CONFIRM_RUNS}, noise margin {margin}): confirmed false alarms "
-                     f"{self.nightly_false_alarm}; suspect nights {self.nightly_suspect}")
+        lines.append(
+            f"nightly (window {self.window}, confirm {CONFIRM_RUNS}, noise margin {margin}): confirmed false alarms "
+            f"{self.nightly_false_alarm}; suspect nights {self.nightly_suspect}"
+        )
         for s, r in self.nightly_detection.items():
             lines.append(f"    confirmed {s * 100:.0f}% slowdown: {r}")
         return "\n".join(lines)
@@ -150,14 +158,18 @@ def noise_study(
         raise UserError(f"rounds_per_night must be >= 1, got {per}")
     need_pair, need_nightly = 2 * per, (window + 2) * per
     if len(rs) < need_pair:
-        raise UserError(f"need at least {need_pair} rounds for pairs of {per}-round nights, got {len(rs)}")
+        raise UserError(
+            f"need at least {need_pair} rounds for pairs of {per}-round nights, got {len(rs)}"
+        )
     for i, r in enumerate(rs):
         check_sample_sizes(r.size, r.size, MIN_SAMPLES, f"round {i}")
     rng = np.random.default_rng(seed)
 
     def nights(count: int) -> list[np.ndarray]:
         pick = rng.permutation(len(rs))[: count * per]
-        return [np.concatenate([rs[j] for j in pick[k * per : (k + 1) * per]]) for k in range(count)]
+        return [
+            np.concatenate([rs[j] for j in pick[k * per : (k + 1) * per]]) for k in range(count)
+        ]
 
     def verdict(b: np.ndarray, c: np.ndarray, thr: float = threshold) -> Verdict:
         return compare_samples(b, c, thr, alpha, n_boot=0).verdict
@@ -176,14 +188,19 @@ def noise_study(
             base = np.concatenate(hist)
             thr = threshold
             if noise_quantile is not None and window >= 3:
-                thr = max(threshold, night_to_night_margin([float(np.median(h)) for h in hist], noise_quantile))
+                thr = max(
+                    threshold,
+                    night_to_night_margin([float(np.median(h)) for h in hist], noise_quantile),
+                )
             n_trials += 1
             v1, v2 = verdict(base, x, thr), verdict(base, y, thr)
             n_fa += v1 == "regression" and v2 == "regression"
             n_sus += v1 == "regression"
             for s in slowdowns:
-                n_det[s] += (verdict(base, x * (1.0 + s), thr) == "regression"
-                             and verdict(base, y * (1.0 + s), thr) == "regression")
+                n_det[s] += (
+                    verdict(base, x * (1.0 + s), thr) == "regression"
+                    and verdict(base, y * (1.0 + s), thr) == "regression"
+                )
     return NoiseStudy(
         n_rounds=len(rs),
         rounds_per_night=per,

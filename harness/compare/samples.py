@@ -59,7 +59,15 @@ Verdict = Literal["regression", "improvement", "~"]
 Status = Literal["regression", "suspect", "improvement", "~", "no-baseline"]
 
 #: What identifies one measured thing inside a run (the store's unique key minus run and context).
-KEY_FIELDS: tuple[str, ...] = ("kind", "name", "resolution", "tiling", "tokens", "prompt_tokens", "in_dim")
+KEY_FIELDS: tuple[str, ...] = (
+    "kind",
+    "name",
+    "resolution",
+    "tiling",
+    "tokens",
+    "prompt_tokens",
+    "in_dim",
+)
 #: What must be equal for two measurements of the same thing to be comparable at all.
 CONTEXT_FIELDS: tuple[str, ...] = ("machine_id", "backend", "device", "dtype", "protocol")
 
@@ -105,7 +113,9 @@ def _as_samples(x: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
     return a
 
 
-def check_sample_sizes(n_baseline: int, n_candidate: int, min_samples: int = MIN_SAMPLES, where: str = "") -> None:
+def check_sample_sizes(
+    n_baseline: int, n_candidate: int, min_samples: int = MIN_SAMPLES, where: str = ""
+) -> None:
     """Refuse a test that cannot have power (and would otherwise read as 'no change')."""
     if n_baseline < min_samples or n_candidate < min_samples:
         at = f" for {where}" if where else ""
@@ -116,7 +126,9 @@ def check_sample_sizes(n_baseline: int, n_candidate: int, min_samples: int = MIN
         )
 
 
-def mann_whitney_p(baseline: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray) -> float:
+def mann_whitney_p(
+    baseline: Sequence[float] | np.ndarray, candidate: Sequence[float] | np.ndarray
+) -> float:
     """Two-sided Mann-Whitney U p-value (asymptotic with tie and continuity correction)."""
     from scipy.stats import mannwhitneyu
 
@@ -125,7 +137,11 @@ def mann_whitney_p(baseline: Sequence[float] | np.ndarray, candidate: Sequence[f
         return 1.0  # all samples identical: nothing to test (scipy would return nan)
     # 'asymptotic' rather than 'auto': the exact method is O(n^2) memory for large samples and
     # the normal approximation is accurate from ~10 samples per side.
-    method = "exact" if max(b.size, c.size) <= 8 and np.unique(np.concatenate([b, c])).size == b.size + c.size else "asymptotic"
+    method = (
+        "exact"
+        if max(b.size, c.size) <= 8 and np.unique(np.concatenate([b, c])).size == b.size + c.size
+        else "asymptotic"
+    )
     return float(mannwhitneyu(c, b, alternative="two-sided", method=method).pvalue)
 
 
@@ -149,7 +165,9 @@ def ratio_of_medians_ci(
     return float(lo), float(hi)
 
 
-def classify(ratio: float, p_value: float, threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA) -> Verdict:
+def classify(
+    ratio: float, p_value: float, threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA
+) -> Verdict:
     """'regression' / 'improvement' only when significant AND beyond the threshold, else '~'.
 
     The improvement bound is the mirror image in log space (1 / (1 + threshold)), so a 5%
@@ -187,7 +205,9 @@ def compare_samples(
     mb, mc = float(np.median(b)), float(np.median(c))
     ratio = mc / mb
     p = mann_whitney_p(b, c)
-    lo, hi = ratio_of_medians_ci(b, c, confidence, n_boot, seed) if n_boot > 0 else (math.nan, math.nan)
+    lo, hi = (
+        ratio_of_medians_ci(b, c, confidence, n_boot, seed) if n_boot > 0 else (math.nan, math.nan)
+    )
     verdict = classify(ratio, p, threshold, alpha)
     return SampleComparison(
         n_baseline=int(b.size),
@@ -218,12 +238,16 @@ def _check_settings(threshold: float, alpha: float) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def differing_fields(a: Mapping[str, Any], b: Mapping[str, Any], fields: Iterable[str] = CONTEXT_FIELDS) -> list[str]:
+def differing_fields(
+    a: Mapping[str, Any], b: Mapping[str, Any], fields: Iterable[str] = CONTEXT_FIELDS
+) -> list[str]:
     """Names of ``fields`` whose values differ between ``a`` and ``b`` (as strings)."""
     return [f for f in fields if str(a.get(f)) != str(b.get(f))]
 
 
-def check_comparable(a: Mapping[str, Any], b: Mapping[str, Any], what: str = "baseline and candidate") -> None:
+def check_comparable(
+    a: Mapping[str, Any], b: Mapping[str, Any], what: str = "baseline and candidate"
+) -> None:
     """Raise a UserError listing every context field (machine, backend, ...) that differs."""
     diff = differing_fields(a, b)
     if diff:

@@ -67,7 +67,9 @@ def change_points(
     return sorted(found)
 
 
-def last_shift(values: Sequence[float], min_effect: float = DEFAULT_THRESHOLD, z: float = 3.0) -> int | None:
+def last_shift(
+    values: Sequence[float], min_effect: float = DEFAULT_THRESHOLD, z: float = 3.0
+) -> int | None:
     """Index of the run where the most recent level shift began, or None."""
     cps = change_points(values, min_effect, z)
     return cps[-1] if cps else None

@@ -38,7 +38,12 @@ class KeyComparison:
         return key_label(self.key)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "label": self.label, "context": self.context, **self.result.to_dict()}
+        return {
+            "key": self.key,
+            "label": self.label,
+            "context": self.context,
+            **self.result.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,20 @@ def _normalise(rows: Any) -> list[dict[str, Any]]:
         records = rows.to_dict("records")
     else:
         records = [dict(r) for r in rows]
-    defaults: dict[str, Any] = {"kind": "encoder", "resolution": 0, "tiling": "none", "tokens": 0,
-                                "prompt_tokens": 0, "in_dim": 0, "backend": "none", "device": "none", "dtype": "none",
-                                "protocol": "none", "machine_id": "unknown", "status": "ok"}
+    defaults: dict[str, Any] = {
+        "kind": "encoder",
+        "resolution": 0,
+        "tiling": "none",
+        "tokens": 0,
+        "prompt_tokens": 0,
+        "in_dim": 0,
+        "backend": "none",
+        "device": "none",
+        "dtype": "none",
+        "protocol": "none",
+        "machine_id": "unknown",
+        "status": "ok",
+    }
     out = []
     for r in records:
         for k, v in defaults.items():
@@ -167,8 +183,11 @@ def compare_tables(
         raise UserError("the candidate has no measurements")
     _one_machine(b_rows, "baseline")
     _one_machine(c_rows, "candidate")
-    check_comparable({"machine_id": b_rows[0]["machine_id"]}, {"machine_id": c_rows[0]["machine_id"]},
-                     "baseline and candidate")
+    check_comparable(
+        {"machine_id": b_rows[0]["machine_id"]},
+        {"machine_id": c_rows[0]["machine_id"]},
+        "baseline and candidate",
+    )
     bg, cg = group_rows(b_rows), group_rows(c_rows)
     skipped = sorted({key_label(r) for r in b_rows + c_rows if str(r.get("status", "ok")) != "ok"})
 
@@ -184,8 +203,14 @@ def compare_tables(
             b = [s for r in bg[k][ctx] for s in _samples(r)]
             c = [s for r in cg[k][ctx] for s in _samples(r)]
             label = key_label(key) + (f" ({ctx[1]}/{ctx[3]})" if len(common) > 1 else "")
-            res = compare_samples(b, c, threshold, alpha, min_samples=min_samples, n_boot=n_boot, where=label)
-            out.append(KeyComparison(key=key, context=dict(zip(CONTEXT_FIELDS, ctx, strict=True)), result=res))
+            res = compare_samples(
+                b, c, threshold, alpha, min_samples=min_samples, n_boot=n_boot, where=label
+            )
+            out.append(
+                KeyComparison(
+                    key=key, context=dict(zip(CONTEXT_FIELDS, ctx, strict=True)), result=res
+                )
+            )
     if not out:
         raise UserError(
             "baseline and candidate have no measurement in common (same kind, name, resolution, "
@@ -193,8 +218,12 @@ def compare_tables(
         )
     return TableComparison(
         rows=out,
-        only_baseline=sorted(key_label(dict(zip(KEY_FIELDS, k, strict=True))) for k in set(bg) - set(cg)),
-        only_candidate=sorted(key_label(dict(zip(KEY_FIELDS, k, strict=True))) for k in set(cg) - set(bg)),
+        only_baseline=sorted(
+            key_label(dict(zip(KEY_FIELDS, k, strict=True))) for k in set(bg) - set(cg)
+        ),
+        only_candidate=sorted(
+            key_label(dict(zip(KEY_FIELDS, k, strict=True))) for k in set(cg) - set(bg)
+        ),
         skipped=skipped,
         threshold=threshold,
         alpha=alpha,

@@ -50,7 +50,19 @@ class EncoderResult:
 
 
 __all__ = [
-    "ENCODERS", "ZOO_RESOLUTIONS", "EncoderResult", "EncoderSpec", "Tiling", "TokenEncoder", "build_encoder",
-    "count_params", "encoder_out_dim", "encoder_tokens", "get_spec", "list_encoders",
-    "parse_tiling", "register_custom_encoder", "validate_resolution",
+    "ENCODERS",
+    "ZOO_RESOLUTIONS",
+    "EncoderResult",
+    "EncoderSpec",
+    "Tiling",
+    "TokenEncoder",
+    "build_encoder",
+    "count_params",
+    "encoder_out_dim",
+    "encoder_tokens",
+    "get_spec",
+    "list_encoders",
+    "parse_tiling",
+    "register_custom_encoder",
+    "validate_resolution",
 ]

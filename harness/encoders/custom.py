@@ -41,15 +41,27 @@ from harness.encoders.zoo import LOAD_HOOKS, EncoderSpec, get_spec, register, to
 from harness.errors import UserError
 
 META_KEYS = {
-    "name", "aliases", "import_path", "probe_resolution", "native_resolution", "min_resolution",
-    "max_resolution", "resolutions", "params_m_paper", "description", "model", "token_reduction",
+    "name",
+    "aliases",
+    "import_path",
+    "probe_resolution",
+    "native_resolution",
+    "min_resolution",
+    "max_resolution",
+    "resolutions",
+    "params_m_paper",
+    "description",
+    "model",
+    "token_reduction",
 }
 #: token reductions a custom encoder may name (the same ones the VLM families use)
 REDUCTIONS = ("pixel_shuffle", "avg_pool")
 _LOADED: dict[str, EncoderSpec] = {}
 
 
-def load_config(cfg: str | os.PathLike[str] | Mapping[str, Any] | Any) -> tuple[dict[str, Any], Path | None]:
+def load_config(
+    cfg: str | os.PathLike[str] | Mapping[str, Any] | Any,
+) -> tuple[dict[str, Any], Path | None]:
     """Read ``cfg`` (YAML path, dict or DictConfig) into a plain dict; return it and its file."""
     from omegaconf import DictConfig, OmegaConf
 
@@ -67,7 +79,9 @@ def load_config(cfg: str | os.PathLike[str] | Mapping[str, Any] | Any) -> tuple[
     elif isinstance(cfg, Mapping):
         data = dict(cfg)
     else:
-        raise UserError(f"an encoder config must be a YAML file or a mapping, got {type(cfg).__name__}")
+        raise UserError(
+            f"an encoder config must be a YAML file or a mapping, got {type(cfg).__name__}"
+        )
     if isinstance(data, dict) and isinstance(data.get("model"), DictConfig):  # e.g. a sweep's node
         data["model"] = OmegaConf.to_container(data["model"], resolve=True)
     if not isinstance(data, dict) or not data.get("name"):
@@ -75,8 +89,13 @@ def load_config(cfg: str | os.PathLike[str] | Mapping[str, Any] | Any) -> tuple[
     if "model" not in data:
         # Flat form: `_target_` and its arguments at the top level, next to the zoo keys.
         if "_target_" not in data:
-            raise UserError(f"encoder config {data['name']!r} needs 'model: {{_target_: ...}}' (or a top-level _target_)")
-        data = {**{k: v for k, v in data.items() if k in META_KEYS}, "model": {k: v for k, v in data.items() if k not in META_KEYS}}
+            raise UserError(
+                f"encoder config {data['name']!r} needs 'model: {{_target_: ...}}' (or a top-level _target_)"
+            )
+        data = {
+            **{k: v for k, v in data.items() if k in META_KEYS},
+            "model": {k: v for k, v in data.items() if k not in META_KEYS},
+        }
     if not isinstance(data["model"], dict) or "_target_" not in data["model"]:
         raise UserError(f"encoder config {data['name']!r}: 'model' must have a _target_")
     return cast("dict[str, Any]", data), path  # YAML/mapping keys of an encoder config are names
@@ -95,7 +114,9 @@ def check_reduction(reduction: Any) -> tuple[str, int] | None:
     if not reduction:
         return None
     if not isinstance(reduction, Mapping) or len(reduction) != 1:
-        raise UserError(f"token_reduction must be one of {{pixel_shuffle: s}} or {{avg_pool: k}}, got {reduction!r}")
+        raise UserError(
+            f"token_reduction must be one of {{pixel_shuffle: s}} or {{avg_pool: k}}, got {reduction!r}"
+        )
     kind, factor = next(iter(reduction.items()))
     if kind not in REDUCTIONS:
         from harness.errors import suggest
@@ -137,8 +158,11 @@ def with_reduction(module: Any, reduction: tuple[str, int] | None) -> Any:
     return Reduced(module)
 
 
-def make_builder(model_cfg: dict[str, Any], import_path: str | None = None,
-                 reduction: tuple[str, int] | None = None) -> Callable[..., Any]:
+def make_builder(
+    model_cfg: dict[str, Any],
+    import_path: str | None = None,
+    reduction: tuple[str, int] | None = None,
+) -> Callable[..., Any]:
     """A ``builder(resolution=...) -> nn.Module`` that instantiates ``model_cfg`` with Hydra."""
     from hydra.utils import get_object, instantiate
 
@@ -178,7 +202,9 @@ def _as_module(obj: Any, resolution: int | None) -> Any:
             if resolution and hasattr(obj, "image_size"):
                 obj.image_size = resolution
             return attach_position_reset(AutoModel.from_config(obj))
-    raise UserError(f"a custom encoder factory must return an nn.Module or a transformers config, got {type(obj).__name__}")
+    raise UserError(
+        f"a custom encoder factory must return an nn.Module or a transformers config, got {type(obj).__name__}"
+    )
 
 
 def _probe(builder: Callable[..., Any], resolution: int) -> tuple[int, int, int]:
@@ -196,7 +222,9 @@ def _probe(builder: Callable[..., Any], resolution: int) -> tuple[int, int, int]
     except UserError:
         raise
     except Exception as e:
-        raise UserError(f"probing forward pass at {resolution}px failed: {type(e).__name__}: {e}") from e
+        raise UserError(
+            f"probing forward pass at {resolution}px failed: {type(e).__name__}: {e}"
+        ) from e
     return int(out.shape[1]), int(out.shape[2]), sum(p.numel() for p in model.parameters())
 
 
@@ -210,11 +238,15 @@ def infer_token_rule(r: int, t1: int, t2: int) -> tuple[int | None, int, int | N
     grid_sq = (t2 - t1) / 3  # (2g)^2 - g^2 = 3 g^2
     g = round(math.sqrt(grid_sq)) if grid_sq > 0 else 0
     if g <= 0 or 3 * g * g != t2 - t1 or r % g:
-        raise UserError(f"cannot infer a token grid: {t1} tokens at {r}px and {t2} at {2 * r}px are not (side/stride)^2 (+ constant)")
+        raise UserError(
+            f"cannot infer a token grid: {t1} tokens at {r}px and {t2} at {2 * r}px are not (side/stride)^2 (+ constant)"
+        )
     return r // g, t1 - g * g, None
 
 
-def register_custom_encoder(cfg: str | os.PathLike[str] | Mapping[str, Any] | Any, *, replace: bool = True) -> EncoderSpec:
+def register_custom_encoder(
+    cfg: str | os.PathLike[str] | Mapping[str, Any] | Any, *, replace: bool = True
+) -> EncoderSpec:
     """Probe and register the encoder described by ``cfg``; return its :class:`EncoderSpec`."""
     data, path = load_config(cfg)
     import_path = data.get("import_path", ".")
@@ -225,7 +257,9 @@ def register_custom_encoder(cfg: str | os.PathLike[str] | Mapping[str, Any] | An
     t1, out_dim, params = _probe(builder, r)
     t2, out_dim2, _ = _probe(builder, 2 * r)
     if out_dim2 != out_dim:
-        raise UserError(f"custom encoder {data['name']!r} changes channels with resolution ({out_dim} vs {out_dim2})")
+        raise UserError(
+            f"custom encoder {data['name']!r} changes channels with resolution ({out_dim} vs {out_dim2})"
+        )
     stride, extra, fixed = infer_token_rule(r, t1, t2)
     step = stride or 1
     spec = EncoderSpec(

@@ -77,11 +77,19 @@ def _fused_kernel_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[Tensor, Ten
 
 def _new_conv(like: nn.Conv2d | dict[str, Any], weight: Tensor, bias: Tensor) -> nn.Conv2d:
     """A biased Conv2d with ``like``'s geometry holding ``weight``/``bias`` (same device)."""
-    g = like if isinstance(like, dict) else {
-        "in_channels": like.in_channels, "out_channels": like.out_channels,
-        "kernel_size": like.kernel_size, "stride": like.stride, "padding": like.padding,
-        "dilation": like.dilation, "groups": like.groups,
-    }
+    g = (
+        like
+        if isinstance(like, dict)
+        else {
+            "in_channels": like.in_channels,
+            "out_channels": like.out_channels,
+            "kernel_size": like.kernel_size,
+            "stride": like.stride,
+            "padding": like.padding,
+            "dilation": like.dilation,
+            "groups": like.groups,
+        }
+    )
     with torch.device("meta"):  # no allocation or default init: the tensors are given
         conv = nn.Conv2d(**g, bias=True)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
@@ -168,12 +176,25 @@ class MobileOneBlock(nn.Module):
     """MobileOne block: sum of kxk conv+BN branches, a 1x1 conv+BN scale branch and a BN skip
     (when shapes allow), then optional squeeze-excite and GELU. Fuses into one kxk conv."""
 
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, *,
-                 act: bool = True, se: bool = False, scale_branch: bool = True, conv_branches: int = 1):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int = 1,
+        groups: int = 1,
+        *,
+        act: bool = True,
+        se: bool = False,
+        scale_branch: bool = True,
+        conv_branches: int = 1,
+    ):
         super().__init__()
         self.cin, self.cout, self.k, self.stride, self.groups = cin, cout, k, stride, groups
         self.identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
-        self.conv_kxk: nn.ModuleList | None = nn.ModuleList(ConvBN(cin, cout, k, stride, groups) for _ in range(conv_branches))
+        self.conv_kxk: nn.ModuleList | None = nn.ModuleList(
+            ConvBN(cin, cout, k, stride, groups) for _ in range(conv_branches)
+        )
         self.conv_scale = ConvBN(cin, cout, 1, stride, groups) if k > 1 and scale_branch else None
         self.reparam_conv: nn.Conv2d | None = None
         self.se = SqueezeExcite(cout, max(1, cout // 16)) if se else nn.Identity()
@@ -215,8 +236,14 @@ class MobileOneBlock(nn.Module):
         return kernel, bias
 
     def geometry(self) -> dict[str, Any]:
-        return {"in_channels": self.cin, "out_channels": self.cout, "kernel_size": self.k,
-                "stride": self.stride, "padding": self.k // 2, "groups": self.groups}
+        return {
+            "in_channels": self.cin,
+            "out_channels": self.cout,
+            "kernel_size": self.k,
+            "stride": self.stride,
+            "padding": self.k // 2,
+            "groups": self.groups,
+        }
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -230,8 +257,18 @@ class ReparamLargeKernelConv(nn.Module):
     """Large-kernel (7x7) conv+BN with a parallel small-kernel (3x3) conv+BN, then optional
     squeeze-excite and GELU. Fuses into one large-kernel conv."""
 
-    def __init__(self, cin: int, cout: int, k: int, stride: int, groups: int, small_k: int = 3,
-                 *, se: bool = False, act: bool = True):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        k: int,
+        stride: int,
+        groups: int,
+        small_k: int = 3,
+        *,
+        se: bool = False,
+        act: bool = True,
+    ):
         super().__init__()
         self.k = k
         self.large_conv: ConvBN | None = ConvBN(cin, cout, k, stride, groups)
@@ -311,7 +348,9 @@ class RepMixer(nn.Module):
     def __init__(self, dim: int, k: int = 3, layer_scale_init: float = 1e-5):
         super().__init__()
         self.dim, self.k = dim, k
-        self.norm: MobileOneBlock | None = MobileOneBlock(dim, dim, k, groups=dim, act=False, scale_branch=False, conv_branches=0)
+        self.norm: MobileOneBlock | None = MobileOneBlock(
+            dim, dim, k, groups=dim, act=False, scale_branch=False, conv_branches=0
+        )
         self.mixer: MobileOneBlock | None = MobileOneBlock(dim, dim, k, groups=dim, act=False)
         self.layer_scale: LayerScale2d | None = LayerScale2d(dim, layer_scale_init)
         self.reparam_conv: nn.Conv2d | None = None
@@ -389,7 +428,9 @@ class Attention(nn.Module):
 class RepMixerBlock(nn.Module):
     """MetaFormer block with RepMixer token mixing and a conv-FFN."""
 
-    def __init__(self, dim: int, mlp_ratio: float, k: int = 3, ffn_k: int = 7, layer_scale_init: float = 1e-5):
+    def __init__(
+        self, dim: int, mlp_ratio: float, k: int = 3, ffn_k: int = 7, layer_scale_init: float = 1e-5
+    ):
         super().__init__()
         self.token_mixer = RepMixer(dim, k, layer_scale_init)
         self.mlp = ConvFFN(dim, int(dim * mlp_ratio), ffn_k)
@@ -411,8 +452,15 @@ class RepMixerBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """MetaFormer block: pre-norm multi-head self-attention and a conv-FFN, both residual."""
 
-    def __init__(self, dim: int, mlp_ratio: float, norm: str = "batchnorm", head_dim: int = 32,
-                 ffn_k: int = 7, layer_scale_init: float = 1e-5):
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float,
+        norm: str = "batchnorm",
+        head_dim: int = 32,
+        ffn_k: int = 7,
+        layer_scale_init: float = 1e-5,
+    ):
         super().__init__()
         self.norm: nn.Module = nn.BatchNorm2d(dim) if norm == "batchnorm" else LayerNorm2d(dim)
         self.token_mixer = Attention(dim, head_dim)
@@ -427,7 +475,9 @@ class AttentionBlock(nn.Module):
     @torch.no_grad()
     def reparameterize(self) -> None:
         self.mlp.reparameterize()
-        if isinstance(self.layer_scale_1, LayerScale2d) and isinstance(self.layer_scale_2, LayerScale2d):
+        if isinstance(self.layer_scale_1, LayerScale2d) and isinstance(
+            self.layer_scale_2, LayerScale2d
+        ):
             _fold_scale(self.token_mixer.proj, self.layer_scale_1)
             _fold_scale(self.mlp.fc2, self.layer_scale_2)
             self.layer_scale_1 = self.layer_scale_2 = nn.Identity()
@@ -439,7 +489,11 @@ class AttentionBlock(nn.Module):
         if isinstance(self.norm, nn.BatchNorm2d):
             s, t = _bn_scale_shift(self.norm)
             self.norm = nn.Identity()
-        elif isinstance(self.norm, LayerNorm2d) and self.norm.weight is not None and self.norm.bias is not None:
+        elif (
+            isinstance(self.norm, LayerNorm2d)
+            and self.norm.weight is not None
+            and self.norm.bias is not None
+        ):
             s, t = self.norm.weight, self.norm.bias
             self.norm = LayerNorm2d(self.norm.dim, self.norm.eps, affine=False)
         else:
@@ -458,15 +512,34 @@ class Stage(nn.Module):
 
     def __init__(self, cin: int, dim: int, depth: int, mixer: str, cfg: FastViTConfig, index: int):
         super().__init__()
-        self.downsample: nn.Module = PatchEmbed(cin, dim, cfg.down_kernel, cfg.se_downsample[index]) if index > 0 else nn.Identity()
-        self.pos_emb: nn.Module = RepCPE(dim, cfg.cpe_kernel) if cfg.pos_emb[index] else nn.Identity()
+        self.downsample: nn.Module = (
+            PatchEmbed(cin, dim, cfg.down_kernel, cfg.se_downsample[index])
+            if index > 0
+            else nn.Identity()
+        )
+        self.pos_emb: nn.Module = (
+            RepCPE(dim, cfg.cpe_kernel) if cfg.pos_emb[index] else nn.Identity()
+        )
         blocks: list[nn.Module]
         if mixer == "repmixer":
-            blocks = [RepMixerBlock(dim, cfg.mlp_ratio, cfg.repmixer_kernel, cfg.ffn_kernel, cfg.layer_scale_init)
-                      for _ in range(depth)]
+            blocks = [
+                RepMixerBlock(
+                    dim, cfg.mlp_ratio, cfg.repmixer_kernel, cfg.ffn_kernel, cfg.layer_scale_init
+                )
+                for _ in range(depth)
+            ]
         else:
-            blocks = [AttentionBlock(dim, cfg.mlp_ratio, cfg.attn_norm, cfg.head_dim, cfg.ffn_kernel, cfg.layer_scale_init)
-                      for _ in range(depth)]
+            blocks = [
+                AttentionBlock(
+                    dim,
+                    cfg.mlp_ratio,
+                    cfg.attn_norm,
+                    cfg.head_dim,
+                    cfg.ffn_kernel,
+                    cfg.layer_scale_init,
+                )
+                for _ in range(depth)
+            ]
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -498,10 +571,10 @@ class FastViTConfig:
     depths: tuple[int, ...]
     dims: tuple[int, ...]
     mlp_ratio: float
-    token_mixers: tuple[str, ...]          # "repmixer" | "attention", per stage
-    pos_emb: tuple[bool, ...]              # RepCPE at the start of stage i
-    se_downsample: tuple[bool, ...]        # squeeze-excite in the patch embedding into stage i
-    attn_norm: str = "batchnorm"           # pre-attention norm: "batchnorm" | "layernorm"
+    token_mixers: tuple[str, ...]  # "repmixer" | "attention", per stage
+    pos_emb: tuple[bool, ...]  # RepCPE at the start of stage i
+    se_downsample: tuple[bool, ...]  # squeeze-excite in the patch embedding into stage i
+    attn_norm: str = "batchnorm"  # pre-attention norm: "batchnorm" | "layernorm"
     stem_scale_branch: bool = True
     head_dim: int = 32
     repmixer_kernel: int = 3
@@ -509,7 +582,7 @@ class FastViTConfig:
     cpe_kernel: int = 7
     ffn_kernel: int = 7
     final_expansion: float = 2.0
-    clip_dim: int = 512                    # CLIP embedding size of the optional head
+    clip_dim: int = 512  # CLIP embedding size of the optional head
     layer_scale_init: float = 1e-5
     in_chans: int = 3
     paper_params_m: dict[str, float] = field(default_factory=dict, compare=False)
@@ -587,7 +660,9 @@ class FastViT(nn.Module):
             MobileOneBlock(d0, d0, 1, scale_branch=sb),
         )
         stages, cin = [], d0
-        for i, (depth, dim, mixer) in enumerate(zip(cfg.depths, cfg.dims, cfg.token_mixers, strict=True)):
+        for i, (depth, dim, mixer) in enumerate(
+            zip(cfg.depths, cfg.dims, cfg.token_mixers, strict=True)
+        ):
             stages.append(Stage(cin, dim, depth, mixer, cfg, i))
             cin = dim
         self.stages = nn.Sequential(*stages)
@@ -601,7 +676,9 @@ class FastViT(nn.Module):
     def embed(self, images: Tensor) -> Tensor:
         """CLIP image embedding ``[B, clip_dim]`` (needs ``with_head=True``)."""
         if self.head is None:
-            raise UserError(f"{self.cfg.name} was built without its CLIP head; build it with with_head=True")
+            raise UserError(
+                f"{self.cfg.name} was built without its CLIP head; build it with with_head=True"
+            )
         return self.head(self(images))
 
     def output_size(self, height: int, width: int | None = None) -> tuple[int, int]:
@@ -675,13 +752,19 @@ class ParamCounts:
         return self.encoder + self.head
 
     def to_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder, "head": self.head, "with_head": self.with_head,
-                "reparameterized": self.reparameterized}
+        return {
+            "encoder": self.encoder,
+            "head": self.head,
+            "with_head": self.with_head,
+            "reparameterized": self.reparameterized,
+        }
 
 
 def param_counts(model: FastViT) -> ParamCounts:
     """Counts for ``model``; the head count is computed from the config if it was not built."""
-    head = count_params(model.head) if model.head is not None else model.out_dim * model.cfg.clip_dim
+    head = (
+        count_params(model.head) if model.head is not None else model.out_dim * model.cfg.clip_dim
+    )
     encoder = count_params(model) - (count_params(model.head) if model.head is not None else 0)
     return ParamCounts(encoder=encoder, head=head, reparameterized=model.reparameterized)
 
@@ -691,8 +774,15 @@ def param_counts(model: FastViT) -> ParamCounts:
 # --------------------------------------------------------------------------------------------
 
 
-def build_fastvit(cfg: FastViTConfig, with_head: bool = False, *, device: str | torch.device = "cpu",
-                  dtype: torch.dtype | None = None, seed: int = 0, reparameterized: bool = False) -> FastViT:
+def build_fastvit(
+    cfg: FastViTConfig,
+    with_head: bool = False,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+    reparameterized: bool = False,
+) -> FastViT:
     """Build ``cfg`` on the meta device and fill it with well-conditioned values (eval mode).
 
     ``device="meta"`` returns the unfilled skeleton (for counting, or for a caller that
@@ -770,8 +860,11 @@ def load_weights(model: FastViT, path: str | os.PathLike[str]) -> FastViT:
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in sd and sd[k].shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -780,6 +873,8 @@ def load_weights(model: FastViT, path: str | os.PathLike[str]) -> FastViT:
             parts.append(f"unexpected keys: {_key_list(unexpected)}")
         if wrong:
             parts.append(f"shape mismatches: {_key_list(wrong, 3)}")
-        raise UserError(f"weights in {os.fspath(path)} do not fit {model.cfg.name}: " + "; ".join(parts))
+        raise UserError(
+            f"weights in {os.fspath(path)} do not fit {model.cfg.name}: " + "; ".join(parts)
+        )
     model.load_state_dict(sd, strict=True)
     return model

@@ -30,8 +30,20 @@ if TYPE_CHECKING:
 _M = TypeVar("_M", bound=nn.Module)
 
 #: Architecture constants (transformers config names), checked against the paper's counts.
-VIT_L_14 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14)
-SIGLIP_SO400M_14 = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16, patch_size=14)
+VIT_L_14 = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    patch_size=14,
+)
+SIGLIP_SO400M_14 = dict(
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=27,
+    num_attention_heads=16,
+    patch_size=14,
+)
 CONVNEXT_L = dict(depths=[3, 3, 27, 3], hidden_sizes=[192, 384, 768, 1536])
 CONVNEXT_XXL = dict(depths=[3, 4, 30, 3], hidden_sizes=[384, 768, 1536, 3072])
 
@@ -53,7 +65,11 @@ def attach_position_reset(model: _M) -> _M:
 
             def reset(m: nn.Module = m) -> None:
                 ids = cast(torch.Tensor, m.position_ids)
-                m.position_ids = torch.arange(ids.shape[-1], device=ids.device, dtype=ids.dtype).expand(ids.shape).contiguous()
+                m.position_ids = (
+                    torch.arange(ids.shape[-1], device=ids.device, dtype=ids.dtype)
+                    .expand(ids.shape)
+                    .contiguous()
+                )
 
             m._vlm_pareto_reset_buffers = reset  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
     return model
@@ -99,15 +115,29 @@ def _vit(arch: dict, resolution: int, with_head: bool, kind: str) -> ViTTokens:
     if kind == "clip":
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
-        cfg = CLIPVisionConfig(**{**arch, "num_hidden_layers": layers}, image_size=resolution, hidden_act="quick_gelu", attn_implementation="sdpa")  # type: ignore[call-arg]  # configs take extra kwargs
+        cfg = CLIPVisionConfig(
+            **{**arch, "num_hidden_layers": layers},
+            image_size=resolution,
+            hidden_act="quick_gelu",
+            attn_implementation="sdpa",
+        )  # type: ignore[call-arg]  # configs take extra kwargs
         tower: nn.Module = CLIPVisionModel(cfg)
-        head = nn.Linear(arch["hidden_size"], _CLIP_EMBED["vit-l-14"], bias=False) if with_head else None
+        head = (
+            nn.Linear(arch["hidden_size"], _CLIP_EMBED["vit-l-14"], bias=False)
+            if with_head
+            else None
+        )
         # CLIP's last_hidden_state is the encoder output before post_layernorm, i.e. exactly
         # the hidden state LLaVA selects; the pooled-norm on one token is negligible.
         return attach_position_reset(ViTTokens(tower, has_cls=True, head=head))
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    siglip_cfg = SiglipVisionConfig(**{**arch, "num_hidden_layers": layers}, image_size=resolution, vision_use_head=with_head, attn_implementation="sdpa")  # type: ignore[call-arg]  # configs take extra kwargs
+    siglip_cfg = SiglipVisionConfig(
+        **{**arch, "num_hidden_layers": layers},
+        image_size=resolution,
+        vision_use_head=with_head,
+        attn_implementation="sdpa",
+    )  # type: ignore[call-arg]  # configs take extra kwargs
     tower = SiglipVisionModel(siglip_cfg)
     if not with_head:
         # SigLIP normalises last_hidden_state; the penultimate hidden state is un-normalised.
@@ -132,7 +162,11 @@ def _convnext(arch: dict, with_head: bool, name: str) -> ConvNeXtTokens:
     head = None
     if with_head:
         c, e = arch["hidden_sizes"][-1], _CLIP_EMBED[name]
-        head = nn.Sequential(nn.Linear(c, 2 * e), nn.GELU(), nn.Linear(2 * e, e)) if name == "convnext-l" else nn.Linear(c, e, bias=False)
+        head = (
+            nn.Sequential(nn.Linear(c, 2 * e), nn.GELU(), nn.Linear(2 * e, e))
+            if name == "convnext-l"
+            else nn.Linear(c, e, bias=False)
+        )
     return ConvNeXtTokens(trunk, head)
 
 

@@ -55,7 +55,9 @@ class Tiling:
         """Tile side for a total input side ``resolution`` (the longer grid side divides it)."""
         side = max(self.rows, self.cols)
         if resolution % side:
-            raise UserError(f"tiling {self.text} needs a resolution divisible by {side}, got {resolution}")
+            raise UserError(
+                f"tiling {self.text} needs a resolution divisible by {side}, got {resolution}"
+            )
         return resolution // side
 
     def input_shape(self, resolution: int) -> tuple[int, int]:
@@ -75,7 +77,9 @@ def parse_tiling(text: str | Tiling | None) -> Tiling:
         return Tiling()
     m = _GRID.match(str(text))
     if not m:
-        raise UserError(f"unknown tiling {text!r}; use 'none', a grid like '2x2' or '1x2', optionally with '+overview' (e.g. '2x2+overview')")
+        raise UserError(
+            f"unknown tiling {text!r}; use 'none', a grid like '2x2' or '1x2', optionally with '+overview' (e.g. '2x2+overview')"
+        )
     rows, cols, overview = int(m.group(1)), int(m.group(2)), bool(m.group(3))
     if rows < 1 or cols < 1 or rows * cols > MAX_TILES:
         raise UserError(f"tiling {text!r}: grid must have between 1 and {MAX_TILES} tiles")
@@ -93,11 +97,19 @@ def split_tiles(images: torch.Tensor, tiling: Tiling) -> torch.Tensor:
 
     b, c, h, w = images.shape
     if h % tiling.rows or w % tiling.cols or h // tiling.rows != w // tiling.cols:
-        raise UserError(f"image {h}x{w} does not split into square {tiling.rows}x{tiling.cols} tiles")
+        raise UserError(
+            f"image {h}x{w} does not split into square {tiling.rows}x{tiling.cols} tiles"
+        )
     t = h // tiling.rows
-    tiles = images.reshape(b, c, tiling.rows, t, tiling.cols, t).permute(0, 2, 4, 1, 3, 5).reshape(b * tiling.tiles, c, t, t)
+    tiles = (
+        images.reshape(b, c, tiling.rows, t, tiling.cols, t)
+        .permute(0, 2, 4, 1, 3, 5)
+        .reshape(b * tiling.tiles, c, t, t)
+    )
     parts = [tiles.reshape(b, tiling.tiles, c, t, t)]
     if tiling.overview:
-        over = F.interpolate(images, size=(t, t), mode="bilinear", antialias=True, align_corners=False)
+        over = F.interpolate(
+            images, size=(t, t), mode="bilinear", antialias=True, align_corners=False
+        )
         parts.append(over.unsqueeze(1))
     return torch.cat(parts, dim=1).reshape(b * tiling.images, c, t, t).contiguous()

@@ -28,7 +28,7 @@ ZOO_RESOLUTIONS = (256, 336, 384, 512, 768, 1024, 1536, 2048)
 #: What the zoo listing must say beside an encoder (paper settings that are *not* this encoder).
 ZOO_NOTES = {
     "convnext-l": "the paper's ConvNeXt-L rows at 768/1024/1536 (Table 6 R18/R26/R35: 144/256/576 tokens) are "
-                  "ConvLLaVA's five-stage stride-64 variant, not this stride-32 encoder (576/1024/2304 tokens there)",
+    "ConvLLaVA's five-stage stride-64 variant, not this stride-32 encoder (576/1024/2304 tokens there)",
 }
 
 
@@ -126,7 +126,9 @@ def list_encoders() -> list[EncoderSpec]:
     """Every spec in the zoo, built-ins first in paper order, then custom ones by name."""
     _run_load_hooks()
     order = {n: i for i, n in enumerate(BUILTIN_ORDER)}
-    return sorted((ENCODERS.get(n) for n in ENCODERS.names()), key=lambda s: (order.get(s.name, 99), s.name))
+    return sorted(
+        (ENCODERS.get(n) for n in ENCODERS.names()), key=lambda s: (order.get(s.name, 99), s.name)
+    )
 
 
 def encoder_out_dim(name: str) -> int:
@@ -156,7 +158,9 @@ def _memory_limit_bytes() -> int:
         return 16 * 2**30
 
 
-def estimate_activation_bytes(spec: EncoderSpec, tile_resolution: int, images: int = 1, dtype_bytes: int = 4) -> int:
+def estimate_activation_bytes(
+    spec: EncoderSpec, tile_resolution: int, images: int = 1, dtype_bytes: int = 4
+) -> int:
     """A deliberately rough peak-activation estimate for ``images`` tiles of one side."""
     pixels = tile_resolution**2
     act = spec.act_bytes_per_pixel * pixels * dtype_bytes / 4
@@ -166,7 +170,14 @@ def estimate_activation_bytes(spec: EncoderSpec, tile_resolution: int, images: i
     return int(images * act)
 
 
-def validate_resolution(name: str, resolution: int, tiling: str = "none", *, memory_limit_bytes: int | None = None, dtype_bytes: int = 4) -> int:
+def validate_resolution(
+    name: str,
+    resolution: int,
+    tiling: str = "none",
+    *,
+    memory_limit_bytes: int | None = None,
+    dtype_bytes: int = 4,
+) -> int:
     """Check that ``name`` can take ``resolution`` (total side) with ``tiling``; return the tile side.
 
     Raises UserError, before anything is built, for a non-integer or non-positive resolution,
@@ -179,21 +190,32 @@ def validate_resolution(name: str, resolution: int, tiling: str = "none", *, mem
     spec = get_spec(name)
     t = parse_tiling(tiling)
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-        raise UserError(f"resolution must be a positive integer number of pixels, got {resolution!r}")
+        raise UserError(
+            f"resolution must be a positive integer number of pixels, got {resolution!r}"
+        )
     tile = t.tile_resolution(resolution)
     where = f" (tile side {tile} with tiling {t.text})" if t.tiled else ""
     if spec.token_rule is not None:
         if t.tiled:
-            raise UserError(f"{spec.name} tiles images by its own policy; use tiling 'none' (got {t.text})")
+            raise UserError(
+                f"{spec.name} tiles images by its own policy; use tiling 'none' (got {t.text})"
+            )
         spec.token_rule.check(tile)
     elif tile < spec.min_resolution:
-        raise UserError(f"{spec.name} needs at least {spec.min_resolution} px per image, got {resolution}{where}")
+        raise UserError(
+            f"{spec.name} needs at least {spec.min_resolution} px per image, got {resolution}{where}"
+        )
     if tile > spec.max_resolution:
         raise UserError(
             f"{spec.name} at {tile} px per image{where} is above its maximum of {spec.max_resolution} px; "
             "use tiling (e.g. 2x2+overview) for larger inputs"
         )
-    if tile % spec.stride and not spec.floor_remainder and spec.fixed_tokens is None and spec.token_rule is None:
+    if (
+        tile % spec.stride
+        and not spec.floor_remainder
+        and spec.fixed_tokens is None
+        and spec.token_rule is None
+    ):
         lo, hi = tile - tile % spec.stride, tile - tile % spec.stride + spec.stride
         raise UserError(
             f"{spec.name} needs a resolution that is a multiple of its stride {spec.stride}, got {tile}{where}; "
@@ -252,7 +274,9 @@ def to_tokens(out: Any) -> torch.Tensor:
         return out.flatten(2).transpose(1, 2)
     if out.dim() == 3:
         return out
-    raise UserError(f"an encoder must return [B, C, H, W] or [B, N, C], got shape {tuple(out.shape)}")
+    raise UserError(
+        f"an encoder must return [B, C, H, W] or [B, N, C], got shape {tuple(out.shape)}"
+    )
 
 
 def _reparameterize(model: nn.Module) -> bool:
@@ -274,7 +298,9 @@ def _reparameterize(model: nn.Module) -> bool:
 class TokenEncoder:
     """A built encoder: ``module`` (eval, reparameterized) and ``tokens(images) -> [B, N, C]``."""
 
-    def __init__(self, spec: EncoderSpec, module: nn.Module, resolution: int, reparameterized: bool):
+    def __init__(
+        self, spec: EncoderSpec, module: nn.Module, resolution: int, reparameterized: bool
+    ):
         self.spec = spec
         self.module = module
         self.resolution = resolution
@@ -346,20 +372,32 @@ def load_state(model: nn.Module, path: str, spec: EncoderSpec | None = None) -> 
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise UserError(f"cannot load {path} safely (weights_only=True): {e}") from e
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        if (
+            isinstance(state, dict)
+            and "state_dict" in state
+            and isinstance(state["state_dict"], dict)
+        ):
             state = state["state_dict"]
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
 
     def show(keys: list[str]) -> str:
-        return (", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")) if keys else "none"
+        return (
+            (", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""))
+            if keys
+            else "none"
+        )
 
     if missing or unexpected:
-        raise UserError(f"weights {path} do not match the model: missing {show(missing)}; unexpected {show(unexpected)}")
+        raise UserError(
+            f"weights {path} do not match the model: missing {show(missing)}; unexpected {show(unexpected)}"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # same keys, wrong shapes
-        raise UserError(f"weights {path} do not match the model: {' '.join(str(e).split())[:300]}") from e
+        raise UserError(
+            f"weights {path} do not match the model: {' '.join(str(e).split())[:300]}"
+        ) from e
 
 
 # --- the built-in zoo ---------------------------------------------------------------------
@@ -370,58 +408,119 @@ BUILTIN_ORDER = ("fastvithd", "fastvit", "vit-l-14", "siglip-so400m", "convnext-
 # build_encoder allocates and fills exactly once (and count_params never allocates).
 _BUILTINS = (
     EncoderSpec(
-        name="fastvithd", family="fastvit", stride=64, out_dim=3072,
-        builder="harness.encoders.fastvit:build_fastvithd", builder_kwargs={"device": "meta"},
-        native_resolution=1024, min_resolution=64, max_resolution=4096,
-        params_m_paper=125.1, params_include_head="includes the CLIP projection head (122.7M without)",
-        paper_resolutions=(256, 512, 768, 1024), aliases=("fastvit-hd", "fastvit_hd", "fastvitHD", "mci3", "fastvit_mci3"),
+        name="fastvithd",
+        family="fastvit",
+        stride=64,
+        out_dim=3072,
+        builder="harness.encoders.fastvit:build_fastvithd",
+        builder_kwargs={"device": "meta"},
+        native_resolution=1024,
+        min_resolution=64,
+        max_resolution=4096,
+        params_m_paper=125.1,
+        params_include_head="includes the CLIP projection head (122.7M without)",
+        paper_resolutions=(256, 512, 768, 1024),
+        aliases=("fastvit-hd", "fastvit_hd", "fastvitHD", "mci3", "fastvit_mci3"),
         description="FastViTHD (FastVLM): 5 stages, stride 64, 3072-channel output",
-        act_bytes_per_pixel=96 / 16 * 4 * 4 * 3, attn_stride=32, attn_heads=24,
+        act_bytes_per_pixel=96 / 16 * 4 * 4 * 3,
+        attn_stride=32,
+        attn_heads=24,
     ),
     EncoderSpec(
-        name="fastvit", family="fastvit", stride=32, out_dim=1280,
-        builder="harness.encoders.fastvit:build_fastvit_mci2", builder_kwargs={"device": "meta"},
-        native_resolution=256, min_resolution=32, max_resolution=4096,
-        params_m_paper=35.7, params_include_head="includes the CLIP projection head",
-        paper_resolutions=(256, 768), aliases=("mci2", "fastvit-mci2", "fastvit_mci2", "mobileclip-s2"),
+        name="fastvit",
+        family="fastvit",
+        stride=32,
+        out_dim=1280,
+        builder="harness.encoders.fastvit:build_fastvit_mci2",
+        builder_kwargs={"device": "meta"},
+        native_resolution=256,
+        min_resolution=32,
+        max_resolution=4096,
+        params_m_paper=35.7,
+        params_include_head="includes the CLIP projection head",
+        paper_resolutions=(256, 768),
+        aliases=("mci2", "fastvit-mci2", "fastvit_mci2", "mobileclip-s2"),
         description="FastViT MobileCLIP MCi2: 4 stages, stride 32",
-        act_bytes_per_pixel=80 / 16 * 3 * 4 * 3, attn_stride=32, attn_heads=20,
+        act_bytes_per_pixel=80 / 16 * 3 * 4 * 3,
+        attn_stride=32,
+        attn_heads=20,
     ),
     EncoderSpec(
-        name="vit-l-14", family="clip-vit", stride=14, out_dim=1024,
-        builder="harness.encoders.hf:build_vit_l_14", takes_resolution=True,
-        native_resolution=336, min_resolution=28, max_resolution=2016,
-        params_m_paper=304.0, params_include_head="includes the CLIP projection (1024->768); penultimate-layer tokens are timed",
-        paper_resolutions=(336,), aliases=("clip-vit-l-14", "vit-l/14", "vitl14", "clip-vit-l/14", "vit-l-14-336"),
+        name="vit-l-14",
+        family="clip-vit",
+        stride=14,
+        out_dim=1024,
+        builder="harness.encoders.hf:build_vit_l_14",
+        takes_resolution=True,
+        native_resolution=336,
+        min_resolution=28,
+        max_resolution=2016,
+        params_m_paper=304.0,
+        params_include_head="includes the CLIP projection (1024->768); penultimate-layer tokens are timed",
+        paper_resolutions=(336,),
+        aliases=("clip-vit-l-14", "vit-l/14", "vitl14", "clip-vit-l/14", "vit-l-14-336"),
         description="CLIP ViT-L/14 (quick_gelu), penultimate layer, CLS dropped",
-        act_bytes_per_pixel=1024 * 4 / 196 * 4 * 3, attn_stride=14, attn_heads=16,
+        act_bytes_per_pixel=1024 * 4 / 196 * 4 * 3,
+        attn_stride=14,
+        attn_heads=16,
     ),
     EncoderSpec(
-        name="siglip-so400m", family="siglip", stride=14, out_dim=1152,
-        builder="harness.encoders.hf:build_siglip_so400m", takes_resolution=True,
-        native_resolution=384, min_resolution=28, max_resolution=2016, floor_remainder=True,
-        params_m_paper=430.0, params_include_head="includes the attention-pooling head; penultimate-layer tokens are timed",
-        paper_resolutions=(384,), aliases=("siglip", "siglip-so400m-14", "so400m", "siglip-so400m/14"),
+        name="siglip-so400m",
+        family="siglip",
+        stride=14,
+        out_dim=1152,
+        builder="harness.encoders.hf:build_siglip_so400m",
+        takes_resolution=True,
+        native_resolution=384,
+        min_resolution=28,
+        max_resolution=2016,
+        floor_remainder=True,
+        params_m_paper=430.0,
+        params_include_head="includes the attention-pooling head; penultimate-layer tokens are timed",
+        paper_resolutions=(384,),
+        aliases=("siglip", "siglip-so400m-14", "so400m", "siglip-so400m/14"),
         description="SigLIP-SO400M/14, penultimate layer",
-        act_bytes_per_pixel=1152 * 4 / 196 * 4 * 3, attn_stride=14, attn_heads=16,
+        act_bytes_per_pixel=1152 * 4 / 196 * 4 * 3,
+        attn_stride=14,
+        attn_heads=16,
     ),
     EncoderSpec(
-        name="convnext-l", family="convnext", stride=32, out_dim=1536,
+        name="convnext-l",
+        family="convnext",
+        stride=32,
+        out_dim=1536,
         builder="harness.encoders.hf:build_convnext_l",
-        native_resolution=320, min_resolution=32, max_resolution=4096,
-        params_m_paper=200.0, params_include_head="includes the CLIP MLP projection head (196.2M trunk)",
+        native_resolution=320,
+        min_resolution=32,
+        max_resolution=4096,
+        params_m_paper=200.0,
+        params_include_head="includes the CLIP MLP projection head (196.2M trunk)",
         # Table 4 (LLaVA-1.5) uses 320 and 512; the 768-1536 rows of Table 6 are ConvLLaVA's
         # stride-64 variant (ZOO_NOTES), so they are not this encoder's paper resolutions.
-        paper_resolutions=(320, 512), aliases=("convnext-large", "convnext_large", "clip-convnext-l", "convnext_large_d_320", "c.n-l"),
+        paper_resolutions=(320, 512),
+        aliases=(
+            "convnext-large",
+            "convnext_large",
+            "clip-convnext-l",
+            "convnext_large_d_320",
+            "c.n-l",
+        ),
         description="CLIP ConvNeXt-L, last stage (stride 32)",
         act_bytes_per_pixel=192 / 16 * 4 * 4 * 3,
     ),
     EncoderSpec(
-        name="convnext-xxl", family="convnext", stride=32, out_dim=3072,
+        name="convnext-xxl",
+        family="convnext",
+        stride=32,
+        out_dim=3072,
         builder="harness.encoders.hf:build_convnext_xxl",
-        native_resolution=256, min_resolution=32, max_resolution=4096,
-        params_m_paper=846.0, params_include_head="includes the CLIP linear projection head (843.4M trunk)",
-        paper_resolutions=(256, 512, 1024), aliases=("convnext-xxlarge", "convnext_xxlarge", "clip-convnext-xxl", "c.n-xxl"),
+        native_resolution=256,
+        min_resolution=32,
+        max_resolution=4096,
+        params_m_paper=846.0,
+        params_include_head="includes the CLIP linear projection head (843.4M trunk)",
+        paper_resolutions=(256, 512, 1024),
+        aliases=("convnext-xxlarge", "convnext_xxlarge", "clip-convnext-xxl", "c.n-xxl"),
         description="CLIP ConvNeXt-XXL, last stage (stride 32)",
         act_bytes_per_pixel=384 / 16 * 4 * 4 * 3,
     ),

@@ -68,8 +68,14 @@ class PrefillResult:
         Projector rows use ``name`` = the LLM (its output size) with the encoder channels in
         ``extra["in_dim"]``, so TTFT composition can match them to an encoder.
         """
-        common = dict(resolution=0, tiling="none", backend=self.backend, device=self.device, dtype=self.dtype,
-                      protocol=self.measurement.protocol)
+        common = dict(
+            resolution=0,
+            tiling="none",
+            backend=self.backend,
+            device=self.device,
+            dtype=self.dtype,
+            protocol=self.measurement.protocol,
+        )
         prefill_extra = {
             **self.extra,
             "projector_ms": self.projector_ms,
@@ -78,17 +84,40 @@ class PrefillResult:
             "params_b": self.params_b,
         }
         return [
-            dict(kind="prefill", name=self.llm, tokens=self.tokens, prompt_tokens=self.prompt_tokens,
-                 measurement=self.measurement, extra=prefill_extra, build_s=self.build_s, estimated=self.estimated, **common),
-            dict(kind="projector", name=self.llm, tokens=self.tokens, prompt_tokens=0, measurement=self.projector,
-                 extra={"in_dim": self.extra.get("encoder_dim"), "out_dim": self.extra.get("hidden")},
-                 build_s=0.0, estimated=False, **common),
+            dict(
+                kind="prefill",
+                name=self.llm,
+                tokens=self.tokens,
+                prompt_tokens=self.prompt_tokens,
+                measurement=self.measurement,
+                extra=prefill_extra,
+                build_s=self.build_s,
+                estimated=self.estimated,
+                **common,
+            ),
+            dict(
+                kind="projector",
+                name=self.llm,
+                tokens=self.tokens,
+                prompt_tokens=0,
+                measurement=self.projector,
+                extra={
+                    "in_dim": self.extra.get("encoder_dim"),
+                    "out_dim": self.extra.get("hidden"),
+                },
+                build_s=0.0,
+                estimated=False,
+                **common,
+            ),
         ]
 
 
 def check_tokens(spec: LLMSpec, visual_tokens: Any, prompt_tokens: Any) -> tuple[int, int]:
     """Validate token counts against the model's context; UserError otherwise."""
-    for what, value, low in (("visual token count", visual_tokens, 1), ("prompt token count", prompt_tokens, 0)):
+    for what, value, low in (
+        ("visual token count", visual_tokens, 1),
+        ("prompt token count", prompt_tokens, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{what} must be an integer >= {low}, got {value!r}")
     total = visual_tokens + prompt_tokens

@@ -75,7 +75,11 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    spec: LLMSpec, tokens: int, dtype: str = "float32", layers: int | None = None, encoder_dim: int = 0
+    spec: LLMSpec,
+    tokens: int,
+    dtype: str = "float32",
+    layers: int | None = None,
+    encoder_dim: int = 0,
 ) -> MemoryEstimate:
     """Parameters x bytes + KV cache + the largest transient activations of one layer.
 
@@ -89,7 +93,9 @@ def estimate_memory(
         params += encoder_dim * spec.hidden + spec.hidden * spec.hidden + 2 * spec.hidden
     kv = 2 * k * spec.kv_heads * spec.head_dim * tokens * nbytes
     act = tokens * (6 * spec.hidden + 3 * spec.intermediate) * nbytes
-    act += spec.heads * tokens * tokens * 4 + 4 * spec.vocab * nbytes + tokens * encoder_dim * nbytes
+    act += (
+        spec.heads * tokens * tokens * 4 + 4 * spec.vocab * nbytes + tokens * encoder_dim * nbytes
+    )
     return MemoryEstimate(params * nbytes, kv, act, _RUNTIME_OVERHEAD_BYTES)
 
 
@@ -237,7 +243,15 @@ def build_torch_llm(
         load_weights_(model, Path(weights_dir))
         source = str(weights_dir)
     model.eval().requires_grad_(False)
-    return BuiltLLM(model, spec, config.num_hidden_layers, dtype_name(dtype), device, time.perf_counter() - t0, source)
+    return BuiltLLM(
+        model,
+        spec,
+        config.num_hidden_layers,
+        dtype_name(dtype),
+        device,
+        time.perf_counter() - t0,
+        source,
+    )
 
 
 def load_weights_(model: nn.Module, directory: Path) -> None:
@@ -246,7 +260,9 @@ def load_weights_(model: nn.Module, directory: Path) -> None:
     """
     files = sorted(directory.glob("*.safetensors")) if directory.is_dir() else []
     if not files:
-        raise UserError(f"no *.safetensors files in {str(directory)!r}; real weights must be in safetensors format")
+        raise UserError(
+            f"no *.safetensors files in {str(directory)!r}; real weights must be in safetensors format"
+        )
     from safetensors.torch import load_file
 
     own = model.state_dict()
@@ -258,7 +274,9 @@ def load_weights_(model: nn.Module, directory: Path) -> None:
                     own[key].copy_(tensor)
                     loaded += 1
     if loaded == 0:
-        raise UserError(f"no tensor in {str(directory)!r} matches the model's parameter names and shapes")
+        raise UserError(
+            f"no tensor in {str(directory)!r} matches the model's parameter names and shapes"
+        )
 
 
 @torch.no_grad()

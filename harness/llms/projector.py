@@ -27,13 +27,27 @@ class Projector(nn.Module):
         return self.fc2(self.act(self.fc1(features)))
 
 
-def build_projector(in_dim: int, hidden: int, *, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0) -> Projector:
+def build_projector(
+    in_dim: int,
+    hidden: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    seed: int = 0,
+) -> Projector:
     """A projector with well-conditioned random weights (no default init), in eval mode."""
     proj = materialize(lambda: Projector(in_dim, hidden), device=device, dtype=dtype, seed=seed)
     return proj.requires_grad_(False)
 
 
-def encoder_features(tokens: int, in_dim: int, *, dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0) -> torch.Tensor:
+def encoder_features(
+    tokens: int,
+    in_dim: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    seed: int = 0,
+) -> torch.Tensor:
     """Stand-in encoder output, ``1 x tokens x in_dim``, at the scale real encoders produce.
 
     Vision-encoder outputs (after a final norm or activation) are O(1) per channel, so

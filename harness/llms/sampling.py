@@ -40,7 +40,9 @@ def extrapolate(base_ms: float, k_ms: float, k: int, total_layers: int) -> float
     return base_ms + (total_layers / k) * (k_ms - base_ms)
 
 
-def estimated_measurement(base: Measurement, k_layers: Measurement, k: int, total_layers: int) -> Measurement:
+def estimated_measurement(
+    base: Measurement, k_layers: Measurement, k: int, total_layers: int
+) -> Measurement:
     """A Measurement whose samples are per-sample extrapolations of the k-layer samples."""
     b = base.stats.median_ms
     est = [extrapolate(b, t, k, total_layers) for t in k_layers.samples_ms]
@@ -117,4 +119,3 @@ class SamplingCheck:
     @property
     def contended_rounds(self) -> int:
         return sum(1 for r in self.per_round if r.get("contended"))
-

@@ -51,18 +51,32 @@ class LLMSpec:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise UserError(f"LLM {self.name!r}: architecture {self.arch!r} is not supported (supported: {', '.join(ARCHS)})")
+            raise UserError(
+                f"LLM {self.name!r}: architecture {self.arch!r} is not supported (supported: {', '.join(ARCHS)})"
+            )
         for field_name in ("hidden", "heads", "kv_heads", "intermediate", "vocab", "max_positions"):
             value = getattr(self, field_name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise UserError(f"LLM {self.name!r}: {field_name} must be a positive integer, got {value!r}")
+                raise UserError(
+                    f"LLM {self.name!r}: {field_name} must be a positive integer, got {value!r}"
+                )
         if not isinstance(self.layers, int) or self.layers < 0:
-            raise UserError(f"LLM {self.name!r}: layers must be an integer >= 0, got {self.layers!r}")
+            raise UserError(
+                f"LLM {self.name!r}: layers must be an integer >= 0, got {self.layers!r}"
+            )
         if self.attn_head_dim is not None:
-            if isinstance(self.attn_head_dim, bool) or not isinstance(self.attn_head_dim, int) or self.attn_head_dim <= 0:
-                raise UserError(f"LLM {self.name!r}: head_dim must be a positive integer, got {self.attn_head_dim!r}")
+            if (
+                isinstance(self.attn_head_dim, bool)
+                or not isinstance(self.attn_head_dim, int)
+                or self.attn_head_dim <= 0
+            ):
+                raise UserError(
+                    f"LLM {self.name!r}: head_dim must be a positive integer, got {self.attn_head_dim!r}"
+                )
             if self.heads % self.kv_heads:
-                raise UserError(f"LLM {self.name!r}: heads ({self.heads}) must divide by kv_heads ({self.kv_heads})")
+                raise UserError(
+                    f"LLM {self.name!r}: heads ({self.heads}) must divide by kv_heads ({self.kv_heads})"
+                )
         elif self.hidden % self.heads or self.heads % self.kv_heads:
             raise UserError(
                 f"LLM {self.name!r}: hidden ({self.hidden}) must divide by heads ({self.heads}) "
@@ -155,20 +169,36 @@ class LLMSpec:
         return {"model_type": self.arch, **self._shape_config()}
 
 
-def _qwen2(name: str, hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int, tied: bool) -> LLMSpec:
-    return LLMSpec(name, "qwen2", hidden, layers, heads, kv, inter, vocab, tied, 32768, 1_000_000.0, 1e-6)
+def _qwen2(
+    name: str, hidden: int, layers: int, heads: int, kv: int, inter: int, vocab: int, tied: bool
+) -> LLMSpec:
+    return LLMSpec(
+        name, "qwen2", hidden, layers, heads, kv, inter, vocab, tied, 32768, 1_000_000.0, 1e-6
+    )
 
 
 LLMS: Registry[LLMSpec] = Registry("LLM")
 LLMS.register(
     "qwen2-0.5b",
     _qwen2("qwen2-0.5b", 896, 24, 14, 2, 4864, 151936, True),
-    aliases=("qwen2-0.5b-instruct", "qwen2_0.5b", "qw2-0.5b", "qwen/qwen2-0.5b", "qwen/qwen2-0.5b-instruct"),
+    aliases=(
+        "qwen2-0.5b-instruct",
+        "qwen2_0.5b",
+        "qw2-0.5b",
+        "qwen/qwen2-0.5b",
+        "qwen/qwen2-0.5b-instruct",
+    ),
 )
 LLMS.register(
     "qwen2-1.5b",
     _qwen2("qwen2-1.5b", 1536, 28, 12, 2, 8960, 151936, True),
-    aliases=("qwen2-1.5b-instruct", "qwen2_1.5b", "qw2-1.5b", "qwen/qwen2-1.5b", "qwen/qwen2-1.5b-instruct"),
+    aliases=(
+        "qwen2-1.5b-instruct",
+        "qwen2_1.5b",
+        "qw2-1.5b",
+        "qwen/qwen2-1.5b",
+        "qwen/qwen2-1.5b-instruct",
+    ),
 )
 LLMS.register(
     "qwen2-7b",
@@ -184,27 +214,99 @@ LLMS.register(
 )
 
 # --- the LLMs behind today's open VLMs (public model configs; docs/vlms.md) ---------------
-LLMS.register("qwen2.5-0.5b", _qwen2("qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, True),
-              aliases=("qwen2.5-0.5b-instruct", "qwen/qwen2.5-0.5b-instruct"))
-LLMS.register("qwen2.5-1.5b", _qwen2("qwen2.5-1.5b", 1536, 28, 12, 2, 8960, 151936, True),
-              aliases=("qwen2.5-1.5b-instruct", "qwen/qwen2.5-1.5b-instruct"))
-LLMS.register("qwen2.5-3b", _qwen2("qwen2.5-3b", 2048, 36, 16, 2, 11008, 151936, True),
-              aliases=("qwen2.5-3b-instruct", "qwen/qwen2.5-3b-instruct"))
-LLMS.register("qwen2.5-7b", _qwen2("qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, False),
-              aliases=("qwen2.5-7b-instruct", "qwen/qwen2.5-7b-instruct"))
-LLMS.register("qwen3-0.6b", LLMSpec("qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 3072, 151936, True, 40960, 1_000_000.0, 1e-6,
-                                    attn_head_dim=128), aliases=("qwen/qwen3-0.6b",))
-LLMS.register("qwen3-1.7b", LLMSpec("qwen3-1.7b", "qwen3", 2048, 28, 16, 8, 6144, 151936, True, 40960, 1_000_000.0, 1e-6,
-                                    attn_head_dim=128), aliases=("qwen/qwen3-1.7b",))
-LLMS.register("smollm2-135m", LLMSpec("smollm2-135m", "llama", 576, 30, 9, 3, 1536, 49152, True, 8192, 100000.0, 1e-5),
-              aliases=("smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"))
-LLMS.register("smollm2-360m", LLMSpec("smollm2-360m", "llama", 960, 32, 15, 5, 2560, 49152, True, 8192, 100000.0, 1e-5),
-              aliases=("smollm2-360m-instruct", "huggingfacetb/smollm2-360m-instruct"))
-LLMS.register("smollm2-1.7b", LLMSpec("smollm2-1.7b", "llama", 2048, 24, 32, 32, 8192, 49152, True, 8192, 130000.0, 1e-5),
-              aliases=("smollm2-1.7b-instruct", "huggingfacetb/smollm2-1.7b-instruct"))
-LLMS.register("gemma3-4b-text", LLMSpec("gemma3-4b-text", "gemma3_text", 2560, 34, 8, 4, 10240, 262208, True, 131072,
-                                        1_000_000.0, 1e-6, attn_head_dim=256, sliding_window=1024),
-              aliases=("gemma-3-4b-text",))
+LLMS.register(
+    "qwen2.5-0.5b",
+    _qwen2("qwen2.5-0.5b", 896, 24, 14, 2, 4864, 151936, True),
+    aliases=("qwen2.5-0.5b-instruct", "qwen/qwen2.5-0.5b-instruct"),
+)
+LLMS.register(
+    "qwen2.5-1.5b",
+    _qwen2("qwen2.5-1.5b", 1536, 28, 12, 2, 8960, 151936, True),
+    aliases=("qwen2.5-1.5b-instruct", "qwen/qwen2.5-1.5b-instruct"),
+)
+LLMS.register(
+    "qwen2.5-3b",
+    _qwen2("qwen2.5-3b", 2048, 36, 16, 2, 11008, 151936, True),
+    aliases=("qwen2.5-3b-instruct", "qwen/qwen2.5-3b-instruct"),
+)
+LLMS.register(
+    "qwen2.5-7b",
+    _qwen2("qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, False),
+    aliases=("qwen2.5-7b-instruct", "qwen/qwen2.5-7b-instruct"),
+)
+LLMS.register(
+    "qwen3-0.6b",
+    LLMSpec(
+        "qwen3-0.6b",
+        "qwen3",
+        1024,
+        28,
+        16,
+        8,
+        3072,
+        151936,
+        True,
+        40960,
+        1_000_000.0,
+        1e-6,
+        attn_head_dim=128,
+    ),
+    aliases=("qwen/qwen3-0.6b",),
+)
+LLMS.register(
+    "qwen3-1.7b",
+    LLMSpec(
+        "qwen3-1.7b",
+        "qwen3",
+        2048,
+        28,
+        16,
+        8,
+        6144,
+        151936,
+        True,
+        40960,
+        1_000_000.0,
+        1e-6,
+        attn_head_dim=128,
+    ),
+    aliases=("qwen/qwen3-1.7b",),
+)
+LLMS.register(
+    "smollm2-135m",
+    LLMSpec("smollm2-135m", "llama", 576, 30, 9, 3, 1536, 49152, True, 8192, 100000.0, 1e-5),
+    aliases=("smollm2-135m-instruct", "huggingfacetb/smollm2-135m-instruct"),
+)
+LLMS.register(
+    "smollm2-360m",
+    LLMSpec("smollm2-360m", "llama", 960, 32, 15, 5, 2560, 49152, True, 8192, 100000.0, 1e-5),
+    aliases=("smollm2-360m-instruct", "huggingfacetb/smollm2-360m-instruct"),
+)
+LLMS.register(
+    "smollm2-1.7b",
+    LLMSpec("smollm2-1.7b", "llama", 2048, 24, 32, 32, 8192, 49152, True, 8192, 130000.0, 1e-5),
+    aliases=("smollm2-1.7b-instruct", "huggingfacetb/smollm2-1.7b-instruct"),
+)
+LLMS.register(
+    "gemma3-4b-text",
+    LLMSpec(
+        "gemma3-4b-text",
+        "gemma3_text",
+        2560,
+        34,
+        8,
+        4,
+        10240,
+        262208,
+        True,
+        131072,
+        1_000_000.0,
+        1e-6,
+        attn_head_dim=256,
+        sliding_window=1024,
+    ),
+    aliases=("gemma-3-4b-text",),
+)
 
 
 def list_llms() -> list[str]:
@@ -225,7 +327,19 @@ def tiny_spec(
 ) -> LLMSpec:
     """A small random-weight decoder for tests: milliseconds per prefill."""
     return LLMSpec(
-        f"tiny-{arch}", arch, hidden, layers, heads, kv_heads, intermediate, vocab, tied, max_positions, 10000.0, 1e-6, source="tiny"
+        f"tiny-{arch}",
+        arch,
+        hidden,
+        layers,
+        heads,
+        kv_heads,
+        intermediate,
+        vocab,
+        tied,
+        max_positions,
+        10000.0,
+        1e-6,
+        source="tiny",
     )
 
 
@@ -244,7 +358,9 @@ def get_llm_spec(name_or_path: str | Path | LLMSpec) -> LLMSpec:
     if path.exists():
         return spec_from_config_path(path)
     if "/" in text or text.endswith(".json"):
-        raise UserError(f"LLM {text!r} is neither a zoo name ({', '.join(list_llms())}) nor an existing path")
+        raise UserError(
+            f"LLM {text!r} is neither a zoo name ({', '.join(list_llms())}) nor an existing path"
+        )
     raise UserError(suggest(text, list_llms(), "LLM"))
 
 
@@ -252,7 +368,9 @@ def spec_from_config_path(path: Path) -> LLMSpec:
     """Read a transformers/mlx-lm ``config.json`` (file or directory) into an LLMSpec."""
     cfg_file = path / "config.json" if path.is_dir() else path
     if not cfg_file.is_file():
-        raise UserError(f"{str(path)!r} has no config.json; give a transformers config file or a model directory")
+        raise UserError(
+            f"{str(path)!r} has no config.json; give a transformers config file or a model directory"
+        )
     try:
         cfg = json.loads(cfg_file.read_text())
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -262,18 +380,29 @@ def spec_from_config_path(path: Path) -> LLMSpec:
     # Multimodal checkpoints nest the decoder config (e.g. LLaVA's "text_config").
     if "text_config" in cfg and isinstance(cfg["text_config"], dict) and "hidden_size" not in cfg:
         cfg = {**cfg["text_config"], "quantization": cfg.get("quantization")}
-    return spec_from_config_dict(cfg, name=path.name if path.is_dir() else path.parent.name or path.stem, source=str(path))
+    return spec_from_config_dict(
+        cfg, name=path.name if path.is_dir() else path.parent.name or path.stem, source=str(path)
+    )
 
 
 def spec_from_config_dict(cfg: dict[str, Any], name: str, source: str = "dict") -> LLMSpec:
     """Build an LLMSpec from transformers-style config keys."""
-    required = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    required = (
+        "model_type",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "vocab_size",
+    )
     missing = [k for k in required if k not in cfg]
     if missing:
         raise UserError(f"{source!r} is not a decoder model config: missing {', '.join(missing)}")
     arch = str(cfg["model_type"]).lower()
     if arch not in ARCHS:
-        raise UserError(f"{source!r}: model_type {arch!r} is not supported (supported: {', '.join(ARCHS)})")
+        raise UserError(
+            f"{source!r}: model_type {arch!r} is not supported (supported: {', '.join(ARCHS)})"
+        )
     rope = cfg.get("rope_parameters") or {}
     if isinstance(rope.get("full_attention"), dict):  # per-layer-type rope (Gemma 3)
         rope = rope["full_attention"]
@@ -315,7 +444,11 @@ def _explicit_head_dim(cfg: dict[str, Any], arch: str) -> int | None:
     if hd is None:
         return None
     heads = int(cfg["num_attention_heads"])
-    if int(cfg["hidden_size"]) % heads == 0 and int(cfg["hidden_size"]) // heads == int(hd) and arch not in _DEFAULT_HEAD_DIM:
+    if (
+        int(cfg["hidden_size"]) % heads == 0
+        and int(cfg["hidden_size"]) // heads == int(hd)
+        and arch not in _DEFAULT_HEAD_DIM
+    ):
         return None
     return int(hd)
 

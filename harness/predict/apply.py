@@ -32,15 +32,35 @@ def predict_frame(points: pd.DataFrame, pred: Predictor) -> pd.DataFrame:
     Points whose configuration the cost model cannot describe keep no latency.
     """
     out = points.copy()
-    cols: dict[str, list[Any]] = {c: [] for c in ("encoder_ms", "projector_ms", "prefill_ms", "ttft_ms",
-                                                   "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms")}
+    cols: dict[str, list[Any]] = {
+        c: []
+        for c in (
+            "encoder_ms",
+            "projector_ms",
+            "prefill_ms",
+            "ttft_ms",
+            "ttft_ci_low_ms",
+            "ttft_ci_high_ms",
+            "ttft_p90_ms",
+        )
+    }
     label = ""
     for _, r in out.iterrows():
         try:
             tokens = r.get("tokens")
-            tok = None if tokens is None or (isinstance(tokens, float) and math.isnan(tokens)) else int(tokens)
-            p = pred.predict(str(r["encoder"]), int(r["resolution"]), str(r["llm"]), str(r.get("tiling") or "none"),
-                             tokens=tok, compute=False)
+            tok = (
+                None
+                if tokens is None or (isinstance(tokens, float) and math.isnan(tokens))
+                else int(tokens)
+            )
+            p = pred.predict(
+                str(r["encoder"]),
+                int(r["resolution"]),
+                str(r["llm"]),
+                str(r.get("tiling") or "none"),
+                tokens=tok,
+                compute=False,
+            )
         except (UserError, KeyError, ValueError, TypeError, LookupError):
             for c in cols:
                 cols[c].append(math.nan)
@@ -58,7 +78,9 @@ def predict_frame(points: pd.DataFrame, pred: Predictor) -> pd.DataFrame:
     out["latency_source"] = "predicted"
     out["machine"] = label or f"predicted for {pred.profile.name}"
     out["backend"] = f"{pred.profile.parts['encoder'].unit} + {pred.profile.parts['prefill'].unit}"
-    out["estimated"] = False  # "estimated" means layer-sampled prefill; predictions say latency_source
+    out["estimated"] = (
+        False  # "estimated" means layer-sampled prefill; predictions say latency_source
+    )
     out["run_id"] = None
     return out
 
@@ -69,19 +91,32 @@ def with_predicted_latency(result: Any, device: str, db: str | None = None) -> A
 
     pred = predictor_for(device, db)
     points = predict_frame(result.points, pred)
-    notes = [n for n in result.notes if "TTFT measured on an M1 Max" not in n and "no published TTFT" not in n]
+    notes = [
+        n
+        for n in result.notes
+        if "TTFT measured on an M1 Max" not in n and "no published TTFT" not in n
+    ]
     if pred.calibrated:
         s = pred.band()
         w = s.get("ttft", s.get("encoder", 0.0)) * 100
-        notes.append(f"latency: predicted for {pred.profile.name} (cost model calibrated on {len(pred.known_rows())} "
-                     f"known rows; band = 90th percentile of leave-one-out |error|, +/-{w:.0f}%)")
+        notes.append(
+            f"latency: predicted for {pred.profile.name} (cost model calibrated on {len(pred.known_rows())} "
+            f"known rows; band = 90th percentile of leave-one-out |error|, +/-{w:.0f}%)"
+        )
         if pred.fit is not None and pred.fit.outliers:
-            notes.append("calibration distrusts: " + "; ".join(f"{lbl} ({e * 100:+.0f}%)" for lbl, e in pred.fit.outliers))
+            notes.append(
+                "calibration distrusts: "
+                + "; ".join(f"{lbl} ({e * 100:+.0f}%)" for lbl, e in pred.fit.outliers)
+            )
     else:
-        notes.append(f"latency: predicted for {pred.profile.name} (uncalibrated: spec-sheet roofline with default "
-                     "efficiencies; no error band is claimed)")
+        notes.append(
+            f"latency: predicted for {pred.profile.name} (uncalibrated: spec-sheet roofline with default "
+            "efficiencies; no error band is claimed)"
+        )
     missing = int(points["ttft_ms"].isna().sum())
     if missing:
-        notes.append(f"{missing} point(s) could not be predicted: encoder or LLM outside the zoo, or its cost not "
-                     "counted yet (run 'vlm-pareto predict --device NAME --encoder E --resolutions R --llm L' once)")
+        notes.append(
+            f"{missing} point(s) could not be predicted: encoder or LLM outside the zoo, or its cost not "
+            "counted yet (run 'vlm-pareto predict --device NAME --encoder E --resolutions R --llm L' once)"
+        )
     return replace(result, points=points, notes=notes)

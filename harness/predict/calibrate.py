@@ -57,14 +57,16 @@ def part_seconds(cost: Cost, profile: Profile, part: str) -> np.ndarray:
     """The six regressors (ms at k = 1) of ``cost`` on ``profile``'s ``part``."""
     u = profile.parts[part]
     b = u.bytes_per_elem
-    return np.array([
-        cost.dense_flops / u.peak_flops * 1e3,
-        cost.dw_flops / u.peak_flops * 1e3,
-        cost.attn_flops / u.peak_flops * 1e3,
-        cost.weight_elems * b / u.bandwidth * 1e3,
-        cost.act_elems * b / u.bandwidth * 1e3,
-        cost.ops * 1e-3,
-    ])
+    return np.array(
+        [
+            cost.dense_flops / u.peak_flops * 1e3,
+            cost.dw_flops / u.peak_flops * 1e3,
+            cost.attn_flops / u.peak_flops * 1e3,
+            cost.weight_elems * b / u.bandwidth * 1e3,
+            cost.act_elems * b / u.bandwidth * 1e3,
+            cost.ops * 1e-3,
+        ]
+    )
 
 
 def design_row(row: KnownRow, profile: Profile) -> np.ndarray:
@@ -144,14 +146,23 @@ def fit_rows(rows: Sequence[KnownRow], profile: Profile, *, iterations: int = 30
     pred = x @ coef
     res = pred / y - 1.0
     s = max(1.4826 * float(np.median(np.abs(res - np.median(res)))), 0.02)
-    outliers = [(rows[i].label, float(res[i])) for i in range(len(rows))
-                if abs(res[i]) > max(OUTLIER_Z * s, OUTLIER_FLOOR)]
+    outliers = [
+        (rows[i].label, float(res[i]))
+        for i in range(len(rows))
+        if abs(res[i]) > max(OUTLIER_Z * s, OUTLIER_FLOOR)
+    ]
     return Fit(coef, rows, res, w, outliers, [COLUMNS[j] for j in active])
 
 
 def default_coef(profile: Profile) -> np.ndarray:
     """Coefficients of the uncalibrated roofline (fixed default efficiencies)."""
     e = DEFAULT_EFFICIENCY
-    per_part = [1 / e["dense_flops"], 1 / e["dw_flops"], 1 / e["attn_flops"], 1 / e["bandwidth"],
-                0.25 / e["bandwidth"], DEFAULT_OP_US]
+    per_part = [
+        1 / e["dense_flops"],
+        1 / e["dw_flops"],
+        1 / e["attn_flops"],
+        1 / e["bandwidth"],
+        0.25 / e["bandwidth"],
+        DEFAULT_OP_US,
+    ]
     return np.array(per_part * len(PARTS))

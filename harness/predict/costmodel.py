@@ -40,17 +40,65 @@ from unittest import mock
 #: Bump when the counting rules change: shipped and cached tables of another version are ignored.
 COST_VERSION = 1
 SHIPPED_FILE = "costs.json"
-FEATURES: tuple[str, ...] = ("dense_flops", "dw_flops", "attn_flops", "weight_elems", "act_elems", "ops")
+FEATURES: tuple[str, ...] = (
+    "dense_flops",
+    "dw_flops",
+    "attn_flops",
+    "weight_elems",
+    "act_elems",
+    "ops",
+)
 
 #: Aten ops that only re-describe memory (no work, no kernel on any backend we model).
-_VIEW_OPS = frozenset({
-    "view", "_unsafe_view", "t", "transpose", "permute", "expand", "reshape", "unsqueeze", "squeeze",
-    "as_strided", "alias", "detach", "slice", "select", "split", "split_with_sizes", "unbind",
-    "flatten", "unflatten", "chunk", "narrow", "lift_fresh", "empty", "empty_like", "_to_copy",
-    "lift_fresh_copy", "new_empty", "expand_as", "view_as", "contiguous", "sym_size", "sym_numel",
-    "sym_stride", "sym_storage_offset", "dim", "is_same_size", "_reshape_alias", "arange", "zeros",
-    "ones", "full", "scalar_tensor", "zeros_like", "ones_like", "full_like",
-})
+_VIEW_OPS = frozenset(
+    {
+        "view",
+        "_unsafe_view",
+        "t",
+        "transpose",
+        "permute",
+        "expand",
+        "reshape",
+        "unsqueeze",
+        "squeeze",
+        "as_strided",
+        "alias",
+        "detach",
+        "slice",
+        "select",
+        "split",
+        "split_with_sizes",
+        "unbind",
+        "flatten",
+        "unflatten",
+        "chunk",
+        "narrow",
+        "lift_fresh",
+        "empty",
+        "empty_like",
+        "_to_copy",
+        "lift_fresh_copy",
+        "new_empty",
+        "expand_as",
+        "view_as",
+        "contiguous",
+        "sym_size",
+        "sym_numel",
+        "sym_stride",
+        "sym_storage_offset",
+        "dim",
+        "is_same_size",
+        "_reshape_alias",
+        "arange",
+        "zeros",
+        "ones",
+        "full",
+        "scalar_tensor",
+        "zeros_like",
+        "ones_like",
+        "full_like",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -69,9 +117,14 @@ class Cost:
 
     def scaled(self, k: float, *, weights: float | None = None, ops: float | None = None) -> Cost:
         """``k`` times the work; weights/op count scale by their own factors (default ``k``)."""
-        return Cost(self.dense_flops * k, self.dw_flops * k, self.attn_flops * k,
-                    self.weight_elems * (k if weights is None else weights), self.act_elems * k,
-                    self.ops * (k if ops is None else ops))
+        return Cost(
+            self.dense_flops * k,
+            self.dw_flops * k,
+            self.attn_flops * k,
+            self.weight_elems * (k if weights is None else weights),
+            self.act_elems * k,
+            self.ops * (k if ops is None else ops),
+        )
 
     @property
     def gflops(self) -> float:
@@ -109,7 +162,9 @@ def count_call(fn: Any, *args: Any, **kwargs: Any) -> tuple[Cost, Any]:
     aten = torch.ops.aten
 
     class _Counter(TorchDispatchMode):
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        def __torch_dispatch__(
+            self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+        ) -> Any:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             name = func.overloadpacket.__name__
@@ -180,7 +235,9 @@ def _llm_forward_cost(spec: Any, layers: int, tokens: int) -> Cost:
         x = torch.empty(1, tokens, spec.hidden)
         # transformers inspects position ids for packed sequences (a value read: impossible on
         # meta tensors); one unpacked sequence is what the timed prefill runs.
-        with mock.patch("transformers.masking_utils.find_packed_sequence_indices", return_value=None):
+        with mock.patch(
+            "transformers.masking_utils.find_packed_sequence_indices", return_value=None
+        ):
             cost, _ = count_call(lambda: model(inputs_embeds=x, use_cache=False, logits_to_keep=1))
         params = _params(model) - (spec.vocab * spec.hidden if spec.tied else 0)
     return Cost(**{**cost.to_dict(), "weight_elems": float(params)})
@@ -200,7 +257,9 @@ def count_llm_poly(llm: Any) -> dict[str, list[float]]:
     per_layers = {}
     for layers in (1, 2):
         ys = [_llm_forward_cost(spec, layers, t).to_dict() for t in _POLY_TOKENS]
-        per_layers[layers] = {f: np.linalg.solve(vand, np.array([y[f] for y in ys])) for f in FEATURES}
+        per_layers[layers] = {
+            f: np.linalg.solve(vand, np.array([y[f] for y in ys])) for f in FEATURES
+        }
     out = {}
     for f in FEATURES:
         one, two = per_layers[1][f], per_layers[2][f]
@@ -212,8 +271,12 @@ def count_llm_poly(llm: Any) -> dict[str, list[float]]:
 def projector_cost(tokens: int, in_dim: int, hidden: int) -> Cost:
     """Two-layer MLP ``in_dim -> hidden -> hidden`` with GELU, over ``tokens`` tokens."""
     w = in_dim * hidden + hidden * hidden
-    return Cost(dense_flops=2.0 * tokens * w, weight_elems=float(w + 2 * hidden),
-                act_elems=float(tokens * hidden * 3), ops=3.0)
+    return Cost(
+        dense_flops=2.0 * tokens * w,
+        weight_elems=float(w + 2 * hidden),
+        act_elems=float(tokens * hidden * 3),
+        ops=3.0,
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -280,8 +343,16 @@ def _encoder_key(name: str) -> str:
     spec = get_spec(name)
     if spec.source == "builtin":
         return spec.name
-    ident = repr((spec.name, spec.source, spec.builder if isinstance(spec.builder, str) else "",
-                  sorted(spec.builder_kwargs.items()), spec.stride, spec.out_dim))
+    ident = repr(
+        (
+            spec.name,
+            spec.source,
+            spec.builder if isinstance(spec.builder, str) else "",
+            sorted(spec.builder_kwargs.items()),
+            spec.stride,
+            spec.out_dim,
+        )
+    )
     return f"{spec.name}#{hashlib.sha1(ident.encode()).hexdigest()[:10]}"
 
 
@@ -331,7 +402,9 @@ def _parse_tiling(tiling: str) -> tuple[int, int]:
     return r * c + (1 if over else 0), max(r, c)
 
 
-def encoder_cost(name: str, resolution: int, tiling: str = "none", *, compute: bool = True) -> Cost | None:
+def encoder_cost(
+    name: str, resolution: int, tiling: str = "none", *, compute: bool = True
+) -> Cost | None:
     """Encoder work for ``resolution`` (total input side) with ``tiling``: the tiles and the
     overview run as one batch, so weights and the op count are paid once."""
     images, side = _parse_tiling(tiling)
@@ -371,7 +444,9 @@ def prefill_cost(llm: str, tokens: int, *, compute: bool = True) -> Cost | None:
     if poly is None:
         return None
     t = float(tokens)
-    return Cost(**{f: max(0.0, c[0] + c[1] * t + c[2] * t * t) for f, c in poly.items() if f in FEATURES})
+    return Cost(
+        **{f: max(0.0, c[0] + c[1] * t + c[2] * t * t) for f, c in poly.items() if f in FEATURES}
+    )
 
 
 def llm_hidden(llm: str) -> int | None:
@@ -392,13 +467,17 @@ def encoder_out_dim(name: str) -> int:
     return dim(name)
 
 
-def zoo_costs(encoders: list[dict[str, Any]], resolutions: Iterable[int] | None, llms: Iterable[str]) -> dict[str, Any]:
+def zoo_costs(
+    encoders: list[dict[str, Any]], resolutions: Iterable[int] | None, llms: Iterable[str]
+) -> dict[str, Any]:
     """For ``zoo --json``: adds ``costs`` {resolution: Cost dict} to each encoder row (single
     image, counted or cached) and returns the LLMs' prefill polynomials {llm: {feature: [c0, c1, c2]}}.
     ``resolutions`` None: each row's listed ``tokens`` resolutions (zoo's default)."""
     for row in encoders:
         costs: dict[str, Any] = {}
-        for r in resolutions if resolutions is not None else [int(k) for k in row.get("tokens", {})]:
+        for r in (
+            resolutions if resolutions is not None else [int(k) for k in row.get("tokens", {})]
+        ):
             if str(r) not in row.get("tokens", {}):
                 continue
             try:
@@ -415,7 +494,9 @@ def zoo_costs(encoders: list[dict[str, Any]], resolutions: Iterable[int] | None,
             out[name] = llm_poly(name)
         except Exception as e:  # noqa: BLE001
             out[name] = {"error": f"{type(e).__name__}: {e}"}
-    out["_formula"] = "feature(T) = c0 + c1*T + c2*T^2 for T = visual + prompt tokens (prefill, last logit only)"
+    out["_formula"] = (
+        "feature(T) = c0 + c1*T + c2*T^2 for T = visual + prompt tokens (prefill, last logit only)"
+    )
     return out
 
 

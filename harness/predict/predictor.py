@@ -28,16 +28,24 @@ class Prediction:
         return f"predicted for {self.device}" + ("" if self.calibrated else " (uncalibrated)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"encoder_ms": self.encoder_ms, "prefill_ms": self.prefill_ms, "ttft_ms": self.ttft_ms,
-                "calibrated": self.calibrated, "ttft_low_ms": self.low_ms, "ttft_high_ms": self.high_ms,
-                "label": self.label}
+        return {
+            "encoder_ms": self.encoder_ms,
+            "prefill_ms": self.prefill_ms,
+            "ttft_ms": self.ttft_ms,
+            "calibrated": self.calibrated,
+            "ttft_low_ms": self.low_ms,
+            "ttft_high_ms": self.high_ms,
+            "label": self.label,
+        }
 
 
 class Predictor:
     """``Predictor(profile)``: calibrates on first use from the profile's ``calibrate_from``
     source (the paper's rows, or this machine's stored measurements via ``store``)."""
 
-    def __init__(self, profile: Profile | str, *, store: Any = None, rows: list[KnownRow] | None = None):
+    def __init__(
+        self, profile: Profile | str, *, store: Any = None, rows: list[KnownRow] | None = None
+    ):
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self._store = store
         self._rows = rows
@@ -53,9 +61,12 @@ class Predictor:
                 self._rows = paper_known_rows(self.profile.prompt_tokens)
             elif src == "store" and self._store is not None:
                 extra = self.profile.extra.get("store") or {}
-                self._rows = store_known_rows(self._store, backend=str(extra.get("backend", "torch")),
-                                              device=str(extra.get("device", "cpu")),
-                                              dtype=str(extra.get("dtype", "float32")))
+                self._rows = store_known_rows(
+                    self._store,
+                    backend=str(extra.get("backend", "torch")),
+                    device=str(extra.get("device", "cpu")),
+                    dtype=str(extra.get("dtype", "float32")),
+                )
             else:
                 self._rows = []
         return self._rows
@@ -87,8 +98,17 @@ class Predictor:
         return {p: v["p90_abs_pct"] / 100 for p, v in s.items()}
 
     # -- prediction --------------------------------------------------------------
-    def predict(self, encoder: str, resolution: int, llm: str, tiling: str = "none", *,
-                tokens: int | None = None, prompt_tokens: int | None = None, compute: bool = True) -> Prediction:
+    def predict(
+        self,
+        encoder: str,
+        resolution: int,
+        llm: str,
+        tiling: str = "none",
+        *,
+        tokens: int | None = None,
+        prompt_tokens: int | None = None,
+        compute: bool = True,
+    ) -> Prediction:
         """``compute=False``: only shipped/cached costs (no torch); raises LookupError if missing."""
         if tokens is None:
             from harness.predict.costmodel import shipped_table
@@ -107,7 +127,11 @@ class Predictor:
         lo = hi = None
         if self.calibrated:
             b = self.band()
-            w = b.get("ttft", b.get("encoder", 0.0)) if llm and llm != "none" else b.get("encoder", 0.0)
+            w = (
+                b.get("ttft", b.get("encoder", 0.0))
+                if llm and llm != "none"
+                else b.get("encoder", 0.0)
+            )
             lo, hi = t * max(0.0, 1 - w), t * (1 + w)
         return Prediction(e_ms, p_ms, t, self.calibrated, lo, hi, self.profile.name)
 

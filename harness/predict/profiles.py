@@ -91,10 +91,14 @@ def parse_profile(data: Any, where: str) -> Profile:
             if f not in p:
                 raise UserError(f"{where}: missing field parts.{part}.{f}")
             vals[f] = _positive(p[f], f"{where}: parts.{part}.{f}")
-        parts[part] = Part(unit=str(p.get("unit", "")), precision=str(p.get("precision", "")), **vals)
+        parts[part] = Part(
+            unit=str(p.get("unit", "")), precision=str(p.get("precision", "")), **vals
+        )
     unknown = set(parts_in) - set(PARTS)
     if unknown:
-        raise UserError(f"{where}: unknown part(s) {sorted(unknown)}; a profile has {' and '.join(PARTS)}")
+        raise UserError(
+            f"{where}: unknown part(s) {sorted(unknown)}; a profile has {' and '.join(PARTS)}"
+        )
     cal = str(data.get("calibrate_from", "none"))
     if cal not in CALIBRATION_SOURCES:
         raise UserError(f"{where}: " + suggest(cal, CALIBRATION_SOURCES, "calibrate_from"))
@@ -105,11 +109,28 @@ def parse_profile(data: Any, where: str) -> Profile:
     if not isinstance(aliases, list):
         raise UserError(f"{where}: aliases must be a list")
     return Profile(
-        name=name, description=str(data.get("description", "")), parts=parts, calibrate_from=cal,
-        prompt_tokens=prompt, aliases=tuple(str(a) for a in aliases),
-        sources=tuple(str(s) for s in (data.get("sources") or [])), path=where,
-        extra={k: v for k, v in data.items() if k not in {"name", "description", "parts", "calibrate_from",
-                                                          "prompt_tokens", "aliases", "sources"}},
+        name=name,
+        description=str(data.get("description", "")),
+        parts=parts,
+        calibrate_from=cal,
+        prompt_tokens=prompt,
+        aliases=tuple(str(a) for a in aliases),
+        sources=tuple(str(s) for s in (data.get("sources") or [])),
+        path=where,
+        extra={
+            k: v
+            for k, v in data.items()
+            if k
+            not in {
+                "name",
+                "description",
+                "parts",
+                "calibrate_from",
+                "prompt_tokens",
+                "aliases",
+                "sources",
+            }
+        },
     )
 
 

@@ -35,7 +35,9 @@ def roofline_ms(cost: Any, profile: Any, part: str) -> float:
     return float(x @ default_coef(profile)[: len(x)])
 
 
-def online_scales(rows: Iterable[tuple[str, float, float]]) -> tuple[dict[str, tuple[float, float]], float | None]:
+def online_scales(
+    rows: Iterable[tuple[str, float, float]],
+) -> tuple[dict[str, tuple[float, float]], float | None]:
     """``rows`` of (name, measured_ms, roofline_ms) -> per name a power law ``ms = a * roof**b``
     (least squares in logs; ``b`` = 1 with one distinct roofline, clipped to [0.5, 2]), and the
     median ratio over all names (``b`` = 1) for names without rows."""
@@ -58,7 +60,9 @@ def online_scales(rows: Iterable[tuple[str, float, float]]) -> tuple[dict[str, t
     return fits, (float(np.median(allr)) if allr else None)
 
 
-def predict_ms(name: str, roof: float, fits: dict[str, tuple[float, float]], overall: float | None) -> float | None:
+def predict_ms(
+    name: str, roof: float, fits: dict[str, tuple[float, float]], overall: float | None
+) -> float | None:
     """Predicted ms; None for a name without rows of its own (an LLM or encoder the search has
     not measured yet can differ from the others by more than any margin: it is measured)."""
     if name in fits:
@@ -67,7 +71,9 @@ def predict_ms(name: str, roof: float, fits: dict[str, tuple[float, float]], ove
     return None
 
 
-def dominated(acc: float, ttft_low: float, front: Sequence[tuple[float, float]], budget: float | None) -> bool:
+def dominated(
+    acc: float, ttft_low: float, front: Sequence[tuple[float, float]], budget: float | None
+) -> bool:
     """True when a point with accuracy ``acc`` and TTFT at least ``ttft_low`` cannot join the
     (feasible) frontier of ``front`` = [(accuracy, ttft_ms)] (or cannot fit ``budget``)."""
     if budget is not None and ttft_low > budget:
@@ -125,8 +131,11 @@ class CostPruner:
             return None
         enc_rows = df[df["kind"] == "encoder"]
         pre_rows = df[df["kind"] == "prefill"]
-        have_enc = ((enc_rows["name"] == c.encoder) & (enc_rows["resolution"] == c.resolution)
-                    & (enc_rows["tiling"] == c.tiling)).any()
+        have_enc = (
+            (enc_rows["name"] == c.encoder)
+            & (enc_rows["resolution"] == c.resolution)
+            & (enc_rows["tiling"] == c.tiling)
+        ).any()
         have_pre = ((pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)).any()
         if have_enc and have_pre:
             return None  # costs (almost) nothing: measure it
@@ -134,11 +143,21 @@ class CostPruner:
             e_roof = self._enc_roof(c.encoder, c.resolution, c.tiling)
             p_roof = self._pre_roof(c.llm, tokens + prompt)
             e_scales, e_all = online_scales(
-                (r["name"], float(r["median_ms"]), self._enc_roof(r["name"], int(r["resolution"]), r["tiling"]))
-                for _, r in enc_rows.iterrows())
+                (
+                    r["name"],
+                    float(r["median_ms"]),
+                    self._enc_roof(r["name"], int(r["resolution"]), r["tiling"]),
+                )
+                for _, r in enc_rows.iterrows()
+            )
             p_scales, p_all = online_scales(
-                (r["name"], float(r["median_ms"]), self._pre_roof(r["name"], int(r["tokens"]) + int(r["prompt_tokens"])))
-                for _, r in pre_rows.iterrows())
+                (
+                    r["name"],
+                    float(r["median_ms"]),
+                    self._pre_roof(r["name"], int(r["tokens"]) + int(r["prompt_tokens"])),
+                )
+                for _, r in pre_rows.iterrows()
+            )
         except Exception:  # noqa: BLE001 - anything the cost model cannot describe is measured
             return None
         e_ms = predict_ms(c.encoder, e_roof, e_scales, e_all)
@@ -146,15 +165,25 @@ class CostPruner:
         if e_ms is None or p_ms is None:
             return None
         if have_enc:
-            m = enc_rows[(enc_rows["name"] == c.encoder) & (enc_rows["resolution"] == c.resolution)
-                         & (enc_rows["tiling"] == c.tiling)]
+            m = enc_rows[
+                (enc_rows["name"] == c.encoder)
+                & (enc_rows["resolution"] == c.resolution)
+                & (enc_rows["tiling"] == c.tiling)
+            ]
             e_ms = float(m["median_ms"].iloc[0])
         if have_pre:
-            p_ms = float(pre_rows[(pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)]["median_ms"].iloc[0])
+            p_ms = float(
+                pre_rows[(pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)][
+                    "median_ms"
+                ].iloc[0]
+            )
         ttft = e_ms + p_ms
         acc, _ = search.accuracy(c, tokens, space.llm_params_b[c.llm])
-        front = [(float(p["accuracy"]), float(p["ttft_ms"])) for p in search._seen.values()
-                 if p.get("feasible", True)]
+        front = [
+            (float(p["accuracy"]), float(p["ttft_ms"]))
+            for p in search._seen.values()
+            if p.get("feasible", True)
+        ]
         if math.isnan(float(acc)):
             return None
         if dominated(float(acc), ttft * (1 - self.margin), front, search.settings.budget_ms):

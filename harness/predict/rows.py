@@ -21,8 +21,14 @@ _PLAIN_VARIANTS = ("", "frozen-encoder", "chat")
 def family_of(encoder: str) -> str:
     from harness.accuracy.paper import paper_rows  # noqa: F401  (keeps import order cheap)
 
-    fam = {"fastvithd": "fastvit", "fastvit": "fastvit", "vit-l-14": "clip-vit", "siglip-so400m": "siglip",
-           "convnext-l": "convnext", "convnext-xxl": "convnext"}
+    fam = {
+        "fastvithd": "fastvit",
+        "fastvit": "fastvit",
+        "vit-l-14": "clip-vit",
+        "siglip-so400m": "siglip",
+        "convnext-l": "convnext",
+        "convnext-xxl": "convnext",
+    }
     if encoder in fam:
         return fam[encoder]
     try:
@@ -33,8 +39,16 @@ def family_of(encoder: str) -> str:
         return encoder
 
 
-def part_costs(encoder: str, resolution: int, tiling: str, llm: str, tokens: int, prompt_tokens: int,
-               *, compute: bool = True) -> tuple[Cost | None, Cost | None]:
+def part_costs(
+    encoder: str,
+    resolution: int,
+    tiling: str,
+    llm: str,
+    tokens: int,
+    prompt_tokens: int,
+    *,
+    compute: bool = True,
+) -> tuple[Cost | None, Cost | None]:
     """(encoder cost, projector + prefill cost) of one configuration; None where unknown."""
     enc = encoder_cost(encoder, resolution, tiling, compute=compute) if encoder else None
     pre = None
@@ -68,31 +82,59 @@ def paper_known_rows(prompt_tokens: int = 16) -> list[KnownRow]:
             if enc is None:
                 continue
             seen.add(key)
-            out.append(KnownRow(label=f"{r['label']} {r['encoder']}@{res} encoder", part="encoder",
-                                known_ms=float(enc_ms), encoder=enc, family=family_of(r["encoder"]),
-                                source=r["source"], key={"encoder": r["encoder"], "resolution": res,
-                                                         "tiling": tiling, "llm": "none"}))
+            out.append(
+                KnownRow(
+                    label=f"{r['label']} {r['encoder']}@{res} encoder",
+                    part="encoder",
+                    known_ms=float(enc_ms),
+                    encoder=enc,
+                    family=family_of(r["encoder"]),
+                    source=r["source"],
+                    key={
+                        "encoder": r["encoder"],
+                        "resolution": res,
+                        "tiling": tiling,
+                        "llm": "none",
+                    },
+                )
+            )
         if not math.isnan(ttft_ms):
             key = ("ttft", r["encoder"], res, tiling + "|" + llm)
             if key in seen:
                 continue
             tokens = int(r["tokens"])
             try:
-                enc, pre = part_costs(r["encoder"], res, tiling, llm, tokens, prompt_tokens, compute=False)
+                enc, pre = part_costs(
+                    r["encoder"], res, tiling, llm, tokens, prompt_tokens, compute=False
+                )
             except Exception:  # noqa: BLE001 - an LLM or encoder outside the zoo
                 continue
             if enc is None or pre is None:
                 continue
             seen.add(key)
-            out.append(KnownRow(label=f"{r['label']} {r['encoder']}@{res}{'' if tiling == 'none' else ' ' + tiling} + {llm} TTFT",
-                                part="ttft", known_ms=float(ttft_ms), encoder=enc, prefill=pre,
-                                family=family_of(r["encoder"]), source=r["source"],
-                                key={"encoder": r["encoder"], "resolution": res, "tiling": tiling, "llm": llm}))
+            out.append(
+                KnownRow(
+                    label=f"{r['label']} {r['encoder']}@{res}{'' if tiling == 'none' else ' ' + tiling} + {llm} TTFT",
+                    part="ttft",
+                    known_ms=float(ttft_ms),
+                    encoder=enc,
+                    prefill=pre,
+                    family=family_of(r["encoder"]),
+                    source=r["source"],
+                    key={"encoder": r["encoder"], "resolution": res, "tiling": tiling, "llm": llm},
+                )
+            )
     return out
 
 
-def store_known_rows(store: Any, *, machine_id: str | None = None, backend: str = "torch",
-                     device: str = "cpu", dtype: str = "float32") -> list[KnownRow]:
+def store_known_rows(
+    store: Any,
+    *,
+    machine_id: str | None = None,
+    backend: str = "torch",
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> list[KnownRow]:
     """This machine's ok measurements (encoder, prefill, projector) as known rows; the median
     of repeated measurements of one key."""
     from harness.fingerprint import fingerprint
@@ -102,10 +144,16 @@ def store_known_rows(store: Any, *, machine_id: str | None = None, backend: str 
     df = store.measurements(status="ok")
     if df is None or len(df) == 0:
         return []
-    df = df[(df["machine_id"] == mid) & (df["backend"] == backend) & (df["device"] == device) & (df["dtype"] == dtype)]
+    df = df[
+        (df["machine_id"] == mid)
+        & (df["backend"] == backend)
+        & (df["device"] == device)
+        & (df["dtype"] == dtype)
+    ]
     out: list[KnownRow] = []
     for (kind, name, res, tiling, tokens, prompt, in_dim), g in df.groupby(
-            ["kind", "name", "resolution", "tiling", "tokens", "prompt_tokens", "in_dim"]):
+        ["kind", "name", "resolution", "tiling", "tokens", "prompt_tokens", "in_dim"]
+    ):
         ms = float(g["median_ms"].median())
         if not ms > 0:
             continue
@@ -114,22 +162,46 @@ def store_known_rows(store: Any, *, machine_id: str | None = None, backend: str 
                 enc = encoder_cost(name, int(res), tiling)
                 if enc is None:
                     continue
-                out.append(KnownRow(label=f"{name}@{int(res)}{'' if tiling == 'none' else ' ' + tiling} encoder",
-                                    part="encoder", known_ms=ms, encoder=enc, family=family_of(name),
-                                    source="store", key={"encoder": name, "resolution": int(res), "tiling": tiling}))
+                out.append(
+                    KnownRow(
+                        label=f"{name}@{int(res)}{'' if tiling == 'none' else ' ' + tiling} encoder",
+                        part="encoder",
+                        known_ms=ms,
+                        encoder=enc,
+                        family=family_of(name),
+                        source="store",
+                        key={"encoder": name, "resolution": int(res), "tiling": tiling},
+                    )
+                )
             elif kind == "prefill":
                 pre = prefill_cost(name, int(tokens) + int(prompt))
                 if pre is None:
                     continue
-                out.append(KnownRow(label=f"{name} prefill {int(tokens)}+{int(prompt)} tokens", part="prefill",
-                                    known_ms=ms, prefill=pre, family="llm:" + name, source="store",
-                                    key={"llm": name, "tokens": int(tokens), "prompt_tokens": int(prompt)}))
+                out.append(
+                    KnownRow(
+                        label=f"{name} prefill {int(tokens)}+{int(prompt)} tokens",
+                        part="prefill",
+                        known_ms=ms,
+                        prefill=pre,
+                        family="llm:" + name,
+                        source="store",
+                        key={"llm": name, "tokens": int(tokens), "prompt_tokens": int(prompt)},
+                    )
+                )
             elif kind == "projector":
                 hidden = llm_hidden(name)
                 pre = projector_cost(int(tokens), int(in_dim), int(hidden or 0))
-                out.append(KnownRow(label=f"{name} projector {int(tokens)}x{int(in_dim)}", part="prefill",
-                                    known_ms=ms, prefill=pre, family="projector", source="store",
-                                    key={"llm": name, "tokens": int(tokens), "in_dim": int(in_dim)}))
+                out.append(
+                    KnownRow(
+                        label=f"{name} projector {int(tokens)}x{int(in_dim)}",
+                        part="prefill",
+                        known_ms=ms,
+                        prefill=pre,
+                        family="projector",
+                        source="store",
+                        key={"llm": name, "tokens": int(tokens), "in_dim": int(in_dim)},
+                    )
+                )
         except Exception:  # noqa: BLE001 - a stored name no longer in the zoo
             continue
     return out

@@ -35,12 +35,21 @@ def three_way_rows(measured: pd.DataFrame | None = None) -> list[dict[str, Any]]
     for i, r in enumerate(rows):
         if r.part != "encoder":
             continue
-        f = fit_rows(rows[:i] + rows[i + 1:], profile)
+        f = fit_rows(rows[:i] + rows[i + 1 :], profile)
         pred = f.predict_row(r, profile)
         enc, res = r.key["encoder"], int(r.key["resolution"])
-        out.append({"encoder": enc, "resolution": res, "source": r.source,
-                    "measured_ms": here.get((enc, res), math.nan), "predicted_ms": pred, "paper_ms": r.known_ms,
-                    "loo_error_pct": (pred / r.known_ms - 1) * 100, "distrusted": r.label in distrusted})
+        out.append(
+            {
+                "encoder": enc,
+                "resolution": res,
+                "source": r.source,
+                "measured_ms": here.get((enc, res), math.nan),
+                "predicted_ms": pred,
+                "paper_ms": r.known_ms,
+                "loo_error_pct": (pred / r.known_ms - 1) * 100,
+                "distrusted": r.label in distrusted,
+            }
+        )
     return out
 
 
@@ -50,13 +59,22 @@ def three_way_table(measured: pd.DataFrame | None = None, *, only_measured: bool
         rows = [r for r in rows if not math.isnan(r["measured_ms"])]
     if not rows:
         return ""
-    head = (f"{'encoder':>13} {'res':>5} {'measured here':>14} {'pred. M1 Max (LOO)':>19} {'paper M1 Max':>13} "
-            f"{'LOO err':>8}  source")
-    lines = ["Paper encoders three ways (encoder latency, ms): measured on this machine, predicted for "
-             f"{PAPER_DEVICE} without the row's own number, and the paper's", head]
+    head = (
+        f"{'encoder':>13} {'res':>5} {'measured here':>14} {'pred. M1 Max (LOO)':>19} {'paper M1 Max':>13} "
+        f"{'LOO err':>8}  source"
+    )
+    lines = [
+        "Paper encoders three ways (encoder latency, ms): measured on this machine, predicted for "
+        f"{PAPER_DEVICE} without the row's own number, and the paper's",
+        head,
+    ]
     for r in rows:
         m = "-" if math.isnan(r["measured_ms"]) else f"{r['measured_ms']:.1f}"
-        flag = "  (distrusted by the calibration: conflicts with Table 6)" if r["distrusted"] else ""
-        lines.append(f"{r['encoder']:>13} {r['resolution']:>5} {m:>14} {r['predicted_ms']:>19.1f} {r['paper_ms']:>13.1f} "
-                     f"{r['loo_error_pct']:>+7.0f}%  {r['source']}{flag}")
+        flag = (
+            "  (distrusted by the calibration: conflicts with Table 6)" if r["distrusted"] else ""
+        )
+        lines.append(
+            f"{r['encoder']:>13} {r['resolution']:>5} {m:>14} {r['predicted_ms']:>19.1f} {r['paper_ms']:>13.1f} "
+            f"{r['loo_error_pct']:>+7.0f}%  {r['source']}{flag}"
+        )
     return "\n".join(lines)

@@ -29,8 +29,14 @@ class Held:
         return self.predicted_ms / self.known_ms - 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "part": self.part, "known_ms": self.known_ms,
-                "predicted_ms": self.predicted_ms, "rel_error": self.rel_error, "family": self.family}
+        return {
+            "label": self.label,
+            "part": self.part,
+            "known_ms": self.known_ms,
+            "predicted_ms": self.predicted_ms,
+            "rel_error": self.rel_error,
+            "family": self.family,
+        }
 
 
 def summarize(held: Sequence[Held]) -> dict[str, dict[str, Any]]:
@@ -42,19 +48,26 @@ def summarize(held: Sequence[Held]) -> dict[str, dict[str, Any]]:
             continue
         errs = np.array([abs(h.rel_error) for h in hs])
         worst = hs[int(np.argmax(errs))]
-        out[part] = {"n": len(hs), "median_abs_pct": float(np.median(errs) * 100),
-                     "p90_abs_pct": float(np.percentile(errs, 90) * 100),
-                     "worst_abs_pct": float(errs.max() * 100), "worst": worst.label}
+        out[part] = {
+            "n": len(hs),
+            "median_abs_pct": float(np.median(errs) * 100),
+            "p90_abs_pct": float(np.percentile(errs, 90) * 100),
+            "worst_abs_pct": float(errs.max() * 100),
+            "worst": worst.label,
+        }
     return out
 
 
-def leave_one_out(rows: Sequence[KnownRow], profile: Profile,
-                  fit: Callable[[Sequence[KnownRow], Profile], Fit] = fit_rows) -> list[Held]:
+def leave_one_out(
+    rows: Sequence[KnownRow],
+    profile: Profile,
+    fit: Callable[[Sequence[KnownRow], Profile], Fit] = fit_rows,
+) -> list[Held]:
     """Refit without each row and predict it (a row's own number never predicts it)."""
     rows = list(rows)
     out = []
     for i, r in enumerate(rows):
-        f = fit(rows[:i] + rows[i + 1:], profile)
+        f = fit(rows[:i] + rows[i + 1 :], profile)
         out.append(Held(r.label, r.part, r.known_ms, f.predict_row(r, profile), r.family))
     return out
 
@@ -70,6 +83,8 @@ def held_out_family(rows: Sequence[KnownRow], profile: Profile, family: str) -> 
 def format_summary(summary: dict[str, dict[str, Any]], what: str) -> list[str]:
     lines = []
     for part, s in summary.items():
-        lines.append(f"  {what} {part:8s} n={s['n']:3d}  median |err| {s['median_abs_pct']:5.1f}%  "
-                     f"p90 {s['p90_abs_pct']:5.1f}%  worst {s['worst_abs_pct']:6.1f}% ({s['worst']})")
+        lines.append(
+            f"  {what} {part:8s} n={s['n']:3d}  median |err| {s['median_abs_pct']:5.1f}%  "
+            f"p90 {s['p90_abs_pct']:5.1f}%  worst {s['worst_abs_pct']:6.1f}% ({s['worst']})"
+        )
     return lines

@@ -48,7 +48,7 @@ def log_ticks(lo: float, hi: float) -> tuple[list[float], list[float]]:
     mantissas = next(m for limit, m in _STEPS if decades <= limit)
     major, minor = [], []
     for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
-        base = 10.0 ** e
+        base = 10.0**e
         major += [round(m * base, 12) for m in mantissas if lo <= m * base <= hi]
         minor += [round(m * base, 12) for m in range(1, 10) if lo <= m * base <= hi]
     return major, [v for v in minor if v not in major]
@@ -62,7 +62,9 @@ def _linear_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [round(first + i * step, 12) for i in range(int((hi - first) / step) + 1)]
 
 
-def log_axis(values: Iterable[Any], unit: str = "ms", title: str | None = None, pad: float = 1.12) -> dict[str, Any]:
+def log_axis(
+    values: Iterable[Any], unit: str = "ms", title: str | None = None, pad: float = 1.12
+) -> dict[str, Any]:
     """A plotly axis dict (``type: log``) over ``values`` with every tick labelled in ``unit``.
 
     ``unit``: ``"ms"`` (labels switch to ``s`` from 1000 ms) or ``""`` (plain numbers, e.g.
@@ -76,12 +78,22 @@ def log_axis(values: Iterable[Any], unit: str = "ms", title: str | None = None, 
         return axis
     lo, hi = min(vals) / pad, max(vals) * pad
     major, minor = log_ticks(lo, hi)
-    if len(major) < 3:  # a narrow range (less than ~a third of a decade): evenly spaced round values
+    if (
+        len(major) < 3
+    ):  # a narrow range (less than ~a third of a decade): evenly spaced round values
         major = _linear_ticks(lo, hi)
         minor = []
     axis.update(
-        range=[math.log10(lo), math.log10(hi)], tickmode="array", tickvals=major,
+        range=[math.log10(lo), math.log10(hi)],
+        tickmode="array",
+        tickvals=major,
         ticktext=[fmt_tick(v, unit) for v in major],
-        minor={"tickmode": "array", "tickvals": minor, "showgrid": True, "gridcolor": MINOR_GRID, "ticks": ""},
+        minor={
+            "tickmode": "array",
+            "tickvals": minor,
+            "showgrid": True,
+            "gridcolor": MINOR_GRID,
+            "ticks": "",
+        },
     )
     return axis

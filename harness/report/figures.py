@@ -32,7 +32,18 @@ from harness.report.summary import (
 from harness.schema import BENCHMARK_COLUMNS
 
 PALETTE = qualitative.D3 + qualitative.Dark24
-SYMBOLS = ("circle", "square", "diamond", "triangle-up", "star", "hexagon", "cross", "x", "pentagon", "triangle-down")
+SYMBOLS = (
+    "circle",
+    "square",
+    "diamond",
+    "triangle-up",
+    "star",
+    "hexagon",
+    "cross",
+    "x",
+    "pentagon",
+    "triangle-down",
+)
 PART_COLOURS = {"encoder": "#1f77b4", "projector": "#9467bd", "prefill": "#ff7f0e"}
 BENCH_COLUMNS = BENCHMARK_COLUMNS  # harness/schema.py
 
@@ -96,7 +107,11 @@ def hover_text(row: pd.Series, benchmark: str) -> str:
     ]
     if benchmark in row.index:
         lines.append(f"{esc(benchmark_label(benchmark))}: {_num(row.get(benchmark))}")
-    scores = [f"{esc(benchmark_label(b))} {_num(row.get(b))}" for b in BENCH_COLUMNS if b in row.index and not pd.isna(row.get(b))]
+    scores = [
+        f"{esc(benchmark_label(b))} {_num(row.get(b))}"
+        for b in BENCH_COLUMNS
+        if b in row.index and not pd.isna(row.get(b))
+    ]
     if scores:
         lines.append(", ".join(scores))
     prov = SOURCE_LABELS.get(str(row.get("latency_source")), esc(row.get("latency_source")))
@@ -111,7 +126,11 @@ def hover_text(row: pd.Series, benchmark: str) -> str:
 
 def _title(main: str, origin: str) -> dict:
     # The latency origin sits on the figure itself so a PNG copied elsewhere keeps it.
-    return {"text": f"{esc(main)}<br><sup>latencies: {esc(origin)}</sup>", "x": 0.01, "xanchor": "left"}
+    return {
+        "text": f"{esc(main)}<br><sup>latencies: {esc(origin)}</sup>",
+        "x": 0.01,
+        "xanchor": "left",
+    }
 
 
 def _error_x(rows: pd.DataFrame) -> dict | None:
@@ -119,7 +138,10 @@ def _error_x(rows: pd.DataFrame) -> dict | None:
     if lo.isna().all() or hi.isna().all():
         return None
     return {
-        "type": "data", "symmetric": False, "thickness": 1, "width": 0,
+        "type": "data",
+        "symmetric": False,
+        "thickness": 1,
+        "width": 0,
         "array": (hi - t).clip(lower=0).fillna(0).tolist(),
         "arrayminus": (t - lo).clip(lower=0).fillna(0).tolist(),
     }
@@ -131,45 +153,83 @@ def accuracy_vs_ttft(ca: ContextAnalysis, benchmark: str, styles: Styles, key: s
     rows = rows[rows[benchmark].notna() & rows["ttft_ms"].notna()]
     bl = benchmark_label(benchmark)
     fig = go.Figure()
-    for (enc, llm), g in rows.groupby([rows["encoder"].astype(str), rows["llm"].astype(str)], sort=True):
+    for (enc, llm), g in rows.groupby(
+        [rows["encoder"].astype(str), rows["llm"].astype(str)], sort=True
+    ):
         g = g.sort_values("ttft_ms")
         est = g["estimated"].astype(bool).tolist()
-        fig.add_trace(go.Scatter(
-            x=g["ttft_ms"].tolist(), y=g[benchmark].tolist(), mode="markers+text",
-            name=f"{esc(enc)} + {esc(llm)}", legendgroup=esc(enc),
-            marker={"color": styles.colour[enc], "symbol": [styles.symbol[llm] + ("-open" if e else "") for e in est],
-                    "size": 10, "line": {"width": 1, "color": "#333"}},
-            text=[esc(res_label(r)) for _, r in g.iterrows()], textposition="top center", textfont={"size": 9},
-            hovertext=[hover_text(r, benchmark) for _, r in g.iterrows()], hoverinfo="text",
-            error_x=_error_x(g),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=g["ttft_ms"].tolist(),
+                y=g[benchmark].tolist(),
+                mode="markers+text",
+                name=f"{esc(enc)} + {esc(llm)}",
+                legendgroup=esc(enc),
+                marker={
+                    "color": styles.colour[enc],
+                    "symbol": [styles.symbol[llm] + ("-open" if e else "") for e in est],
+                    "size": 10,
+                    "line": {"width": 1, "color": "#333"},
+                },
+                text=[esc(res_label(r)) for _, r in g.iterrows()],
+                textposition="top center",
+                textfont={"size": 9},
+                hovertext=[hover_text(r, benchmark) for _, r in g.iterrows()],
+                hoverinfo="text",
+                error_x=_error_x(g),
+            )
+        )
     for enc, f in sorted(ca.encoder_frontiers.items()):
-        fig.add_trace(go.Scatter(
-            x=f["ttft_ms"].tolist(), y=f[benchmark].tolist(), mode="lines", line_shape="hv",
-            name=f"frontier: {esc(enc)}", legendgroup=esc(enc), hoverinfo="skip",
-            line={"color": styles.colour.get(enc, "#777"), "dash": "dash", "width": 1.5},
-        ))
-    fig.add_trace(go.Scatter(
-        x=ca.frontier["ttft_ms"].tolist(), y=ca.frontier[benchmark].tolist(), mode="lines", line_shape="hv",
-        name="overall frontier", hoverinfo="skip", line={"color": "black", "width": 2.5},
-    ))
+        fig.add_trace(
+            go.Scatter(
+                x=f["ttft_ms"].tolist(),
+                y=f[benchmark].tolist(),
+                mode="lines",
+                line_shape="hv",
+                name=f"frontier: {esc(enc)}",
+                legendgroup=esc(enc),
+                hoverinfo="skip",
+                line={"color": styles.colour.get(enc, "#777"), "dash": "dash", "width": 1.5},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=ca.frontier["ttft_ms"].tolist(),
+            y=ca.frontier[benchmark].tolist(),
+            mode="lines",
+            line_shape="hv",
+            name="overall frontier",
+            hoverinfo="skip",
+            line={"color": "black", "width": 2.5},
+        )
+    )
     fig.update_layout(
         title=_title(f"{bl} vs TTFT (recipe {ca.context.recipe})", ca.context.origin),
-        xaxis=log_axis([*rows["ttft_ms"], *rows["ttft_ci_low_ms"], *rows["ttft_ci_high_ms"]], "ms",
-                       "TTFT = encoder + projector + prefill (log scale; bars: 95% CI)"),
+        xaxis=log_axis(
+            [*rows["ttft_ms"], *rows["ttft_ci_low_ms"], *rows["ttft_ci_high_ms"]],
+            "ms",
+            "TTFT = encoder + projector + prefill (log scale; bars: 95% CI)",
+        ),
         yaxis={"title": {"text": esc(bl)}},
         legend={"title": {"text": "encoder + LLM (open marker: estimated)"}},
-        template="plotly_white", height=560, margin={"t": 90},
+        template="plotly_white",
+        height=560,
+        margin={"t": 90},
     )
-    return FigureSpec(key, f"{bl} vs TTFT, {ca.context.label}", fig,
-                      "Colour: encoder; marker: LLM; label: resolution (and tiling). Dashed steps: each encoder's "
-                      "Pareto frontier; black: the overall frontier (best accuracy reachable within a TTFT budget).")
+    return FigureSpec(
+        key,
+        f"{bl} vs TTFT, {ca.context.label}",
+        fig,
+        "Colour: encoder; marker: LLM; label: resolution (and tiling). Dashed steps: each encoder's "
+        "Pareto frontier; black: the overall frontier (best accuracy reachable within a TTFT budget).",
+    )
 
 
 def _latency_rows(ctx: Context) -> pd.DataFrame:
     rows = ctx.rows
     return rows.drop_duplicates(["encoder", "resolution", "llm", "tiling"]).sort_values(
-        ["encoder", "llm", "tiling", "resolution"], kind="mergesort")
+        ["encoder", "llm", "tiling", "resolution"], kind="mergesort"
+    )
 
 
 def latency_breakdown(ctx: Context, key: str) -> FigureSpec | None:
@@ -184,18 +244,35 @@ def latency_breakdown(ctx: Context, key: str) -> FigureSpec | None:
     hover = [hover_text(r, "") for _, r in rows.iterrows()]
     fig = go.Figure()
     for part in ("encoder", "projector", "prefill"):
-        fig.add_trace(go.Bar(
-            x=x, y=rows[f"{part}_ms"].fillna(0).tolist(), name=f"{part} (ms)",
-            marker_color=PART_COLOURS[part], hovertext=hover, hoverinfo="text+name",
-        ))
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=rows[f"{part}_ms"].fillna(0).tolist(),
+                name=f"{part} (ms)",
+                marker_color=PART_COLOURS[part],
+                hovertext=hover,
+                hoverinfo="text+name",
+            )
+        )
     fig.update_layout(
-        barmode="stack", title=_title("TTFT breakdown: encoder / projector / prefill", ctx.origin),
+        barmode="stack",
+        title=_title("TTFT breakdown: encoder / projector / prefill", ctx.origin),
         yaxis={"title": {"text": "ms"}},
-        xaxis={"title": {"text": "encoder, resolution / LLM"}, "categoryorder": "array", "categoryarray": x},
-        template="plotly_white", height=520, margin={"t": 90},
+        xaxis={
+            "title": {"text": "encoder, resolution / LLM"},
+            "categoryorder": "array",
+            "categoryarray": x,
+        },
+        template="plotly_white",
+        height=520,
+        margin={"t": 90},
     )
-    return FigureSpec(key, f"TTFT breakdown, {ctx.label}", fig,
-                      "Vision latency grows with resolution and dominates at high resolution (paper Fig. 5).")
+    return FigureSpec(
+        key,
+        f"TTFT breakdown, {ctx.label}",
+        fig,
+        "Vision latency grows with resolution and dominates at high resolution (paper Fig. 5).",
+    )
 
 
 def static_vs_tiled(ctx: Context, benchmark: str, styles: Styles, key: str) -> FigureSpec | None:
@@ -212,55 +289,113 @@ def static_vs_tiled(ctx: Context, benchmark: str, styles: Styles, key: str) -> F
     dash_cycle = ("solid", "dash", "dot", "dashdot", "longdash")
     tilings = sorted(rows["tiling"].astype(str).unique(), key=lambda t: (t != "none", t))
     for (enc, llm, tiling), g in rows.groupby(
-        [rows["encoder"].astype(str), rows["llm"].astype(str), rows["tiling"].astype(str)], sort=True
+        [rows["encoder"].astype(str), rows["llm"].astype(str), rows["tiling"].astype(str)],
+        sort=True,
     ):
         g = g.sort_values("ttft_ms" if use_acc else "resolution")
         kind = "static" if tiling == "none" else f"tiled {tiling}"
-        fig.add_trace(go.Scatter(
-            x=(g["ttft_ms"] if use_acc else g["resolution"]).tolist(),
-            y=(g[benchmark] if use_acc else g["ttft_ms"]).tolist(),
-            mode="lines+markers+text", name=f"{esc(enc)} + {esc(llm)}, {esc(kind)}",
-            line={"color": styles.colour[enc], "dash": dash_cycle[tilings.index(tiling) % len(dash_cycle)]},
-            marker={"symbol": styles.symbol[llm], "size": 9},
-            text=[esc(res_label(r)) for _, r in g.iterrows()], textposition="top center", textfont={"size": 9},
-            hovertext=[hover_text(r, benchmark) for _, r in g.iterrows()], hoverinfo="text",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=(g["ttft_ms"] if use_acc else g["resolution"]).tolist(),
+                y=(g[benchmark] if use_acc else g["ttft_ms"]).tolist(),
+                mode="lines+markers+text",
+                name=f"{esc(enc)} + {esc(llm)}, {esc(kind)}",
+                line={
+                    "color": styles.colour[enc],
+                    "dash": dash_cycle[tilings.index(tiling) % len(dash_cycle)],
+                },
+                marker={"symbol": styles.symbol[llm], "size": 9},
+                text=[esc(res_label(r)) for _, r in g.iterrows()],
+                textposition="top center",
+                textfont={"size": 9},
+                hovertext=[hover_text(r, benchmark) for _, r in g.iterrows()],
+                hoverinfo="text",
+            )
+        )
     bl = benchmark_label(benchmark)
     if use_acc:
-        axes = {"xaxis": log_axis(rows["ttft_ms"], "ms", "TTFT (log scale)"), "yaxis": {"title": {"text": esc(bl)}}}
+        axes = {
+            "xaxis": log_axis(rows["ttft_ms"], "ms", "TTFT (log scale)"),
+            "yaxis": {"title": {"text": esc(bl)}},
+        }
         main = f"Static vs tiled input: {bl} vs TTFT"
     else:
-        axes = {"xaxis": {"title": {"text": "total input resolution (px)"}},
-                "yaxis": log_axis(rows["ttft_ms"], "ms", "TTFT (log scale)")}
+        axes = {
+            "xaxis": {"title": {"text": "total input resolution (px)"}},
+            "yaxis": log_axis(rows["ttft_ms"], "ms", "TTFT (log scale)"),
+        }
         main = "Static vs tiled input: TTFT vs resolution (no accuracy for tiled points)"
-    fig.update_layout(title=_title(main, ctx.origin), template="plotly_white", height=520, margin={"t": 90}, **axes)
-    return FigureSpec(key, f"Static vs tiled, {ctx.label}", fig,
-                      "Solid: static resolution; other dashes: tiled grids (resolution = total input side).")
+    fig.update_layout(
+        title=_title(main, ctx.origin),
+        template="plotly_white",
+        height=520,
+        margin={"t": 90},
+        **axes,
+    )
+    return FigureSpec(
+        key,
+        f"Static vs tiled, {ctx.label}",
+        fig,
+        "Solid: static resolution; other dashes: tiled grids (resolution = total input side).",
+    )
 
 
 def encoder_scaling(ctx: Context, styles: Styles, key: str) -> FigureSpec | None:
     """Fig. 3 / Table 4: encoder latency and visual tokens vs resolution, per encoder."""
     rows = ctx.rows[ctx.rows["encoder_ms"].notna()]
     static = rows[rows["tiling"].astype(str) == "none"]
-    rows = (static if not static.empty else rows).drop_duplicates(["encoder", "resolution", "tiling"])
+    rows = (static if not static.empty else rows).drop_duplicates(
+        ["encoder", "resolution", "tiling"]
+    )
     if rows.empty:
         return None
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("encoder latency (ms, log)", "visual tokens (log)"))
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("encoder latency (ms, log)", "visual tokens (log)")
+    )
     for enc, g in rows.groupby(rows["encoder"].astype(str), sort=True):
         g = g.sort_values("resolution")
         hover = [hover_text(r, "") for _, r in g.iterrows()]
-        common = {"mode": "lines+markers", "legendgroup": esc(enc), "marker": {"color": styles.colour[enc], "size": 8},
-                  "line": {"color": styles.colour[enc]}, "hovertext": hover, "hoverinfo": "text"}
-        fig.add_trace(go.Scatter(x=g["resolution"].tolist(), y=g["encoder_ms"].tolist(), name=esc(enc), **common), 1, 1)
-        fig.add_trace(go.Scatter(x=g["resolution"].tolist(), y=g["tokens"].tolist(), name=esc(enc), showlegend=False,
-                                 **common), 1, 2)
+        common = {
+            "mode": "lines+markers",
+            "legendgroup": esc(enc),
+            "marker": {"color": styles.colour[enc], "size": 8},
+            "line": {"color": styles.colour[enc]},
+            "hovertext": hover,
+            "hoverinfo": "text",
+        }
+        fig.add_trace(
+            go.Scatter(
+                x=g["resolution"].tolist(), y=g["encoder_ms"].tolist(), name=esc(enc), **common
+            ),
+            1,
+            1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=g["resolution"].tolist(),
+                y=g["tokens"].tolist(),
+                name=esc(enc),
+                showlegend=False,
+                **common,
+            ),
+            1,
+            2,
+        )
     fig.update_yaxes(log_axis(rows["encoder_ms"], "ms"), row=1, col=1)
     fig.update_yaxes(log_axis(rows["tokens"], ""), row=1, col=2)
     fig.update_xaxes(title_text="input resolution (px)")
-    fig.update_layout(title=_title("Encoder latency and token count vs resolution", ctx.origin),
-                      template="plotly_white", height=480, margin={"t": 110})
-    return FigureSpec(key, f"Encoder scaling, {ctx.label}", fig,
-                      "Static resolution only when available. Fewer tokens shorten prefill; the paper's Fig. 3 and Table 4.")
+    fig.update_layout(
+        title=_title("Encoder latency and token count vs resolution", ctx.origin),
+        template="plotly_white",
+        height=480,
+        margin={"t": 110},
+    )
+    return FigureSpec(
+        key,
+        f"Encoder scaling, {ctx.label}",
+        fig,
+        "Static resolution only when available. Fewer tokens shorten prefill; the paper's Fig. 3 and Table 4.",
+    )
 
 
 def ttft_vs_tokens(ctx: Context, styles: Styles, key: str) -> FigureSpec | None:
@@ -269,25 +404,47 @@ def ttft_vs_tokens(ctx: Context, styles: Styles, key: str) -> FigureSpec | None:
     if rows.empty or rows["tokens"].nunique() < 2:
         return None
     fig = go.Figure()
-    for (enc, llm), g in rows.groupby([rows["encoder"].astype(str), rows["llm"].astype(str)], sort=True):
+    for (enc, llm), g in rows.groupby(
+        [rows["encoder"].astype(str), rows["llm"].astype(str)], sort=True
+    ):
         g = g.drop_duplicates(["resolution", "tiling"]).sort_values("tokens")
-        fig.add_trace(go.Scatter(
-            x=g["tokens"].tolist(), y=g["ttft_ms"].tolist(), mode="lines+markers+text", name=esc(f"{enc} + {llm}"),
-            text=[esc(res_label(r)) for _, r in g.iterrows()], textposition="top center",
-            marker={"color": styles.colour.get(str(enc)), "symbol": styles.symbol.get(str(llm)), "size": 9},
-            line={"color": styles.colour.get(str(enc))},
-            hovertext=[hover_text(r, "") for _, r in g.iterrows()], hoverinfo="text",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=g["tokens"].tolist(),
+                y=g["ttft_ms"].tolist(),
+                mode="lines+markers+text",
+                name=esc(f"{enc} + {llm}"),
+                text=[esc(res_label(r)) for _, r in g.iterrows()],
+                textposition="top center",
+                marker={
+                    "color": styles.colour.get(str(enc)),
+                    "symbol": styles.symbol.get(str(llm)),
+                    "size": 9,
+                },
+                line={"color": styles.colour.get(str(enc))},
+                hovertext=[hover_text(r, "") for _, r in g.iterrows()],
+                hoverinfo="text",
+            )
+        )
     fig.update_layout(
-        title=_title("TTFT vs visual tokens produced (labels: input side, px)", ctx.origin), template="plotly_white",
-        height=520, margin={"t": 90}, xaxis=log_axis(rows["tokens"], "", "visual tokens (log scale)"),
+        title=_title("TTFT vs visual tokens produced (labels: input side, px)", ctx.origin),
+        template="plotly_white",
+        height=520,
+        margin={"t": 90},
+        xaxis=log_axis(rows["tokens"], "", "visual tokens (log scale)"),
         yaxis=log_axis(rows["ttft_ms"], "ms", "TTFT (log scale)"),
     )
-    return FigureSpec(key, f"TTFT vs visual tokens, {ctx.label}", fig,
-                      "Each model at the token counts its own resolution policy produces (docs/vlms.md).")
+    return FigureSpec(
+        key,
+        f"TTFT vs visual tokens, {ctx.label}",
+        fig,
+        "Each model at the token counts its own resolution policy produces (docs/vlms.md).",
+    )
 
 
-def build_figures(points: pd.DataFrame, analysis: ReportAnalysis) -> tuple[list[FigureSpec], list[str]]:
+def build_figures(
+    points: pd.DataFrame, analysis: ReportAnalysis
+) -> tuple[list[FigureSpec], list[str]]:
     """All report figures for ``points``; figures without data are listed as notes instead."""
     df = with_defaults(points)
     styles = Styles.of(df)
@@ -297,7 +454,9 @@ def build_figures(points: pd.DataFrame, analysis: ReportAnalysis) -> tuple[list[
     if bench not in df.columns:
         df[bench] = np.nan
     if not analysis.contexts:
-        notes.append(f"accuracy vs TTFT omitted: no point has both {benchmark_label(bench)} and TTFT")
+        notes.append(
+            f"accuracy vs TTFT omitted: no point has both {benchmark_label(bench)} and TTFT"
+        )
     for i, ca in enumerate(analysis.contexts, 1):
         specs.append(accuracy_vs_ttft(ca, bench, styles, f"accuracy_vs_ttft_{i}"))
     lat = latency_contexts(df)

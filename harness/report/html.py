@@ -77,12 +77,23 @@ th{background:#f4f4f4;position:sticky;top:0} td.t{text-align:left}
 def _points_table(df: pd.DataFrame, benchmark: str, frontier_idx: set[int]) -> str:
     """Every point with provenance; the overall-frontier rows in bold."""
     cols = [
-        ("encoder", "encoder", True), ("resolution", "res", False), ("tiling", "tiling", True), ("llm", "LLM", True),
-        ("recipe", "recipe", True), ("tokens", "tokens", False), ("encoder_ms", "encoder ms", False),
-        ("projector_ms", "projector ms", False), ("prefill_ms", "prefill ms", False), ("ttft_ms", "TTFT ms", False),
-        ("_ci", "TTFT 95% CI", False), (benchmark, benchmark_label(benchmark), False),
-        ("_lat", "latency", True), ("accuracy_source", "accuracy", True), ("machine", "machine", True),
-        ("backend", "backend", True), ("run_id", "run", True),
+        ("encoder", "encoder", True),
+        ("resolution", "res", False),
+        ("tiling", "tiling", True),
+        ("llm", "LLM", True),
+        ("recipe", "recipe", True),
+        ("tokens", "tokens", False),
+        ("encoder_ms", "encoder ms", False),
+        ("projector_ms", "projector ms", False),
+        ("prefill_ms", "prefill ms", False),
+        ("ttft_ms", "TTFT ms", False),
+        ("_ci", "TTFT 95% CI", False),
+        (benchmark, benchmark_label(benchmark), False),
+        ("_lat", "latency", True),
+        ("accuracy_source", "accuracy", True),
+        ("machine", "machine", True),
+        ("backend", "backend", True),
+        ("run_id", "run", True),
     ]
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in cols)
     body = []
@@ -91,7 +102,11 @@ def _points_table(df: pd.DataFrame, benchmark: str, frontier_idx: set[int]) -> s
         cells = []
         for c, _, text in cols:
             if c == "_ci":
-                v = f"{fmt(r['ttft_ci_low_ms'])}-{fmt(r['ttft_ci_high_ms'])}" if not pd.isna(r["ttft_ci_low_ms"]) else ""
+                v = (
+                    f"{fmt(r['ttft_ci_low_ms'])}-{fmt(r['ttft_ci_high_ms'])}"
+                    if not pd.isna(r["ttft_ci_low_ms"])
+                    else ""
+                )
             elif c == "_lat":
                 v = SOURCE_LABELS.get(str(r["latency_source"]), str(r["latency_source"]))
                 if bool(r["estimated"]):
@@ -121,14 +136,25 @@ def _comparisons_html(analysis: ReportAnalysis) -> str:
         for c in ca.comparisons:
             r = c.result
             rows.append(
-                "<tr>" + "".join(f'<td class="t">{_e(x)}</td>' if j < 1 else f"<td>{_e(x)}</td>" for j, x in enumerate([
-                    f"{c.reference} vs {c.other}",
-                    f"{fmt(r.speedup_best, 2, 'x')} at {bl} {fmt(r.speedup_at_accuracy)}" if r.speedup_best else "no overlap",
-                    fmt(r.speedup_median, 2, "x"),
-                    f"{fmt(r.gain_best, 2)} at {fmt(r.gain_at_ttft_ms, 0)} ms" if r.gain_best is not None else "no overlap",
-                    fmt(r.gain_median, 2),
-                    f"{fmt(r.hypervolume_a, 2)} / {fmt(r.hypervolume_b, 2)}",
-                ])) + "</tr>"
+                "<tr>"
+                + "".join(
+                    f'<td class="t">{_e(x)}</td>' if j < 1 else f"<td>{_e(x)}</td>"
+                    for j, x in enumerate(
+                        [
+                            f"{c.reference} vs {c.other}",
+                            f"{fmt(r.speedup_best, 2, 'x')} at {bl} {fmt(r.speedup_at_accuracy)}"
+                            if r.speedup_best
+                            else "no overlap",
+                            fmt(r.speedup_median, 2, "x"),
+                            f"{fmt(r.gain_best, 2)} at {fmt(r.gain_at_ttft_ms, 0)} ms"
+                            if r.gain_best is not None
+                            else "no overlap",
+                            fmt(r.gain_median, 2),
+                            f"{fmt(r.hypervolume_a, 2)} / {fmt(r.hypervolume_b, 2)}",
+                        ]
+                    )
+                )
+                + "</tr>"
             )
         parts.append(
             f"<h3>{_e(ca.context.label)}</h3><table><thead><tr><th>reference vs other</th>"
@@ -146,8 +172,12 @@ def _comparisons_html(analysis: ReportAnalysis) -> str:
     )
 
 
-def export_static(specs: list[FigureSpec], out_dir: Path, formats: tuple[str, ...] = ("png", "svg"),
-                  timeout_s: float = 180.0) -> tuple[list[Path], list[str]]:
+def export_static(
+    specs: list[FigureSpec],
+    out_dir: Path,
+    formats: tuple[str, ...] = ("png", "svg"),
+    timeout_s: float = 180.0,
+) -> tuple[list[Path], list[str]]:
     """PNG/SVG of each figure through kaleido + chromium, in a child process with a timeout.
 
     A child keeps a hung browser from hanging the report; any failure becomes a note.
@@ -166,42 +196,71 @@ def export_static(specs: list[FigureSpec], out_dir: Path, formats: tuple[str, ..
     paths = [out_dir / f"{s.key}.{fmt_}" for s in specs for fmt_ in formats]
     with tempfile.TemporaryDirectory() as tmp:
         job = Path(tmp) / "job.json"
-        job.write_text(json.dumps({"figs": [s.figure.to_json() for s in specs for _ in formats],
-                                   "paths": [str(p) for p in paths]}))
+        job.write_text(
+            json.dumps(
+                {
+                    "figs": [s.figure.to_json() for s in specs for _ in formats],
+                    "paths": [str(p) for p in paths],
+                }
+            )
+        )
         code = (
             "import json,sys,plotly.io as pio\n"
             "j=json.load(open(sys.argv[1]))\n"
             "pio.write_images([pio.from_json(f) for f in j['figs']], j['paths'], width=1100, height=600)\n"
         )
         try:
-            proc = subprocess.run([sys.executable, "-c", code, str(job)], env=env, capture_output=True,
-                                  text=True, timeout=timeout_s)
+            proc = subprocess.run(
+                [sys.executable, "-c", code, str(job)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
         except subprocess.TimeoutExpired:
             return [], [f"static images skipped: the exporter did not finish in {timeout_s:.0f} s"]
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
         return [], [f"static images skipped: kaleido/chromium failed ({last[:200]})"]
     made = [p for p in paths if p.exists() and p.stat().st_size > 0]
-    return made, [] if len(made) == len(paths) else [f"static images: {len(paths) - len(made)} not written"]
+    return made, [] if len(made) == len(paths) else [
+        f"static images: {len(paths) - len(made)} not written"
+    ]
 
 
-def render_html(title: str, specs: list[FigureSpec], analysis: ReportAnalysis, df: pd.DataFrame,
-                notes: list[str], *, plotly_src: str | None, plotly_inline: str | None, extra_html: str = "") -> str:
+def render_html(
+    title: str,
+    specs: list[FigureSpec],
+    analysis: ReportAnalysis,
+    df: pd.DataFrame,
+    notes: list[str],
+    *,
+    plotly_src: str | None,
+    plotly_inline: str | None,
+    extra_html: str = "",
+) -> str:
     """The index.html text (pure)."""
     frontier_idx: set[int] = set()
     for ca in analysis.contexts:
         frontier_idx |= set(ca.frontier["_row"].tolist()) if "_row" in ca.frontier else set()
-    script = (f"<script>{plotly_inline}</script>" if plotly_inline is not None
-              else f'<script src="{_e(plotly_src)}"></script>')
+    script = (
+        f"<script>{plotly_inline}</script>"
+        if plotly_inline is not None
+        else f'<script src="{_e(plotly_src)}"></script>'
+    )
     figs_html = []
     calls = []
     for i, s in enumerate(specs):
         div = f"fig-{i}"
-        figs_html.append(f'<div class="fig"><h2>{_e(s.title)}</h2><div id="{div}"></div>'
-                         f'<p class="caption">{_e(s.caption)}</p></div>')
+        figs_html.append(
+            f'<div class="fig"><h2>{_e(s.title)}</h2><div id="{div}"></div>'
+            f'<p class="caption">{_e(s.caption)}</p></div>'
+        )
         # One script element per figure: an error in one must not stop the others from drawing.
-        calls.append(f'(function(f){{Plotly.newPlot("{div}",f.data,f.layout,'
-                     f'{{"displaylogo":false,"responsive":true}});}})({_safe_json(s.figure.to_json())});')
+        calls.append(
+            f'(function(f){{Plotly.newPlot("{div}",f.data,f.layout,'
+            f'{{"displaylogo":false,"responsive":true}});}})({_safe_json(s.figure.to_json())});'
+        )
     boot = "".join(f"<script>{c}</script>" for c in calls)
     notes_html = "".join(f"<li>{_e(n)}</li>" for n in notes)
     return (
@@ -249,7 +308,10 @@ def write_report(
         points, notes = points_result, []
     else:
         points, notes = points_result.points, list(getattr(points_result, "notes", []) or [])
-        for attr, what in (("unmatched_latency", "latency row(s)"), ("unmatched_accuracy", "accuracy row(s)")):
+        for attr, what in (
+            ("unmatched_latency", "latency row(s)"),
+            ("unmatched_accuracy", "accuracy row(s)"),
+        ):
             extra = getattr(points_result, attr, None)
             if extra is not None and len(extra):
                 notes.append(f"{len(extra)} {what} had no partner in the join (not drawn)")
@@ -262,7 +324,9 @@ def write_report(
     except OSError as e:
         from harness.errors import UserError
 
-        raise UserError(f"cannot write the report to {out}: {e.strerror or e}; pass --out elsewhere") from e
+        raise UserError(
+            f"cannot write the report to {out}: {e.strerror or e}; pass --out elsewhere"
+        ) from e
     df = with_defaults(points)
     df["_row"] = range(len(df))
     analysis = analyse(df, benchmark, reference_encoder)
@@ -278,28 +342,52 @@ def write_report(
 
     js_path = None
     if inline_js:
-        page = render_html(title, specs, analysis, df, notes, plotly_src=None, plotly_inline=get_plotlyjs(),
-                           extra_html="".join(h for _, h in sections))
+        page = render_html(
+            title,
+            specs,
+            analysis,
+            df,
+            notes,
+            plotly_src=None,
+            plotly_inline=get_plotlyjs(),
+            extra_html="".join(h for _, h in sections),
+        )
     else:
         js_path = out / PLOTLY_JS
         js_path.write_text(get_plotlyjs(), encoding="utf-8")
-        page = render_html(title, specs, analysis, df, notes, plotly_src=PLOTLY_JS, plotly_inline=None,
-                           extra_html="".join(h for _, h in sections))
+        page = render_html(
+            title,
+            specs,
+            analysis,
+            df,
+            notes,
+            plotly_src=PLOTLY_JS,
+            plotly_inline=None,
+            extra_html="".join(h for _, h in sections),
+        )
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     csv_path = out / "points.csv"
     df.drop(columns=["_row", "origin"]).to_csv(csv_path, index=False)
     files = {p.name: str(p) for p in [index, csv_path, *images]}
     summary = out / "summary.md"
-    summary.write_text(render_markdown(analysis, title, notes=notes, files=files,
-                                           extra_md="\n".join(m for m, _ in sections)), encoding="utf-8")
-    return ReportPaths(out, index, summary, csv_path, js_path, images, [s.key for s in specs], notes)
+    summary.write_text(
+        render_markdown(
+            analysis, title, notes=notes, files=files, extra_md="\n".join(m for m, _ in sections)
+        ),
+        encoding="utf-8",
+    )
+    return ReportPaths(
+        out, index, summary, csv_path, js_path, images, [s.key for s in specs], notes
+    )
 
 
 #: the one line printed when no browser can be had (what to install, and what still works)
-NO_BROWSER = ("static images skipped: no Chrome/Chromium for kaleido; install one (Debian/Ubuntu: "
-              "'sudo apt-get install chromium'; elsewhere: 'plotly_get_chrome') or set BROWSER_PATH, then run "
-              "'vlm-pareto report' again (index.html is written)")
+NO_BROWSER = (
+    "static images skipped: no Chrome/Chromium for kaleido; install one (Debian/Ubuntu: "
+    "'sudo apt-get install chromium'; elsewhere: 'plotly_get_chrome') or set BROWSER_PATH, then run "
+    "'vlm-pareto report' again (index.html is written)"
+)
 
 
 def _is_exe(path: str | Path) -> bool:
@@ -317,8 +405,10 @@ def find_browser() -> tuple[str | None, str]:
     if env:
         if _is_exe(env):
             return env, ""
-        return None, (f"static images skipped: BROWSER_PATH={env!r} is not an executable; point it at Chrome/"
-                      "Chromium or unset it (index.html is written)")
+        return None, (
+            f"static images skipped: BROWSER_PATH={env!r} is not an executable; point it at Chrome/"
+            "Chromium or unset it (index.html is written)"
+        )
     if _is_exe(CHROMIUM):
         return CHROMIUM, ""
     try:
@@ -326,8 +416,14 @@ def find_browser() -> tuple[str | None, str]:
 
         found = Chromium.find_browser(skip_local=False)
     except Exception:  # an older/newer choreographer: fall back to PATH
-        found = next((w for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
-                      if (w := shutil.which(n))), None)
+        found = next(
+            (
+                w
+                for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
+                if (w := shutil.which(n))
+            ),
+            None,
+        )
     if found and _is_exe(found):
         return str(found), ""
     return None, NO_BROWSER

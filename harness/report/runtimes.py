@@ -23,8 +23,21 @@ import pandas as pd
 from harness.errors import UserError, suggest
 
 REFERENCE = "torch:float32"
-TABLE_COLUMNS = ["kind", "name", "size", "tiling", "runtime", "status", "median_ms", "reference_ms", "speedup",
-                 "parity_cosine", "parity_rel_err", "compile_s", "reason"]
+TABLE_COLUMNS = [
+    "kind",
+    "name",
+    "size",
+    "tiling",
+    "runtime",
+    "status",
+    "median_ms",
+    "reference_ms",
+    "speedup",
+    "parity_cosine",
+    "parity_rel_err",
+    "compile_s",
+    "reason",
+]
 
 
 def runtime_label(backend: Any, dtype: Any) -> str:
@@ -44,24 +57,44 @@ def speedup_table(measurements: pd.DataFrame, reference: str = REFERENCE) -> pd.
     df = measurements[measurements["kind"].isin(["encoder", "prefill"])]
     for row in df.to_dict("records"):
         kind = row["kind"]
-        size = int(row["resolution"]) if kind == "encoder" else int(row["tokens"]) + int(row.get("prompt_tokens") or 0)
+        size = (
+            int(row["resolution"])
+            if kind == "encoder"
+            else int(row["tokens"]) + int(row.get("prompt_tokens") or 0)
+        )
         ex = _extra(row)
-        out.append({
-            "kind": kind, "name": row["name"], "size": size, "tiling": row.get("tiling") or "none",
-            "runtime": runtime_label(row["backend"], row["dtype"]), "status": row["status"],
-            "median_ms": row.get("median_ms") if row["status"] == "ok" else math.nan,
-            "parity_cosine": ex.get("parity_cosine", math.nan), "parity_rel_err": ex.get("parity_rel_err", math.nan),
-            "compile_s": ex.get("compile_s", math.nan), "reason": row.get("reason") or "",
-            "_created": str(row.get("created_at") or ""),
-        })
+        out.append(
+            {
+                "kind": kind,
+                "name": row["name"],
+                "size": size,
+                "tiling": row.get("tiling") or "none",
+                "runtime": runtime_label(row["backend"], row["dtype"]),
+                "status": row["status"],
+                "median_ms": row.get("median_ms") if row["status"] == "ok" else math.nan,
+                "parity_cosine": ex.get("parity_cosine", math.nan),
+                "parity_rel_err": ex.get("parity_rel_err", math.nan),
+                "compile_s": ex.get("compile_s", math.nan),
+                "reason": row.get("reason") or "",
+                "_created": str(row.get("created_at") or ""),
+            }
+        )
     t = pd.DataFrame(out)
     # the latest measurement per key (a re-run replaces an older one)
-    t = t.sort_values("_created").drop_duplicates(["kind", "name", "size", "tiling", "runtime"], keep="last")
-    ref = t[(t["runtime"] == reference) & (t["status"] == "ok")].set_index(["kind", "name", "size", "tiling"])["median_ms"]
-    t["reference_ms"] = [ref.get((k, n, s, ti), math.nan) for k, n, s, ti in
-                         zip(t["kind"], t["name"], t["size"], t["tiling"], strict=True)]
+    t = t.sort_values("_created").drop_duplicates(
+        ["kind", "name", "size", "tiling", "runtime"], keep="last"
+    )
+    ref = t[(t["runtime"] == reference) & (t["status"] == "ok")].set_index(
+        ["kind", "name", "size", "tiling"]
+    )["median_ms"]
+    t["reference_ms"] = [
+        ref.get((k, n, s, ti), math.nan)
+        for k, n, s, ti in zip(t["kind"], t["name"], t["size"], t["tiling"], strict=True)
+    ]
     t["speedup"] = t["reference_ms"] / t["median_ms"]
-    t = t.drop(columns="_created").sort_values(["kind", "name", "size", "tiling", "runtime"], kind="stable")
+    t = t.drop(columns="_created").sort_values(
+        ["kind", "name", "size", "tiling", "runtime"], kind="stable"
+    )
     return t[TABLE_COLUMNS].reset_index(drop=True)
 
 
@@ -77,18 +110,27 @@ def table_markdown(table: pd.DataFrame, reference: str = REFERENCE) -> str:
     """The speedup table as Markdown (one line per model+size and runtime)."""
     if table.empty:
         return "No encoder or prefill measurements to compare."
-    lines = [f"Speedup vs {reference} (eager PyTorch fp32) measured in the same runs; parity vs fp32 eager.",
-             "", "| model | size | runtime | median ms | speedup | parity cos | rel err | build s | note |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        f"Speedup vs {reference} (eager PyTorch fp32) measured in the same runs; parity vs fp32 eager.",
+        "",
+        "| model | size | runtime | median ms | speedup | parity cos | rel err | build s | note |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for r in table.to_dict("records"):
         size = f"{r['size']} px" if r["kind"] == "encoder" else f"{r['size']} tok"
         if r["tiling"] not in ("none", None):
             size += f" {r['tiling']}"
-        note = "" if r["status"] == "ok" else f"{r['status']}: {str(r['reason']).splitlines()[0][:120] if r['reason'] else ''}"
-        lines.append(f"| {r['name']} | {size} | {r['runtime']} | {_fmt(r['median_ms'], '.1f')} | "
-                     f"{_fmt(r['speedup'], '.2f')}{'x' if _fmt(r['speedup'], '.2f') != '-' else ''} | "
-                     f"{_fmt(r['parity_cosine'], '.5f')} | {_fmt(r['parity_rel_err'], '.3g')} | "
-                     f"{_fmt(r['compile_s'], '.1f')} | {note} |")
+        note = (
+            ""
+            if r["status"] == "ok"
+            else f"{r['status']}: {str(r['reason']).splitlines()[0][:120] if r['reason'] else ''}"
+        )
+        lines.append(
+            f"| {r['name']} | {size} | {r['runtime']} | {_fmt(r['median_ms'], '.1f')} | "
+            f"{_fmt(r['speedup'], '.2f')}{'x' if _fmt(r['speedup'], '.2f') != '-' else ''} | "
+            f"{_fmt(r['parity_cosine'], '.5f')} | {_fmt(r['parity_rel_err'], '.3g')} | "
+            f"{_fmt(r['compile_s'], '.1f')} | {note} |"
+        )
     return "\n".join(lines)
 
 
@@ -103,12 +145,17 @@ def filter_backend(points: pd.DataFrame, backend: str) -> pd.DataFrame:
     """Points whose encoder and prefill both ran on ``backend`` (UserError, did-you-mean, if none)."""
     have = backends_of(points)
     if "backend" not in points.columns:
-        raise UserError("these points carry no backend (e.g. --source paper); --backend needs measured points")
+        raise UserError(
+            "these points carry no backend (e.g. --source paper); --backend needs measured points"
+        )
     keep = points[points["backend"].astype(str) == backend]
     if keep.empty:
         singles = sorted({b for b in have if "+" not in b})
-        raise UserError(suggest(backend, singles or have, "backend") if singles or have
-                        else "no point carries a backend; --backend needs measured points")
+        raise UserError(
+            suggest(backend, singles or have, "backend")
+            if singles or have
+            else "no point carries a backend; --backend needs measured points"
+        )
     return keep.reset_index(drop=True)
 
 
@@ -119,18 +166,53 @@ def frontier_per_runtime(points: pd.DataFrame, benchmark: str = "avg5") -> Any:
     from harness.pareto import pareto_front
 
     fig = go.Figure()
-    rows = points.dropna(subset=["ttft_ms", benchmark]) if benchmark in points.columns else points.iloc[0:0]
+    rows = (
+        points.dropna(subset=["ttft_ms", benchmark])
+        if benchmark in points.columns
+        else points.iloc[0:0]
+    )
     for b, g in rows.groupby(rows["backend"].astype(str), sort=True):
-        fig.add_trace(go.Scatter(x=g["ttft_ms"], y=g[benchmark], mode="markers", name=b, legendgroup=b,
-                                 text=[f"{e}@{r} + {llm}" for e, r, llm in zip(g["encoder"], g["resolution"], g["llm"], strict=True)]))
+        fig.add_trace(
+            go.Scatter(
+                x=g["ttft_ms"],
+                y=g[benchmark],
+                mode="markers",
+                name=b,
+                legendgroup=b,
+                text=[
+                    f"{e}@{r} + {llm}"
+                    for e, r, llm in zip(g["encoder"], g["resolution"], g["llm"], strict=True)
+                ],
+            )
+        )
         res = pareto_front(g[[benchmark, "ttft_ms"]], ((benchmark, "max"), ("ttft_ms", "min")))
         front = g.iloc[res.front].sort_values("ttft_ms")
-        fig.add_trace(go.Scatter(x=front["ttft_ms"], y=front[benchmark], mode="lines", line_shape="hv",
-                                 name=f"frontier: {b}", legendgroup=b, hoverinfo="skip"))
-    fig.update_layout(title="Accuracy vs TTFT per runtime (one frontier each)", xaxis_type="log",
-                      xaxis_title="TTFT (ms, log)", yaxis_title=benchmark)
+        fig.add_trace(
+            go.Scatter(
+                x=front["ttft_ms"],
+                y=front[benchmark],
+                mode="lines",
+                line_shape="hv",
+                name=f"frontier: {b}",
+                legendgroup=b,
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(
+        title="Accuracy vs TTFT per runtime (one frontier each)",
+        xaxis_type="log",
+        xaxis_title="TTFT (ms, log)",
+        yaxis_title=benchmark,
+    )
     return fig
 
 
-__all__ = ["REFERENCE", "backends_of", "filter_backend", "frontier_per_runtime", "runtime_label", "speedup_table",
-           "table_markdown"]
+__all__ = [
+    "REFERENCE",
+    "backends_of",
+    "filter_backend",
+    "frontier_per_runtime",
+    "runtime_label",
+    "speedup_table",
+    "table_markdown",
+]

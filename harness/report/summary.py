@@ -18,9 +18,17 @@ from harness.pareto import FrontierComparison, compare_frontiers, fronts_by_grou
 
 SOURCE_LABELS = {"measured": "measured here", "imported": "imported", "paper": "paper"}
 BENCHMARK_LABELS = {
-    "avg5": "Avg-5", "gqa": "GQA", "textvqa": "TextVQA", "pope": "POPE", "docvqa": "DocVQA",
-    "seedbench": "SeedBench-I", "sqa": "ScienceQA", "mmmu": "MMMU", "mmvet": "MM-Vet",
-    "vqav2": "VQAv2", "llava_bench": "LLaVA-Bench",
+    "avg5": "Avg-5",
+    "gqa": "GQA",
+    "textvqa": "TextVQA",
+    "pope": "POPE",
+    "docvqa": "DocVQA",
+    "seedbench": "SeedBench-I",
+    "sqa": "ScienceQA",
+    "mmmu": "MMMU",
+    "mmvet": "MM-Vet",
+    "vqav2": "VQAv2",
+    "llava_bench": "LLaVA-Bench",
 }
 
 
@@ -45,17 +53,34 @@ def with_defaults(points: pd.DataFrame) -> pd.DataFrame:
     """A copy with the provenance columns the report relies on always present."""
     df = points.reset_index(drop=True).copy()
     for col, default in (
-        ("latency_source", "unknown"), ("accuracy_source", ""), ("machine", "unknown machine"),
-        ("backend", "unknown backend"), ("recipe", "llava-1.5"), ("tiling", "none"), ("estimated", False),
+        ("latency_source", "unknown"),
+        ("accuracy_source", ""),
+        ("machine", "unknown machine"),
+        ("backend", "unknown backend"),
+        ("recipe", "llava-1.5"),
+        ("tiling", "none"),
+        ("estimated", False),
     ):
         if col not in df.columns:
             df[col] = default
-    for col in ("encoder_ms", "projector_ms", "prefill_ms", "ttft_ms", "ttft_ci_low_ms", "ttft_ci_high_ms",
-                "ttft_p90_ms", "tokens", "resolution"):
+    for col in (
+        "encoder_ms",
+        "projector_ms",
+        "prefill_ms",
+        "ttft_ms",
+        "ttft_ci_low_ms",
+        "ttft_ci_high_ms",
+        "ttft_p90_ms",
+        "tokens",
+        "resolution",
+    ):
         if col not in df.columns:
             df[col] = np.nan
     df["estimated"] = df["estimated"].fillna(False).astype(bool)
-    df["origin"] = [origin_label(s, m, b) for s, m, b in zip(df["latency_source"], df["machine"], df["backend"], strict=True)]
+    df["origin"] = [
+        origin_label(s, m, b)
+        for s, m, b in zip(df["latency_source"], df["machine"], df["backend"], strict=True)
+    ]
     return df
 
 
@@ -71,7 +96,10 @@ class Context:
 
 def latency_contexts(df: pd.DataFrame) -> list[Context]:
     """One context per latency origin (recipes merged: latency does not depend on them)."""
-    return [Context(str(o), str(o), None, g.reset_index(drop=True)) for o, g in df.groupby("origin", sort=True)]
+    return [
+        Context(str(o), str(o), None, g.reset_index(drop=True))
+        for o, g in df.groupby("origin", sort=True)
+    ]
 
 
 def accuracy_contexts(df: pd.DataFrame) -> list[Context]:
@@ -109,7 +137,9 @@ class ReportAnalysis:
     notes: list[str] = field(default_factory=list)
 
 
-def analyse(points: pd.DataFrame, benchmark: str = "avg5", reference_encoder: str = "fastvithd") -> ReportAnalysis:
+def analyse(
+    points: pd.DataFrame, benchmark: str = "avg5", reference_encoder: str = "fastvithd"
+) -> ReportAnalysis:
     """Per-context frontiers (overall and per encoder) and ``reference_encoder`` vs others.
 
     Comparisons read "reference vs other": speedup > 1 means the reference reaches the same
@@ -128,7 +158,9 @@ def analyse(points: pd.DataFrame, benchmark: str = "avg5", reference_encoder: st
         gf = fronts_by_group(rows, "encoder", objectives)
         frontier = rows.iloc[gf.overall.front].sort_values("ttft_ms", kind="mergesort")
         enc_fronts = {
-            e: rows.iloc[r.front].sort_values("ttft_ms", kind="mergesort") for e, r in gf.groups.items() if len(r)
+            e: rows.iloc[r.front].sort_values("ttft_ms", kind="mergesort")
+            for e, r in gf.groups.items()
+            if len(r)
         }
         comparisons = []
         if reference_encoder in enc_fronts:
@@ -143,11 +175,15 @@ def analyse(points: pd.DataFrame, benchmark: str = "avg5", reference_encoder: st
     n_acc = int(df[benchmark].notna().sum())
     notes = []
     if n_acc == 0:
-        notes.append(f"no point has {benchmark_label(benchmark)} accuracy: accuracy figures and frontiers are omitted")
+        notes.append(
+            f"no point has {benchmark_label(benchmark)} accuracy: accuracy figures and frontiers are omitted"
+        )
     encoders = sorted(set(df["encoder"].astype(str))) if "encoder" in df else []
     if encoders and reference_encoder not in encoders:
-        notes.append(f"reference encoder {reference_encoder!r} has no points (encoders: {', '.join(encoders)}): "
-                     "no frontier comparisons; pass --reference-encoder")
+        notes.append(
+            f"reference encoder {reference_encoder!r} has no points (encoders: {', '.join(encoders)}): "
+            "no frontier comparisons; pass --reference-encoder"
+        )
     return ReportAnalysis(benchmark, out, len(df), n_acc, notes)
 
 
@@ -157,8 +193,17 @@ def analyse(points: pd.DataFrame, benchmark: str = "avg5", reference_encoder: st
 def md_escape(value: object) -> str:
     """Neutralise Markdown/HTML in user-provided names (CI comments render HTML)."""
     s = _text(value, "")
-    for ch, rep in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "\\`"),
-                    ("*", "\\*"), ("_", "\\_"), ("[", "\\["), ("]", "\\]")):
+    for ch, rep in (
+        ("&", "&amp;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("|", "\\|"),
+        ("`", "\\`"),
+        ("*", "\\*"),
+        ("_", "\\_"),
+        ("[", "\\["),
+        ("]", "\\]"),
+    ):
         s = s.replace(ch, rep)
     return s.replace("\n", " ")
 
@@ -196,7 +241,9 @@ def render_markdown(
     lines.append(f"{analysis.n_points} point(s), {analysis.n_with_accuracy} with {bl} accuracy.")
     lines.append("")
     for ca in analysis.contexts:
-        lines.append(f"## Latencies: {md_escape(ca.context.origin)}; recipe {md_escape(ca.context.recipe)}")
+        lines.append(
+            f"## Latencies: {md_escape(ca.context.origin)}; recipe {md_escape(ca.context.recipe)}"
+        )
         lines.append("")
         lines.append(f"Overall Pareto frontier ({bl} vs TTFT):")
         lines.append("")
@@ -206,12 +253,16 @@ def render_markdown(
             ci = ""
             if not pd.isna(r.get("ttft_ci_low_ms")) and not pd.isna(r.get("ttft_ci_high_ms")):
                 ci = f" ({fmt(r['ttft_ci_low_ms'])}-{fmt(r['ttft_ci_high_ms'])})"
-            prov = md_escape(SOURCE_LABELS.get(_text(r.get("latency_source")), _text(r.get("latency_source"))))
+            prov = md_escape(
+                SOURCE_LABELS.get(_text(r.get("latency_source")), _text(r.get("latency_source")))
+            )
             if bool(r.get("estimated", False)):
                 prov += ", estimated (layer-sampled)"
             if str(r.get("contended")) == "True":
                 prov += ", UNRELIABLE (contended)"
-            lines.append(f"| {md_escape(config_label(r))} | {fmt(r['ttft_ms'])}{ci} | {fmt(r[analysis.benchmark])} | {prov} |")
+            lines.append(
+                f"| {md_escape(config_label(r))} | {fmt(r['ttft_ms'])}{ci} | {fmt(r[analysis.benchmark])} | {prov} |"
+            )
         lines.append("")
         if ca.comparisons:
             lines.append(
@@ -219,12 +270,22 @@ def render_markdown(
                 f"gain = reference's {bl} - other's at equal TTFT; hypervolume in {bl} x log10 TTFT):"
             )
             lines.append("")
-            lines.append("| reference vs other | speedup best (median) | gain best (median) | hypervolume ref / other |")
+            lines.append(
+                "| reference vs other | speedup best (median) | gain best (median) | hypervolume ref / other |"
+            )
             lines.append("| --- | --- | --- | --- |")
             for c in ca.comparisons:
                 fc = c.result
-                sp = f"{fmt(fc.speedup_best, 2, 'x')} ({fmt(fc.speedup_median, 2, 'x')})" if fc.speedup_best else "no overlap"
-                gn = f"{fmt(fc.gain_best, 2, '')} ({fmt(fc.gain_median, 2, '')})" if fc.gain_best is not None else "no overlap"
+                sp = (
+                    f"{fmt(fc.speedup_best, 2, 'x')} ({fmt(fc.speedup_median, 2, 'x')})"
+                    if fc.speedup_best
+                    else "no overlap"
+                )
+                gn = (
+                    f"{fmt(fc.gain_best, 2, '')} ({fmt(fc.gain_median, 2, '')})"
+                    if fc.gain_best is not None
+                    else "no overlap"
+                )
                 lines.append(
                     f"| {md_escape(c.reference)} vs {md_escape(c.other)} | {sp} | {gn} | "
                     f"{fmt(fc.hypervolume_a, 2)} / {fmt(fc.hypervolume_b, 2)} |"

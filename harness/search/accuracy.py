@@ -61,19 +61,36 @@ class AccuracySurrogate:
         cols = _feature_columns(df)
         x = _features(df, cols, token_range)
         y = df[target].to_numpy(float)
-        penalty = np.array([0.0 if not c.startswith(("encoder=", "recipe=")) else ridge for c in cols])
+        penalty = np.array(
+            [0.0 if not c.startswith(("encoder=", "recipe=")) else ridge for c in cols]
+        )
         coef, loo = _ridge(x, y, penalty)
-        return AccuracySurrogate(tuple(float(v) for v in coef), tuple(cols), token_range, len(df), loo, target)
+        return AccuracySurrogate(
+            tuple(float(v) for v in coef), tuple(cols), token_range, len(df), loo, target
+        )
 
-    def predict(self, encoder: str, tiling: str, recipe: str, tokens: float, llm_params_b: float) -> float:
-        row = pd.DataFrame([{"encoder": encoder, "tiling": tiling, "recipe": recipe, "tokens": tokens,
-                             "llm_params_b": llm_params_b}])
+    def predict(
+        self, encoder: str, tiling: str, recipe: str, tokens: float, llm_params_b: float
+    ) -> float:
+        row = pd.DataFrame(
+            [
+                {
+                    "encoder": encoder,
+                    "tiling": tiling,
+                    "recipe": recipe,
+                    "tokens": tokens,
+                    "llm_params_b": llm_params_b,
+                }
+            ]
+        )
         x = _features(row, list(self.columns), self.token_range)
         return float(np.clip(x @ np.asarray(self.coef), 0.0, 100.0)[0])
 
     def describe(self) -> str:
-        return (f"accuracy surrogate: ridge on log2(tokens), log2(LLM params), tiling, encoder and recipe offsets; "
-                f"fitted on {self.n_rows} row(s), leave-one-out RMSE {self.loo_rmse:.2f} {self.target} points")
+        return (
+            f"accuracy surrogate: ridge on log2(tokens), log2(LLM params), tiling, encoder and recipe offsets; "
+            f"fitted on {self.n_rows} row(s), leave-one-out RMSE {self.loo_rmse:.2f} {self.target} points"
+        )
 
 
 def _feature_columns(df: pd.DataFrame) -> list[str]:
@@ -126,7 +143,9 @@ class KnownAccuracy:
         hit = self.known.get((c.encoder, c.resolution, c.llm, c.tiling, self.recipe))
         if hit is not None:
             return hit
-        return self.surrogate.predict(c.encoder, c.tiling, self.recipe, tokens, llm_params_b), "predicted"
+        return self.surrogate.predict(
+            c.encoder, c.tiling, self.recipe, tokens, llm_params_b
+        ), "predicted"
 
 
 def load_accuracy(
@@ -170,11 +189,26 @@ def load_accuracy(
             except UserError:
                 continue
         if k.recipe == want:
-            known[(k.encoder, k.resolution, k.llm, k.tiling, k.recipe)] = (float(value), str(r["accuracy_source"]))
-        train.append({"encoder": k.encoder, "tiling": k.tiling, "recipe": k.recipe, "tokens": float(tokens),
-                      "llm_params_b": params_b, "accuracy": float(value)})
-    surrogate = AccuracySurrogate.fit(pd.DataFrame(train, columns=[
-        "encoder", "tiling", "recipe", "tokens", "llm_params_b", "accuracy"]), target="accuracy")
+            known[(k.encoder, k.resolution, k.llm, k.tiling, k.recipe)] = (
+                float(value),
+                str(r["accuracy_source"]),
+            )
+        train.append(
+            {
+                "encoder": k.encoder,
+                "tiling": k.tiling,
+                "recipe": k.recipe,
+                "tokens": float(tokens),
+                "llm_params_b": params_b,
+                "accuracy": float(value),
+            }
+        )
+    surrogate = AccuracySurrogate.fit(
+        pd.DataFrame(
+            train, columns=["encoder", "tiling", "recipe", "tokens", "llm_params_b", "accuracy"]
+        ),
+        target="accuracy",
+    )
     notes.append(f"{len(known)} known {bench} row(s) for recipe {want}; " + surrogate.describe())
     return KnownAccuracy(known, surrogate, want, notes)
 
@@ -188,6 +222,11 @@ def synthetic_accuracy(c: Config, tokens: int, llm_params_b: float) -> tuple[flo
     frontier mixes encoders, resolutions and LLMs. Labelled ``accuracy_source='synthetic'``.
     """
     offset = {"fastvithd": 2.0, "fastvit": 0.0}.get(c.encoder, 1.0)
-    value = (50.0 + 10.0 * (1.0 - math.exp(-tokens / 256.0)) + 3.0 * math.log2(llm_params_b / 0.5)
-             + offset - (0.5 if c.tiling != "none" else 0.0))
+    value = (
+        50.0
+        + 10.0 * (1.0 - math.exp(-tokens / 256.0))
+        + 3.0 * math.log2(llm_params_b / 0.5)
+        + offset
+        - (0.5 if c.tiling != "none" else 0.0)
+    )
     return value, "synthetic"

@@ -26,7 +26,9 @@ class Evaluator:
         self.space, self.store, self.run_id = space, store, run_id
         self.runners = Runners(space.cfg, space.llm_specs)
         self.measurer = Measurer(store, run_id, self.runners)
-        self.progress: Any = None  # a harness.progress.Progress: one line per measurement off a terminal
+        self.progress: Any = (
+            None  # a harness.progress.Progress: one line per measurement off a terminal
+        )
 
     def ttft(self, c: Config) -> dict[str, Any]:
         """Measure (or reuse) the tasks of ``c`` and return its composed TTFT row.
@@ -44,19 +46,25 @@ class Evaluator:
         pt = PrefillTask(llm_label, c.llm, tokens, cfg.prompt_tokens)
         jt = ProjectorTask(llm_label, c.llm, tokens, enc.out_dim)
         # the projector for this encoder's channels comes along with the prefill
-        job_list = jobs(Plan(encoder_tasks=[et], prefill_tasks=[pt], projector_tasks=[jt]), self.runners.key)
+        job_list = jobs(
+            Plan(encoder_tasks=[et], prefill_tasks=[pt], projector_tasks=[jt]), self.runners.key
+        )
         for job in job_list:
             self.measurer.run(job)
             if self.progress is not None:
                 self.progress.measured(job.label, self.measurer.row(job.key))
         ek, pk, jk = (j.key for j in job_list)
-        rows = {kind: self.store.get_measurement(self.run_id, k) for kind, k in
-                (("encoder", ek), ("prefill", pk), ("projector", jk))}
+        rows = {
+            kind: self.store.get_measurement(self.run_id, k)
+            for kind, k in (("encoder", ek), ("prefill", pk), ("projector", jk))
+        }
         bad = {k: r for k, r in rows.items() if r is None or r["status"] != "ok"}
         if bad:
             kind, r = next(iter(bad.items()))
-            raise UserError(f"{c.label()}: {kind} {'missing' if r is None else r['status']}: "
-                            f"{'' if r is None else r.get('reason')}")
+            raise UserError(
+                f"{c.label()}: {kind} {'missing' if r is None else r['status']}: "
+                f"{'' if r is None else r.get('reason')}"
+            )
         df = compose_ttft([rows["encoder"]], [rows["projector"]], [rows["prefill"]])
         if len(df) != 1:
             raise RuntimeError(f"{c.label()}: composing TTFT gave {len(df)} rows, expected 1")

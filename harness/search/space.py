@@ -63,7 +63,12 @@ class SearchSpace:
 
     def grid_measurements(self) -> int:
         """Unique tasks a sweep of the whole space would measure (encoder + prefill + projector)."""
-        enc = {(e.name, r, t) for e in self.encoders.values() for t, rs in e.resolutions.items() for r in rs}
+        enc = {
+            (e.name, r, t)
+            for e in self.encoders.values()
+            for t, rs in e.resolutions.items()
+            for r in rs
+        }
         pre = {(c.llm, self.tokens(c)) for c in self.configs()}
         proj = {(c.llm, self.tokens(c), self.encoders[c.encoder].out_dim) for c in self.configs()}
         return len(enc) + len(pre) + len(proj)
@@ -71,7 +76,10 @@ class SearchSpace:
     def signature(self) -> dict[str, Any]:
         """JSON description stored with the study (a resume must see the same space)."""
         return {
-            "encoders": {e.name: {t: list(rs) for t, rs in e.resolutions.items()} for e in self.encoders.values()},
+            "encoders": {
+                e.name: {t: list(rs) for t, rs in e.resolutions.items()}
+                for e in self.encoders.values()
+            },
             "llms": list(self.llms),
             "prompt_tokens": self.cfg.prompt_tokens,
         }
@@ -83,7 +91,9 @@ def parse_range(text: str) -> tuple[int, int]:
     try:
         lo, hi = int(lo_text), int(hi_text)
     except ValueError:
-        raise UserError(f"--resolution-range takes MIN:MAX in pixels, e.g. 256:1024, not {text!r}") from None
+        raise UserError(
+            f"--resolution-range takes MIN:MAX in pixels, e.g. 256:1024, not {text!r}"
+        ) from None
     if not sep or lo <= 0 or hi < lo:
         raise UserError(f"--resolution-range takes MIN:MAX with 0 < MIN <= MAX, not {text!r}")
     return lo, hi
@@ -161,7 +171,9 @@ def build_space(
             )
         if name in choices:
             raise UserError(f"encoder {name} is listed twice")
-        choices[name] = EncoderChoice(name, label, spec.stride, encoder_out_dim(name), per_tiling, tokens)
+        choices[name] = EncoderChoice(
+            name, label, spec.stride, encoder_out_dim(name), per_tiling, tokens
+        )
         axis.name = name
         axis.resolutions = sorted({r for rs in per_tiling.values() for r in rs})
         axis.tilings = list(per_tiling)

@@ -76,12 +76,21 @@ class SearchResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "study": self.study_name, "storage": _redact(self.storage), "run_id": self.run_id,
-            "settings": self.settings, "best": self.best, "front": self.front,
-            "counts": {"trials": self.trials_total, "trials_this_session": self.trials_session,
-                       "configurations": int(len(self.points)), "measurements": self.measurements_total,
-                       "measurements_this_session": self.measurements_session,
-                       "grid_points": self.grid_points, "grid_measurements": self.grid_measurements},
+            "study": self.study_name,
+            "storage": _redact(self.storage),
+            "run_id": self.run_id,
+            "settings": self.settings,
+            "best": self.best,
+            "front": self.front,
+            "counts": {
+                "trials": self.trials_total,
+                "trials_this_session": self.trials_session,
+                "configurations": int(len(self.points)),
+                "measurements": self.measurements_total,
+                "measurements_this_session": self.measurements_session,
+                "grid_points": self.grid_points,
+                "grid_measurements": self.grid_measurements,
+            },
             "notes": self.notes,
         }
 
@@ -123,8 +132,11 @@ def check_budget(value: Any) -> float | None:
 
 
 def _basis(row: dict[str, Any], by: str) -> float:
-    order = {"ci-high": ("ttft_ci_high_ms", "ttft_p90_ms", "ttft_ms"), "p90": ("ttft_p90_ms", "ttft_ms"),
-             "median": ("ttft_ms",)}[by]
+    order = {
+        "ci-high": ("ttft_ci_high_ms", "ttft_p90_ms", "ttft_ms"),
+        "p90": ("ttft_p90_ms", "ttft_ms"),
+        "median": ("ttft_ms",),
+    }[by]
     for col in order:
         v = row.get(col)
         if v is not None and math.isfinite(float(v)):
@@ -140,8 +152,9 @@ def _sampler(seed: int, n_done: int) -> Any:
         # multivariate + group: the resolution parameters are conditional on the encoder and
         # tiling chosen; group decomposition models each sub-space jointly. The seed is
         # offset by the trials already done so a resumed study does not replay its proposals.
-        return optuna.samplers.TPESampler(seed=seed + n_done, multivariate=True, group=True,
-                                          n_startup_trials=10)
+        return optuna.samplers.TPESampler(
+            seed=seed + n_done, multivariate=True, group=True, n_startup_trials=10
+        )
 
 
 def _suggest(trial: Any, space: SearchSpace) -> Config:
@@ -198,8 +211,14 @@ class Search:
 
             self.pruner = CostPruner()
         self.settings = SearchSettings(
-            check_budget(budget_ms), by, benchmark, recipe, asdict(space.cfg.backend), space.cfg.protocol.name,
-            space.signature())
+            check_budget(budget_ms),
+            by,
+            benchmark,
+            recipe,
+            asdict(space.cfg.backend),
+            space.cfg.protocol.name,
+            space.signature(),
+        )
         # The store first: it creates its tables in an empty database, Optuna adds its own.
         self.store = Store(db)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -207,11 +226,16 @@ class Search:
         names = set(optuna.study.get_all_study_names(storage))
         self.study_name = study_name or _default_name(self.settings)
         if resume and self.study_name not in names:
-            raise UserError(suggest(self.study_name, names or ["(none)"], "study to resume")
-                            if names else f"no study {self.study_name!r} to resume in {_redact(self.store.url)}")
+            raise UserError(
+                suggest(self.study_name, names or ["(none)"], "study to resume")
+                if names
+                else f"no study {self.study_name!r} to resume in {_redact(self.store.url)}"
+            )
         if not resume and self.study_name in names:
-            raise UserError(f"study {self.study_name!r} already exists in {_redact(self.store.url)}; "
-                            "pass --resume to continue it, or another --study-name")
+            raise UserError(
+                f"study {self.study_name!r} already exists in {_redact(self.store.url)}; "
+                "pass --resume to continue it, or another --study-name"
+            )
         fp = fingerprint(threads=space.cfg.protocol.threads or os.cpu_count())
         if resume:
             study = optuna.load_study(study_name=self.study_name, storage=storage)
@@ -221,19 +245,24 @@ class Search:
             _check_same(self.study_name, stored, json.loads(json.dumps(asdict(self.settings))))
             self.run_id = str(study.user_attrs["run_id"])
             self.store.require_run(self.run_id)
-            self.store.create_run(command, {}, fp, run_id=self.run_id)  # reopen (checks the machine)
+            self.store.create_run(
+                command, {}, fp, run_id=self.run_id
+            )  # reopen (checks the machine)
         else:
             config = {"search": asdict(self.settings), "sweep": _jsonable(asdict(space.cfg))}
             self.run_id = self.store.create_run(command, config, fp)
-            study = optuna.create_study(storage=storage, study_name=self.study_name,
-                                        directions=["maximize", "minimize"])
+            study = optuna.create_study(
+                storage=storage, study_name=self.study_name, directions=["maximize", "minimize"]
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names([benchmark, "ttft_ms"])
             study.set_user_attr(STUDY_ATTR, json.loads(json.dumps(asdict(self.settings))))
             study.set_user_attr("run_id", self.run_id)
         done = len(study.get_trials(deepcopy=False))
-        self.study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=_sampler(seed, done))
+        self.study = optuna.load_study(
+            study_name=self.study_name, storage=storage, sampler=_sampler(seed, done)
+        )
         self.evaluator = Evaluator(space, self.store, self.run_id)
         self.trace: list[TrialRecord] = []
         self._seen: dict[Config, dict[str, Any]] = self._previous()
@@ -246,12 +275,19 @@ class Search:
         for t in self.study.get_trials(deepcopy=False):
             point = t.user_attrs.get("point")
             if point and t.state == optuna.trial.TrialState.COMPLETE:
-                c = Config(point["encoder"], int(point["resolution"]), point["tiling"], point["llm"])
+                c = Config(
+                    point["encoder"], int(point["resolution"]), point["tiling"], point["llm"]
+                )
                 seen.setdefault(c, point)
         return seen
 
-    def optimize(self, n_trials: int, log: Callable[[str], None] | None = None,
-                 stop: Callable[[TrialRecord], bool] | None = None, progress: bool = False) -> SearchResult:
+    def optimize(
+        self,
+        n_trials: int,
+        log: Callable[[str], None] | None = None,
+        stop: Callable[[TrialRecord], bool] | None = None,
+        progress: bool = False,
+    ) -> SearchResult:
         """Run ``n_trials`` more trials (fewer if ``stop(record)`` says so) and return what the study knows.
 
         ``progress``: a bar over trials on a terminal, else one stderr line per new measurement
@@ -263,7 +299,13 @@ class Search:
 
         if int(n_trials) < 0:
             raise UserError(f"--trials must be >= 0, got {n_trials}")
-        bar = Progress(int(n_trials), progress, title="search", counts=self.evaluator.measurer.counts, unit="trial")
+        bar = Progress(
+            int(n_trials),
+            progress,
+            title="search",
+            counts=self.evaluator.measurer.counts,
+            unit="trial",
+        )
         self.evaluator.progress = bar if progress else None
         log = log or (bar.log if progress else (lambda msg: None))
         budget = self.settings.budget_ms
@@ -279,7 +321,9 @@ class Search:
             point = self._seen.get(c)
             state, reason = ("duplicate" if point else "complete"), None
             skip = self.pruner(self, c) if point is None and self.pruner is not None else None
-            if skip is not None:  # predicted off the frontier: told with predicted values, not measured
+            if (
+                skip is not None
+            ):  # predicted off the frontier: told with predicted values, not measured
                 trial.set_user_attr("skipped", skip.reason)
                 if budget is not None:
                     trial.set_constraint(CONSTRAINT, skip.ttft_ms - budget)
@@ -301,10 +345,18 @@ class Search:
                     trial.set_constraint(CONSTRAINT, point["budget_ttft_ms"] - budget)
                 self.study.tell(trial, [point["accuracy"], point["ttft_ms"]])
             rec = TrialRecord(
-                trial.number, c, state, None if point is None else point["accuracy"],
-                None if point is None else point["accuracy_source"], None if point is None else point["ttft_ms"],
-                None if point is None else point["budget_ttft_ms"], bool(point and point["feasible"]),
-                self.evaluator.measured - before, self.evaluator.run_measurements(), reason)
+                trial.number,
+                c,
+                state,
+                None if point is None else point["accuracy"],
+                None if point is None else point["accuracy_source"],
+                None if point is None else point["ttft_ms"],
+                None if point is None else point["budget_ttft_ms"],
+                bool(point and point["feasible"]),
+                self.evaluator.measured - before,
+                self.evaluator.run_measurements(),
+                reason,
+            )
             self.trace.append(rec)
             log(_trace_line(rec))
             if rec.state != "duplicate":
@@ -325,10 +377,18 @@ class Search:
         basis = _basis(row, self.settings.by)
         budget = self.settings.budget_ms
         point = {k: _plain(v) for k, v in row.items()}
-        point.update(encoder=c.encoder, resolution=c.resolution, tiling=c.tiling, llm=c.llm,
-                     recipe=self.settings.recipe, accuracy=float(acc), accuracy_source=source,
-                     budget_ttft_ms=basis, feasible=bool(budget is None or basis <= budget),
-                     llm_params_b=params_b)
+        point.update(
+            encoder=c.encoder,
+            resolution=c.resolution,
+            tiling=c.tiling,
+            llm=c.llm,
+            recipe=self.settings.recipe,
+            accuracy=float(acc),
+            accuracy_source=source,
+            budget_ttft_ms=basis,
+            feasible=bool(budget is None or basis <= budget),
+            llm_params_b=params_b,
+        )
         return point
 
     def result(self) -> SearchResult:
@@ -340,10 +400,23 @@ class Search:
         bench = self.settings.benchmark
         if len(pts):
             pts[bench] = pts["accuracy"]
-            pts = pts.reindex(columns=list(dict.fromkeys([*POINT_COLUMNS, "accuracy", "accuracy_metric",
-                                                           "budget_ttft_ms", "feasible"])))
+            pts = pts.reindex(
+                columns=list(
+                    dict.fromkeys(
+                        [
+                            *POINT_COLUMNS,
+                            "accuracy",
+                            "accuracy_metric",
+                            "budget_ttft_ms",
+                            "feasible",
+                        ]
+                    )
+                )
+            )
             pts["accuracy_metric"] = bench
-            pts = pts.sort_values(["encoder", "tiling", "resolution", "llm"], kind="stable").reset_index(drop=True)
+            pts = pts.sort_values(
+                ["encoder", "tiling", "resolution", "llm"], kind="stable"
+            ).reset_index(drop=True)
         feasible = pts[pts["feasible"].astype(bool)] if len(pts) else pts
         front: list[dict[str, Any]] = []
         best = None
@@ -359,18 +432,29 @@ class Search:
         elif self.trace and self.trace[-1].state == "duplicate":
             notes.append("the sampler kept proposing evaluated configurations; stopped early")
         if len(pts) and (pts["accuracy_source"] == "predicted").any():
-            notes.append(f"{int((pts['accuracy_source'] == 'predicted').sum())} of {len(pts)} configuration(s) "
-                         "have predicted accuracy (accuracy_source=predicted): measure them before deciding")
+            notes.append(
+                f"{int((pts['accuracy_source'] == 'predicted').sum())} of {len(pts)} configuration(s) "
+                "have predicted accuracy (accuracy_source=predicted): measure them before deciding"
+            )
         if best is None and len(pts):
             notes.append("no evaluated configuration fits the budget")
         trials = self.study.get_trials(deepcopy=False)
         return SearchResult(
-            study_name=self.study_name, storage=self.store.url, run_id=self.run_id,
+            study_name=self.study_name,
+            storage=self.store.url,
+            run_id=self.run_id,
             settings={k: v for k, v in asdict(self.settings).items() if k != "space"},
-            points=pts, best=best, front=front, trials_total=len(trials), trials_session=len(self.trace),
-            measurements_total=self.evaluator.run_measurements(), measurements_session=self.evaluator.measured,
-            grid_points=len(self.space.configs()), grid_measurements=self.space.grid_measurements(),
-            trace=list(self.trace), notes=notes,
+            points=pts,
+            best=best,
+            front=front,
+            trials_total=len(trials),
+            trials_session=len(self.trace),
+            measurements_total=self.evaluator.run_measurements(),
+            measurements_session=self.evaluator.measured,
+            grid_points=len(self.space.configs()),
+            grid_measurements=self.space.grid_measurements(),
+            trace=list(self.trace),
+            notes=notes,
         )
 
 
@@ -378,16 +462,22 @@ def _default_name(s: SearchSettings) -> str:
     """A readable, stable default study name: same space and settings -> same study."""
     import hashlib
 
-    digest = hashlib.sha1(json.dumps(asdict(s), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(json.dumps(asdict(s), sort_keys=True, default=str).encode()).hexdigest()[
+        :8
+    ]
     return f"search-{digest}"
 
 
 def _check_same(name: str, stored: dict[str, Any], now: dict[str, Any]) -> None:
     diffs = [k for k in now if k != "schema" and stored.get(k) != now[k]]
     if diffs:
-        shown = "; ".join(f"{k}: stored {_short(stored.get(k))}, now {_short(now[k])}" for k in diffs)
-        raise UserError(f"study {name!r} was made with other settings ({shown}); resume it with the same "
-                        "options or start a new --study-name")
+        shown = "; ".join(
+            f"{k}: stored {_short(stored.get(k))}, now {_short(now[k])}" for k in diffs
+        )
+        raise UserError(
+            f"study {name!r} was made with other settings ({shown}); resume it with the same "
+            "options or start a new --study-name"
+        )
 
 
 def _short(v: Any) -> str:
@@ -408,10 +498,31 @@ def _jsonable(d: Any) -> Any:
 
 
 def _option(row: pd.Series, bench: str) -> dict[str, Any]:
-    keys = ("encoder", "resolution", "tiling", "llm", "recipe", "tokens", "prompt_tokens", "encoder_ms",
-            "projector_ms", "prefill_ms", "ttft_ms", "ttft_ci_low_ms", "ttft_ci_high_ms", "ttft_p90_ms",
-            "budget_ttft_ms", "accuracy", "accuracy_source", "latency_source", "estimated", "backend", "machine",
-            "llm_params_b", "run_id")
+    keys = (
+        "encoder",
+        "resolution",
+        "tiling",
+        "llm",
+        "recipe",
+        "tokens",
+        "prompt_tokens",
+        "encoder_ms",
+        "projector_ms",
+        "prefill_ms",
+        "ttft_ms",
+        "ttft_ci_low_ms",
+        "ttft_ci_high_ms",
+        "ttft_p90_ms",
+        "budget_ttft_ms",
+        "accuracy",
+        "accuracy_source",
+        "latency_source",
+        "estimated",
+        "backend",
+        "machine",
+        "llm_params_b",
+        "run_id",
+    )
     out = {k: _plain(row.get(k)) for k in keys}
     out["benchmark"] = bench
     return out
@@ -422,8 +533,11 @@ def _trace_line(r: TrialRecord) -> str:
         return f"trial {r.number}: {r.config.label()}: failed: {r.reason}"
     pred = " (predicted)" if r.accuracy_source == "predicted" else ""
     fit = "" if r.feasible else " over budget"
-    return (f"trial {r.number}: {r.config.label()}: accuracy {r.accuracy:.2f}{pred}, TTFT {r.ttft_ms:.1f} ms{fit}; "
-            f"+{r.new_measurements} measurement(s), {r.run_measurements} in run" + (" [repeat]" if r.state == "duplicate" else ""))
+    return (
+        f"trial {r.number}: {r.config.label()}: accuracy {r.accuracy:.2f}{pred}, TTFT {r.ttft_ms:.1f} ms{fit}; "
+        f"+{r.new_measurements} measurement(s), {r.run_measurements} in run"
+        + (" [repeat]" if r.state == "duplicate" else "")
+    )
 
 
 def stderr_log(msg: str) -> None:

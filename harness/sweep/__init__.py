@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 
-def run_preset(preset: str, protocol: str | None = None, rounds: int = 1, db: str | None = None,
-               overrides: list[str] | None = None, report: bool = False, progress: bool = False) -> str:
+def run_preset(
+    preset: str,
+    protocol: str | None = None,
+    rounds: int = 1,
+    db: str | None = None,
+    overrides: list[str] | None = None,
+    report: bool = False,
+    progress: bool = False,
+) -> str:
     """Run sweep preset ``preset`` in-process (no Hydra launcher) and return its run id.
 
     Used by ``vlm-pareto nightly``: ``protocol`` replaces the preset's protocol group and

@@ -19,9 +19,33 @@ from typing import Any, cast
 
 from harness.errors import UserError, suggest
 
-INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--version", "--shell-completion", "-sc"}
-VALUE_FLAGS = {"--config-name", "-cn", "--config-dir", "-cd", "--config-path", "-cp", "--cfg", "-c",
-               "--package", "-p", "--info", "-i", "--experimental-rerun"}
+INFO_FLAGS = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--version",
+    "--shell-completion",
+    "-sc",
+}
+VALUE_FLAGS = {
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--config-path",
+    "-cp",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--info",
+    "-i",
+    "--experimental-rerun",
+}
 EXIT_DIR_ENV = "VLM_PARETO_SWEEP_EXIT_DIR"
 STARTED = "started-"
 
@@ -58,7 +82,12 @@ def _split_args(argv: list[str]) -> tuple[dict[str, str], list[str], bool, bool]
             multirun = True
         elif name in INFO_FLAGS:
             info = True
-            if name in VALUE_FLAGS and not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            if (
+                name in VALUE_FLAGS
+                and not eq
+                and i + 1 < len(argv)
+                and not argv[i + 1].startswith("-")
+            ):
                 i += 1
         elif name in VALUE_FLAGS:
             if eq:
@@ -99,7 +128,11 @@ def _check_group_overrides(overrides: list[str], dirs: list[Path]) -> None:
             continue
         if ov.is_delete():
             continue
-        values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+        values = (
+            list(ov.sweep_string_iterator())
+            if ov.is_sweep_override()
+            else [ov.get_value_element_as_str()]
+        )
         options = _group_options(group, dirs)
         for v in values:
             if v not in options:
@@ -146,7 +179,9 @@ def precheck(argv: list[str]) -> None:
             continue
         if ov.is_sweep_override():
             if not multirun:
-                raise UserError(f"override {ov.input_line!r} is a sweep (a,b,...): add -m to run it as a multirun")
+                raise UserError(
+                    f"override {ov.input_line!r} is a sweep (a,b,...): add -m to run it as a multirun"
+                )
             axes.append([f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()])
         else:
             assert ov.input_line is not None  # the parser keeps every override's text
@@ -188,7 +223,11 @@ def _job(cfg: Any) -> int:
             typed.run_id = _multirun_run_id(typed.name)
         _record_start(typed.run_id)
         command = "vlm-pareto sweep " + " ".join(sys.argv[1:])
-        out = run_sweep(typed, command=command.strip(), config_dict=cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True)))
+        out = run_sweep(
+            typed,
+            command=command.strip(),
+            config_dict=cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True)),
+        )
         code = finish(typed, out)
     except UserError as e:
         print(f"vlm-pareto: error: {e}", file=sys.stderr)
@@ -238,7 +277,10 @@ def _record_exit(code: int) -> None:
         try:
             Path(d, f"{os.getpid()}-{os.urandom(4).hex()}").write_text(str(code))
         except OSError as e:  # the job's result is in the store either way; say it
-            print(f"vlm-pareto: warning: could not report exit code {code} to the launcher: {e}", file=sys.stderr)
+            print(
+                f"vlm-pareto: warning: could not report exit code {code} to the launcher: {e}",
+                file=sys.stderr,
+            )
 
 
 def main(argv: list[str], debug: bool = False) -> int:
@@ -259,7 +301,9 @@ def main(argv: list[str], debug: bool = False) -> int:
     exit_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".exit-", dir=exit_root) as exit_dir:
         os.environ[EXIT_DIR_ENV] = exit_dir
-        task = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)
+        task = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(
+            _job
+        )
         saved = sys.argv
         sys.argv = ["vlm-pareto sweep", *argv]
         hydra_failed = False
@@ -281,9 +325,12 @@ def main(argv: list[str], debug: bool = False) -> int:
         # committed measurements are kept and a rerun of the same run resumes it.
         run_ids = sorted({r for r in started if r})
         again = f"run_id={run_ids[0]}" if len(run_ids) == 1 else "the same run_id"
-        print(f"vlm-pareto: error: {lost} of {len(started)} sweep job(s) ended without an exit code (cancelled, "
-              f"killed, out of time, or still running when the launcher gave up); what they committed is kept: "
-              f"rerun with {again} to finish", file=sys.stderr)
+        print(
+            f"vlm-pareto: error: {lost} of {len(started)} sweep job(s) ended without an exit code (cancelled, "
+            f"killed, out of time, or still running when the launcher gave up); what they committed is kept: "
+            f"rerun with {again} to finish",
+            file=sys.stderr,
+        )
         return max([1, *codes])
     if hydra_failed:
         return max(codes, default=2)  # a job raised; hydra printed it

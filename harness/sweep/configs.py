@@ -98,8 +98,21 @@ class LLMAxis:
     #: informational only (computed from the shape)
     params_b: float | None = None
 
-    SHAPE_FIELDS = ("arch", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied",
-                    "max_positions", "rope_theta", "rms_norm_eps", "attn_head_dim", "sliding_window")
+    SHAPE_FIELDS = (
+        "arch",
+        "hidden",
+        "layers",
+        "heads",
+        "kv_heads",
+        "intermediate",
+        "vocab",
+        "tied",
+        "max_positions",
+        "rope_theta",
+        "rms_norm_eps",
+        "attn_head_dim",
+        "sliding_window",
+    )
     #: shape fields that may be left out
     OPTIONAL_FIELDS = ("rms_norm_eps", "attn_head_dim", "sliding_window")
 
@@ -222,7 +235,9 @@ def config_dir() -> Path:
     """The folder holding the sweep configs (``sweeps/`` in a checkout, ``harness/conf`` installed)."""
     spec = importlib.util.find_spec("harness.conf")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("sweep configs (package harness.conf) are not installed; reinstall vlm-pareto")
+        raise UserError(
+            "sweep configs (package harness.conf) are not installed; reinstall vlm-pareto"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -233,7 +248,11 @@ def presets() -> list[str]:
 
 def to_typed(cfg: DictConfig) -> SweepConfig:
     """Merge a composed config onto the schema; type errors become one-line UserErrors."""
-    body = OmegaConf.masked_copy(cfg, [str(k) for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+    body = (
+        OmegaConf.masked_copy(cfg, [str(k) for k in cfg.keys() if k != "hydra"])
+        if "hydra" in cfg
+        else cfg
+    )
     try:
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), body)
         typed = OmegaConf.to_object(merged)
@@ -265,19 +284,31 @@ def validate(cfg: SweepConfig) -> None:
     if cfg.backend.compute_units not in units:
         raise UserError(suggest(cfg.backend.compute_units, units, "backend.compute_units"))
     if cfg.backend.coreml_precision not in ("float16", "float32"):
-        raise UserError(suggest(cfg.backend.coreml_precision, ["float16", "float32"], "backend.coreml_precision"))
+        raise UserError(
+            suggest(
+                cfg.backend.coreml_precision, ["float16", "float32"], "backend.coreml_precision"
+            )
+        )
     from harness.protocol import Protocol
 
     Protocol(**asdict(cfg.protocol))  # impossible protocol settings fail before a run is created
     if cfg.sample_layers is not None and cfg.sample_layers < 1:
-        raise UserError(f"sample_layers must be >= 1 (or null for the full model), got {cfg.sample_layers}")
+        raise UserError(
+            f"sample_layers must be >= 1 (or null for the full model), got {cfg.sample_layers}"
+        )
     if not cfg.encoders:
-        raise UserError("empty grid: the sweep lists no encoders (add one, e.g. +encoder@encoders.fastvithd=fastvithd)")
+        raise UserError(
+            "empty grid: the sweep lists no encoders (add one, e.g. +encoder@encoders.fastvithd=fastvithd)"
+        )
     if not cfg.llms:
-        raise UserError("empty grid: the sweep lists no LLMs (add one, e.g. +llm@llms.qwen2_0_5b=qwen2-0.5b)")
+        raise UserError(
+            "empty grid: the sweep lists no LLMs (add one, e.g. +llm@llms.qwen2_0_5b=qwen2-0.5b)"
+        )
     for label, enc in cfg.encoders.items():
         if not enc.resolutions:
-            raise UserError(f"empty grid: encoder {label!r} has no resolutions (set encoders.{label}.resolutions)")
+            raise UserError(
+                f"empty grid: encoder {label!r} has no resolutions (set encoders.{label}.resolutions)"
+            )
         for r in enc.resolutions:
             if r <= 0:
                 raise UserError(f"encoder {label!r}: resolution must be positive, got {r}")
@@ -310,7 +341,9 @@ def import_dir(import_path: str | None, group: str = "encoder") -> str:
         if c.is_dir():
             return str(c.resolve())
     what = "custom encoder" if group == "encoder" else f"{group} preset"
-    raise UserError(f"{what} import_path {import_path!r}: no such folder (tried {', '.join(map(str, candidates))})")
+    raise UserError(
+        f"{what} import_path {import_path!r}: no such folder (tried {', '.join(map(str, candidates))})"
+    )
 
 
 #: (dotted key, predicate, what it must be) for the numeric settings checked before a run starts
@@ -359,7 +392,9 @@ def compose_error(e: Exception) -> UserError:
     return UserError(f"invalid sweep config: {msg}")
 
 
-def compose_sweep(name: str, overrides: list[str] | None = None, extra_dir: str | Path | None = None) -> SweepConfig:
+def compose_sweep(
+    name: str, overrides: list[str] | None = None, extra_dir: str | Path | None = None
+) -> SweepConfig:
     """Compose preset ``name`` with ``overrides`` (outside a Hydra app) into a typed config."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

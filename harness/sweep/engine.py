@@ -111,10 +111,19 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
             from harness.encoders.custom import register_custom_encoder
 
             # weights (if any) are loaded by the runner, not at registration
-            meta = {k: getattr(enc, k) for k in ("aliases", "probe_resolution", "native_resolution",
-                                                 "min_resolution", "max_resolution", "params_m_paper",
-                                                 "token_reduction")
-                    if getattr(enc, k) not in (None, [])}
+            meta = {
+                k: getattr(enc, k)
+                for k in (
+                    "aliases",
+                    "probe_resolution",
+                    "native_resolution",
+                    "min_resolution",
+                    "max_resolution",
+                    "params_m_paper",
+                    "token_reduction",
+                )
+                if getattr(enc, k) not in (None, [])
+            }
             meta["import_path"] = import_dir(enc.import_path, "encoder")
             custom = register_custom_encoder({"name": enc.name, "model": enc.model, **meta})
             enc.name = custom.name
@@ -126,7 +135,9 @@ def resolve(cfg: SweepConfig) -> tuple[Plan, dict[str, Any]]:
     llm_names: dict[str, str] = {}
     for label, llm in cfg.llms.items():
         if isinstance(llm.config, dict):
-            spec = spec_from_config_dict(dict(llm.config), name=llm.name, source=f"sweep config llms.{label}")
+            spec = spec_from_config_dict(
+                dict(llm.config), name=llm.name, source=f"sweep config llms.{label}"
+            )
         elif llm.config:
             spec = get_llm_spec(str(llm.config))
         elif llm.hidden is not None:
@@ -157,7 +168,9 @@ def _spec_from_axis(llm: Any, label: str) -> Any:
     fields = {f: getattr(llm, f) for f in llm.SHAPE_FIELDS}
     missing = [f for f, v in fields.items() if v is None and f not in llm.OPTIONAL_FIELDS]
     if missing:
-        raise UserError(f"llms.{label} ({llm.name}): missing {', '.join(missing)} (or give only a zoo name)")
+        raise UserError(
+            f"llms.{label} ({llm.name}): missing {', '.join(missing)} (or give only a zoo name)"
+        )
     for f in llm.OPTIONAL_FIELDS:
         if fields[f] is None:
             fields.pop(f)
@@ -223,7 +236,12 @@ class Measurer:
         if rnd == 0 and existing is not None and existing["status"] == "ok":
             self.counts["reused"] += 1
             return
-        if rnd > 0 and existing is not None and existing["status"] == "ok" and int(existing["extra"].get("rounds", 1)) > rnd:
+        if (
+            rnd > 0
+            and existing is not None
+            and existing["status"] == "ok"
+            and int(existing["extra"].get("rounds", 1)) > rnd
+        ):
             self.counts["reused"] += 1  # a resumed run: this round of this key is already stored
             return
         if rnd == 0 and not self._claim(job):
@@ -241,8 +259,11 @@ class Measurer:
         if outcome.projector is not None and job.projector_key is not None:
             skey = job.projector_key
             prev = store.get_measurement(run_id, skey)
-            if skey not in self.produced and not (prev is not None and prev["status"] == "ok"
-                                                  and int(prev["extra"].get("rounds", 1)) > rnd):
+            if skey not in self.produced and not (
+                prev is not None
+                and prev["status"] == "ok"
+                and int(prev["extra"].get("rounds", 1)) > rnd
+            ):
                 self._store(skey, outcome.projector)
 
     def _claim(self, job: Job) -> bool:
@@ -259,8 +280,11 @@ class Measurer:
                 self.store.release(self.run_id, job.key, row["reason"])
                 continue
             if not waited:
-                print(f"waiting for {row['reason']} to finish {job.label} (claimed {row['created_at'][:19]}; "
-                      f"taken over after {CLAIM_TIMEOUT_S // 3600} h if that worker is gone)", file=sys.stderr)
+                print(
+                    f"waiting for {row['reason']} to finish {job.label} (claimed {row['created_at'][:19]}; "
+                    f"taken over after {CLAIM_TIMEOUT_S // 3600} h if that worker is gone)",
+                    file=sys.stderr,
+                )
                 waited = True
             time.sleep(POLL_S)  # another live worker is measuring it: wait and reuse
 
@@ -277,8 +301,13 @@ class Measurer:
             self.skipped.append(f"{label}: out of memory")
         else:  # a crash of one point must not stop the sweep
             tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=8))
-            store.add_measurement(run_id, key, status="failed", reason=f"{type(e).__name__}: {e}",
-                                  extra={"traceback": tb})
+            store.add_measurement(
+                run_id,
+                key,
+                status="failed",
+                reason=f"{type(e).__name__}: {e}",
+                extra={"traceback": tb},
+            )
             self.counts["failed"] += 1
             self.failures.append(f"{label}: {type(e).__name__}: {e}")
 
@@ -290,14 +319,26 @@ class Measurer:
         # is over rounds and the interference verdict the worst round's (harness/rounds.py).
         prev = self.store.get_measurement(self.run_id, key) if rnd > 0 else None
         m, extra = pool_round(outcome.measurement, outcome.extra_dict(), prev, rnd)
-        self.store.add_measurement(self.run_id, key, m, extra=extra, build_s=outcome.build_s,
-                                   estimated=outcome.estimated, replace=rnd > 0)
+        self.store.add_measurement(
+            self.run_id,
+            key,
+            m,
+            extra=extra,
+            build_s=outcome.build_s,
+            estimated=outcome.estimated,
+            replace=rnd > 0,
+        )
         self.counts["measured"] += 1
         self.produced.add(key)
 
 
-def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | None = None,
-              log: Callable[[str], None] | None = None) -> SweepOutcome:
+def run_sweep(
+    cfg: SweepConfig,
+    *,
+    command: str,
+    config_dict: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SweepOutcome:
     """Measure ``cfg``'s grid into the store and return what happened."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t0 = time.perf_counter()
@@ -327,7 +368,9 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
             if canary is not None:
                 canary.checkpoint("start" if rnd == 0 else f"before round {rnd + 1}")
             for job in job_list:
-                progress.step(job.label + (f" (round {rnd + 1}/{n_rounds})" if n_rounds > 1 else ""))
+                progress.step(
+                    job.label + (f" (round {rnd + 1}/{n_rounds})" if n_rounds > 1 else "")
+                )
                 measurer.run(job)
                 progress.advance(measurer.row(job.key))
         if canary is not None:
@@ -350,7 +393,9 @@ def run_sweep(cfg: SweepConfig, *, command: str, config_dict: dict[str, Any] | N
     return out
 
 
-def final_status(completed: bool, stop: BaseException | None, out: SweepOutcome) -> tuple[str, str | None]:
+def final_status(
+    completed: bool, stop: BaseException | None, out: SweepOutcome
+) -> tuple[str, str | None]:
     """(status, reason) of a run: ``done`` only when its whole plan ran."""
     if isinstance(stop, KeyboardInterrupt):
         return "interrupted", "interrupted (Ctrl-C); resume with run_id=" + out.run_id

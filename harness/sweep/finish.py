@@ -15,9 +15,21 @@ def summary_table(points) -> str:
         return "(no TTFT rows: every point was skipped or failed)"
     df = points.sort_values("ttft_ms")
     # name columns as wide as their longest entry (user encoders can have long names)
-    wide = {c: max([len(str(v)) for v in df[c]] + [len(c), 6]) for c in ("encoder", "tiling", "llm")}
-    cols = [("encoder", wide["encoder"]), ("resolution", 6), ("tiling", wide["tiling"]), ("llm", wide["llm"]),
-            ("tokens", 6), ("encoder_ms", 10), ("projector_ms", 9), ("prefill_ms", 10), ("ttft_ms", 10), ("avg5", 6)]
+    wide = {
+        c: max([len(str(v)) for v in df[c]] + [len(c), 6]) for c in ("encoder", "tiling", "llm")
+    }
+    cols = [
+        ("encoder", wide["encoder"]),
+        ("resolution", 6),
+        ("tiling", wide["tiling"]),
+        ("llm", wide["llm"]),
+        ("tokens", 6),
+        ("encoder_ms", 10),
+        ("projector_ms", 9),
+        ("prefill_ms", 10),
+        ("ttft_ms", 10),
+        ("avg5", 6),
+    ]
     heads = {"resolution": "res", "projector_ms": "proj_ms"}
     lines = [" ".join(f"{heads.get(c, c):>{w}}" for c, w in cols)]
     for _, r in df.iterrows():
@@ -53,11 +65,15 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
         print(f"(could not compose TTFT rows: {e})", file=sys.stderr)
         return out.exit_code
     print(summary_table(result.points))
-    for note in result.notes:  # the run's machine-speed canary vs the machine's history (docs/noise.md)
+    for (
+        note
+    ) in result.notes:  # the run's machine-speed canary vs the machine's history (docs/noise.md)
         if "machine-speed canary" in note:
             print(note)
     if "contended" in result.points and result.points["contended"].any():
-        print(f"{int(result.points['contended'].sum())} point(s) contended (machine busy): unreliable, see docs/noise.md")
+        print(
+            f"{int(result.points['contended'].sum())} point(s) contended (machine busy): unreliable, see docs/noise.md"
+        )
     _print_paper_three_way(result.points)
     if cfg.claim:
         from harness.vlm.claim import claim_line
@@ -70,7 +86,9 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
         paths = write_report(result, out_dir, title=f"vlm-pareto sweep '{cfg.name}' ({cfg.cite})")
         out.report_dir = str(out_dir)
         print(f"report: {paths.index_html}")
-        for n in paths.notes:  # e.g. no browser for the PNG/SVG figures: what to install, in one line
+        for (
+            n
+        ) in paths.notes:  # e.g. no browser for the PNG/SVG figures: what to install, in one line
             if n.startswith("static images"):
                 print(f"note: {n}", file=sys.stderr)
     return out.exit_code
@@ -95,9 +113,17 @@ def _finish_json(cfg: SweepConfig, out: SweepOutcome) -> int:
 
     from harness.points import load_points
 
-    doc = {"run_id": out.run_id, "grid_points": len(out.plan.points), "measurements": out.plan.n_measurements,
-           "counts": out.counts, "skipped": out.skipped, "failures": out.failures, "wall_s": out.wall_s,
-           "points": [], "report": None}
+    doc = {
+        "run_id": out.run_id,
+        "grid_points": len(out.plan.points),
+        "measurements": out.plan.n_measurements,
+        "counts": out.counts,
+        "skipped": out.skipped,
+        "failures": out.failures,
+        "wall_s": out.wall_s,
+        "points": [],
+        "report": None,
+    }
     try:
         result = load_points(db=cfg.db, run_ids=[out.run_id], recipe=cfg.recipe)
         doc["points"] = json.loads(result.points.to_json(orient="records"))
@@ -105,7 +131,11 @@ def _finish_json(cfg: SweepConfig, out: SweepOutcome) -> int:
             from harness.report.html import write_report
 
             out_dir = Path(cfg.report_dir or Path("reports") / cfg.name)
-            doc["report"] = str(write_report(result, out_dir, title=f"vlm-pareto sweep '{cfg.name}' ({cfg.cite})").index_html)
+            doc["report"] = str(
+                write_report(
+                    result, out_dir, title=f"vlm-pareto sweep '{cfg.name}' ({cfg.cite})"
+                ).index_html
+            )
     except Exception as e:  # measurements are stored; say why there are no points
         doc["error"] = f"{type(e).__name__}: {e}"
     print(json.dumps(doc, indent=2))

@@ -18,7 +18,16 @@ from harness.tasks import EncoderTask, MeasurementKey, PrefillTask, ProjectorTas
 if TYPE_CHECKING:
     from harness.sweep.configs import SweepConfig
 
-__all__ = ["EncoderTask", "GridPoint", "Job", "Plan", "PrefillTask", "ProjectorTask", "build_plan", "jobs"]
+__all__ = [
+    "EncoderTask",
+    "GridPoint",
+    "Job",
+    "Plan",
+    "PrefillTask",
+    "ProjectorTask",
+    "build_plan",
+    "jobs",
+]
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,11 @@ class Plan:
         )
 
 
-def build_plan(cfg: SweepConfig, encoder_info: Callable[[str, int, str], tuple[int, int]],
-               llm_names: dict[str, str]) -> Plan:
+def build_plan(
+    cfg: SweepConfig,
+    encoder_info: Callable[[str, int, str], tuple[int, int]],
+    llm_names: dict[str, str],
+) -> Plan:
     """Enumerate the grid and its unique tasks.
 
     ``encoder_info(name, resolution, tiling) -> (tokens, out_dim)`` validates and counts without
@@ -64,9 +76,15 @@ def build_plan(cfg: SweepConfig, encoder_info: Callable[[str, int, str], tuple[i
     seen_proj: set[tuple] = set()
     vlm_llms = set(cfg.vlms)  # a VLM's own decoder pairs only with the encoders that name it
     for label, enc in cfg.encoders.items():
-        pairs = {k: v for k, v in llm_names.items() if (k in enc.llms if enc.llms is not None else k not in vlm_llms)}
+        pairs = {
+            k: v
+            for k, v in llm_names.items()
+            if (k in enc.llms if enc.llms is not None else k not in vlm_llms)
+        }
         if enc.llms is not None and (unknown := [k for k in enc.llms if k not in llm_names]):
-            raise UserError(f"encoders.{label}.llms: no LLM labelled {unknown[0]!r} in the grid (labels: {', '.join(llm_names)})")
+            raise UserError(
+                f"encoders.{label}.llms: no LLM labelled {unknown[0]!r} in the grid (labels: {', '.join(llm_names)})"
+            )
         tilings = enc.tilings or [cfg.tiling.spec]
         for resolution in enc.resolutions:
             for tiling in tilings:
@@ -74,14 +92,21 @@ def build_plan(cfg: SweepConfig, encoder_info: Callable[[str, int, str], tuple[i
                 ek = (enc.name, resolution, tiling)
                 if ek not in seen_enc:
                     seen_enc.add(ek)
-                    plan.encoder_tasks.append(EncoderTask(label, enc.name, resolution, tiling, tokens, out_dim,
-                                                          enc.weights))
+                    plan.encoder_tasks.append(
+                        EncoderTask(
+                            label, enc.name, resolution, tiling, tokens, out_dim, enc.weights
+                        )
+                    )
                 for llm_label, llm in pairs.items():
-                    plan.points.append(GridPoint(enc.name, resolution, tiling, llm, tokens, out_dim))
+                    plan.points.append(
+                        GridPoint(enc.name, resolution, tiling, llm, tokens, out_dim)
+                    )
                     pk = (llm, tokens)
                     if pk not in seen_pre:
                         seen_pre.add(pk)
-                        plan.prefill_tasks.append(PrefillTask(llm_label, llm, tokens, cfg.prompt_tokens))
+                        plan.prefill_tasks.append(
+                            PrefillTask(llm_label, llm, tokens, cfg.prompt_tokens)
+                        )
                     jk = (llm, tokens, out_dim)
                     if jk not in seen_proj:
                         seen_proj.add(jk)
@@ -95,7 +120,9 @@ def build_plan(cfg: SweepConfig, encoder_info: Callable[[str, int, str], tuple[i
         )
     # Prefill tasks of one LLM are grouped so its model is built once.
     plan.prefill_tasks.sort(key=lambda t: (list(llm_names.values()).index(t.llm), t.tokens))
-    plan.projector_tasks.sort(key=lambda t: (list(llm_names.values()).index(t.llm), t.in_dim, t.tokens))
+    plan.projector_tasks.sort(
+        key=lambda t: (list(llm_names.values()).index(t.llm), t.in_dim, t.tokens)
+    )
     return plan
 
 

@@ -49,7 +49,9 @@ def register_runtimes(backend: BackendConfig) -> None:
         sys.path.insert(0, folder)
     for name, target in backend.runtimes.items():
         if not isinstance(target, str) or ":" not in target:
-            raise UserError(f"backend preset {backend.name!r}: runtimes.{name} must be 'module:attr', got {target!r}")
+            raise UserError(
+                f"backend preset {backend.name!r}: runtimes.{name} must be 'module:attr', got {target!r}"
+            )
         register_backend(name, target)
 
 
@@ -66,8 +68,10 @@ def configure_backend(backend: BackendConfig) -> dict[Side, RunnerConfig]:
             raise UserError(suggest(name, names_for(side), what))
         chosen = get_backend(name)
         if side not in chosen.sides():
-            raise UserError(f"backend {name!r} has no {side} runner (backend.{key}); "
-                            f"{what}s: {', '.join(names_for(side))}")
+            raise UserError(
+                f"backend {name!r} has no {side} runner (backend.{key}); "
+                f"{what}s: {', '.join(names_for(side))}"
+            )
         out[side] = chosen.make_config(preset, side)
     return out
 
@@ -86,8 +90,10 @@ class Runners:
         self._llm: LLMRunner | None = None
         from harness.llms.zoo import LLMS
 
-        self.llm_specs_by_label = {label: LLMS.canonical(llm.name) if llm.name in LLMS else llm.name
-                                   for label, llm in cfg.llms.items()}
+        self.llm_specs_by_label = {
+            label: LLMS.canonical(llm.name) if llm.name in LLMS else llm.name
+            for label, llm in cfg.llms.items()
+        }
 
     # -- pairing (a VLM's vision tower joins only its own decoder; docs/vlms.md) ------------
     def _llm_names(self, labels: list[str]) -> list[str]:
@@ -102,7 +108,13 @@ class Runners:
         """``pairs_with`` for a VLM's own decoder: the encoders that name it."""
         if llm_label not in self.cfg.vlms:
             return {}
-        encs = sorted({e.name for e in self.cfg.encoders.values() if e.llms is not None and llm_label in e.llms})
+        encs = sorted(
+            {
+                e.name
+                for e in self.cfg.encoders.values()
+                if e.llms is not None and llm_label in e.llms
+            }
+        )
         return {"pairs_with": encs}
 
     # -- round (interleaved repetitions; canned backends vary their jitter with it) ---------
@@ -120,7 +132,9 @@ class Runners:
             reason = self.encoder_config.availability()
             if reason:
                 raise Skipped(reason)
-            self._encoder = get_backend(self.encoder_config.name).encoder_runner(self.encoder_config, self.context)
+            self._encoder = get_backend(self.encoder_config.name).encoder_runner(
+                self.encoder_config, self.context
+            )
         return self._encoder
 
     def llm_runner(self) -> LLMRunner:
@@ -137,15 +151,39 @@ class Runners:
         proto = self.protocol.name
         if isinstance(task, EncoderTask):
             c = self.encoder_config
-            return MeasurementKey("encoder", task.name, resolution=task.resolution, tiling=task.tiling,
-                                  tokens=task.tokens, backend=c.name, device=c.device, dtype=c.key_dtype(),
-                                  protocol=proto)
+            return MeasurementKey(
+                "encoder",
+                task.name,
+                resolution=task.resolution,
+                tiling=task.tiling,
+                tokens=task.tokens,
+                backend=c.name,
+                device=c.device,
+                dtype=c.key_dtype(),
+                protocol=proto,
+            )
         c = self.llm_config
         if isinstance(task, PrefillTask):
-            return MeasurementKey("prefill", task.llm, tokens=task.tokens, prompt_tokens=task.prompt_tokens,
-                                  backend=c.name, device=c.device, dtype=c.key_dtype(), protocol=proto)
-        return MeasurementKey("projector", task.llm, tokens=task.tokens, in_dim=task.in_dim, backend=c.name,
-                              device=c.device, dtype=c.key_dtype(), protocol=proto)
+            return MeasurementKey(
+                "prefill",
+                task.llm,
+                tokens=task.tokens,
+                prompt_tokens=task.prompt_tokens,
+                backend=c.name,
+                device=c.device,
+                dtype=c.key_dtype(),
+                protocol=proto,
+            )
+        return MeasurementKey(
+            "projector",
+            task.llm,
+            tokens=task.tokens,
+            in_dim=task.in_dim,
+            backend=c.name,
+            device=c.device,
+            dtype=c.key_dtype(),
+            protocol=proto,
+        )
 
     # -- measuring --------------------------------------------------------------------------
     def encoder(self, task: EncoderTask) -> Outcome:

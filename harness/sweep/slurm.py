@@ -34,17 +34,23 @@ def launcher_overrides(overrides: list[str]) -> tuple[str | None, str | None]:
 def slurm_partitions() -> list[str]:
     """Partition names the cluster reports (``sinfo``); UserError when it does not answer."""
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        raise UserError(f"hydra/launcher={SLURM_LAUNCHER} needs SLURM's sbatch and sinfo on PATH; "
-                        "run the sweep on a node of the cluster (docs/team.md)")
+        raise UserError(
+            f"hydra/launcher={SLURM_LAUNCHER} needs SLURM's sbatch and sinfo on PATH; "
+            "run the sweep on a node of the cluster (docs/team.md)"
+        )
     try:
         r = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired as e:
-        raise UserError(f"hydra/launcher={SLURM_LAUNCHER}: sinfo did not answer in 60 s; "
-                        "is slurmctld running and SLURM_CONF right?") from e
+        raise UserError(
+            f"hydra/launcher={SLURM_LAUNCHER}: sinfo did not answer in 60 s; "
+            "is slurmctld running and SLURM_CONF right?"
+        ) from e
     if r.returncode != 0:
         first = (r.stderr.strip().splitlines() or ["no output"])[0]
-        raise UserError(f"hydra/launcher={SLURM_LAUNCHER}: sinfo failed ({first}); "
-                        "is slurmctld running and SLURM_CONF right?")
+        raise UserError(
+            f"hydra/launcher={SLURM_LAUNCHER}: sinfo failed ({first}); "
+            "is slurmctld running and SLURM_CONF right?"
+        )
     return sorted(set(r.stdout.split()))
 
 
@@ -57,20 +63,34 @@ def check_slurm(overrides: list[str]) -> None:
     if not parts:
         raise UserError(f"hydra/launcher={SLURM_LAUNCHER}: the cluster reports no partition")
     if partition is not None and partition not in parts:
-        raise UserError(suggest(partition, parts, "SLURM partition (hydra.launcher.partition)")
-                        + "; list them with sinfo")
+        raise UserError(
+            suggest(partition, parts, "SLURM partition (hydra.launcher.partition)")
+            + "; list them with sinfo"
+        )
 
 
 #: claim owners written inside a SLURM job end with this and the job id
 JOB_TAG = " slurm-job "
 #: squeue states of a job that may still be measuring
-LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED", "STOPPED"}
+LIVE_STATES = {
+    "PENDING",
+    "RUNNING",
+    "CONFIGURING",
+    "COMPLETING",
+    "REQUEUED",
+    "RESIZING",
+    "SUSPENDED",
+    "STOPPED",
+}
 
 
 def owner_suffix() -> str:
     """`` slurm-job <id>`` inside a SLURM job (appended to a claim's ``host:pid``), else ''."""
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID") and \
-        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    job = (
+        os.environ.get("SLURM_ARRAY_JOB_ID")
+        and os.environ.get("SLURM_ARRAY_TASK_ID")
+        and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    )
     job = job or os.environ.get("SLURM_JOB_ID")
     return f"{JOB_TAG}{job}" if job else ""
 
@@ -88,8 +108,12 @@ def job_is_gone(job: str) -> bool | None:
     if shutil.which("squeue") is None:
         return None
     try:
-        r = subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], capture_output=True, text=True,
-                           timeout=30)
+        r = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except subprocess.TimeoutExpired:
         return None
     if r.returncode != 0:

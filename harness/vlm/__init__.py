@@ -22,4 +22,13 @@ from harness.vlm.families import FAMILIES, family_of
 from harness.vlm.load import list_vlms, load_vlm
 from harness.vlm.register import register_vlm, vlm_params
 
-__all__ = ["FAMILIES", "VLM", "VLMFamily", "family_of", "list_vlms", "load_vlm", "register_vlm", "vlm_params"]
+__all__ = [
+    "FAMILIES",
+    "VLM",
+    "VLMFamily",
+    "family_of",
+    "list_vlms",
+    "load_vlm",
+    "register_vlm",
+    "vlm_params",
+]

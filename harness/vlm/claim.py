@@ -31,9 +31,12 @@ def claim_ratio(points: pd.DataFrame, claim: Mapping[str, Any]) -> dict[str, Any
     return {
         "fast": f"{fast['encoder']}@{fast['resolution']} + {fast['llm']} ({int(fast['tokens'])} tokens)",
         "slow": f"{slow['encoder']}@{slow['resolution']} + {slow['llm']} ({int(slow['tokens'])} tokens)",
-        "fast_ttft_ms": float(fast["ttft_ms"]), "slow_ttft_ms": float(slow["ttft_ms"]), "ratio": ratio,
+        "fast_ttft_ms": float(fast["ttft_ms"]),
+        "slow_ttft_ms": float(slow["ttft_ms"]),
+        "ratio": ratio,
         "estimated": bool(fast.get("estimated", False)) or bool(slow.get("estimated", False)),
-        "paper_ratio": claim.get("paper_ratio"), "paper": claim.get("paper", ""),
+        "paper_ratio": claim.get("paper_ratio"),
+        "paper": claim.get("paper", ""),
     }
 
 
@@ -45,5 +48,7 @@ def claim_line(points: pd.DataFrame, claim: Mapping[str, Any]) -> str:
         return f"claim: not computed ({e})"
     paper = f"; paper: {r['paper_ratio']}x ({r['paper']})" if r["paper_ratio"] is not None else ""
     est = " (estimated: layer-sampled)" if r["estimated"] else ""
-    return (f"claim: {r['slow']} {r['slow_ttft_ms']:.0f} ms / {r['fast']} {r['fast_ttft_ms']:.0f} ms = "
-            f"{r['ratio']:.1f}x measured here{est}{paper}")
+    return (
+        f"claim: {r['slow']} {r['slow_ttft_ms']:.0f} ms / {r['fast']} {r['fast_ttft_ms']:.0f} ms = "
+        f"{r['ratio']:.1f}x measured here{est}{paper}"
+    )

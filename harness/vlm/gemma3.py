@@ -14,10 +14,18 @@ class Gemma3(VLMFamily):
     config_class = "transformers:Gemma3Config"
     aliases = ("gemma-3", "gemma3-vlm")
     required = (
-        "mm_tokens_per_image", "vision_config.hidden_size", "vision_config.intermediate_size",
-        "vision_config.num_hidden_layers", "vision_config.num_attention_heads", "vision_config.image_size",
-        "vision_config.patch_size", "text_config.hidden_size", "text_config.num_hidden_layers",
-        "text_config.num_attention_heads", "text_config.intermediate_size", "text_config.vocab_size",
+        "mm_tokens_per_image",
+        "vision_config.hidden_size",
+        "vision_config.intermediate_size",
+        "vision_config.num_hidden_layers",
+        "vision_config.num_attention_heads",
+        "vision_config.image_size",
+        "vision_config.patch_size",
+        "text_config.hidden_size",
+        "text_config.num_hidden_layers",
+        "text_config.num_attention_heads",
+        "text_config.intermediate_size",
+        "text_config.vocab_size",
     )
     legacy_keys = frozenset({"image_token_index", "boi_token_index", "eoi_token_index"})
 
@@ -31,7 +39,11 @@ class Gemma3(VLMFamily):
         return f"every image is resized to {self._side(vlm)} px and pooled to {vlm.need('mm_tokens_per_image')} tokens"
 
     def tokens_hw(self, vlm: VLM, h: int, w: int) -> int:
-        return pooled_tokens(self._side(vlm), int(vlm.need("vision_config.patch_size")), int(vlm.need("mm_tokens_per_image")))[0]
+        return pooled_tokens(
+            self._side(vlm),
+            int(vlm.need("vision_config.patch_size")),
+            int(vlm.need("mm_tokens_per_image")),
+        )[0]
 
     def images(self, vlm: VLM, size: int) -> int:
         return 1

@@ -15,10 +15,18 @@ class InternVL(VLMFamily):
     config_class = "transformers:InternVLConfig"
     aliases = ("internvl3", "internvl2.5", "intern-vl")
     required = (
-        "downsample_ratio", "vision_config.hidden_size", "vision_config.intermediate_size",
-        "vision_config.num_hidden_layers", "vision_config.num_attention_heads", "vision_config.image_size",
-        "vision_config.patch_size", "text_config.model_type", "text_config.hidden_size",
-        "text_config.num_hidden_layers", "text_config.num_attention_heads", "text_config.intermediate_size",
+        "downsample_ratio",
+        "vision_config.hidden_size",
+        "vision_config.intermediate_size",
+        "vision_config.num_hidden_layers",
+        "vision_config.num_attention_heads",
+        "vision_config.image_size",
+        "vision_config.patch_size",
+        "text_config.model_type",
+        "text_config.hidden_size",
+        "text_config.num_hidden_layers",
+        "text_config.num_attention_heads",
+        "text_config.intermediate_size",
         "text_config.vocab_size",
     )
 
@@ -26,7 +34,10 @@ class InternVL(VLMFamily):
         def side(v: Any) -> int:
             return int(v[0] if isinstance(v, (list, tuple)) else v)
 
-        tile, patch = side(vlm.need("vision_config.image_size")), side(vlm.need("vision_config.patch_size"))
+        tile, patch = (
+            side(vlm.need("vision_config.image_size")),
+            side(vlm.need("vision_config.patch_size")),
+        )
         ratio = float(vlm.need("downsample_ratio"))
         scale = round(1 / ratio)
         if abs(1 / ratio - scale) > 1e-6:

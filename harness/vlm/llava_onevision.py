@@ -15,7 +15,9 @@ def _max_tiles(vlm: VLM) -> int:
     except ValueError:
         from harness.errors import UserError
 
-        raise UserError(f"VLM {vlm.name!r}: vision_aspect_ratio {ratio!r} is not 'anyres_max_<N>'") from None
+        raise UserError(
+            f"VLM {vlm.name!r}: vision_aspect_ratio {ratio!r} is not 'anyres_max_<N>'"
+        ) from None
 
 
 def _pinpoints(vlm: VLM) -> list[list[int]]:
@@ -32,12 +34,27 @@ class LlavaOneVision(VLMFamily):
     config_class = "transformers:LlavaOnevisionConfig"
     aliases = ("llava-onevision", "llava-ov", "llava_ov")
     required = (
-        "vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.num_hidden_layers",
-        "vision_config.num_attention_heads", "vision_config.image_size", "vision_config.patch_size",
-        "text_config.model_type", "text_config.hidden_size", "text_config.num_hidden_layers",
-        "text_config.num_attention_heads", "text_config.intermediate_size", "text_config.vocab_size",
+        "vision_config.hidden_size",
+        "vision_config.intermediate_size",
+        "vision_config.num_hidden_layers",
+        "vision_config.num_attention_heads",
+        "vision_config.image_size",
+        "vision_config.patch_size",
+        "text_config.model_type",
+        "text_config.hidden_size",
+        "text_config.num_hidden_layers",
+        "text_config.num_attention_heads",
+        "text_config.intermediate_size",
+        "text_config.vocab_size",
     )
-    legacy_keys = frozenset({"use_image_newline_parameter", "image_token_index", "video_token_index", "image_seq_length"})
+    legacy_keys = frozenset(
+        {
+            "use_image_newline_parameter",
+            "image_token_index",
+            "video_token_index",
+            "image_seq_length",
+        }
+    )
 
     def _geom(self, vlm: VLM) -> tuple[int, int]:
         return int(vlm.need("vision_config.image_size")), int(vlm.need("vision_config.patch_size"))

@@ -12,10 +12,26 @@ from harness.errors import UserError, suggest
 from harness.vlm.base import VLM
 
 #: keys a VLM YAML may have (anything else is a typo, refused)
-YAML_KEYS = frozenset({"name", "family", "description", "checkpoint", "resolutions", "processor", "published",
-                       "config", "strict_keys", "llms"})
+YAML_KEYS = frozenset(
+    {
+        "name",
+        "family",
+        "description",
+        "checkpoint",
+        "resolutions",
+        "processor",
+        "published",
+        "config",
+        "strict_keys",
+        "llms",
+    }
+)
 #: preprocessor_config.json keys that set the resolution policy
-_PROCESSOR_KEYS = {"min_pixels": "min_pixels", "max_pixels": "max_pixels", "max_patches": "max_patches"}
+_PROCESSOR_KEYS = {
+    "min_pixels": "min_pixels",
+    "max_pixels": "max_pixels",
+    "max_patches": "max_patches",
+}
 
 
 def vlm_dir() -> Path:
@@ -41,7 +57,9 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def load_vlm(source: str | os.PathLike[str] | Mapping[str, Any] | VLM, *, check: bool = True) -> VLM:
+def load_vlm(
+    source: str | os.PathLike[str] | Mapping[str, Any] | VLM, *, check: bool = True
+) -> VLM:
     """A checked :class:`VLM` from a zoo name, a YAML / config.json path, or a mapping (a sweep node)."""
     from harness.vlm.families import FAMILIES, family_of
 
@@ -87,7 +105,9 @@ def from_yaml(path: Path) -> VLM:
 def from_mapping(data: dict[str, Any], where: str) -> VLM:
     unknown = sorted(set(data) - YAML_KEYS)
     if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(sorted(YAML_KEYS))})")
+        raise UserError(
+            f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(sorted(YAML_KEYS))})"
+        )
     for key in ("name", "config"):
         if not data.get(key):
             raise UserError(f"{where}: missing {key!r}")
@@ -96,14 +116,24 @@ def from_mapping(data: dict[str, Any], where: str) -> VLM:
         base = from_checkpoint(Path(config).expanduser())
         config = base.config
     if not isinstance(config, dict):
-        raise UserError(f"{where}: 'config' must be a mapping of transformers config keys or a config.json path")
+        raise UserError(
+            f"{where}: 'config' must be a mapping of transformers config keys or a config.json path"
+        )
     family = data.get("family") or config.get("model_type")
     if not family:
         raise UserError(f"{where}: missing 'family' (or config.model_type)")
     processor = dict(data.get("processor") or {})
-    return VLM(strict_keys=bool(data.get("strict_keys", True)), name=str(data["name"]).lower(), family=str(family), config=dict(config), processor=processor,
-               published=dict(data.get("published") or {}), description=str(data.get("description", "")),
-               source=where, resolutions=[int(r) for r in data.get("resolutions") or []])
+    return VLM(
+        strict_keys=bool(data.get("strict_keys", True)),
+        name=str(data["name"]).lower(),
+        family=str(family),
+        config=dict(config),
+        processor=processor,
+        published=dict(data.get("published") or {}),
+        description=str(data.get("description", "")),
+        source=where,
+        resolutions=[int(r) for r in data.get("resolutions") or []],
+    )
 
 
 def from_checkpoint(path: Path) -> VLM:
@@ -126,7 +156,19 @@ def from_checkpoint(path: Path) -> VLM:
             raise UserError(f"{str(pre)!r} is not JSON: {e}") from e
         processor = {v: pdata[k] for k, v in _PROCESSOR_KEYS.items() if k in pdata}
         size = pdata.get("size") or {}
-        if isinstance(size, dict) and "longest_edge" in size and config["model_type"] in ("smolvlm", "idefics3"):
+        if (
+            isinstance(size, dict)
+            and "longest_edge" in size
+            and config["model_type"] in ("smolvlm", "idefics3")
+        ):
             processor["longest_edge"] = int(size["longest_edge"])
-    name = (cfg_file.parent.name if cfg_file.name == "config.json" else cfg_file.stem).lower() or "vlm"
-    return VLM(name=name, family=str(config["model_type"]), config=config, processor=processor, source=str(cfg_file))
+    name = (
+        cfg_file.parent.name if cfg_file.name == "config.json" else cfg_file.stem
+    ).lower() or "vlm"
+    return VLM(
+        name=name,
+        family=str(config["model_type"]),
+        config=config,
+        processor=processor,
+        source=str(cfg_file),
+    )

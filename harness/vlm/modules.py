@@ -22,13 +22,17 @@ def pixel_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
     b, n, c = x.shape
     side = math.isqrt(n)
     if side * side != n or side % scale:
-        raise ValueError(f"pixel shuffle by {scale} needs a square token grid divisible by it, got {n} tokens")
+        raise ValueError(
+            f"pixel shuffle by {scale} needs a square token grid divisible by it, got {n} tokens"
+        )
     x = x.reshape(b, side, side // scale, c * scale)
     x = x.permute(0, 2, 1, 3).reshape(b, side // scale, side // scale, c * scale * scale)
     return x.permute(0, 2, 1, 3).reshape(b, n // (scale * scale), c * scale * scale)
 
 
-def square_tiles(images: torch.Tensor, rows: int, cols: int, tile: int, extra: str | None) -> torch.Tensor:
+def square_tiles(
+    images: torch.Tensor, rows: int, cols: int, tile: int, extra: str | None
+) -> torch.Tensor:
     """``[1, 3, H, W]`` resized to ``rows*tile x cols*tile`` and cut into tiles (row-major).
 
     ``extra``: ``"first"``/``"last"`` adds the whole image resized to one tile (LLaVA's base
@@ -38,10 +42,16 @@ def square_tiles(images: torch.Tensor, rows: int, cols: int, tile: int, extra: s
     if images.shape[-2:] != (h, w):
         images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
     c = images.shape[1]
-    tiles = images.reshape(1, c, rows, tile, cols, tile).permute(0, 2, 4, 1, 3, 5).reshape(rows * cols, c, tile, tile)
+    tiles = (
+        images.reshape(1, c, rows, tile, cols, tile)
+        .permute(0, 2, 4, 1, 3, 5)
+        .reshape(rows * cols, c, tile, tile)
+    )
     if extra is None:
         return tiles.contiguous()
-    whole = F.interpolate(images, size=(tile, tile), mode="bilinear", align_corners=False, antialias=True)
+    whole = F.interpolate(
+        images, size=(tile, tile), mode="bilinear", align_corners=False, antialias=True
+    )
     parts = [whole, tiles] if extra == "first" else [tiles, whole]
     return torch.cat(parts, dim=0).contiguous()
 
@@ -62,18 +72,30 @@ def restore_buffers(model: nn.Module) -> nn.Module:
         for n in names:
             buf = getattr(m, n)
             if n == "position_ids":
-                setattr(m, n, torch.arange(buf.shape[-1], device=buf.device, dtype=buf.dtype).expand(buf.shape).contiguous())
+                setattr(
+                    m,
+                    n,
+                    torch.arange(buf.shape[-1], device=buf.device, dtype=buf.dtype)
+                    .expand(buf.shape)
+                    .contiguous(),
+                )
             elif "inv_freq" in n:
                 if fresh is None:
                     cfg = getattr(m, "config", None)
                     with torch.device(buf.device):
-                        fresh = type(m)(cfg) if cfg is not None else type(m)(*getattr(m, "_vlm_args", ()))
+                        fresh = (
+                            type(m)(cfg)
+                            if cfg is not None
+                            else type(m)(*getattr(m, "_vlm_args", ()))
+                        )
                 setattr(m, n, getattr(fresh, n).to(device=buf.device))
             elif n == "embed_scale" and hasattr(m, "scalar_embed_scale"):
                 scale: Any = m.scalar_embed_scale
                 buf.fill_(float(scale))
             else:
-                raise RuntimeError(f"cannot restore non-persistent buffer {type(m).__name__}.{n} after to_empty")
+                raise RuntimeError(
+                    f"cannot restore non-persistent buffer {type(m).__name__}.{n} after to_empty"
+                )
     return model
 
 
@@ -96,7 +118,9 @@ class AnyResSiglip(VisionTokens):
 
     def __init__(self, tower: Any, layout: dict[str, int], tile: int):
         super().__init__()
-        tower.post_layernorm = nn.Identity()  # vision_feature_layer=-1 reads the pre-norm hidden state
+        tower.post_layernorm = (
+            nn.Identity()
+        )  # vision_feature_layer=-1 reads the pre-norm hidden state
         self.tower = tower
         self.layout = dict(layout)
         self.tile = tile
@@ -113,7 +137,10 @@ class AnyResSiglip(VisionTokens):
         base, grid = feats[0], feats[1:]
         grid = grid.view(rows, cols, g, g, c).permute(4, 0, 2, 1, 3).reshape(c, rows * g, cols * g)
         fh, fw = lay["feat_h"], lay["feat_w"]
-        if (fh, fw) != (rows * g, cols * g):  # anyres_max_N: shrink (square images need no unpadding)
+        if (fh, fw) != (
+            rows * g,
+            cols * g,
+        ):  # anyres_max_N: shrink (square images need no unpadding)
             grid = F.interpolate(grid[None], size=(fh, fw), mode="bilinear")[0]
         newline = self.image_newline[:, None, None].expand(c, fh, 1)
         grid = torch.cat([grid, newline], dim=-1).flatten(1, 2).transpose(0, 1)
@@ -187,7 +214,9 @@ class InternTiles(VisionTokens):
         self.out_dim = tower.config.hidden_size * scale * scale
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return square_tiles(images, self.rows, self.cols, self.tile, "last" if self.thumbnail else None)
+        return square_tiles(
+            images, self.rows, self.cols, self.tile, "last" if self.thumbnail else None
+        )
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
         hidden = self.tower(pixel_values=tiles).last_hidden_state[:, 1:]
@@ -206,11 +235,15 @@ class PooledSiglip(VisionTokens):
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.side:
-            images = F.interpolate(images, size=(self.side, self.side), mode="bilinear", align_corners=False)
+            images = F.interpolate(
+                images, size=(self.side, self.side), mode="bilinear", align_corners=False
+            )
         return images.contiguous()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        hidden = self.tower(pixel_values=images).last_hidden_state  # [1, g*g, C] (post-norm, as Gemma 3 reads it)
+        hidden = self.tower(
+            pixel_values=images
+        ).last_hidden_state  # [1, g*g, C] (post-norm, as Gemma 3 reads it)
         b, n, c = hidden.shape
         g = math.isqrt(n)
         grid = hidden.transpose(1, 2).reshape(b, c, g, g)

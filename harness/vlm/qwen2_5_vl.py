@@ -18,17 +18,34 @@ class Qwen25VL(VLMFamily):
     config_class = "transformers:Qwen2_5_VLConfig"
     aliases = ("qwen2.5-vl", "qwen25vl", "qwen2_5vl")
     required = (
-        "vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.depth",
-        "vision_config.num_heads", "vision_config.patch_size", "vision_config.spatial_merge_size",
-        "vision_config.fullatt_block_indexes", "vision_config.window_size",
-        "text_config.hidden_size", "text_config.num_hidden_layers", "text_config.num_attention_heads",
-        "text_config.intermediate_size", "text_config.vocab_size",
+        "vision_config.hidden_size",
+        "vision_config.intermediate_size",
+        "vision_config.depth",
+        "vision_config.num_heads",
+        "vision_config.patch_size",
+        "vision_config.spatial_merge_size",
+        "vision_config.fullatt_block_indexes",
+        "vision_config.window_size",
+        "text_config.hidden_size",
+        "text_config.num_hidden_layers",
+        "text_config.num_attention_heads",
+        "text_config.intermediate_size",
+        "text_config.vocab_size",
     )
-    legacy_keys = frozenset({"vision_token_id", "video_token_id", "image_token_id", "vision_start_token_id",
-                             "vision_end_token_id"})
+    legacy_keys = frozenset(
+        {
+            "vision_token_id",
+            "video_token_id",
+            "image_token_id",
+            "vision_start_token_id",
+            "vision_end_token_id",
+        }
+    )
 
     def _factor(self, vlm: VLM) -> int:
-        return int(vlm.need("vision_config.patch_size")) * int(vlm.need("vision_config.spatial_merge_size"))
+        return int(vlm.need("vision_config.patch_size")) * int(
+            vlm.need("vision_config.spatial_merge_size")
+        )
 
     def _bounds(self, vlm: VLM) -> tuple[int, int]:
         return int(vlm.proc("min_pixels", MIN_PIXELS)), int(vlm.proc("max_pixels", MAX_PIXELS))

@@ -60,14 +60,24 @@ def encoder_spec(vlm: VLM) -> Any:
     patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)
     width = int(v.get("hidden_size", 1024))
     return EncoderSpec(
-        name=encoder_name(vlm), family=f"vlm:{fam.name}", stride=patch, out_dim=fam.out_dim(vlm),
-        builder=_builder(fam, vlm), takes_resolution=True, head_kwarg=False,
-        native_resolution=fam.native_size(vlm), min_resolution=sizes[0], max_resolution=sizes[-1],
+        name=encoder_name(vlm),
+        family=f"vlm:{fam.name}",
+        stride=patch,
+        out_dim=fam.out_dim(vlm),
+        builder=_builder(fam, vlm),
+        takes_resolution=True,
+        head_kwarg=False,
+        native_resolution=fam.native_size(vlm),
+        min_resolution=sizes[0],
+        max_resolution=sizes[-1],
         params_include_head="vision tower + token reduction as timed (the connector MLP is the projector)",
-        paper_resolutions=tuple(vlm.resolutions), description=vlm.description or f"{vlm.name} vision tower ({fam.name})",
-        act_bytes_per_pixel=width * 4 / (patch * patch) * 4 * 3, attn_stride=patch,
+        paper_resolutions=tuple(vlm.resolutions),
+        description=vlm.description or f"{vlm.name} vision tower ({fam.name})",
+        act_bytes_per_pixel=width * 4 / (patch * patch) * 4 * 3,
+        attn_stride=patch,
         attn_heads=int(v.get("num_attention_heads", v.get("num_heads", 16))),
-        source=vlm.source, token_rule=FamilyTokenRule(fam, vlm),
+        source=vlm.source,
+        token_rule=FamilyTokenRule(fam, vlm),
     )
 
 
@@ -76,7 +86,9 @@ def llm_spec(vlm: VLM) -> Any:
     from harness.vlm.families import family_of
 
     fam = family_of(vlm)
-    return spec_from_config_dict(fam.text_config(vlm), name=llm_name(vlm), source=f"{vlm.source} (text_config)")
+    return spec_from_config_dict(
+        fam.text_config(vlm), name=llm_name(vlm), source=f"{vlm.source} (text_config)"
+    )
 
 
 def register_vlm(vlm: VLM | str) -> tuple[str, str]:

@@ -33,7 +33,9 @@ def nearest(value: int, valid: Sequence[int], n: int = 2) -> list[int]:
 def refuse(model: str, size: int, why: str, valid: Sequence[int]) -> UserError:
     """The one-line error for a size the policy cannot produce, with the nearest valid sizes."""
     near = nearest(size, valid)
-    return UserError(f"{model} cannot run a {size} px image: {why}; nearest valid sizes: {', '.join(map(str, near))}")
+    return UserError(
+        f"{model} cannot run a {size} px image: {why}; nearest valid sizes: {', '.join(map(str, near))}"
+    )
 
 
 # --------------------------------------------------------------------------- LLaVA-OneVision
@@ -65,7 +67,9 @@ def unpadded_shape(ch: int, cw: int, h: int, w: int) -> tuple[int, int]:
     return ch, cw - 2 * pad
 
 
-def llava_ov_layout(h: int, w: int, tile: int, patch: int, pinpoints: Sequence[Sequence[int]], max_tiles: int) -> dict[str, int]:
+def llava_ov_layout(
+    h: int, w: int, tile: int, patch: int, pinpoints: Sequence[Sequence[int]], max_tiles: int
+) -> dict[str, int]:
     """Grid rows/cols and the packed feature shape for an ``h x w`` image."""
     g = tile // patch
     bh, bw = select_best_resolution(h, w, pinpoints)
@@ -77,8 +81,15 @@ def llava_ov_layout(h: int, w: int, tile: int, patch: int, pinpoints: Sequence[S
     return {"rows": rows, "cols": cols, "grid": g, "feat_h": ch, "feat_w": cw}
 
 
-def llava_ov_tokens(h: int, w: int, tile: int = 384, patch: int = 14, pinpoints: Sequence[Sequence[int]] = (),
-                    max_tiles: int = 9, newline: bool = True) -> int:
+def llava_ov_tokens(
+    h: int,
+    w: int,
+    tile: int = 384,
+    patch: int = 14,
+    pinpoints: Sequence[Sequence[int]] = (),
+    max_tiles: int = 9,
+    newline: bool = True,
+) -> int:
     """Base image (g^2) + the unpadded, possibly shrunk grid + one newline per grid row."""
     lay = llava_ov_layout(h, w, tile, patch, pinpoints, max_tiles)
     g = lay["grid"]
@@ -93,14 +104,23 @@ def llava_ov_sizes(tile: int, pinpoints: Sequence[Sequence[int]]) -> list[int]:
 # --------------------------------------------------------------------------- Qwen2.5-VL
 
 
-def smart_resize(h: int, w: int, factor: int = 28, min_pixels: int = 56 * 56, max_pixels: int = 14 * 14 * 4 * 1280) -> tuple[int, int]:
+def smart_resize(
+    h: int,
+    w: int,
+    factor: int = 28,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 14 * 14 * 4 * 1280,
+) -> tuple[int, int]:
     """Qwen2-VL's resize: sides rounded to ``factor``, area kept within [min_pixels, max_pixels]."""
     if max(h, w) / min(h, w) > 200:
         raise UserError(f"aspect ratio of {h}x{w} is above Qwen2-VL's limit of 200")
     hb, wb = max(factor, round(h / factor) * factor), max(factor, round(w / factor) * factor)
     if hb * wb > max_pixels:
         beta = math.sqrt(h * w / max_pixels)
-        hb, wb = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
+        hb, wb = (
+            max(factor, math.floor(h / beta / factor) * factor),
+            max(factor, math.floor(w / beta / factor) * factor),
+        )
     elif hb * wb < min_pixels:
         beta = math.sqrt(min_pixels / (h * w))
         hb, wb = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
@@ -145,11 +165,21 @@ def split_sizes(tile: int, longest_edge: int) -> list[int]:
 # --------------------------------------------------------------------------- InternVL
 
 
-def internvl_grid(h: int, w: int, min_num: int = 1, max_num: int = 12, tile: int = 448) -> tuple[int, int]:
+def internvl_grid(
+    h: int, w: int, min_num: int = 1, max_num: int = 12, tile: int = 448
+) -> tuple[int, int]:
     """InternVL's dynamic_preprocess: the (cols, rows) grid whose aspect ratio is closest to the image's."""
     aspect = w / h
-    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-                     if min_num <= i * j <= max_num}, key=lambda x: x[0] * x[1])
+    ratios = sorted(
+        {
+            (i, j)
+            for n in range(min_num, max_num + 1)
+            for i in range(1, n + 1)
+            for j in range(1, n + 1)
+            if min_num <= i * j <= max_num
+        },
+        key=lambda x: x[0] * x[1],
+    )
     best, best_diff, area = (1, 1), math.inf, w * h
     for c, r in ratios:
         diff = abs(aspect - c / r)
@@ -160,8 +190,15 @@ def internvl_grid(h: int, w: int, min_num: int = 1, max_num: int = 12, tile: int
     return best
 
 
-def internvl_tokens(h: int, w: int, tile: int = 448, patch: int = 14, downsample: float = 0.5, max_num: int = 12,
-                    thumbnail: bool = True) -> int:
+def internvl_tokens(
+    h: int,
+    w: int,
+    tile: int = 448,
+    patch: int = 14,
+    downsample: float = 0.5,
+    max_num: int = 12,
+    thumbnail: bool = True,
+) -> int:
     """Tiles (+ thumbnail when more than one) x (tile/patch * downsample)^2."""
     c, r = internvl_grid(h, w, 1, max_num, tile)
     per = int((tile // patch) * downsample) ** 2
@@ -182,5 +219,7 @@ def pooled_tokens(image_size: int, patch: int, tokens: int) -> tuple[int, int]:
     side = image_size // patch
     out = int(math.isqrt(tokens))
     if out * out != tokens or side % out:
-        raise UserError(f"mm_tokens_per_image={tokens} does not pool a {side}x{side} patch grid evenly")
+        raise UserError(
+            f"mm_tokens_per_image={tokens} does not pool a {side}x{side} patch grid evenly"
+        )
     return tokens, side // out

@@ -14,17 +14,28 @@ class SmolVLM(VLMFamily):
     config_class = "transformers:SmolVLMConfig"
     aliases = ("smolvlm2", "smol-vlm", "idefics3")
     required = (
-        "scale_factor", "vision_config.hidden_size", "vision_config.intermediate_size",
-        "vision_config.num_hidden_layers", "vision_config.num_attention_heads", "vision_config.image_size",
-        "vision_config.patch_size", "text_config.model_type", "text_config.hidden_size",
-        "text_config.num_hidden_layers", "text_config.num_attention_heads", "text_config.intermediate_size",
+        "scale_factor",
+        "vision_config.hidden_size",
+        "vision_config.intermediate_size",
+        "vision_config.num_hidden_layers",
+        "vision_config.num_attention_heads",
+        "vision_config.image_size",
+        "vision_config.patch_size",
+        "text_config.model_type",
+        "text_config.hidden_size",
+        "text_config.num_hidden_layers",
+        "text_config.num_attention_heads",
+        "text_config.intermediate_size",
         "text_config.vocab_size",
     )
     legacy_keys = frozenset({"image_token_id", "pad_token_id", "vocab_size"})
 
     def _geom(self, vlm: VLM) -> tuple[int, int, int]:
-        return (int(vlm.need("vision_config.image_size")), int(vlm.need("vision_config.patch_size")),
-                int(vlm.need("scale_factor")))
+        return (
+            int(vlm.need("vision_config.image_size")),
+            int(vlm.need("vision_config.patch_size")),
+            int(vlm.need("scale_factor")),
+        )
 
     def _longest(self, vlm: VLM) -> int:
         tile = self._geom(vlm)[0]

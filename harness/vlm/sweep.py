@@ -6,7 +6,17 @@ from typing import Any
 
 from harness.errors import UserError
 
-_FIELDS = ("name", "family", "description", "checkpoint", "resolutions", "processor", "published", "config", "strict_keys")
+_FIELDS = (
+    "name",
+    "family",
+    "description",
+    "checkpoint",
+    "resolutions",
+    "processor",
+    "published",
+    "config",
+    "strict_keys",
+)
 
 
 def vlm_axis_data(axis: Any) -> dict[str, Any]:
@@ -34,12 +44,23 @@ def expand_vlms(cfg: Any) -> None:
         enc_name, llm_name = register_vlm(vlm)
         resolutions = list(axis.resolutions or vlm.resolutions)
         if not resolutions:
-            raise UserError(f"vlms.{label} ({vlm.name}): no resolutions (set vlms.{label}.resolutions)")
+            raise UserError(
+                f"vlms.{label} ({vlm.name}): no resolutions (set vlms.{label}.resolutions)"
+            )
         existing = cfg.encoders.get(label)
         if existing is not None and existing.name != enc_name:
-            raise UserError(f"vlms.{label}: label {label!r} is already an encoder of the grid; rename one")
+            raise UserError(
+                f"vlms.{label}: label {label!r} is already an encoder of the grid; rename one"
+            )
         if label in cfg.llms and cfg.llms[label].name != llm_name:
-            raise UserError(f"vlms.{label}: label {label!r} is already an LLM of the grid; rename one")
-        cfg.encoders[label] = EncoderAxis(name=enc_name, resolutions=resolutions, tilings=["none"],
-                                          llms=[label, *axis.llms], description=vlm.description)
+            raise UserError(
+                f"vlms.{label}: label {label!r} is already an LLM of the grid; rename one"
+            )
+        cfg.encoders[label] = EncoderAxis(
+            name=enc_name,
+            resolutions=resolutions,
+            tilings=["none"],
+            llms=[label, *axis.llms],
+            description=vlm.description,
+        )
         cfg.llms[label] = LLMAxis(name=llm_name, description=f"{vlm.name} decoder")

@@ -20,7 +20,9 @@ def million_points() -> np.ndarray:
 
 
 def test_pareto_front_million_points(benchmark, million_points):
-    res = benchmark.pedantic(pareto_front, args=(million_points,), rounds=5, iterations=1, warmup_rounds=1)
+    res = benchmark.pedantic(
+        pareto_front, args=(million_points,), rounds=5, iterations=1, warmup_rounds=1
+    )
     assert 0 < len(res) < 200 and res.excluded_nan == 0
     assert benchmark.stats.stats.median < 1.0
 
@@ -28,7 +30,9 @@ def test_pareto_front_million_points(benchmark, million_points):
 def test_pareto_front_million_points_with_ties(benchmark):
     # Quantised values: many exact ties and duplicates exercise the grouping path.
     rng = np.random.default_rng(1)
-    pts = np.column_stack([rng.integers(400, 800, 1_000_000) / 10, rng.integers(10, 5000, 1_000_000).astype(float)])
+    pts = np.column_stack(
+        [rng.integers(400, 800, 1_000_000) / 10, rng.integers(10, 5000, 1_000_000).astype(float)]
+    )
     res = benchmark.pedantic(pareto_front, args=(pts,), rounds=5, iterations=1, warmup_rounds=1)
     assert len(res) > 0
     assert benchmark.stats.stats.median < 1.0

@@ -14,7 +14,15 @@ from harness.compare import change_points, compare_samples, history_verdicts
 from harness.protocol import Protocol, measure
 
 #: Fixed-count protocol (no minimum time) so each benchmark round does the same work.
-COUNTED = Protocol("bench-counted", warmup_runs=1, warmup_min_s=0.0, min_runs=200, min_time_s=0.0, max_time_s=10.0, threads=1)
+COUNTED = Protocol(
+    "bench-counted",
+    warmup_runs=1,
+    warmup_min_s=0.0,
+    min_runs=200,
+    min_time_s=0.0,
+    max_time_s=10.0,
+    threads=1,
+)
 
 
 def _noop() -> None:

@@ -22,7 +22,12 @@ def page_size(path: Path) -> int:
 def root_pages(path: Path) -> dict[str, int]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return {name: int(root) for name, root in con.execute("SELECT name, rootpage FROM sqlite_master WHERE rootpage > 0")}
+        return {
+            name: int(root)
+            for name, root in con.execute(
+                "SELECT name, rootpage FROM sqlite_master WHERE rootpage > 0"
+            )
+        }
     finally:
         con.close()
 
@@ -53,7 +58,9 @@ def btree_pages(path: Path, root: int) -> tuple[list[int], list[int]]:
     return interior, leaves
 
 
-def damage_page(path: Path, page: int, *, offset: int = 0, length: int | None = None, byte: int = 0xA5) -> None:
+def damage_page(
+    path: Path, page: int, *, offset: int = 0, length: int | None = None, byte: int = 0xA5
+) -> None:
     """Overwrite ``length`` bytes (default: the whole page) of ``page`` starting at ``offset``."""
     ps = page_size(path)
     length = ps - offset if length is None else length

@@ -19,7 +19,9 @@ for i in range(n):
     idx = i if overlap else worker * 100000 + i
     if idx % 7 not in cache:
         samples = [float(idx % 7) + 1.0 + j * 0.01 for j in range(200)]
-        cache[idx % 7] = Measurement(samples_ms=samples, stats=summarize(samples), protocol="quick", threads=1)
+        cache[idx % 7] = Measurement(
+            samples_ms=samples, stats=summarize(samples), protocol="quick", threads=1
+        )
     m = cache[idx % 7]
     key = MeasurementKey("encoder", f"enc{idx % 7}", resolution=64 * (idx + 1), protocol="quick")
     rid = store.add_measurement(run_id, key, m, extra={"worker": worker, "i": i})

@@ -39,8 +39,10 @@ COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 #: canonical precision (harness/dtypes.py) -> coremltools ``ct.precision`` member
 PRECISIONS = {"float16": "FLOAT16", "float32": "FLOAT32"}
 DEFAULT_CACHE = Path("results") / "cache" / "coreml"
-MACOS_ONLY = ("Core ML prediction needs macOS (this is {platform}); conversion works here via convert_coreml(), "
-              "timing does not")
+MACOS_ONLY = (
+    "Core ML prediction needs macOS (this is {platform}); conversion works here via convert_coreml(), "
+    "timing does not"
+)
 
 
 @dataclass
@@ -136,13 +138,25 @@ def convert_coreml(
     tile = validate_resolution(spec.name, resolution, t.text)
     batch = t.images if batch_tiles else 1
 
-    encoder = build_encoder(spec.name, tile, device="cpu", dtype=torch.float32, seed=seed, weights=weights)
+    encoder = build_encoder(
+        spec.name, tile, device="cpu", dtype=torch.float32, seed=seed, weights=weights
+    )
     whash = weights_hash(encoder.module, weights, seed)
     root = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
     path = root / f"{spec.name}_{tile}px_b{batch}_{prec}_{whash}.mlpackage"
-    meta = {"encoder": spec.name, "tile_resolution": tile, "batch": batch, "precision": prec, "weights_hash": whash, "tiling": t.text, "resolution": resolution}
+    meta = {
+        "encoder": spec.name,
+        "tile_resolution": tile,
+        "batch": batch,
+        "precision": prec,
+        "weights_hash": whash,
+        "tiling": t.text,
+        "resolution": resolution,
+    }
     if path.exists() and not force:
-        return CoreMLArtifact(path, spec.name, tile, batch, prec, whash, cached=True, convert_s=0.0, meta=meta)
+        return CoreMLArtifact(
+            path, spec.name, tile, batch, prec, whash, cached=True, convert_s=0.0, meta=meta
+        )
 
     import coremltools as ct
 
@@ -153,7 +167,9 @@ def convert_coreml(
         with torch.no_grad():
             program = torch.export.export(model, (example,)).run_decompositions({})
     except Exception as e:
-        raise UserError(f"torch.export failed for {spec.name} at {tile}px: {type(e).__name__}: {e}") from e
+        raise UserError(
+            f"torch.export failed for {spec.name} at {tile}px: {type(e).__name__}: {e}"
+        ) from e
     export_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     try:
@@ -168,7 +184,9 @@ def convert_coreml(
             skip_model_load=not is_macos(),
         )
     except Exception as e:
-        raise UserError(f"coremltools.convert failed for {spec.name} at {tile}px: {type(e).__name__}: {e}") from e
+        raise UserError(
+            f"coremltools.convert failed for {spec.name} at {tile}px: {type(e).__name__}: {e}"
+        ) from e
     convert_s = time.perf_counter() - t1
     root.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mlpackage")
@@ -177,8 +195,21 @@ def convert_coreml(
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)  # atomic publish: a concurrent reader never sees half a package
     # Sidecar next to (not inside) the package, so the package stays exactly what coremltools wrote.
-    path.with_suffix(".json").write_text(json.dumps({**meta, "export_s": export_s, "convert_s": convert_s}, indent=2))
-    return CoreMLArtifact(path, spec.name, tile, batch, prec, whash, cached=False, convert_s=convert_s, export_s=export_s, meta=meta)
+    path.with_suffix(".json").write_text(
+        json.dumps({**meta, "export_s": export_s, "convert_s": convert_s}, indent=2)
+    )
+    return CoreMLArtifact(
+        path,
+        spec.name,
+        tile,
+        batch,
+        prec,
+        whash,
+        cached=False,
+        convert_s=convert_s,
+        export_s=export_s,
+        meta=meta,
+    )
 
 
 def neural_engine_fraction(mlmodel: Any, compute_units: str) -> dict[str, Any] | None:
@@ -192,7 +223,10 @@ def neural_engine_fraction(mlmodel: Any, compute_units: str) -> dict[str, Any] |
         )
         from coremltools.models.compute_plan import MLComputePlan
 
-        plan = MLComputePlan.load_from_path(path=mlmodel.get_compiled_model_path(), compute_units=getattr(ct.ComputeUnit, compute_units))
+        plan = MLComputePlan.load_from_path(
+            path=mlmodel.get_compiled_model_path(),
+            compute_units=getattr(ct.ComputeUnit, compute_units),
+        )
         counts = {"neural_engine": 0, "gpu": 0, "cpu": 0, "other": 0}
         program = plan.model_structure.program
         if program is None:
@@ -245,13 +279,27 @@ def measure_coreml(
     t = parse_tiling(tiling)
     proto = get_protocol(protocol)
     t0 = time.perf_counter()
-    art = convert_coreml(spec.name, resolution, t.text, precision=precision, compute_units=units, batch_tiles=batch_tiles, weights=weights, seed=seed, cache_dir=cache_dir)
+    art = convert_coreml(
+        spec.name,
+        resolution,
+        t.text,
+        precision=precision,
+        compute_units=units,
+        batch_tiles=batch_tiles,
+        weights=weights,
+        seed=seed,
+        cache_dir=cache_dir,
+    )
     mlmodel = ct.models.MLModel(str(art.path), compute_units=getattr(ct.ComputeUnit, units))
     build_s = time.perf_counter() - t0
 
     rng = np.random.default_rng(seed)
     calls = 1 if batch_tiles else t.images
-    x = {"images": ((rng.random((art.batch, 3, art.tile_resolution, art.tile_resolution)) - 0.45) / 0.27).astype(np.float32)}
+    x = {
+        "images": (
+            (rng.random((art.batch, 3, art.tile_resolution, art.tile_resolution)) - 0.45) / 0.27
+        ).astype(np.float32)
+    }
     native_ns: list[int] = []
 
     def step() -> Any:
@@ -267,24 +315,47 @@ def measure_coreml(
     out = step()
     wall = measure(step, proto)
     measurement, timing = wall, "wall"
-    timed = native_ns[-len(wall.samples_ms):]
+    timed = native_ns[-len(wall.samples_ms) :]
     if timed and all(n > 0 for n in timed):
         from harness.stats import summarize
 
         samples = [n / 1e6 for n in timed]
-        measurement = Measurement(samples_ms=samples, stats=summarize(samples, proto.confidence), protocol=wall.protocol, threads=wall.threads, warmup_ms=wall.warmup_ms, capped=wall.capped, wall_s=wall.wall_s)
+        measurement = Measurement(
+            samples_ms=samples,
+            stats=summarize(samples, proto.confidence),
+            protocol=wall.protocol,
+            threads=wall.threads,
+            warmup_ms=wall.warmup_ms,
+            capped=wall.capped,
+            wall_s=wall.wall_s,
+        )
         timing = "last_predict_duration_in_nano_seconds"
     tokens_arr = out["tokens"]
     tokens = int(np.prod(tokens_arr.shape[:-1])) * (1 if batch_tiles else t.images)
     extra = {
-        "backend": "coreml", "compute_units": units, "precision": art.precision, "timing": timing,
-        "wall_median_ms": wall.stats.median_ms, "package": str(art.path), "cached": art.cached,
-        "convert_s": art.convert_s, "compute_plan": neural_engine_fraction(mlmodel, units),
-        "tile_resolution": art.tile_resolution, "images": t.images, "batch_tiles": batch_tiles,
+        "backend": "coreml",
+        "compute_units": units,
+        "precision": art.precision,
+        "timing": timing,
+        "wall_median_ms": wall.stats.median_ms,
+        "package": str(art.path),
+        "cached": art.cached,
+        "convert_s": art.convert_s,
+        "compute_plan": neural_engine_fraction(mlmodel, units),
+        "tile_resolution": art.tile_resolution,
+        "images": t.images,
+        "batch_tiles": batch_tiles,
     }
     from harness.encoders.zoo import count_params
 
-    return EncoderResult(measurement=measurement, tokens=tokens, out_dim=int(tokens_arr.shape[-1]), params_m=count_params(spec.name, False) / 1e6, build_s=build_s, extra=extra)
+    return EncoderResult(
+        measurement=measurement,
+        tokens=tokens,
+        out_dim=int(tokens_arr.shape[-1]),
+        params_m=count_params(spec.name, False) / 1e6,
+        build_s=build_s,
+        extra=extra,
+    )
 
 
 def _last_predict_ns(mlmodel: Any) -> int | None:
@@ -294,4 +365,3 @@ def _last_predict_ns(mlmodel: Any) -> int | None:
         return int(value) if value else None
     except Exception:
         return None
-

@@ -54,13 +54,19 @@ class FakeConfig(RunnerConfig):
 class FakeEncoder(EncoderRunner):
     """Nothing is built or run: the latency comes from :func:`encoder_ms`."""
 
-    def build(self, spec: EncoderSpec, resolution: int, tiling: str, weights: str | None = None) -> Built:
+    def build(
+        self, spec: EncoderSpec, resolution: int, tiling: str, weights: str | None = None
+    ) -> Built:
         from harness.encoders.tiling import parse_tiling
 
         t = parse_tiling(tiling)
         tile = t.tile_resolution(resolution)
-        return Built(step=lambda: None, tokens=t.images * spec.tokens_at(tile), out_dim=spec.out_dim,
-                     extra=EncoderExtra(tile_resolution=tile, images=t.images, settings={"fake": True}))
+        return Built(
+            step=lambda: None,
+            tokens=t.images * spec.tokens_at(tile),
+            out_dim=spec.out_dim,
+            extra=EncoderExtra(tile_resolution=tile, images=t.images, settings={"fake": True}),
+        )
 
     def measure(self, task: EncoderTask, protocol: Protocol) -> Outcome:
         from harness.encoders.tiling import parse_tiling
@@ -68,15 +74,23 @@ class FakeEncoder(EncoderRunner):
         t = parse_tiling(task.tiling)
         tile = t.tile_resolution(task.resolution)
         m = fake_encoder(task.name, tile, t.images, protocol, self.context.round)
-        extra = EncoderExtra(tile_resolution=tile, images=t.images, out_dim=task.out_dim, settings={"fake": True})
+        extra = EncoderExtra(
+            tile_resolution=tile, images=t.images, out_dim=task.out_dim, settings={"fake": True}
+        )
         return Outcome(m, extra, build_s=0.0)
 
 
 class FakeLLM(LLMRunner):
     SUPPORTS_LAYER_SAMPLING = False
 
-    def prefill(self, task: PrefillTask, spec: LLMSpec, in_dim: int, protocol: Protocol,
-                sample_layers: int | None = None) -> Outcome:
+    def prefill(
+        self,
+        task: PrefillTask,
+        spec: LLMSpec,
+        in_dim: int,
+        protocol: Protocol,
+        sample_layers: int | None = None,
+    ) -> Outcome:
         rnd = self.context.round
         m = fake_prefill(task.llm, spec.params_b, task.tokens + task.prompt_tokens, protocol, rnd)
         proj = fake_projector(task.llm, in_dim, spec.hidden, task.tokens, protocol, rnd)
@@ -85,9 +99,16 @@ class FakeLLM(LLMRunner):
         return Outcome(m, extra, build_s=0.0, projector=side)
 
     def projector(self, task: ProjectorTask, spec: LLMSpec, protocol: Protocol) -> Outcome:
-        m = fake_projector(task.llm, task.in_dim, spec.hidden, task.tokens, protocol, self.context.round)
+        m = fake_projector(
+            task.llm, task.in_dim, spec.hidden, task.tokens, protocol, self.context.round
+        )
         return Outcome(m, ProjectorExtra(in_dim=task.in_dim, settings={"fake": True}), build_s=0.0)
 
 
-BACKEND = Backend("fake", FakeConfig, encoder=FakeEncoder, llm=FakeLLM,
-                  description="canned latencies (no model is built); for tests and demos")
+BACKEND = Backend(
+    "fake",
+    FakeConfig,
+    encoder=FakeEncoder,
+    llm=FakeLLM,
+    description="canned latencies (no model is built); for tests and demos",
+)

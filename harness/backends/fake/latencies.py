@@ -36,7 +36,12 @@ def _samples(median: float, n: int, seed_text: str) -> list[float]:
 
 def _measurement(median: float, protocol: Protocol, seed_text: str) -> Measurement:
     samples = _samples(median, max(protocol.min_runs, 5), seed_text)
-    return Measurement(samples_ms=samples, stats=summarize(samples), protocol=protocol.name, threads=protocol.resolved_threads)
+    return Measurement(
+        samples_ms=samples,
+        stats=summarize(samples),
+        protocol=protocol.name,
+        threads=protocol.resolved_threads,
+    )
 
 
 def encoder_ms(name: str, tile_resolution: int, images: int) -> float:
@@ -47,15 +52,25 @@ def prefill_ms(params_b: float, tokens: int) -> float:
     return PREFILL_OVERHEAD_MS + PREFILL_MS_PER_TOKEN_PER_B * params_b * tokens
 
 
-def fake_encoder(name: str, tile_resolution: int, images: int, protocol: Protocol, round_: int = 0) -> Measurement:
-    return _measurement(encoder_ms(name, tile_resolution, images), protocol, f"enc/{name}/{tile_resolution}/{images}/{round_}")
+def fake_encoder(
+    name: str, tile_resolution: int, images: int, protocol: Protocol, round_: int = 0
+) -> Measurement:
+    return _measurement(
+        encoder_ms(name, tile_resolution, images),
+        protocol,
+        f"enc/{name}/{tile_resolution}/{images}/{round_}",
+    )
 
 
-def fake_prefill(llm: str, params_b: float, tokens: int, protocol: Protocol, round_: int = 0) -> Measurement:
+def fake_prefill(
+    llm: str, params_b: float, tokens: int, protocol: Protocol, round_: int = 0
+) -> Measurement:
     return _measurement(prefill_ms(params_b, tokens), protocol, f"pre/{llm}/{tokens}/{round_}")
 
 
-def fake_projector(llm: str, in_dim: int, hidden: int, tokens: int, protocol: Protocol, round_: int = 0) -> Measurement:
+def fake_projector(
+    llm: str, in_dim: int, hidden: int, tokens: int, protocol: Protocol, round_: int = 0
+) -> Measurement:
     # two matmuls at ~100 GFLOP/s
     flops = 2 * tokens * (in_dim * hidden + hidden * hidden)
     return _measurement(0.05 + flops / 1e8, protocol, f"proj/{llm}/{in_dim}/{tokens}/{round_}")

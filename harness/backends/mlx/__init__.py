@@ -41,7 +41,9 @@ class MLXConfig(RunnerConfig):
         if self.mlx_quantize_bits is not None and self.mlx_quantize_bits not in (4, 8):
             raise UserError(f"MLX quantization bits must be 4 or 8, got {self.mlx_quantize_bits!r}")
         if isinstance(self.prefill_step_size, bool) or self.prefill_step_size < 1:
-            raise UserError(f"prefill_step_size must be a positive integer, got {self.prefill_step_size!r}")
+            raise UserError(
+                f"prefill_step_size must be a positive integer, got {self.prefill_step_size!r}"
+            )
 
     def mlx_dtype(self) -> str:
         """The MLX dtype name with the quantization folded in (``q4`` / ``q8``)."""
@@ -65,21 +67,46 @@ class MLXLLM(LLMRunner):
             return False
         return True
 
-    def prefill(self, task: PrefillTask, spec: LLMSpec, in_dim: int, protocol: Protocol,
-                sample_layers: int | None = None) -> Outcome:
+    def prefill(
+        self,
+        task: PrefillTask,
+        spec: LLMSpec,
+        in_dim: int,
+        protocol: Protocol,
+        sample_layers: int | None = None,
+    ) -> Outcome:
         from harness.backends.mlx.prefill import measure_prefill_mlx
 
-        r = measure_prefill_mlx(spec, task.tokens, task.prompt_tokens, encoder_dim=in_dim,
-                                dtype=self.config.mlx_dtype(), protocol=protocol, seed=self.context.seed,
-                                prefill_step_size=self.config.prefill_step_size, sample_layers=sample_layers)
+        r = measure_prefill_mlx(
+            spec,
+            task.tokens,
+            task.prompt_tokens,
+            encoder_dim=in_dim,
+            dtype=self.config.mlx_dtype(),
+            protocol=protocol,
+            seed=self.context.seed,
+            prefill_step_size=self.config.prefill_step_size,
+            sample_layers=sample_layers,
+        )
         return prefill_outcome(r, in_dim, spec.hidden)
 
     def projector(self, task: ProjectorTask, spec: LLMSpec, protocol: Protocol) -> Outcome:
         from harness.backends.mlx.prefill import measure_projector_mlx
 
-        m = measure_projector_mlx(task.in_dim, spec.hidden, task.tokens, dtype=self.config.mlx_dtype(),
-                                  protocol=protocol, seed=self.context.seed)[0]
+        m = measure_projector_mlx(
+            task.in_dim,
+            spec.hidden,
+            task.tokens,
+            dtype=self.config.mlx_dtype(),
+            protocol=protocol,
+            seed=self.context.seed,
+        )[0]
         return Outcome(m, ProjectorExtra(in_dim=task.in_dim, out_dim=spec.hidden), build_s=0.0)
 
 
-BACKEND = Backend("mlx", MLXConfig, llm=MLXLLM, description="MLX + mlx-lm prefill (Apple silicon), float or 4/8-bit")
+BACKEND = Backend(
+    "mlx",
+    MLXConfig,
+    llm=MLXLLM,
+    description="MLX + mlx-lm prefill (Apple silicon), float or 4/8-bit",
+)

@@ -77,7 +77,14 @@ class BuiltMLX:
     build_s: float
 
 
-def build_mlx_llm(spec: LLMSpec, *, dtype: str = "float16", layers: int | None = None, group_size: int = 64, seed: int = 0) -> BuiltMLX:
+def build_mlx_llm(
+    spec: LLMSpec,
+    *,
+    dtype: str = "float16",
+    layers: int | None = None,
+    group_size: int = 64,
+    seed: int = 0,
+) -> BuiltMLX:
     """Build an mlx-lm model for ``spec`` with random weights, cast or quantized, evaluated."""
     mx, nn = import_mlx()
     from mlx_lm.models import llama, qwen2
@@ -93,7 +100,9 @@ def build_mlx_llm(spec: LLMSpec, *, dtype: str = "float16", layers: int | None =
     model.set_dtype(getattr(mx, float_name))
     if bits is not None:
         if spec.hidden % group_size or spec.intermediate % group_size:
-            raise UserError(f"{spec.name}: hidden/intermediate sizes must be multiples of the quantization group size {group_size}")
+            raise UserError(
+                f"{spec.name}: hidden/intermediate sizes must be multiples of the quantization group size {group_size}"
+            )
         nn.quantize(model, group_size=group_size, bits=bits)
     mx.eval(model.parameters())
     return BuiltMLX(model, args["num_hidden_layers"], time.perf_counter() - t0)
@@ -104,8 +113,15 @@ def _projector(nn: Any, in_dim: int, hidden: int) -> Any:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
 
-def measure_projector_mlx(in_dim: int, hidden: int, tokens: int, *, dtype: str = "float16",
-                          protocol: str | Protocol = "quick", seed: int = 0) -> tuple[Measurement, Any, Any]:
+def measure_projector_mlx(
+    in_dim: int,
+    hidden: int,
+    tokens: int,
+    *,
+    dtype: str = "float16",
+    protocol: str | Protocol = "quick",
+    seed: int = 0,
+) -> tuple[Measurement, Any, Any]:
     """Time the projector in MLX; returns the Measurement, the projector and its input."""
     mx, nn = import_mlx()
     float_dtype = getattr(mx, MLX_DTYPES[mlx_dtype_name(dtype)][0])
@@ -126,7 +142,9 @@ def measure_projector_mlx(in_dim: int, hidden: int, tokens: int, *, dtype: str =
     return measure(step, get_protocol(protocol), synchronize=synchronize), projector, features
 
 
-def prefill_step_fn(model: Any, visual: Any, prompt_ids: Any, prefill_step_size: int) -> tuple[Callable[[], None], Callable[[], None], dict[str, Any]]:
+def prefill_step_fn(
+    model: Any, visual: Any, prompt_ids: Any, prefill_step_size: int
+) -> tuple[Callable[[], None], Callable[[], None], dict[str, Any]]:
     """The timed step, its synchronize hook, and where it leaves logits and cache."""
     mx, _ = import_mlx()
     from mlx_lm.models.cache import make_prompt_cache
@@ -156,15 +174,25 @@ def prefill_step_fn(model: Any, visual: Any, prompt_ids: Any, prefill_step_size:
     return step, synchronize, out
 
 
-def base_step_fn(model: Any, visual: Any, prompt_ids: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+def base_step_fn(
+    model: Any, visual: Any, prompt_ids: Any
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """The work of a prefill outside the decoder layers (for layer sampling)."""
     mx, _ = import_mlx()
     inner = model.model
-    head = inner.embed_tokens.as_linear if getattr(model.args, "tie_word_embeddings", False) else model.lm_head
+    head = (
+        inner.embed_tokens.as_linear
+        if getattr(model.args, "tie_word_embeddings", False)
+        else model.lm_head
+    )
     out: dict[str, Any] = {}
 
     def step() -> None:
-        x = mx.concatenate([visual, inner.embed_tokens(prompt_ids)], axis=1) if prompt_ids.shape[1] else visual
+        x = (
+            mx.concatenate([visual, inner.embed_tokens(prompt_ids)], axis=1)
+            if prompt_ids.shape[1]
+            else visual
+        )
         out["logits"] = head(inner.norm(x[:, -1:]))[:, -1, :]
 
     def synchronize() -> None:
@@ -197,7 +225,11 @@ def measure_prefill_mlx(
     prompt_tokens = DEFAULT_PROMPT_TOKENS if prompt_tokens is None else prompt_tokens
     check_tokens(spec, visual_tokens, prompt_tokens)
     dname = mlx_dtype_name(dtype)
-    if isinstance(prefill_step_size, bool) or not isinstance(prefill_step_size, int) or prefill_step_size < 1:
+    if (
+        isinstance(prefill_step_size, bool)
+        or not isinstance(prefill_step_size, int)
+        or prefill_step_size < 1
+    ):
         raise UserError(f"prefill_step_size must be a positive integer, got {prefill_step_size!r}")
     if isinstance(encoder_dim, bool) or not isinstance(encoder_dim, int) or encoder_dim <= 0:
         raise UserError(f"encoder_dim must be a positive integer, got {encoder_dim!r}")
@@ -207,12 +239,16 @@ def measure_prefill_mlx(
     k: int = sample_layers if (sampled and sample_layers is not None) else spec.layers
     check_memory_mlx(spec, visual_tokens + prompt_tokens, dname, k)
 
-    projector_m, projector, features = measure_projector_mlx(encoder_dim, spec.hidden, visual_tokens, dtype=dname,
-                                                             protocol=proto, seed=seed)
+    projector_m, projector, features = measure_projector_mlx(
+        encoder_dim, spec.hidden, visual_tokens, dtype=dname, protocol=proto, seed=seed
+    )
     if realistic_inputs:
         visual, scale = projector(features), "projected-encoder-features"
     else:
-        visual, scale = (mx.random.normal((1, visual_tokens, spec.hidden)) * 0.02).astype(float_dtype), "embedding-scale"
+        visual, scale = (
+            (mx.random.normal((1, visual_tokens, spec.hidden)) * 0.02).astype(float_dtype),
+            "embedding-scale",
+        )
     prompt_ids = ((mx.arange(prompt_tokens) * 7919 + 1000) % spec.vocab).astype(mx.int32)[None]
     mx.eval(visual, prompt_ids)
 
@@ -221,7 +257,9 @@ def measure_prefill_mlx(
     timings = {k: measure(step, proto, synchronize=sync)}
     logits = out["logits"].astype(mx.float32)
     if not bool(mx.all(mx.isfinite(logits)).item()):
-        raise UserError(f"{spec.name}: MLX prefill produced non-finite logits in {dname}; try float32")
+        raise UserError(
+            f"{spec.name}: MLX prefill produced non-finite logits in {dname}; try float32"
+        )
     if sampled:
         # mlx-lm cannot build a 0-layer llama, so the non-layer part is timed directly on
         # the k-layer model: prompt embedding, final norm and LM head on the last token.
@@ -243,17 +281,31 @@ def measure_prefill_mlx(
     }
     if sampled:
         measurement = estimated_measurement(timings[0], timings[k], k, spec.layers)
-        extra.update({
-            "estimator": ESTIMATOR, "base_ms": timings[0].stats.median_ms,
-            "k_layers_ms": timings[k].stats.median_ms,
-            "per_layer_ms": (timings[k].stats.median_ms - timings[0].stats.median_ms) / k,
-        })
+        extra.update(
+            {
+                "estimator": ESTIMATOR,
+                "base_ms": timings[0].stats.median_ms,
+                "k_layers_ms": timings[k].stats.median_ms,
+                "per_layer_ms": (timings[k].stats.median_ms - timings[0].stats.median_ms) / k,
+            }
+        )
     else:
         measurement = timings[k]
     return PrefillResult(
-        llm=spec.name, backend="mlx", device=_device_name(mx),
-        dtype=dname, measurement=measurement, projector=projector_m, tokens=visual_tokens, prompt_tokens=prompt_tokens,
-        build_s=build_s, estimated=sampled, sampled_layers=k, total_layers=spec.layers, params_b=spec.params_b, extra=extra,
+        llm=spec.name,
+        backend="mlx",
+        device=_device_name(mx),
+        dtype=dname,
+        measurement=measurement,
+        projector=projector_m,
+        tokens=visual_tokens,
+        prompt_tokens=prompt_tokens,
+        build_s=build_s,
+        estimated=sampled,
+        sampled_layers=k,
+        total_layers=spec.layers,
+        params_b=spec.params_b,
+        extra=extra,
     )
 
 

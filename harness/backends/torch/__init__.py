@@ -55,12 +55,23 @@ class TorchConfig(RunnerConfig):
 class TorchEncoder(EncoderRunner):
     config: TorchConfig
 
-    def build(self, spec: EncoderSpec, resolution: int, tiling: str, weights: str | None = None) -> Built:
+    def build(
+        self, spec: EncoderSpec, resolution: int, tiling: str, weights: str | None = None
+    ) -> Built:
         from harness.backends.torch.encoder import build_encoder_step
 
-        b = build_encoder_step(spec, resolution, tiling, device=self.config.device, dtype=self.config.precision,
-                               channels_last=self.config.channels_last, compile=self.config.compile,
-                               batch_tiles=self.context.batch_tiles, weights=weights, seed=self.context.seed)
+        b = build_encoder_step(
+            spec,
+            resolution,
+            tiling,
+            device=self.config.device,
+            dtype=self.config.precision,
+            channels_last=self.config.channels_last,
+            compile=self.config.compile,
+            batch_tiles=self.context.batch_tiles,
+            weights=weights,
+            seed=self.context.seed,
+        )
 
         def context(protocol: Protocol) -> AbstractContextManager[Any]:
             import torch
@@ -72,20 +83,44 @@ class TorchEncoder(EncoderRunner):
             stack.enter_context(flush_denormal(protocol.flush_denormal, b.device.type))
             return stack
 
-        extra = EncoderExtra(params_m=b.encoder.params() / 1e6, tile_resolution=b.tile, images=b.tiling.images,
-                             settings={"channels_last": b.channels_last, "compile": b.compile,
-                                       "batch_tiles": b.batch_tiles, "device": str(b.device)})
-        return Built(step=b.step, tokens=b.tiling.images * b.spec.tokens_at(b.tile), out_dim=b.spec.out_dim,
-                     synchronize=b.synchronize, memory=b.probe, context=context, build_s=b.build_s, extra=extra)
+        extra = EncoderExtra(
+            params_m=b.encoder.params() / 1e6,
+            tile_resolution=b.tile,
+            images=b.tiling.images,
+            settings={
+                "channels_last": b.channels_last,
+                "compile": b.compile,
+                "batch_tiles": b.batch_tiles,
+                "device": str(b.device),
+            },
+        )
+        return Built(
+            step=b.step,
+            tokens=b.tiling.images * b.spec.tokens_at(b.tile),
+            out_dim=b.spec.out_dim,
+            synchronize=b.synchronize,
+            memory=b.probe,
+            context=context,
+            build_s=b.build_s,
+            extra=extra,
+        )
 
     def measure(self, task: EncoderTask, protocol: Protocol) -> Outcome:
         # The function API adds GFLOPs and the achieved rate to what build() records.
         from harness.backends.torch.encoder import measure_encoder
 
         r = measure_encoder(
-            task.name, task.resolution, task.tiling, device=self.config.device, dtype=self.config.precision,
-            protocol=protocol, channels_last=self.config.channels_last, compile=self.config.compile,
-            batch_tiles=self.context.batch_tiles, weights=task.weights, seed=self.context.seed,
+            task.name,
+            task.resolution,
+            task.tiling,
+            device=self.config.device,
+            dtype=self.config.precision,
+            protocol=protocol,
+            channels_last=self.config.channels_last,
+            compile=self.config.compile,
+            batch_tiles=self.context.batch_tiles,
+            weights=task.weights,
+            seed=self.context.seed,
         )
         return encoder_outcome(r, task)
 
@@ -97,27 +132,55 @@ class TorchLLM(LLMRunner):
         from harness.llms.build import check_memory
 
         try:
-            check_memory(spec, tokens=tokens, dtype=self.config.precision, device=self.config.device)
+            check_memory(
+                spec, tokens=tokens, dtype=self.config.precision, device=self.config.device
+            )
         except UserError:
             return False
         return True
 
-    def prefill(self, task: PrefillTask, spec: LLMSpec, in_dim: int, protocol: Protocol,
-                sample_layers: int | None = None) -> Outcome:
+    def prefill(
+        self,
+        task: PrefillTask,
+        spec: LLMSpec,
+        in_dim: int,
+        protocol: Protocol,
+        sample_layers: int | None = None,
+    ) -> Outcome:
         from harness.backends.torch.prefill import measure_prefill
 
-        r = measure_prefill(spec, task.tokens, task.prompt_tokens, encoder_dim=in_dim, device=self.config.device,
-                            dtype=self.config.precision, protocol=protocol, sample_layers=sample_layers,
-                            seed=self.context.seed)
+        r = measure_prefill(
+            spec,
+            task.tokens,
+            task.prompt_tokens,
+            encoder_dim=in_dim,
+            device=self.config.device,
+            dtype=self.config.precision,
+            protocol=protocol,
+            sample_layers=sample_layers,
+            seed=self.context.seed,
+        )
         return prefill_outcome(r, in_dim, spec.hidden)
 
     def projector(self, task: ProjectorTask, spec: LLMSpec, protocol: Protocol) -> Outcome:
         from harness.backends.torch.prefill import time_projector_alone
 
-        m = time_projector_alone(task.in_dim, spec.hidden, task.tokens, device=self.config.device,
-                                 dtype=self.config.precision, protocol=protocol, seed=self.context.seed)
+        m = time_projector_alone(
+            task.in_dim,
+            spec.hidden,
+            task.tokens,
+            device=self.config.device,
+            dtype=self.config.precision,
+            protocol=protocol,
+            seed=self.context.seed,
+        )
         return Outcome(m, ProjectorExtra(in_dim=task.in_dim, out_dim=spec.hidden), build_s=0.0)
 
 
-BACKEND = Backend("torch", TorchConfig, encoder=TorchEncoder, llm=TorchLLM,
-                  description="PyTorch eager (transformers for LLMs) on cpu, cuda or mps")
+BACKEND = Backend(
+    "torch",
+    TorchConfig,
+    encoder=TorchEncoder,
+    llm=TorchLLM,
+    description="PyTorch eager (transformers for LLMs) on cpu, cuda or mps",
+)

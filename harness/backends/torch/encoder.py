@@ -46,7 +46,9 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return torch_dtype(dtype)
 
 
-def make_images(tiling: Tiling, resolution: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+def make_images(
+    tiling: Tiling, resolution: int, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> torch.Tensor:
     """A ``[1, 3, H, W]`` CLIP-normalised random image covering the tiling's full input."""
     h, w = tiling.input_shape(resolution) if tiling.tiled else (resolution, resolution)
     gen = torch.Generator().manual_seed(seed)
@@ -56,7 +58,9 @@ def make_images(tiling: Tiling, resolution: int, device: torch.device, dtype: to
     return ((pixels - mean) / std).to(device=device, dtype=dtype)
 
 
-def encode_step(encoder: TokenEncoder, inputs: torch.Tensor, batch_tiles: bool) -> Callable[[], torch.Tensor]:
+def encode_step(
+    encoder: TokenEncoder, inputs: torch.Tensor, batch_tiles: bool
+) -> Callable[[], torch.Tensor]:
     """The timed callable: all images through the encoder -> ``[1, N_total, C]`` tokens."""
     if batch_tiles or inputs.shape[0] == 1:
 
@@ -143,12 +147,16 @@ def build_encoder_step(
     t = parse_tiling(tiling)
     tdtype = resolve_dtype(dtype)
     dev, sync, probe = resolve_device(device)
-    tile = validate_resolution(spec.name, resolution, t.text, dtype_bytes=torch.tensor([], dtype=tdtype).element_size())
+    tile = validate_resolution(
+        spec.name, resolution, t.text, dtype_bytes=torch.tensor([], dtype=tdtype).element_size()
+    )
     if channels_last is None:
         channels_last = spec.family in CONV_FAMILIES
 
     t0 = time.perf_counter()
-    encoder = build_encoder(spec.name, tile, device=str(dev), dtype=tdtype, seed=seed, weights=weights)
+    encoder = build_encoder(
+        spec.name, tile, device=str(dev), dtype=tdtype, seed=seed, weights=weights
+    )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     encoder.module = encoder.module.to(memory_format=memory_format)  # type: ignore[call-overload]
     if compile:
@@ -165,8 +173,21 @@ def build_encoder_step(
     if callable(prepare):  # a VLM family's own tiling / patchifying: preprocessing, not timed
         inputs = prepare(inputs)
     step = encode_step(encoder, inputs, batch_tiles or callable(prepare))
-    return TorchEncoderStep(spec, encoder, step, dev, sync, probe, tdtype, t, tile, bool(channels_last),
-                            bool(compile), bool(batch_tiles), build_s)
+    return TorchEncoderStep(
+        spec,
+        encoder,
+        step,
+        dev,
+        sync,
+        probe,
+        tdtype,
+        t,
+        tile,
+        bool(channels_last),
+        bool(compile),
+        bool(batch_tiles),
+        build_s,
+    )
 
 
 def measure_encoder(
@@ -191,8 +212,18 @@ def measure_encoder(
     device, tile_resolution, images, memory probe.
     """
     proto = get_protocol(protocol)
-    b = build_encoder_step(name, resolution, tiling, device=device, dtype=dtype, channels_last=channels_last,
-                           compile=compile, batch_tiles=batch_tiles, weights=weights, seed=seed)
+    b = build_encoder_step(
+        name,
+        resolution,
+        tiling,
+        device=device,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile,
+        batch_tiles=batch_tiles,
+        weights=weights,
+        seed=seed,
+    )
     spec, t, tile, step, sync = b.spec, b.tiling, b.tile, b.step, b.synchronize
 
     with torch.inference_mode(), flush_denormal(proto.flush_denormal, b.device.type) as flushed:
@@ -203,7 +234,9 @@ def measure_encoder(
     tokens, out_dim = int(out.shape[1]), int(out.shape[2])
     expected = t.images * spec.tokens_at(tile)
     if tokens != expected:
-        raise RuntimeError(f"{spec.name} produced {tokens} tokens at {resolution} ({t.text}); the zoo predicts {expected}")
+        raise RuntimeError(
+            f"{spec.name} produced {tokens} tokens at {resolution} ({t.text}); the zoo predicts {expected}"
+        )
 
     gflops = count_gflops(spec.name, resolution, t.text) if flops else None
     median_s = measurement.stats.median_ms / 1e3

@@ -73,17 +73,29 @@ def prepare_inputs(
     if isinstance(encoder_dim, bool) or not isinstance(encoder_dim, int) or encoder_dim <= 0:
         raise UserError(f"encoder_dim must be a positive integer, got {encoder_dim!r}")
     projector = build_projector(encoder_dim, spec.hidden, dtype=dtype, device=device, seed=seed + 1)
-    features = encoder_features(visual_tokens, encoder_dim, dtype=dtype, device=device, seed=seed + 2)
+    features = encoder_features(
+        visual_tokens, encoder_dim, dtype=dtype, device=device, seed=seed + 2
+    )
     if realistic_inputs:
         visual, scale = projector(features), "projected-encoder-features"
     else:
         gen = torch.Generator(device="cpu").manual_seed(seed + 3)
-        visual = (torch.randn(1, visual_tokens, spec.hidden, generator=gen) * 0.02).to(device=device, dtype=dtype)
+        visual = (torch.randn(1, visual_tokens, spec.hidden, generator=gen) * 0.02).to(
+            device=device, dtype=dtype
+        )
         scale = "embedding-scale"
-    return PrefillInputs(visual.contiguous(), prompt_token_ids(spec, prompt_tokens, device), projector, features, scale)
+    return PrefillInputs(
+        visual.contiguous(),
+        prompt_token_ids(spec, prompt_tokens, device),
+        projector,
+        features,
+        scale,
+    )
 
 
-def prefill_callable(model: torch.nn.Module, visual: torch.Tensor, prompt_ids: torch.Tensor) -> tuple[Callable[[], None], dict[str, Any]]:
+def prefill_callable(
+    model: torch.nn.Module, visual: torch.Tensor, prompt_ids: torch.Tensor
+) -> tuple[Callable[[], None], dict[str, Any]]:
     """The timed step, and a dict where it leaves the last logits (checked after timing)."""
     from transformers import DynamicCache
 
@@ -103,7 +115,9 @@ def prefill_callable(model: torch.nn.Module, visual: torch.Tensor, prompt_ids: t
     return step, out
 
 
-def analytic_prefill_flops(spec: LLMSpec, tokens: int, layers: int | None = None, attention: bool = True) -> float:
+def analytic_prefill_flops(
+    spec: LLMSpec, tokens: int, layers: int | None = None, attention: bool = True
+) -> float:
     """Matmul + attention FLOPs of one prefill of ``tokens`` tokens (2 per multiply-add).
 
     Attention scores are counted over the full T x T matrix (causal kernels may skip about
@@ -127,7 +141,9 @@ def _apply_denormal_policy(proto: Protocol, device: str) -> bool:
     return False
 
 
-def time_projector(projector: Projector, features: torch.Tensor, proto: Protocol, sync: Callable[[], None] | None) -> Measurement:
+def time_projector(
+    projector: Projector, features: torch.Tensor, proto: Protocol, sync: Callable[[], None] | None
+) -> Measurement:
     """Time the projector on the visual tokens' encoder features."""
 
     def step() -> None:
@@ -162,7 +178,9 @@ def measure_prefill(
     spec = get_llm_spec(llm)
     prompt_tokens = DEFAULT_PROMPT_TOKENS if prompt_tokens is None else prompt_tokens
     check_tokens(spec, visual_tokens, prompt_tokens)
-    if sample_layers is not None and (isinstance(sample_layers, bool) or not isinstance(sample_layers, int) or sample_layers < 1):
+    if sample_layers is not None and (
+        isinstance(sample_layers, bool) or not isinstance(sample_layers, int) or sample_layers < 1
+    ):
         raise UserError(f"sample_layers must be a positive integer, got {sample_layers!r}")
     device = check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -173,8 +191,16 @@ def measure_prefill(
 
     flush = _apply_denormal_policy(proto, device)
     sync = torch_synchronizer(device)
-    inputs = prepare_inputs(spec, visual_tokens, prompt_tokens, encoder_dim=encoder_dim, dtype=torch_dtype,
-                            device=device, realistic_inputs=realistic_inputs, seed=seed)
+    inputs = prepare_inputs(
+        spec,
+        visual_tokens,
+        prompt_tokens,
+        encoder_dim=encoder_dim,
+        dtype=torch_dtype,
+        device=device,
+        realistic_inputs=realistic_inputs,
+        seed=seed,
+    )
     projector_m = time_projector(inputs.projector, inputs.features, proto, sync)
     extra: dict[str, Any] = {
         "encoder_dim": encoder_dim,
@@ -188,11 +214,22 @@ def measure_prefill(
         "llm_source": spec.source,
     }
     if sampled:
-        sample = measure_sampled(spec, inputs, k, dtype=dtype, device=device, protocol=proto, seed=seed, weights_dir=weights_dir)
+        sample = measure_sampled(
+            spec,
+            inputs,
+            k,
+            dtype=dtype,
+            device=device,
+            protocol=proto,
+            seed=seed,
+            weights_dir=weights_dir,
+        )
         measurement, build_s = sample.estimate, sample.build_s
         extra.update(sample.extra())
     else:
-        built = build_torch_llm(spec, dtype=dtype, device=device, seed=seed, weights_dir=weights_dir)
+        built = build_torch_llm(
+            spec, dtype=dtype, device=device, seed=seed, weights_dir=weights_dir
+        )
         step, out = prefill_callable(built.model, inputs.visual, inputs.prompt_ids)
         # step-local peak RSS on CPU, allocator peak on CUDA, driver allocation on MPS
         measurement = measure(step, proto, synchronize=sync, memory=resolve_device(device)[2])
@@ -201,9 +238,20 @@ def measure_prefill(
         extra["weights"] = built.weights
         del built, step, out
     return PrefillResult(
-        llm=spec.name, backend="torch", device=device, dtype=dtype_name(dtype), measurement=measurement,
-        projector=projector_m, tokens=visual_tokens, prompt_tokens=prompt_tokens, build_s=build_s,
-        estimated=sampled, sampled_layers=k, total_layers=spec.layers, params_b=spec.params_b, extra=extra,
+        llm=spec.name,
+        backend="torch",
+        device=device,
+        dtype=dtype_name(dtype),
+        measurement=measurement,
+        projector=projector_m,
+        tokens=visual_tokens,
+        prompt_tokens=prompt_tokens,
+        build_s=build_s,
+        estimated=sampled,
+        sampled_layers=k,
+        total_layers=spec.layers,
+        params_b=spec.params_b,
+        extra=extra,
     )
 
 
@@ -215,7 +263,9 @@ def check_logits(out: dict[str, Any], spec: LLMSpec) -> None:
             f"{spec.name}: prefill produced non-finite logits (overflow in this dtype or bad weights); try float32"
         )
     if logits.shape[1] != 1:
-        raise RuntimeError(f"expected logits for the last position only, got shape {tuple(logits.shape)}")
+        raise RuntimeError(
+            f"expected logits for the last position only, got shape {tuple(logits.shape)}"
+        )
 
 
 # ---------------------------------------------------------------- layer sampling
@@ -240,7 +290,9 @@ def measure_sampled(
     timings: dict[int, Measurement] = {}
     build_s = 0.0
     for n in (0, k):
-        built = build_torch_llm(spec, dtype=dtype, device=device, layers=n, seed=seed, weights_dir=weights_dir)
+        built = build_torch_llm(
+            spec, dtype=dtype, device=device, layers=n, seed=seed, weights_dir=weights_dir
+        )
         build_s += built.build_s
         step, out = prefill_callable(built.model, inputs.visual, inputs.prompt_ids)
         timings[n] = measure(step, proto, synchronize=sync)
@@ -270,7 +322,9 @@ def validate_sampling(
     proto = get_protocol(protocol)
     check_memory(spec, visual_tokens + prompt_tokens, dtype, spec.layers + k)
     set_flush_denormal(proto.flush_denormal)
-    inputs = prepare_inputs(spec, visual_tokens, prompt_tokens, dtype=getattr(torch, dtype), seed=seed)
+    inputs = prepare_inputs(
+        spec, visual_tokens, prompt_tokens, dtype=getattr(torch, dtype), seed=seed
+    )
     steps = {}
     models = {}
     for n in (spec.layers, 0, k):
@@ -292,13 +346,27 @@ def validate_sampling(
         e = estimated_measurement(m_base, m_k, k, spec.layers)
         full += m_full.samples_ms
         est += e.samples_ms
-        per_round.append({
-            "round": r, "full_ms": m_full.stats.median_ms, "estimate_ms": e.stats.median_ms,
-            "base_ms": m_base.stats.median_ms, "k_layers_ms": m_k.stats.median_ms, "wall_s": time.perf_counter() - t0,
-            "contended": any(x.contended for x in (m_full, m_base, m_k)),
-        })
-    return SamplingCheck(spec.name, visual_tokens, prompt_tokens, k, spec.layers,
-                         float(np.median(full)), float(np.median(est)), per_round)
+        per_round.append(
+            {
+                "round": r,
+                "full_ms": m_full.stats.median_ms,
+                "estimate_ms": e.stats.median_ms,
+                "base_ms": m_base.stats.median_ms,
+                "k_layers_ms": m_k.stats.median_ms,
+                "wall_s": time.perf_counter() - t0,
+                "contended": any(x.contended for x in (m_full, m_base, m_k)),
+            }
+        )
+    return SamplingCheck(
+        spec.name,
+        visual_tokens,
+        prompt_tokens,
+        k,
+        spec.layers,
+        float(np.median(full)),
+        float(np.median(est)),
+        per_round,
+    )
 
 
 # ---------------------------------------------------------------- the projector alone
