@@ -177,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if opts["db"]:
             os.environ["VLM_PARETO_DB"] = str(opts["db"])
         if argv and argv[0] in PASSTHROUGH:
-            rest = argv[1:] + (["json=true"] if opts["json"] else [])
+            # --json after 'sweep' too (the Hydra app spells it json=true)
+            json_flag = opts["json"] or "--json" in argv[1:]
+            rest = [a for a in argv[1:] if a != "--json"] + (["json=true"] if json_flag else [])
             module = importlib.import_module(COMMANDS[argv[0]][0])
             return int(module.main(rest, debug=debug) or 0)
         if argv and not argv[0].startswith("-") and argv[0] not in _available():

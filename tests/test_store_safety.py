@@ -265,6 +265,8 @@ READERS = [
     ["report", "--out", "{tmp}/rep"],
     ["choose", "--budget-ms", "100"],
     ["compare", "--baseline", "a", "--candidate", "b"],
+    ["runtimes"],
+    ["runtimes", "--all-runs"],
 ]
 
 

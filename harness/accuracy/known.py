@@ -72,4 +72,10 @@ def sweep_names(config_dirs: Iterable[str | Path] = ()) -> dict[str, dict[str, s
         for what in ("encoder", "llm"):
             for alias, name in _yaml_names(folder / what).items():
                 names[what].setdefault(alias, name)
+        # an open VLM (vlm/*.yaml) is measured as '<name>-vision' + '<name>-llm'
+        # (harness.vlm.register.encoder_name / llm_name; the name lower-cased as load_vlm does)
+        for vlm in set(_yaml_names(folder / "vlm").values()):
+            for what, suffix in (("encoder", "-vision"), ("llm", "-llm")):
+                full = f"{vlm.lower()}{suffix}"
+                names[what].setdefault(full, full)
     return names

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "choose",
         help="pick the most accurate configuration under a TTFT budget",
         description="Pick the configuration with the best accuracy whose TTFT fits the budget. By default the "
-        "budget is checked against the upper end of the TTFT 95%% confidence interval (--by ci-high).",
+        "budget is checked against the upper end of the TTFT 95% confidence interval (--by ci-high).",
         epilog="Exit codes: 0 a choice was made, 1 nothing fits the budget, 2 bad input. "
         "Example: vlm-pareto choose --source paper --budget-ms 300",
     )

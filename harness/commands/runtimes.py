@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.report.runtimes import speedup_table, table_markdown
     from harness.store import Store
 
-    store = Store(getattr(args, "db", None) or os.environ.get("VLM_PARETO_DB"))
+    store = Store(getattr(args, "db", None) or os.environ.get("VLM_PARETO_DB"), readonly=True)
     run_ids = args.runs
     if not run_ids and not args.all_runs:
         runs = store.list_runs()
@@ -60,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
     for r in run_ids or []:
         store.require_run(r)
     table = speedup_table(store.measurements(run_ids=run_ids), reference=args.reference)
+    seen = sorted({str(r) for r in table["runtime"]}) if "runtime" in table else []
+    if args.reference != "torch:float32" and seen and args.reference not in seen:
+        from harness.errors import suggest
+
+        raise UserError(
+            suggest(args.reference, seen, "--reference runtime (backend:dtype) in these runs")
+        )
     if args.json:
         print(json.dumps(table.to_dict("records"), indent=1, default=str))
     else:

@@ -46,6 +46,9 @@ VALUE_FLAGS = {
     "-i",
     "--experimental-rerun",
 }
+#: every flag of a Hydra app's command line (anything else is a typo, refused in one line)
+KNOWN_FLAGS = INFO_FLAGS | VALUE_FLAGS | {"-m", "--multirun", "--resolve", "--run", "-r"}
+CFG_CHOICES = ("job", "hydra", "all")
 EXIT_DIR_ENV = "VLM_PARETO_SWEEP_EXIT_DIR"
 STARTED = "started-"
 
@@ -82,6 +85,12 @@ def _split_args(argv: list[str]) -> tuple[dict[str, str], list[str], bool, bool]
             multirun = True
         elif name in INFO_FLAGS:
             info = True
+            if name in ("--cfg", "-c"):
+                value = val if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+                if value not in CFG_CHOICES:
+                    raise UserError(
+                        f"sweep {name} needs one of {', '.join(CFG_CHOICES)}, got {value!r}"
+                    )
             if (
                 name in VALUE_FLAGS
                 and not eq
@@ -92,15 +101,55 @@ def _split_args(argv: list[str]) -> tuple[dict[str, str], list[str], bool, bool]
         elif name in VALUE_FLAGS:
             if eq:
                 flags[name] = val
-            elif i + 1 < len(argv):
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
                 flags[name] = argv[i + 1]
                 i += 1
+            else:
+                raise UserError(f"sweep {name} needs a value (see 'vlm-pareto sweep --help')")
         elif a.startswith("-"):
-            pass  # other hydra flags (-cn handled above); hydra validates them
+            if name not in KNOWN_FLAGS:  # hydra would print its whole usage block
+                raise UserError(
+                    suggest(
+                        name, sorted(f for f in KNOWN_FLAGS if f.startswith("--")), "sweep option"
+                    )
+                    + "; settings are key=value overrides, e.g. json=true progress=false"
+                )
         else:
             overrides.append(a)
         i += 1
     return flags, overrides, multirun, info
+
+
+def _flags_first(argv: list[str]) -> list[str]:
+    """The command line with every flag (and its value) before the overrides: Hydra's parser
+    takes overrides only as one trailing run, so ``a=1 -m b=2`` would be refused."""
+    bare: list[
+        str
+    ] = []  # --info without its optional value: first, so no override becomes its value
+    flags: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        name, eq, _ = a.partition("=")
+        if a.startswith("-"):
+            takes = (
+                name in VALUE_FLAGS
+                and not eq
+                and i + 1 < len(argv)
+                and not argv[i + 1].startswith("-")
+            )
+            if takes and (name not in INFO_FLAGS or "=" not in argv[i + 1]):
+                flags += [a, argv[i + 1]]
+                i += 1
+            elif name in ("--info", "-i") and not eq:
+                bare.append(a)
+            else:
+                flags.append(a)
+        else:
+            overrides.append(a)
+        i += 1
+    return bare + flags + overrides
 
 
 def _group_options(group: str, dirs: list[Path]) -> list[str]:
@@ -305,7 +354,7 @@ def main(argv: list[str], debug: bool = False) -> int:
             _job
         )
         saved = sys.argv
-        sys.argv = ["vlm-pareto sweep", *argv]
+        sys.argv = ["vlm-pareto sweep", *_flags_first(argv)]
         hydra_failed = False
         try:
             task()

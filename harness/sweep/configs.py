@@ -14,7 +14,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from harness.errors import UserError, suggest
 
@@ -254,14 +254,41 @@ def to_typed(cfg: DictConfig) -> SweepConfig:
         else cfg
     )
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), body)
+        # merged as a plain container: a composed node already typed by the schema would let a
+        # key added with '+' (a typo such as +protocol.retake=1) through silently
+        plain = (
+            OmegaConf.to_container(body, resolve=False) if isinstance(body, DictConfig) else body
+        )
+        merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), plain)
         typed = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
         msg = str(e).splitlines()[0]
-        raise UserError(f"invalid sweep config{f' at {key}' if key else ''}: {msg}") from e
+        hint = _unknown_key_hint(str(key)) if isinstance(e, ConfigKeyError) and key else ""
+        raise UserError(f"invalid sweep config{f' at {key}' if key else ''}: {msg}{hint}") from e
     assert isinstance(typed, SweepConfig)
     return typed
+
+
+def _unknown_key_hint(dotted: str) -> str:
+    """'; did you mean ...' for an unknown key under a schema node (or '')."""
+    import dataclasses
+    import difflib
+    import typing
+
+    node: Any = SweepConfig
+    for part in dotted.split(".")[:-1]:
+        if typing.get_origin(node) is dict:  # encoders.<label>, llms.<label>: the axis type
+            node = typing.get_args(node)[1]
+            continue
+        if not dataclasses.is_dataclass(node):
+            return ""
+        node = typing.get_type_hints(node).get(part)
+    if typing.get_origin(node) is dict or not dataclasses.is_dataclass(node):
+        return ""
+    names = [f.name for f in dataclasses.fields(node)]
+    close = difflib.get_close_matches(dotted.split(".")[-1], names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def validate(cfg: SweepConfig) -> None:
