@@ -335,7 +335,7 @@ case "$cmd" in
     for c in slurmctld slurmd; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
     command -v sbatch >/dev/null 2>&1 || missing+=(slurm-client)
     command -v munged >/dev/null 2>&1 || missing+=(munge)
-    [ ${#missing[@]} -gt 0 ] && apt_install "${missing[@]}"
+    [ ${#missing[@]} -gt 0 ] && { apt_install "${missing[@]}" || log "apt-get could not install: ${missing[*]}"; }
     pg_start || log "PostgreSQL unavailable: $PG_REASON"
     slurm_start || log "SLURM unavailable: $SLURM_REASON"
     write_env

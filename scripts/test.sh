@@ -19,7 +19,7 @@ if [ "${VLM_PARETO_SERVICES:-1}" != 0 ]; then
   if ! bash scripts/services.sh status >/dev/null 2>&1; then
     trap 'bash scripts/services.sh stop' EXIT
   fi
-  bash scripts/services.sh start
+  bash scripts/services.sh start || echo "warning: scripts/services.sh start failed; the postgres/slurm tests will be skipped (and listed at the end)"
   export VLM_PARETO_SERVICES_ENV
   VLM_PARETO_SERVICES_ENV=$(bash scripts/services.sh env)
 fi
