@@ -363,6 +363,25 @@ class Store:
 
     # -- schema ---------------------------------------------------------------------------
     def _ensure_schema(self, create: bool, *, check: bool = True) -> None:
+        """Create, check or migrate the schema, waiting out other processes doing the same.
+
+        SQLite can answer ``database is locked`` without calling the busy handler (switching
+        a fresh file to WAL, or a reader meeting another process's WAL recovery), so lock
+        errors are retried here with backoff until ``busy_timeout_s`` has passed.
+        """
+        deadline = time.monotonic() + max(self.busy_timeout_s, 1.0)
+        delay = 0.02
+        while True:
+            try:
+                self._ensure_schema_once(create, check=check)
+                return
+            except (OperationalError, sqlite3.OperationalError) as e:
+                if not _is_lock_error(e) or time.monotonic() > deadline:
+                    raise UserError(_explain_db_error(self.where, e)) from e
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+
+    def _ensure_schema_once(self, create: bool, *, check: bool = True) -> None:
         try:
             with (self.engine if self.readonly else self.writer).begin() as conn:
                 if conn.dialect.name == "postgresql" and not self.readonly:
@@ -435,13 +454,20 @@ class Store:
                 raw_conn = self.engine.raw_connection()
                 try:
                     cur = raw_conn.cursor()
-                    cur.execute("PRAGMA journal_mode=WAL")
+                    mode = cur.execute("PRAGMA journal_mode").fetchone()
+                    if not mode or str(mode[0]).lower() != "wal":
+                        got = cur.execute("PRAGMA journal_mode=WAL").fetchone()
+                        if not got or str(got[0]).lower() != "wal":
+                            # another connection held a lock: SQLite kept the old mode
+                            raise sqlite3.OperationalError("database is locked (journal mode)")
                     cur.close()
                 finally:
                     raw_conn.close()
         except UserError:
             raise
         except OperationalError as e:
+            if _is_lock_error(e):
+                raise  # retried by _ensure_schema
             raise UserError(_explain_db_error(self.where, e)) from e
         except DatabaseError as e:
             raise UserError(
@@ -929,6 +955,11 @@ def _server_hint(msg: str) -> str | None:
     if "database" in low and "does not exist" in low:
         return "create it (createdb) or fix the database name in --db"
     return None
+
+
+def _is_lock_error(e: BaseException) -> bool:
+    low = str(e).lower()
+    return "locked" in low or "busy" in low
 
 
 def _explain_db_error(where: str, e: Exception) -> str:
