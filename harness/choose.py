@@ -170,6 +170,15 @@ def _basis(
     return value, used, notes
 
 
+def _flag(df: pd.DataFrame, column: str) -> np.ndarray:
+    """A boolean column as a mask; missing column or missing values are False."""
+    if column not in df:
+        return np.zeros(len(df), dtype=bool)
+    return np.array(
+        [bool(v) if v is not None and v == v else False for v in df[column]], dtype=bool
+    )
+
+
 def _limit_mask(points: pd.DataFrame, limits: Limits) -> tuple[np.ndarray, list[str]]:
     mask = np.ones(len(points), dtype=bool)
     notes: list[str] = []
@@ -237,16 +246,13 @@ def choose(
     if no_ttft:
         notes.append(f"{no_ttft} point(s) without TTFT ignored")
     # Accuracy from a --limit eval run is not comparable with full runs: never let it win.
-    partial = (
-        df["accuracy_partial"].fillna(False).astype(bool).to_numpy()
-        if "accuracy_partial" in df
-        else np.zeros(len(df), dtype=bool)
-    )
+    partial = _flag(df, "accuracy_partial")
     if partial.any():
         notes.append(f"{int(partial.sum())} point(s) with partial (--limit) accuracy left out")
-    if "contended" in df and df["contended"].fillna(False).astype(bool).any():
+    contended = _flag(df, "contended")
+    if contended.any():
         notes.append(
-            f"{int(df['contended'].fillna(False).astype(bool).sum())} point(s) measured while the machine was "
+            f"{int(contended.sum())} point(s) measured while the machine was "
             "busy (contended): their latency is unreliable, re-measure on a quiet machine (docs/noise.md)"
         )
     eligible = df[

@@ -37,6 +37,8 @@ class PointsResult:
     notes: list[str] = field(default_factory=list)
     source: str = "store"
     benchmark: str = "avg5"
+    #: the store runs the latency came from (None: every run; empty for paper / CSV sources)
+    run_ids: list[str] | None = None
 
 
 def _empty() -> pd.DataFrame:
@@ -258,6 +260,7 @@ def load_points(
         notes,
         "csv" if latency_csv else "store",
         bench,
+        [] if latency_csv else (list(run_ids) if run_ids else None),
     )
 
 

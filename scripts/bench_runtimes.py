@@ -268,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtimes", default=None, help=f"comma list from {', '.join(RUNTIMES)}")
     p.add_argument("--no-table4", action="store_true", help="skip the Table 4 ordering check")
     p.add_argument(
+        "--table4",
+        default=None,
+        metavar="GROUPS",
+        help="Table 4 groups at equal tokens, ';'-separated, each a comma list whose first model "
+        "should be the fastest (default: "
+        + ",".join(FULL_TABLE4)
+        + "; --fast: "
+        + ",".join(FAST_TABLE4)
+        + ")",
+    )
+    p.add_argument(
         "--llm-layers",
         type=int,
         default=None,
@@ -299,7 +310,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    t4 = [] if args.no_table4 else (FAST_TABLE4 if args.fast else FULL_TABLE4)
+    groups = (
+        []
+        if args.no_table4
+        else [g.split(",") for g in args.table4.split(";") if g]
+        if args.table4
+        else [FAST_TABLE4 if args.fast else FULL_TABLE4]
+    )
+    t4 = [m for g in groups for m in g]
     t_start = time.perf_counter()
     print(
         f"runtimes vs fp32 eager ({'fast' if args.fast else 'full'}; {args.rounds} rounds x {args.runs} runs, "
@@ -330,10 +348,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"fastest for {m}: {best.runtime} {best.speedup:.2f}x (parity cos {best.parity['cosine']:.5f})"
             )
-    order = table4(rows, t4, runtimes) if t4 else []
-    if order:
-        print(f"\nTable 4 ordering at equal tokens ({' < '.join(t4)}?):")
-        for o in order:
+    order = []
+    for group in groups:
+        o_group = table4(rows, group, runtimes)
+        order += [{**o, "group": group} for o in o_group]
+        print(f"\nTable 4 ordering at equal tokens ({' < '.join(group)}?):")
+        for o in o_group:
             line = "  ".join(f"{k}={v:.1f}ms" if v else f"{k}=n/a" for k, v in o["ms"].items())
             verdict = {True: "holds", False: "DOES NOT HOLD", None: "n/a"}[o["holds"]]
             print(f"  {o['runtime']:16s} {verdict:14s} {line}")

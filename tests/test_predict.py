@@ -270,6 +270,10 @@ def test_predict_cli_validate_and_uncalibrated_validate_refused(capsys):
     assert doc["leave_one_out"]["summary"]["ttft"]["worst_abs_pct"] > 0
     assert main(["predict", "--device", "h100", "--validate"]) == 2
     assert "uncalibrated" in capsys.readouterr().err
+    # --held-out-family alone validates too (it used to be ignored without --validate)
+    assert main(["predict", "--device", "m1-max", "--held-out-family", "convnext", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["held_out_family"]["family"] == "convnext" and "leave_one_out" in doc
 
 
 def test_host_profile_calibrates_from_the_store_and_holds_out_a_family(db_url):
@@ -407,6 +411,21 @@ def test_pruning_pure_functions():
     assert math.isfinite(overall)
 
 
+def test_pruning_margin_adapts_to_the_online_models_own_error():
+    from harness.predict.prune import MARGIN, MARGIN_FLOOR, adaptive_margin, loo_errors
+
+    exact = [("e", 2 * r**1.5, r) for r in (1.0, 2.0, 4.0, 9.0)]
+    errs = loo_errors(exact + [("p", 5.0, 1.0), ("p", 6.0, 2.0)])  # "p": too few rows to hold one out
+    assert len(errs) == 4 and max(abs(e) for e in errs) < 1e-9
+    assert adaptive_margin(errs) == MARGIN_FLOOR  # a model that predicts well earns little optimism
+    # a model that missed by ~30% is given the most optimism; too few errors: the default
+    noisy = [0.3, -0.25, 0.1, 0.05]
+    assert adaptive_margin(noisy) == MARGIN
+    assert adaptive_margin([0.01, 0.02]) == MARGIN
+    mid = adaptive_margin([0.05, -0.06, 0.04, 0.07, 0.02])
+    assert MARGIN_FLOOR < mid < MARGIN
+
+
 def test_sweep_summary_ends_with_the_paper_encoders_three_ways(capsys):
     import pandas as pd
 
@@ -466,3 +485,17 @@ def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
         assert Config(b["encoder"], b["resolution"], b["tiling"], b["llm"]) == expected
         used[prune] = res.measurements_total
     assert used[True] == used[False]  # pruning is off under a budget (docs/predict.md)
+
+
+def test_device_prediction_of_nothing_predictable_is_one_clear_error():
+    import pandas as pd
+
+    from harness.points import PointsResult
+    from harness.predict.apply import with_predicted_latency
+
+    pts = pd.DataFrame(
+        [{"encoder": "not-in-zoo", "resolution": 256, "llm": "qwen2-0.5b", "tiling": "none"}]
+    )
+    res = PointsResult(pts, pd.DataFrame(), pd.DataFrame(), [])
+    with pytest.raises(UserError, match=r"none of the 1 point\(s\) can be predicted.*not-in-zoo@256"):
+        with_predicted_latency(res, "m1-max")

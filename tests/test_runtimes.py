@@ -142,6 +142,55 @@ def test_onnxrt_sweep_stores_encoder_prefill_projector_with_parity(db_url, capsy
     }
 
 
+def test_main_report_compares_runtimes_measured_in_its_runs(db_url, tmp_path):
+    from harness.cli import main
+
+    a = run_sweep(tiny_sweep(db_url, "onnxrt-cpu"), command="test")
+    b = run_sweep(tiny_sweep(db_url, "torch-cpu"), command="test")
+    assert a.counts["failed"] == b.counts["failed"] == 0
+    out = tmp_path / "rep"
+    args = ["--db", db_url, "report", "--run", a.run_id, "--run", b.run_id, "--no-static"]
+    assert main([*args, "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "<h2>Runtimes compared</h2>" in page and "## Runtimes compared" in summary
+    # one line per runtime of each model, with the speedup over fp32 eager of the same runs
+    assert "| mine | 64 px | onnxrt:float32 |" in summary
+    assert "| mine | 64 px | torch:float32 |" in summary and "1.00x" in summary
+    # a single run with a single runtime has no comparison to show
+    one = tmp_path / "one"
+    assert (
+        main(["--db", db_url, "report", "--run", b.run_id, "--no-static", "--out", str(one)]) == 0
+    )
+    assert "Runtimes compared" not in (one / "index.html").read_text()
+
+
+def test_report_draws_one_frontier_per_runtime_for_measured_points():
+    import pandas as pd
+
+    from harness.report.figures import runtime_frontiers
+    from harness.report.summary import with_defaults
+
+    base = {"latency_source": "measured", "machine": "m", "recipe": "llava-1.5", "llm": "q"}
+    pts = with_defaults(
+        pd.DataFrame(
+            [
+                {**base, "encoder": "e", "resolution": r, "backend": be, "ttft_ms": t, "avg5": a}
+                for be, scale in (("torch", 3.0), ("onnxrt", 1.0), ("onnxrt+torch", 2.0))
+                for r, t, a in ((256, 100.0, 50.0), (512, 300.0, 60.0))
+                for t in [t * scale]
+            ]
+        )
+    )
+    (spec,) = runtime_frontiers(pts, "avg5")
+    names = [t.name for t in spec.figure.data]
+    assert names == ["onnxrt", "frontier: onnxrt", "torch", "frontier: torch"]  # no mixed
+    assert "onnxrt, torch" in spec.caption and "measured, m" in spec.figure.layout.title.text
+    # one runtime only, or paper rows: no such figure
+    assert runtime_frontiers(pts[pts["backend"] == "torch"], "avg5") == []
+    assert runtime_frontiers(pts.assign(latency_source="paper"), "avg5") == []
+
+
 def test_onnxrt_int8_prefill_is_quantized_and_within_parity(db_url):
     from harness.llms.zoo import tiny_spec
 
@@ -257,6 +306,7 @@ def test_torch_compile_bf16_encoder(db_url):
     )
     assert_parity(row["extra"], "bfloat16")
     assert row["extra"]["compile"] is True and row["extra"]["compile_mode"] == "default"
+    assert row["extra"]["freezing"] is True  # weights folded / pre-packed (inference)
     assert 0 < row["extra"]["parity_cosine"] < 1.0  # really bf16
 
 

@@ -11,7 +11,10 @@ is stored as ``extra.compile_s`` and never as latency; warm-up and timing start 
   attention stages) are quantized; convolutions stay float32.
 - ``compile: false`` runs the same converted model eagerly (with the same parity check),
   which is how the runtime benchmark measures bf16 / int8 *eager* next to compiled.
-- recorded: inductor mode, dynamic shapes off, torch version, compile seconds, parity.
+- ``freezing`` (default true): inductor's inference freezing -- weights become constants,
+  so convolutions and linears get oneDNN weight pre-packing and constant folding on the CPU
+  (PyTorch's recommended setting for CPU inference; ``TORCHINDUCTOR_FREEZING=1``).
+- recorded: inductor mode, freezing, dynamic shapes off, torch version, compile seconds, parity.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class TorchCompileConfig(RunnerConfig):
     compile: bool = True
     #: torch.compile mode
     mode: str = "default"
+    #: inductor freezing (weights as constants: pre-packed, folded); inference only
+    freezing: bool = True
 
     def validate(self) -> None:
         super().validate()
@@ -99,6 +104,7 @@ class _TorchCompiler:
             "torch": torch.__version__,
             "compile": cfg.compile,
             "compile_mode": cfg.mode if cfg.compile else None,
+            "freezing": bool(cfg.compile and cfg.freezing),
             "dynamic": False,
         }
         if cfg.precision == "int8":
@@ -116,8 +122,14 @@ class _TorchCompiler:
         if cfg.compile:
             runner = torch.compile(module, mode=cfg.mode, dynamic=False)
         sync = torch.cuda.synchronize if device.type == "cuda" else None
+        freeze: Any = contextlib.nullcontext()
+        if cfg.compile and cfg.freezing:
+            import torch._inductor.config as inductor_config
+
+            freeze = inductor_config.patch(freezing=True)
         try:
-            with quiet(), torch.inference_mode(), _flush():
+            # inductor compiles on the first call, under the settings in force then
+            with quiet(), torch.inference_mode(), _flush(), freeze:
                 first = runner(*args)
                 if sync:
                     sync()

@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--held-out-family",
         default=None,
         metavar="FAMILY",
-        help="with --validate: also fit without every row of one encoder family and predict them",
+        help="validate (implies --validate) and also fit without every row of one encoder family and predict them",
     )
     p.add_argument(
         "--table4",
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
 
     db = getattr(args, "db", None) or os.environ.get("VLM_PARETO_DB")
     pred = predictor_for(args.device, db)
-    if args.validate:
+    if args.validate or args.held_out_family:
         return _validate(args, pred)
     points = []
     for enc, res, llm, tiling in grid(args):

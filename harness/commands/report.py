@@ -67,6 +67,16 @@ def _name(args: argparse.Namespace) -> str:
     return safe
 
 
+def _runtimes_section(db: str | None, run_ids: list[str] | None) -> list[tuple[str, str]]:
+    """The runtime-comparison table, when the reported runs measured two runtimes or more."""
+    from harness.report.runtimes import runtimes_compared, speedup_table, table_section
+    from harness.store import Store
+
+    store = Store(db, readonly=True)
+    table = speedup_table(store.measurements(run_ids=run_ids))
+    return [table_section(table)] if runtimes_compared(table) >= 2 else []
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.report.html import write_report
 
@@ -87,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             device=getattr(args, "device", None),
             db=getattr(args, "db", None),
         )
+    if result.source == "store":
+        sections.extend(_runtimes_section(getattr(args, "db", None), result.run_ids))
     paths = write_report(
         result,
         out,

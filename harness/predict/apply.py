@@ -45,6 +45,7 @@ def predict_frame(points: pd.DataFrame, pred: Predictor) -> pd.DataFrame:
         )
     }
     label = ""
+    why: list[str] = []  # the first point that could not be predicted, and why
     for _, r in out.iterrows():
         try:
             tokens = r.get("tokens")
@@ -61,7 +62,9 @@ def predict_frame(points: pd.DataFrame, pred: Predictor) -> pd.DataFrame:
                 tokens=tok,
                 compute=False,
             )
-        except (UserError, KeyError, ValueError, TypeError, LookupError):
+        except (UserError, KeyError, ValueError, TypeError, LookupError) as e:
+            if not why:
+                why.append(f"{r.get('encoder')}@{r.get('resolution')} + {r.get('llm')}: {e}")
             for c in cols:
                 cols[c].append(math.nan)
             continue
@@ -82,6 +85,7 @@ def predict_frame(points: pd.DataFrame, pred: Predictor) -> pd.DataFrame:
         False  # "estimated" means layer-sampled prefill; predictions say latency_source
     )
     out["run_id"] = None
+    out.attrs["unpredicted_reason"] = why[0] if why else ""
     return out
 
 
@@ -114,6 +118,13 @@ def with_predicted_latency(result: Any, device: str, db: str | None = None) -> A
             "efficiencies; no error band is claimed)"
         )
     missing = int(points["ttft_ms"].isna().sum())
+    if len(points) and missing == len(points):
+        raise UserError(
+            f"none of the {missing} point(s) can be predicted for {pred.profile.name} "
+            f"(first: {points.attrs.get('unpredicted_reason') or 'unknown'}); predict needs zoo "
+            "encoders and LLMs or custom ones counted once with 'vlm-pareto predict --device NAME "
+            "--encoder-config FILE ...'"
+        )
     if missing:
         notes.append(
             f"{missing} point(s) could not be predicted: encoder or LLM outside the zoo, or its cost not "

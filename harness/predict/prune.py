@@ -22,9 +22,14 @@ from typing import Any
 
 import numpy as np
 
-#: optimism of the skip test: a candidate survives unless 1 - MARGIN of its predicted TTFT
-#: is already dominated. Online fits on this machine are within ~10% (docs/predict.md).
+#: optimism of the skip test: a candidate survives unless 1 - margin of its predicted TTFT
+#: is already dominated. MARGIN is the most (and the value until the online model has shown
+#: its error): online fits on this machine are within ~10% (docs/predict.md).
 MARGIN = 0.2
+#: the least optimism, however well the online model has predicted so far
+MARGIN_FLOOR = 0.05
+#: leave-one-out errors needed before the margin adapts
+MIN_LOO = 4
 
 
 def roofline_ms(cost: Any, profile: Any, part: str) -> float:
@@ -60,6 +65,36 @@ def online_scales(
     return fits, (float(np.median(allr)) if allr else None)
 
 
+def loo_errors(rows: Iterable[tuple[str, float, float]]) -> list[float]:
+    """Leave-one-out relative errors of :func:`online_scales`' per-name power law: every row of a
+    name with at least three rows, predicted by a fit of that name's other rows."""
+    by: dict[str, list[tuple[str, float, float]]] = {}
+    for r in rows:
+        if r[1] > 0 and r[2] > 0:
+            by.setdefault(r[0], []).append(r)
+    errs: list[float] = []
+    for name, rs in by.items():
+        if len(rs) < 3:
+            continue
+        for i, (_, ms, roof) in enumerate(rs):
+            fits, _ = online_scales(rs[:i] + rs[i + 1 :])
+            a, b = fits[name]
+            errs.append(a * roof**b / ms - 1.0)
+    return errs
+
+
+def adaptive_margin(
+    errors: Sequence[float], default: float = MARGIN, floor: float = MARGIN_FLOOR
+) -> float:
+    """The skip test's optimism from the online model's own leave-one-out errors: twice their
+    90th percentile of |error|, within [floor, default]; ``default`` until there are
+    :data:`MIN_LOO` of them (too few to know how wrong the model is here)."""
+    if len(errors) < MIN_LOO:
+        return default
+    p90 = float(np.percentile(np.abs(np.asarray(errors, dtype=float)), 90))
+    return float(min(max(2.0 * p90, floor), default))
+
+
 def predict_ms(
     name: str, roof: float, fits: dict[str, tuple[float, float]], overall: float | None
 ) -> float | None:
@@ -91,12 +126,14 @@ class Skip:
 class CostPruner:
     """``pruner(search, config) -> Skip | None`` for :class:`harness.search.Search`."""
 
-    def __init__(self, profile: str = "host-cpu", margin: float = MARGIN):
+    def __init__(self, profile: str = "host-cpu", margin: float | None = None):
+        """``margin``: a fixed optimism; None adapts it to the online model's error."""
         from harness.predict.profiles import get_profile
 
         self.profile = get_profile(profile)
         self.margin = margin
         self.skipped = 0
+        self.last_margin: float | None = None
         self._roof: dict[tuple[Any, ...], float] = {}
 
     def _enc_roof(self, name: str, res: int, tiling: str) -> float:
@@ -142,21 +179,28 @@ class CostPruner:
         try:
             e_roof = self._enc_roof(c.encoder, c.resolution, c.tiling)
             p_roof = self._pre_roof(c.llm, tokens + prompt)
-            e_scales, e_all = online_scales(
+            e_data = [
                 (
                     r["name"],
                     float(r["median_ms"]),
                     self._enc_roof(r["name"], int(r["resolution"]), r["tiling"]),
                 )
                 for _, r in enc_rows.iterrows()
-            )
-            p_scales, p_all = online_scales(
+            ]
+            p_data = [
                 (
                     r["name"],
                     float(r["median_ms"]),
                     self._pre_roof(r["name"], int(r["tokens"]) + int(r["prompt_tokens"])),
                 )
                 for _, r in pre_rows.iterrows()
+            ]
+            e_scales, e_all = online_scales(e_data)
+            p_scales, p_all = online_scales(p_data)
+            margin = (
+                self.margin
+                if self.margin is not None
+                else adaptive_margin(loo_errors(e_data) + loo_errors(p_data))
             )
         except Exception:  # noqa: BLE001 - anything the cost model cannot describe is measured
             return None
@@ -186,7 +230,8 @@ class CostPruner:
         ]
         if math.isnan(float(acc)):
             return None
-        if dominated(float(acc), ttft * (1 - self.margin), front, search.settings.budget_ms):
+        self.last_margin = margin
+        if dominated(float(acc), ttft * (1 - margin), front, search.settings.budget_ms):
             self.skipped += 1
             return Skip(float(acc), ttft, f"predicted TTFT {ttft:.0f} ms cannot reach the frontier")
         return None

@@ -442,6 +442,47 @@ def ttft_vs_tokens(ctx: Context, styles: Styles, key: str) -> FigureSpec | None:
     )
 
 
+def runtime_frontiers(df: pd.DataFrame, benchmark: str) -> list[FigureSpec]:
+    """Accuracy vs TTFT with one frontier per runtime, per (machine, recipe) whose measured
+    points span at least two runtimes. Mixed points (encoder and prefill on different
+    runtimes, ``backend`` = ``enc+llm``) stay in the per-origin figures and the table."""
+    from harness.report.runtimes import frontier_per_runtime
+
+    if benchmark not in df.columns:
+        return []
+    rows = df[
+        (df["latency_source"].astype(str) == "measured")
+        & ~df["backend"].astype(str).str.contains("+", regex=False)
+    ].dropna(subset=["ttft_ms", benchmark])
+    specs = []
+    for (machine, recipe), g in rows.groupby(["machine", "recipe"], sort=True):
+        runtimes = sorted(g["backend"].astype(str).unique())
+        if len(runtimes) < 2:
+            continue
+        fig = frontier_per_runtime(g, benchmark)
+        bl = benchmark_label(benchmark)
+        fig.update_layout(
+            title=_title(f"{bl} vs TTFT per runtime (recipe {recipe})", f"measured, {machine}")
+        )
+        fig.update_layout(
+            xaxis=log_axis(g["ttft_ms"], "ms", "TTFT (log)"),
+            yaxis_title=bl,
+            legend_title_text="runtime",
+        )
+        specs.append(
+            FigureSpec(
+                f"runtimes_{len(specs) + 1}",
+                f"{bl} vs TTFT per runtime, {machine}, recipe {recipe}",
+                fig,
+                f"One Pareto frontier per runtime ({', '.join(runtimes)}); each point's encoder "
+                "and prefill ran on that runtime. Accuracy is the configuration's, whatever the "
+                "runtime: check the parity columns of the runtimes table before trusting a "
+                "low-precision point's accuracy.",
+            )
+        )
+    return specs
+
+
 def build_figures(
     points: pd.DataFrame, analysis: ReportAnalysis
 ) -> tuple[list[FigureSpec], list[str]]:
@@ -459,6 +500,7 @@ def build_figures(
         )
     for i, ca in enumerate(analysis.contexts, 1):
         specs.append(accuracy_vs_ttft(ca, bench, styles, f"accuracy_vs_ttft_{i}"))
+    specs += runtime_frontiers(df, bench)
     lat = latency_contexts(df)
     drawn = {"breakdown": 0, "tiling": 0, "scaling": 0, "tokens": 0}
     for i, ctx in enumerate(lat, 1):

@@ -116,6 +116,12 @@ def table_markdown(table: pd.DataFrame, reference: str = REFERENCE) -> str:
         "| model | size | runtime | median ms | speedup | parity cos | rel err | build s | note |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
+    lines += ["| " + " | ".join(row) + " |" for row in _table_rows(table)]
+    return "\n".join(lines)
+
+
+def _table_rows(table: pd.DataFrame) -> list[list[str]]:
+    rows = []
     for r in table.to_dict("records"):
         size = f"{r['size']} px" if r["kind"] == "encoder" else f"{r['size']} tok"
         if r["tiling"] not in ("none", None):
@@ -125,13 +131,58 @@ def table_markdown(table: pd.DataFrame, reference: str = REFERENCE) -> str:
             if r["status"] == "ok"
             else f"{r['status']}: {str(r['reason']).splitlines()[0][:120] if r['reason'] else ''}"
         )
-        lines.append(
-            f"| {r['name']} | {size} | {r['runtime']} | {_fmt(r['median_ms'], '.1f')} | "
-            f"{_fmt(r['speedup'], '.2f')}{'x' if _fmt(r['speedup'], '.2f') != '-' else ''} | "
-            f"{_fmt(r['parity_cosine'], '.5f')} | {_fmt(r['parity_rel_err'], '.3g')} | "
-            f"{_fmt(r['compile_s'], '.1f')} | {note} |"
+        speed = _fmt(r["speedup"], ".2f")
+        rows.append(
+            [
+                str(r["name"]),
+                size,
+                str(r["runtime"]),
+                _fmt(r["median_ms"], ".1f"),
+                speed + ("x" if speed != "-" else ""),
+                _fmt(r["parity_cosine"], ".5f"),
+                _fmt(r["parity_rel_err"], ".3g"),
+                _fmt(r["compile_s"], ".1f"),
+                note,
+            ]
         )
-    return "\n".join(lines)
+    return rows
+
+
+def runtimes_compared(table: pd.DataFrame) -> int:
+    """How many runtimes the table holds (a report shows its section only from two on)."""
+    return 0 if table.empty else int(table["runtime"].nunique())
+
+
+def table_section(table: pd.DataFrame, reference: str = REFERENCE) -> tuple[str, str]:
+    """The speedup table as a report section: ``(markdown, html)`` (pure; names escaped)."""
+    import html
+
+    md = "## Runtimes compared\n\n" + table_markdown(table, reference) + "\n"
+    head = [
+        "model",
+        "size",
+        "runtime",
+        "median ms",
+        "speedup",
+        "parity cos",
+        "rel err",
+        "build s",
+        "note",
+    ]
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+        for row in _table_rows(table)
+    )
+    page = (
+        "<h2>Runtimes compared</h2><p class=caption>Median of each runtime per encoder and "
+        f"resolution and per LLM and token count; speedup over {html.escape(reference)} (eager "
+        "PyTorch fp32) measured in the same runs; parity of its output against fp32 eager "
+        "(docs/runtimes.md). Skipped and failed runtimes keep their reason.</p>"
+        "<table><thead><tr>"
+        + "".join(f"<th>{h}</th>" for h in head)
+        + f"</tr></thead><tbody>{body}</tbody></table>"
+    )
+    return md, page
 
 
 def backends_of(points: pd.DataFrame) -> list[str]:
@@ -213,6 +264,8 @@ __all__ = [
     "filter_backend",
     "frontier_per_runtime",
     "runtime_label",
+    "runtimes_compared",
     "speedup_table",
     "table_markdown",
+    "table_section",
 ]

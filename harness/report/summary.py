@@ -76,7 +76,7 @@ def with_defaults(points: pd.DataFrame) -> pd.DataFrame:
     ):
         if col not in df.columns:
             df[col] = np.nan
-    df["estimated"] = df["estimated"].fillna(False).astype(bool)
+    df["estimated"] = [bool(v) if v is not None and v == v else False for v in df["estimated"]]
     df["origin"] = [
         origin_label(s, m, b)
         for s, m, b in zip(df["latency_source"], df["machine"], df["backend"], strict=True)
