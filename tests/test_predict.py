@@ -415,7 +415,9 @@ def test_pruning_margin_adapts_to_the_online_models_own_error():
     from harness.predict.prune import MARGIN, MARGIN_FLOOR, adaptive_margin, loo_errors
 
     exact = [("e", 2 * r**1.5, r) for r in (1.0, 2.0, 4.0, 9.0)]
-    errs = loo_errors(exact + [("p", 5.0, 1.0), ("p", 6.0, 2.0)])  # "p": too few rows to hold one out
+    errs = loo_errors(
+        exact + [("p", 5.0, 1.0), ("p", 6.0, 2.0)]
+    )  # "p": too few rows to hold one out
     assert len(errs) == 4 and max(abs(e) for e in errs) < 1e-9
     assert adaptive_margin(errs) == MARGIN_FLOOR  # a model that predicts well earns little optimism
     # a model that missed by ~30% is given the most optimism; too few errors: the default
@@ -497,5 +499,7 @@ def test_device_prediction_of_nothing_predictable_is_one_clear_error():
         [{"encoder": "not-in-zoo", "resolution": 256, "llm": "qwen2-0.5b", "tiling": "none"}]
     )
     res = PointsResult(pts, pd.DataFrame(), pd.DataFrame(), [])
-    with pytest.raises(UserError, match=r"none of the 1 point\(s\) can be predicted.*not-in-zoo@256"):
+    with pytest.raises(
+        UserError, match=r"none of the 1 point\(s\) can be predicted.*not-in-zoo@256"
+    ):
         with_predicted_latency(res, "m1-max")

@@ -473,3 +473,18 @@ def test_choose_backend_filters_points_and_suggests():
     assert filter_backend(pts, "onnxrt")["ttft_ms"].tolist() == [2.0]
     with pytest.raises(UserError, match="did you mean 'onnxrt'"):
         filter_backend(pts, "onnxrtt")
+
+
+def test_removing_an_export_leaves_other_models_data_alone(tmp_path):
+    """Qwen2-0.5B int8 (external data) was skipped: deleting the float export's files took the
+    quantized model's ``.data`` file with it (a wildcard on the file stem)."""
+    from harness.backends.graphs import remove_onnx
+
+    names = ["m-int8.onnx", "m-int8.onnx.data", "m-int8q.onnx.data", "m-quantized.onnx.data"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    remove_onnx(tmp_path / "m-int8.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m-int8q.onnx.data",
+        "m-quantized.onnx.data",
+    ]

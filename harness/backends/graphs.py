@@ -285,7 +285,9 @@ def export_onnx(
 def remove_onnx(path: str | Path) -> None:
     """Delete an exported model and its external-data file(s)."""
     p = Path(path)
-    for f in [p, *p.parent.glob(p.name + ".data"), *p.parent.glob(p.stem + "*.data")]:
+    # exact names only: a wildcard on the stem once deleted another model's data file
+    # (``x-int8.onnx`` took ``x-int8q.onnx.data`` with it)
+    for f in [p, p.parent / (p.name + ".data"), p.parent / (p.stem + ".data")]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(f)
 

@@ -162,7 +162,7 @@ class _OnnxCompiler:
         model_path = path
         if cfg.precision == "int8":
             t0 = time.perf_counter()
-            model_path = work / f"{tag}-int8q.onnx"
+            model_path = work / f"{tag}-quantized.onnx"
             try:
                 quantize_int8(path, model_path, tuple(cfg.int8_ops))
             except Exception as e:
