@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from typing import Protocol as TypingProtocol
 
+from harness.denormal import set_flush_denormal
 from harness.errors import UserError, suggest
 from harness.stats import Stats, summarize
 
@@ -337,12 +338,7 @@ def measure(
 
     # Denormals slow CPU arithmetic by orders of magnitude and depend on data, not on the
     # model: flush them for every torch runner unless the protocol says otherwise.
-    torch = sys.modules.get("torch")
-    flushed = (
-        bool(torch.set_flush_denormal(True))
-        if (torch is not None and proto.flush_denormal)
-        else False
-    )
+    flushed = set_flush_denormal(True) if proto.flush_denormal else False
 
     gc_was_enabled = gc.isenabled()
     gc.collect()
@@ -387,8 +383,8 @@ def measure(
     finally:
         if gc_was_enabled:
             gc.enable()
-        if flushed and torch is not None:
-            torch.set_flush_denormal(False)
+        if flushed:
+            set_flush_denormal(False)
 
     all_ms = [s / 1e6 for s in samples_ns]
     clean_ms = [s for s, why in zip(all_ms, reasons, strict=True) if not why]

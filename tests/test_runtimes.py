@@ -346,6 +346,7 @@ def test_macos_and_cuda_configs_compose_validate_and_refuse_cleanly(preset, db_u
     out = run_sweep(cfg, command="test")
     got = rows(db_url, out.run_id)
     assert out.counts["failed"] == 0 and out.counts["measured"] == 0
+    assert out.nothing_measured and out.exit_code == 1  # a sweep that measured nothing says so
     for kind in ("encoder", "prefill"):
         assert got[kind]["status"] == "skipped"
         assert any(w in got[kind]["reason"] for w in ("macOS", "CUDA", "cuda", "NVIDIA"))

@@ -78,9 +78,11 @@ class ParityResult:
 
 def thresholds(precision: str) -> tuple[float, float]:
     """(min cosine, max relative error) for ``precision`` (int8/q8 share one row)."""
-    key = {"q8": "int8", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(
-        precision, precision
-    )
+    from harness.dtypes import PRECISION_ALIASES
+
+    key = str(precision).strip().lower()
+    key = PRECISION_ALIASES.get(key, key)
+    key = "int8" if key == "q8" else key  # one row for 8-bit weights, whatever the runtime
     if key not in THRESHOLDS:
         raise KeyError(f"no parity threshold for precision {precision!r}")
     return THRESHOLDS[key]

@@ -58,8 +58,15 @@ class SweepOutcome:
     produced: set = field(default_factory=set)
 
     @property
+    def nothing_measured(self) -> bool:
+        """Every point of the plan was skipped (e.g. a macOS-only backend here)."""
+        c = self.counts
+        return bool(self.skipped) and not (c.get("measured", 0) + c.get("reused", 0))
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failures else 0
+        """1 when a point failed or when nothing at all could be measured; else 0."""
+        return 1 if self.failures or self.nothing_measured else 0
 
 
 def owner_id() -> str:

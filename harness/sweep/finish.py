@@ -59,6 +59,13 @@ def finish(cfg: SweepConfig, out: SweepOutcome) -> int:
         print(f"  skipped: {s}")
     for f in out.failures:
         print(f"  FAILED: {f}")
+    if out.nothing_measured:
+        print(
+            f"vlm-pareto: nothing measured: all {c['skipped']} point(s) were skipped on this "
+            "machine (reasons above); exit 1",
+            file=sys.stderr,
+        )
+        return out.exit_code
     try:
         result = load_points(db=cfg.db, run_ids=[out.run_id], recipe=cfg.recipe)
     except Exception as e:  # the measurements are stored; a report problem must not hide that
