@@ -23,13 +23,6 @@ M = TypeVar("M", bound=nn.Module)
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
-@contextlib.contextmanager
-def meta_device() -> Iterator[None]:
-    """Construct modules on the meta device: no memory, no default initialisation."""
-    with torch.device("meta"):
-        yield
-
-
 def _fan_in(p: torch.Tensor) -> int:
     if p.dim() < 2:
         return max(p.numel(), 1)
@@ -64,7 +57,8 @@ def _tile_(p: torch.Tensor, block: torch.Tensor) -> None:
 
 @torch.no_grad()
 def fill_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Fill every parameter and buffer of ``module`` in place with well-conditioned values.
+    """Fill every parameter of ``module`` (and batch-norm statistics) in place with
+    well-conditioned values; other buffers are left as they are.
 
     Names decide the rule: biases 0; norm weights 1 (biases 0); batch-norm running mean 0 and
     variance 1; token embeddings at embedding-table scale (std 0.02); layer-scale vectors
@@ -111,18 +105,54 @@ def fill_(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Create *parameters* on the meta device while modules are built (no memory, and their
+    default initialisation runs on meta, i.e. costs nothing); *buffers* are made as the module
+    makes them, so index tables, masks and constants keep their real values.
+
+    (Building everything under ``torch.device("meta")`` loses buffer values: ``to_empty`` then
+    leaves them as uninitialised memory, and a custom encoder's ``eye`` or index buffer held
+    garbage.) Parameters a module creates on meta itself stay there.
+    """
+    original = nn.Module.register_parameter
+
+    def register(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(self, name, param)
+        p = self._parameters.get(name)
+        if p is not None and p.device.type != "meta":
+            self._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
 def materialize(
     build: Callable[[], M],
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     seed: int = 0,
 ) -> M:
-    """Build ``build()`` on the meta device, allocate it on ``device`` and fill it."""
-    with meta_device():
+    """Build ``build()`` with its parameters on the meta device, allocate it on ``device``,
+    fill the parameters (:func:`fill_`) and keep the buffers the module computed."""
+    with parameters_on_meta():
         model = build()
+    # Buffers built for real keep their values across to_empty (which reallocates everything).
+    kept = {
+        name: b.detach().clone()
+        for name, b in model.named_buffers(remove_duplicate=False)
+        if b.device.type != "meta"
+    }
     model = model.to_empty(device=device)
-    # Non-persistent buffers (e.g. rotary inv_freq) are not restored by to_empty: let modules
-    # that know how recompute them.
+    with torch.no_grad():
+        for name, b in model.named_buffers(remove_duplicate=False):
+            if name in kept:
+                b.copy_(kept[name])
+    # Buffers a builder made on meta itself (and non-persistent ones such as rotary inv_freq)
+    # hold no values: let modules that know how recompute them.
     for m in model.modules():
         reset = getattr(m, "_vlm_pareto_reset_buffers", None)
         if callable(reset):

@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from harness.stats import combine_intervals, sum_of_medians_ci
 #: Keys an encoder row's ``extra`` may use for its output channel count (projector in_dim).
 ENCODER_DIM_KEYS = ("out_dim", "channels", "embed_dim", "feature_dim")
 
-Rows = pd.DataFrame | Iterable[Mapping[str, Any]] | None
+Rows: TypeAlias = pd.DataFrame | Iterable[Mapping[str, Any]] | None
 
 _P90_DRAWS = 4000
 

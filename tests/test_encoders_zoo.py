@@ -218,3 +218,30 @@ def test_weights_loading_roundtrip_and_mismatch(tmp_path):
     torch.save({"proj.weight": torch.zeros(1), "junk": torch.zeros(1)}, bad)
     with pytest.raises(UserError, match="unexpected junk"):
         build_encoder(spec.name, 64, weights=str(bad))
+
+
+def test_custom_encoder_buffers_keep_their_values():
+    """Parameters are built on meta and filled; buffers (constants, index tables, also
+    non-persistent ones) keep what the module computed, never uninitialised memory."""
+    from harness.encoders.custom import register_custom_encoder
+    from harness.encoders.zoo import build_encoder
+
+    spec = register_custom_encoder(
+        {
+            "name": "buffered-conv",
+            "probe_resolution": 32,
+            "import_path": str(Path(__file__).parent / "helpers"),
+            "model": {"_target_": "runtime_models.build_buffered_conv"},
+        }
+    )
+    enc = build_encoder(spec.name, 32, seed=0)
+    bufs = dict(enc.module.named_buffers())
+    eye = next(v for k, v in bufs.items() if k.endswith("eye"))
+    order = next(v for k, v in bufs.items() if k.endswith("order"))
+    scale = next(v for k, v in bufs.items() if k.endswith("scale"))
+    assert torch.equal(eye, torch.eye(8))
+    assert torch.equal(order, torch.arange(8).flip(0))
+    assert torch.equal(scale, torch.full((8,), 0.5))
+    # the parameters were filled (well-conditioned, not zeros or garbage)
+    w = next(p for n, p in enc.module.named_parameters() if n.endswith("conv.weight"))
+    assert torch.isfinite(w).all() and 0.01 < float(w.std()) < 1.0

@@ -155,8 +155,8 @@ def test_main_report_compares_runtimes_measured_in_its_runs(db_url, tmp_path):
     summary = (out / "summary.md").read_text()
     assert "<h2>Runtimes compared</h2>" in page and "## Runtimes compared" in summary
     # one line per runtime of each model, with the speedup over fp32 eager of the same runs
-    assert "| mine | 64 px | onnxrt:float32 |" in summary
-    assert "| mine | 64 px | torch:float32 |" in summary and "1.00x" in summary
+    assert "| my-tiny-convnet | 64 px | onnxrt:float32 |" in summary
+    assert "| my-tiny-convnet | 64 px | torch:float32 |" in summary and "1.00x" in summary
     # a single run with a single runtime has no comparison to show
     one = tmp_path / "one"
     assert (

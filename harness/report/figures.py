@@ -454,7 +454,7 @@ def runtime_frontiers(df: pd.DataFrame, benchmark: str) -> list[FigureSpec]:
         (df["latency_source"].astype(str) == "measured")
         & ~df["backend"].astype(str).str.contains("+", regex=False)
     ].dropna(subset=["ttft_ms", benchmark])
-    specs = []
+    specs: list[FigureSpec] = []
     for (machine, recipe), g in rows.groupby(["machine", "recipe"], sort=True):
         runtimes = sorted(g["backend"].astype(str).unique())
         if len(runtimes) < 2:
