@@ -157,10 +157,16 @@ def _db_error_line(e: BaseException) -> str | None:
     mod = type(e).__module__ or ""
     if not (isinstance(e, sqlite3.Error) or mod.startswith(("sqlalchemy", "psycopg"))):
         return None
-    from harness.store import _short, corrupt_message, describe_url, is_corruption, resolve_url
+    from harness.store import (
+        corrupt_message,
+        describe_url,
+        error_line,
+        is_corruption,
+        resolve_url,
+    )
 
     where = describe_url(resolve_url(None))
-    detail = _short(e) if isinstance(e, Exception) else str(e)
+    detail = error_line(e)
     if is_corruption(e):
         return corrupt_message(where, detail)
     return (

@@ -518,36 +518,3 @@ def contended_labels(rows: Any) -> set[str]:
         for r in recs
         if str(r.get("status", "ok")) == "ok" and is_contended(r.get("extra"))
     }
-
-
-def mark_points(points: Any, measurements: Any) -> Any:
-    """Add ``interference`` (worst verdict of the point's encoder, projector and prefill
-    measurements) and ``contended`` (bool) columns to a TTFT points table. Pure (pandas)."""
-    if points is None or len(points) == 0 or measurements is None or len(measurements) == 0:
-        return points
-    rank = {"clean": 0, "unknown": 1, "contended": 2}
-    enc: dict[tuple, str] = {}
-    llm: dict[tuple, str] = {}
-    for r in measurements.to_dict("records"):
-        v = verdict_of(r.get("extra"))
-        if r.get("kind") == "encoder":
-            k: tuple = (r["name"], int(r["resolution"]), str(r["tiling"]))
-            table = enc
-        elif r.get("kind") in ("prefill", "projector"):
-            k = (r["name"], int(r["tokens"]))
-            table = llm
-        else:
-            continue
-        table[k] = max(table.get(k, v), v, key=rank.__getitem__)
-    out = points.copy()
-    verdicts = []
-    for r in out.to_dict("records"):
-        parts = [
-            enc.get((r.get("encoder"), int(r.get("resolution") or 0), str(r.get("tiling")))),
-            llm.get((r.get("llm"), int(r.get("tokens") or 0))),
-        ]
-        known = [p for p in parts if p is not None]
-        verdicts.append(max(known, key=rank.__getitem__) if known else "unknown")
-    out["interference"] = verdicts
-    out["contended"] = [v == "contended" for v in verdicts]
-    return out

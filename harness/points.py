@@ -67,11 +67,9 @@ def _store_latency(db: str | None, run_ids: Sequence[str] | None, notes: list[st
 
     by_kind = {k: m[m["kind"] == k] for k in ("encoder", "projector", "prefill")}
     lat = compose_ttft(by_kind["encoder"], by_kind["projector"], by_kind["prefill"])
-    # noise hooks (docs/noise.md): contended parts make a point unreliable; the runs' canaries
+    # noise hooks (docs/noise.md): compose_ttft marks points with a contended part; canaries
     from harness.canary import run_canary_text
-    from harness.interference import mark_points
 
-    lat = mark_points(lat, m)
     for rid in sorted(set(m["run_id"])):
         line = run_canary_text(store, rid)
         if line:

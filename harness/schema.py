@@ -51,6 +51,7 @@ LATENCY_COLUMNS: tuple[str, ...] = (
     "llm_params_b",
     "peak_mem_bytes",
     "run_id",
+    "interference",
     "contended",
 )
 
@@ -77,6 +78,7 @@ TTFT_COLUMNS: tuple[str, ...] = (
     "llm_params_b",
     "latency_source",
     "peak_mem_bytes",
+    "interference",
     "contended",
 )
 
@@ -103,6 +105,7 @@ POINT_COLUMNS: tuple[str, ...] = (
     "llm_params_b",
     "peak_mem_bytes",
     "run_id",
+    "interference",
     "contended",
     "accuracy_partial",
 )

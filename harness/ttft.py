@@ -119,7 +119,8 @@ def _in_dim(row: dict[str, Any]) -> float | None:
 
 def _projector_for(
     prefill: dict[str, Any], enc_dim: int | None, projectors: list[dict[str, Any]]
-) -> tuple[float, float, float, float, list[float]] | None:
+) -> tuple[tuple[float, float, float, float, list[float]], dict[str, Any] | None] | None:
+    """(the projector part, its own row or None when it is the prefill's by-product)."""
     match_fields = ("name", "tokens", "backend", "device", "dtype")
     candidates = [
         q
@@ -130,13 +131,23 @@ def _projector_for(
     ]
     dims = {_in_dim(q) for q in candidates}
     if candidates and len(dims) == 1:
-        return _part(_latest(candidates, ("name",))[0])
+        row = _latest(candidates, ("name",))[0]
+        return _part(row), row
     # Fall back to the projector time recorded with the prefill, if its encoder dim fits.
     px = PrefillExtra.from_dict(prefill["extra"])
     ms, pdim = _num(px.projector_ms), _num(px.encoder_dim)
     if ms is not None and (enc_dim is None or pdim in (None, enc_dim)):
-        return ms, ms, ms, ms, []
+        return (ms, ms, ms, ms, []), None
     return None
+
+
+def _interference(rows: Sequence[dict[str, Any]]) -> str:
+    """The worst interference verdict of the measurements a point is composed of (the very
+    rows joined, so one runtime's contended measurement never taints another's point)."""
+    from harness.interference import verdict_of
+
+    rank = {"clean": 0, "unknown": 1, "contended": 2}
+    return max((verdict_of(r.get("extra")) for r in rows), key=rank.__getitem__)
 
 
 def _paired(e: dict[str, Any], p: dict[str, Any]) -> bool:
@@ -195,8 +206,10 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
             if int(p["tokens"]) != int(e["tokens"]) or not _same_machine(e, p) or not _paired(e, p):
                 continue
             e_part, p_part = _part(e), _part(p)
-            q_part = _projector_for(p, enc_dim, proj)
+            found = _projector_for(p, enc_dim, proj)
+            q_part, q_row = found if found else (None, None)
             parts = [e_part, p_part] + ([q_part] if q_part else [])
+            verdict = _interference([e, p] + ([q_row] if q_row else []))
             if all(x[4] for x in parts):
                 point, lo, hi = sum_of_medians_ci([x[4] for x in parts])
                 point = sum(x[0] for x in parts)  # medians as stored; equal up to rounding
@@ -236,13 +249,12 @@ def compose_ttft(encoder_rows: Rows, projector_rows: Rows, prefill_rows: Rows) -
                     if "predicted" in (ex.latency_source, px.latency_source)
                     else "measured",
                     "peak_mem_bytes": _peak_mem(e, p),
+                    "interference": verdict,
+                    "contended": verdict == "contended",
                 }
             )
     df = pd.DataFrame(out, columns=list(TTFT_COLUMNS))
-    # interference verdicts are joined later from the measurements (harness/interference.py)
-    df["contended"] = (
-        df["contended"].astype(object).where(df["contended"].notna(), False).astype(bool)
-    )
+    df["contended"] = df["contended"].astype(bool)
     return df.sort_values(
         ["encoder", "resolution", "tiling", "llm", "prompt_tokens"], kind="stable"
     ).reset_index(drop=True)

@@ -233,6 +233,49 @@ def bench_model(model: str, runtimes: list[str], args: argparse.Namespace) -> li
     return rows
 
 
+def _bench_in_child(model: str, runtimes: list[str], args: argparse.Namespace) -> list[Row]:
+    """:func:`bench_model` in a fresh interpreter (same settings); its rows come back as JSON.
+
+    Compiled graphs, inductor caches and runtime sessions are not all freed when a model is
+    done: in one process the full benchmark grew to 24 GB and was OOM-killed at the LLM."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "rows.json"
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--models",
+            model,
+            "--runtimes",
+            ",".join(runtimes),
+            "--no-table4",
+            "--rounds",
+            str(args.rounds),
+            "--runs",
+            str(args.runs),
+            "--threads",
+            str(args.threads),
+            "--prompt-tokens",
+            str(args.prompt_tokens),
+            "--json",
+            str(out),
+        ]
+        if args.llm_layers is not None:
+            cmd += ["--llm-layers", str(args.llm_layers)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        for line in proc.stdout.splitlines():
+            if line.startswith("  "):  # the per-runtime lines; the child's summary is redone here
+                print(line, flush=True)
+        if proc.returncode != 0 or not out.exists():
+            reason = f"benchmark process exited {proc.returncode} (killed for memory if -9)"
+            print(f"  {model:18s} every runtime failed: {reason}", flush=True)
+            return [Row(model, r, "failed", reason=reason) for r in runtimes]
+        data = json.loads(out.read_text())
+    return [Row(**r) for r in data["rows"]]
+
+
 def table4(rows: list[Row], models: list[str], runtimes: list[str]) -> list[dict[str, Any]]:
     """Per runtime: is the first model (FastViTHD) faster than every other at equal tokens?"""
     out = []
@@ -289,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="timed runs per round")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
     p.add_argument("--json", default=None, help="write every number to this file")
+    p.add_argument(
+        "--no-isolate",
+        action="store_true",
+        help="benchmark every model in this process (default: one child process per model, "
+        "so one model's compiled graphs and runtime sessions never hold memory during the next)",
+    )
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "0")
@@ -325,8 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     rows: list[Row] = []
-    for m in dict.fromkeys(models + t4):
-        rows += bench_model(m, runtimes, args)
+    todo = list(dict.fromkeys(models + t4))
+    for m in todo:
+        if args.no_isolate or len(todo) == 1:
+            rows += bench_model(m, runtimes, args)
+        else:
+            rows += _bench_in_child(m, runtimes, args)
     print("\nspeedup vs fp32 eager (higher is faster; x = export/parity problem):")
     header = f"{'model':18s}" + "".join(f"{r:>17s}" for r in runtimes)
     print(header)

@@ -33,7 +33,6 @@ from harness.interference import (
     available_cpus,
     contended_labels,
     is_contended,
-    mark_points,
     merge_rounds,
     verdict_of,
 )
@@ -47,17 +46,23 @@ from harness.stats import (
 )
 from harness.store import MeasurementKey, Store
 
-HOG = "import time\nend = time.time() + 60\nwhile time.time() < end:\n    pass\n"
+HOG = (
+    "import sys, time\nprint('spinning', flush=True)\n"
+    "end = time.time() + 60\nwhile time.time() < end:\n    pass\n"
+)
 
 
 @contextmanager
 def hogs(n: int | None = None) -> Iterator[None]:
     """``n`` (default: cores + 1) busy-looping processes, killed on exit (and after 60 s anyway)."""
     procs = [
-        subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(n or available_cpus() + 1)
+        subprocess.Popen([sys.executable, "-c", HOG], stdout=subprocess.PIPE, text=True)
+        for _ in range(n or available_cpus() + 1)
     ]
     try:
-        time.sleep(0.3)  # let them reach the run queue
+        for p in procs:  # each is spinning (a cold interpreter start can take over a second)
+            assert p.stdout is not None and p.stdout.readline().strip() == "spinning"
+        time.sleep(0.1)  # let them reach the run queue
         yield
     finally:
         for p in procs:
@@ -423,35 +428,46 @@ def test_points_and_compare_flag_contended_measurements():
     rows = [_rows("a", "enc", 100.0, extra=c), _rows("a", "enc2", 100.0)]
     assert contended_labels(rows) == {"encoder enc@256"}
     assert is_contended('{"interference": {"verdict": "contended"}}') and not is_contended("{}")
-    points = pd.DataFrame(
-        [
-            {"encoder": "enc", "resolution": 256, "tiling": "none", "llm": "q", "tokens": 16},
-            {"encoder": "enc2", "resolution": 256, "tiling": "none", "llm": "q", "tokens": 16},
-        ]
-    )
-    m = pd.DataFrame(
-        [
-            {**_rows("a", "enc", 1.0, extra=c), "tiling": "none", "tokens": 16},
-            {
-                **_rows("a", "enc2", 1.0, extra={"interference": {"verdict": "clean"}}),
-                "tiling": "none",
-                "tokens": 16,
-            },
-            {
-                **_rows(
-                    "a", "q", 1.0, kind="prefill", extra={"interference": {"verdict": "clean"}}
-                ),
-                "resolution": 0,
-                "tiling": "none",
-                "tokens": 16,
-            },
-        ]
-    )
-    out = mark_points(points, m)
-    assert out["contended"].tolist() == [True, False] and out["interference"].tolist() == [
-        "contended",
-        "clean",
+    from harness.ttft import compose_ttft
+
+    def part(name, kind, verdict, backend="torch", **key):
+        row = _rows("a", name, 1.0, kind=kind, extra={"interference": {"verdict": verdict}})
+        row.update(backend=backend, tiling="none", tokens=16, prompt_tokens=0, **key)
+        return row
+
+    enc = [
+        part("enc", "encoder", "contended"),
+        part("enc2", "encoder", "clean"),
+        # the same encoder under another runtime, measured clean
+        part("enc", "encoder", "clean", backend="onnxrt"),
     ]
+    for r in enc:
+        r["extra"]["out_dim"] = 64
+    pre = [
+        part("q", "prefill", "clean", resolution=0),
+        part("q", "prefill", "clean", "onnxrt", resolution=0),
+    ]
+    proj = [
+        part("q", "projector", "clean", resolution=0, in_dim=64),
+        # onnxrt's projector was disturbed: only onnxrt's point is unreliable
+        part("q", "projector", "contended", "onnxrt", resolution=0, in_dim=64),
+    ]
+    out = compose_ttft(pd.DataFrame(enc), pd.DataFrame(proj), pd.DataFrame(pre))
+    got = {
+        (r["encoder"], r["backend"]): (r["interference"], r["contended"])
+        for r in out.to_dict("records")
+    }
+    assert got[("enc", "torch")] == ("contended", True)  # its encoder measurement
+    assert got[("enc2", "torch")] == ("clean", False)
+    assert got[("enc", "onnxrt")] == ("contended", True)  # its projector measurement
+    # mixed points (encoder on one runtime, prefill on the other) from their own parts only:
+    # the contended torch encoder does not taint the onnxrt encoder's point
+    assert got[("enc", "onnxrt+torch")] == ("clean", False)
+    assert got[("enc2", "torch+onnxrt")] == ("contended", True)  # onnxrt's projector
+    # the columns reach the joined points
+    from harness.schema import POINT_COLUMNS
+
+    assert "interference" in POINT_COLUMNS and "contended" in POINT_COLUMNS
 
 
 def test_choose_shows_contended_points_as_unreliable():

@@ -486,7 +486,23 @@ def test_pruned_search_finds_the_known_best_with_no_more_measurements(tmp_path):
         b = res.best
         assert Config(b["encoder"], b["resolution"], b["tiling"], b["llm"]) == expected
         used[prune] = res.measurements_total
-    assert used[True] == used[False]  # pruning is off under a budget (docs/predict.md)
+    assert used[True] < used[False]  # pruning saves measurements under a budget too
+
+
+def test_prediction_dominance_and_extrapolation_margin():
+    from harness.predict.prune import dominated_by_prediction, part_margin
+
+    others = [(60.0, 200.0), (70.0, 900.0)]
+    assert dominated_by_prediction(59.0, 250.0, others, None)  # 60 % at <= 200 ms beats it
+    assert not dominated_by_prediction(60.0, 200.0, others, None)  # a tie survives
+    assert not dominated_by_prediction(65.0, 250.0, others, None)
+    assert not dominated_by_prediction(69.0, 1000.0, others, 800.0)  # the 900 ms one cannot fit
+    assert dominated_by_prediction(69.0, 1000.0, others, 950.0)
+    # the optimism grows with the distance of the extrapolation from the rows the law saw
+    assert part_margin(0.2, 100.0, [100.0, 400.0]) == pytest.approx(0.2)
+    assert part_margin(0.2, 100.0 / math.e, [100.0, 400.0]) == pytest.approx(0.4)
+    assert part_margin(0.2, 1e-3, [100.0]) == 0.9  # capped
+    assert part_margin(0.2, 100.0, []) == 0.9  # nothing known
 
 
 def test_device_prediction_of_nothing_predictable_is_one_clear_error():

@@ -247,6 +247,60 @@ def test_export_failure_is_a_skipped_point_with_the_exporters_reason(db_url, tmp
     assert got["prefill"]["status"] == "ok"  # the sweep went on
 
 
+# ------------------------------------------------------------- eager low precision
+
+
+def test_torch_eager_bf16_checks_parity_before_storing(db_url):
+    """Eager PyTorch in bf16 is a deployment choice too: each side is compared with float32
+    eager on the same inputs before its latency is stored."""
+    out = run_sweep(tiny_sweep(db_url, "torch-cpu-bf16"), command="test")
+    assert out.counts["failed"] == 0 and out.counts["measured"] == 3
+    got = rows(db_url, out.run_id)
+    min_cos, max_rel = THRESHOLDS["bfloat16"]
+    for kind in ("encoder", "prefill", "projector"):
+        r = got[kind]
+        assert r["backend"] == "torch" and r["dtype"] == "bfloat16" and r["status"] == "ok"
+        e = r["extra"]
+        assert e["parity_ok"] is True and e["parity_precision"] == "bfloat16", kind
+        assert e["parity_cosine"] >= min_cos and e["parity_rel_err"] <= max_rel, kind
+        assert e["parity"]["reference"] == "torch-float32-eager"
+        assert e["parity_cosine"] < 1.0 or e["parity_max_abs_err"] > 0  # really bf16
+    # float32 eager is the reference itself: nothing to compare
+    ref = run_sweep(tiny_sweep(db_url, "torch-cpu"), command="test")
+    assert "parity_ok" not in rows(db_url, ref.run_id)["encoder"]["extra"]
+
+
+def test_torch_eager_fp16_overflow_is_a_failed_point_with_the_numbers(db_url, tmp_path):
+    (tmp_path / "encoder").mkdir()
+    (tmp_path / "encoder" / "overflow.yaml").write_text(
+        "name: overflowing\nresolutions: [32]\nimport_path: "
+        + str(ROOT / "tests" / "helpers")
+        + "\nprobe_resolution: 32\nmodel:\n  _target_: runtime_models.build_overflowing\n"
+    )
+    cfg = compose_sweep(
+        "quick",
+        [
+            "~encoders.fastvithd",
+            "~encoders.fastvit",
+            "+encoder@encoders.ovf=overflow",
+            "~llms.tiny_llama",
+            "backend=torch-cpu",
+            "backend.dtype=float16",
+            f"db={db_url}",
+            "report=false",
+            "progress=false",
+            "protocol.threads=1",
+            "protocol.min_runs=2",
+        ],
+        extra_dir=tmp_path,
+    )
+    out = run_sweep(cfg, command="test")
+    enc = rows(db_url, out.run_id)["encoder"]
+    assert enc["status"] == "failed" and enc["dtype"] == "float16"
+    assert "parity failed" in enc["reason"] and "non-finite" in enc["reason"]
+    assert enc["median_ms"] is None or enc["median_ms"] != enc["median_ms"]
+
+
 # ------------------------------------------------------------------------ ExecuTorch
 
 

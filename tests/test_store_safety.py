@@ -229,6 +229,42 @@ def test_damaged_index_pages_only_are_detected_and_recovered_completely(tmp_path
     assert len(Store(str(out)).measurement_rows([run])) == n
 
 
+#: every other command on a store with damaged data pages: one line, exit 2, file unchanged
+DAMAGED_STORE_COMMANDS = {
+    "report": ["report", "--out", "{tmp}/rep", "--no-static"],
+    "choose": ["choose", "--budget-ms", "100"],
+    "compare": ["compare", "--baseline", "{run}", "--candidate", "{run}"],
+    "sweep": ["sweep", "--config-name", "quick", "backend=fake", "report=false", "progress=false"],
+}
+
+
+@pytest.fixture(scope="module")
+def damaged_data_store(tmp_path_factory) -> tuple[Path, str]:
+    """A filled store with one data page of ``measurements`` damaged (built once, copied)."""
+    db = tmp_path_factory.mktemp("damaged") / "s.db"
+    run, _ = _filled_store(db)
+    _, leaves = btree_pages(db, root_pages(db)["measurements"])
+    damage_page(db, leaves[len(leaves) // 2], offset=8)
+    return db, run
+
+
+@pytest.mark.parametrize("command", list(DAMAGED_STORE_COMMANDS))
+def test_every_command_on_damaged_data_pages_is_one_line_and_writes_nothing(
+    tmp_path, damaged_data_store, command
+):
+    src, run = damaged_data_store
+    db = tmp_path / "s.db"
+    db.write_bytes(src.read_bytes())
+    before = digest(db)
+    argv = [a.format(tmp=tmp_path, run=run) for a in DAMAGED_STORE_COMMANDS[command]]
+    r = cli("--db", str(db), *argv)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert one_line(r.stderr), r.stderr[-2000:]
+    assert "damaged" in r.stderr and str(db) in r.stderr
+    assert digest(db) == before
+    assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
+
+
 def test_corruption_met_mid_way_refuses_every_later_write(tmp_path):
     db = tmp_path / "s.db"
     run, _ = _filled_store(db)
@@ -244,6 +280,94 @@ def test_corruption_met_mid_way_refuses_every_later_write(tmp_path):
         s.set_run_status(run, "partial")
     with pytest.raises(StoreCorrupt):
         s.add_accuracy([{"encoder": "x", "resolution": 1, "llm": "y", "scores": {"gqa": 1.0}}])
+    assert digest(db) == before
+
+
+@pytest.fixture
+def bounded_open_check(monkeypatch):
+    """Writers use the bounded open check (what a store over FULL_OPEN_CHECK_BYTES gets)."""
+    import harness.store
+
+    monkeypatch.setattr(harness.store, "FULL_OPEN_CHECK_BYTES", 0)
+    calls: list[str] = []
+    real = harness.store.spot_check
+
+    def spy(conn, path, rows=None):
+        calls.append(str(path))
+        return real(conn, path, rows)
+
+    monkeypatch.setattr(harness.store, "spot_check", spy)
+    return calls
+
+
+def test_bounded_open_check_passes_a_healthy_store(tmp_path, bounded_open_check):
+    db = tmp_path / "s.db"
+    run, n = _filled_store(db)
+    before = digest(db)
+    s = Store(str(db))
+    assert bounded_open_check == [str(db)]  # the large-store path ran
+    assert len(s.measurement_rows([run])) == n
+    s.engine.dispose()
+    assert digest(db) == before
+
+
+def _damage_last_leaf(db: Path) -> None:
+    _, leaves = btree_pages(db, root_pages(db)["measurements"])
+    damage_page(db, max(leaves), offset=8)
+
+
+def _damage_runs(db: Path) -> None:
+    interior, leaves = btree_pages(db, root_pages(db)["runs"])
+    for p in interior + leaves:
+        damage_page(db, p, offset=8)
+
+
+def _damage_unique_index(db: Path) -> None:
+    roots = root_pages(db)
+    index = next(name for name in roots if name.startswith("sqlite_autoindex_measurements"))
+    _, leaves = btree_pages(db, roots[index])
+    for p in leaves:
+        damage_page(db, p, offset=8)
+
+
+def _truncate_one_page(db: Path) -> None:
+    from sqlite_pages import page_size
+
+    with open(db, "r+b") as fh:
+        fh.truncate(db.stat().st_size - page_size(db))
+
+
+def _truncate_half_a_page(db: Path) -> None:
+    from sqlite_pages import page_size
+
+    with open(db, "r+b") as fh:
+        fh.truncate(db.stat().st_size - page_size(db) // 2)
+
+
+@pytest.mark.parametrize(
+    "damage, reaches_the_check",
+    [
+        (_damage_last_leaf, True),
+        (_damage_runs, True),
+        (_damage_unique_index, True),
+        # SQLite itself may notice a file shorter than its header while opening it (then
+        # the engine's error hook refuses it before the check runs): either way, refused
+        (_truncate_one_page, False),
+        (_truncate_half_a_page, True),
+    ],
+    ids=lambda f: f.__name__.strip("_") if callable(f) else "",
+)
+def test_bounded_open_check_refuses_what_it_covers(
+    tmp_path, bounded_open_check, damage, reaches_the_check
+):
+    db = tmp_path / "s.db"
+    _filled_store(db)
+    damage(db)
+    before = digest(db)
+    with pytest.raises(StoreCorrupt, match="damaged.*db recover"):
+        Store(str(db))
+    if reaches_the_check:
+        assert bounded_open_check == [str(db)]
     assert digest(db) == before
 
 

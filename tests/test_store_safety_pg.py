@@ -1,38 +1,28 @@
 """Issue 12's race guarantees on a real PostgreSQL server (advisory-locked schema creation,
-optimistic accuracy merge). Runs when ``VLM_PARETO_TEST_PG_URL`` names a scratch database
-this test may wipe (see tests/test_store_postgres.py); skipped otherwise."""
+optimistic accuracy merge).
+
+Marked ``postgres``: the server is the one ``scripts/services.sh start`` brings up (through
+the ``pg`` fixture of tests/conftest.py, which empties it first); when it could not start,
+these tests are skipped and listed in the end-of-run "services unavailable" summary.
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 
 import pytest
 
-PG_URL = os.environ.get("VLM_PARETO_TEST_PG_URL")
-pytestmark = pytest.mark.skipif(
-    not PG_URL, reason="set VLM_PARETO_TEST_PG_URL to a scratch PostgreSQL database"
-)
+pytestmark = pytest.mark.postgres
 
 FP = {"machine_id": "m1", "machine": "test machine"}
 
 
-def _wipe() -> None:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sa.text("CREATE SCHEMA public"))
-    engine.dispose()
-
-
-def _open(barrier, worker: int, results) -> None:  # child process
+def _open(url: str, barrier, worker: int, results) -> None:  # child process
     from harness.store import MeasurementKey, Store
 
     barrier.wait()
     try:
-        s = Store(PG_URL)
+        s = Store(url)
         run = s.create_run("race", {}, {**FP, "machine_id": f"m{worker}"})
         s.add_measurement(
             run, MeasurementKey("encoder", f"w{worker}"), status="skipped", reason="x"
@@ -43,12 +33,11 @@ def _open(barrier, worker: int, results) -> None:  # child process
 
 
 @pytest.mark.parametrize("attempt", range(3))
-def test_processes_creating_one_fresh_schema_at_once_all_succeed(attempt):
-    _wipe()
+def test_processes_creating_one_fresh_schema_at_once_all_succeed(pg, attempt):
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(4)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_open, args=(barrier, w, results)) for w in range(4)]
+    procs = [ctx.Process(target=_open, args=(pg, barrier, w, results)) for w in range(4)]
     for p in procs:
         p.start()
     got = [results.get(timeout=120) for _ in procs]
@@ -57,14 +46,13 @@ def test_processes_creating_one_fresh_schema_at_once_all_succeed(attempt):
     assert got == ["ok"] * 4, got
     from harness.store import Store
 
-    assert len(Store(PG_URL, readonly=True).list_runs()) == 4
+    assert len(Store(pg, readonly=True).list_runs()) == 4
 
 
-def test_merge_accuracy_redoes_the_unit_when_a_row_changed_underneath():
-    _wipe()
+def test_merge_accuracy_redoes_the_unit_when_a_row_changed_underneath(pg):
     from harness.store import Store
 
-    store = Store(PG_URL)
+    store = Store(pg)
     base = {
         "encoder": "e",
         "resolution": 256,
@@ -74,7 +62,7 @@ def test_merge_accuracy_redoes_the_unit_when_a_row_changed_underneath():
         "source": "csv",
     }
     store.add_accuracy([{**base, "scores": {"gqa": 1.0}}])
-    other = Store(PG_URL)
+    other = Store(pg)
     seen = []
 
     def build(stored):
@@ -88,13 +76,12 @@ def test_merge_accuracy_redoes_the_unit_when_a_row_changed_underneath():
     assert store.accuracy().iloc[0]["scores"] == {"gqa": 1.0, "pope": 2.0, "textvqa": 3.0}
 
 
-def test_readonly_store_refuses_writes_on_the_server():
-    _wipe()
+def test_readonly_store_refuses_writes_on_the_server(pg):
     import sqlalchemy as sa
 
     from harness.store import Store
 
-    Store(PG_URL)
-    ro = Store(PG_URL, readonly=True)
+    Store(pg)
+    ro = Store(pg, readonly=True)
     with pytest.raises(sa.exc.DBAPIError, match="read-only"), ro.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM runs"))

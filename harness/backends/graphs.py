@@ -147,7 +147,9 @@ class EncoderCase:
 
     name: str
     graph: EncoderGraph
-    inputs: torch.Tensor  # [images, 3, tile, tile], float32, CLIP-normalised
+    #: [images, 3, tile, tile], float32, CLIP-normalised; for a module with ``prepare``
+    #: (an open-VLM vision tower) what ``prepare`` made of them (tiles, flattened patches)
+    inputs: torch.Tensor
     reference: torch.Tensor  # [1, N, C] float32
     tile: int
     images: int
@@ -185,6 +187,13 @@ def encoder_case(
     build_s = time.perf_counter() - t0
     images = make_images(t, resolution, torch.device("cpu"), torch.float32, seed)
     inputs = (split_tiles(images, t) if t.tiled else images).contiguous()
+    prepare = getattr(encoder.module, "prepare", None)
+    if callable(prepare):
+        # a VLM family's own tiling / patchifying (harness/vlm/modules.py), exactly as the
+        # torch runner does it: preprocessing outside the graph, so the exported / compiled
+        # graph takes the prepared tiles or patches and times only ``forward``
+        with torch.no_grad():
+            inputs = prepare(inputs).contiguous()
     with torch.inference_mode():
         reference = graph(inputs).float()
     return EncoderCase(

@@ -49,3 +49,19 @@ class BufferedConv(nn.Module):
 
 def build_buffered_conv(out_dim: int = 8) -> BufferedConv:
     return BufferedConv(out_dim)
+
+
+class Overflowing(nn.Module):
+    """A stride-8 conv encoder whose features reach ~1e6: fine in float32 and bfloat16,
+    infinite in float16 (largest finite value 65504)."""
+
+    def __init__(self, out_dim: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(3, out_dim, 8, stride=8)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images) * 1e6
+
+
+def build_overflowing(out_dim: int = 8) -> Overflowing:
+    return Overflowing(out_dim)

@@ -18,12 +18,14 @@ from harness.backends.base import (
     EncoderRunner,
     LLMRunner,
     Outcome,
+    Parity,
     ProjectorExtra,
     RunnerConfig,
     encoder_outcome,
     prefill_outcome,
 )
-from harness.dtypes import FLOAT_PRECISIONS
+from harness.backends.parity import ParityResult
+from harness.dtypes import FLOAT_PRECISIONS, PRECISION_ALIASES
 from harness.errors import UserError, suggest
 from harness.protocol import Protocol
 from harness.tasks import EncoderTask, PrefillTask, ProjectorTask
@@ -33,6 +35,12 @@ if TYPE_CHECKING:
     from harness.llms.zoo import LLMSpec
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def needs_parity(precision: str) -> bool:
+    """Eager PyTorch below float32 is checked against float32 eager (``lowprec``)."""
+    key = str(precision).strip().lower()
+    return PRECISION_ALIASES.get(key, key) != "float32"
 
 
 @dataclass
@@ -122,7 +130,23 @@ class TorchEncoder(EncoderRunner):
             weights=task.weights,
             seed=self.context.seed,
         )
-        return encoder_outcome(r, task)
+        out = encoder_outcome(r, task)
+        if needs_parity(self.config.precision):
+            from harness.backends.torch.lowprec import encoder_parity
+
+            _attach(
+                out,
+                encoder_parity(
+                    task.name,
+                    task.resolution,
+                    task.tiling,
+                    self.config.precision,
+                    self.config.device,
+                    seed=self.context.seed,
+                    weights=task.weights,
+                ),
+            )
+        return out
 
 
 class TorchLLM(LLMRunner):
@@ -160,7 +184,24 @@ class TorchLLM(LLMRunner):
             sample_layers=sample_layers,
             seed=self.context.seed,
         )
-        return prefill_outcome(r, in_dim, spec.hidden)
+        out = prefill_outcome(r, in_dim, spec.hidden)
+        if needs_parity(self.config.precision):
+            from harness.backends.torch.lowprec import prefill_parity
+
+            pre, proj = prefill_parity(
+                spec,
+                task.tokens,
+                task.prompt_tokens,
+                self.config.precision,
+                self.config.device,
+                encoder_dim=in_dim,
+                sample_layers=sample_layers,
+                seed=self.context.seed,
+            )
+            _attach(out, pre)
+            if out.projector is not None:
+                _attach(out.projector, proj)
+        return out
 
     def projector(self, task: ProjectorTask, spec: LLMSpec, protocol: Protocol) -> Outcome:
         from harness.backends.torch.prefill import time_projector_alone
@@ -174,7 +215,28 @@ class TorchLLM(LLMRunner):
             protocol=protocol,
             seed=self.context.seed,
         )
-        return Outcome(m, ProjectorExtra(in_dim=task.in_dim, out_dim=spec.hidden), build_s=0.0)
+        out = Outcome(m, ProjectorExtra(in_dim=task.in_dim, out_dim=spec.hidden), build_s=0.0)
+        if needs_parity(self.config.precision):
+            from harness.backends.torch.lowprec import projector_parity
+
+            _attach(
+                out,
+                projector_parity(
+                    task.in_dim,
+                    spec.hidden,
+                    task.tokens,
+                    self.config.precision,
+                    self.config.device,
+                    seed=self.context.seed,
+                ),
+            )
+        return out
+
+
+def _attach(out: Outcome, result: ParityResult) -> None:
+    """Record a passed parity check with the outcome (a failed one raised ParityError)."""
+    out.extra.parity = Parity(cosine=result.cosine, max_abs_err=result.max_abs_err)
+    out.extra.settings = {**out.extra.settings, **result.to_dict()}
 
 
 BACKEND = Backend(
