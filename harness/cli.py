@@ -150,7 +150,7 @@ def _hoist_globals(argv: list[str]) -> tuple[dict[str, object], list[str]]:
     return opts, out
 
 
-def _db_error_line(e: BaseException) -> str | None:
+def db_error_line(e: BaseException) -> str | None:
     """One line for a database error that escaped the store's own handling (None: not one)."""
     import sqlite3
 
@@ -220,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 130
     except Exception as e:
-        line = None if debug else _db_error_line(e)
+        line = None if debug else db_error_line(e)
         if line is None:
             raise
         print(f"vlm-pareto: error: {' '.join(line.split())}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The nightly regression job: measure, compare with this machine's history, report.
 
-``run_nightly`` measures the ``nightly`` sweep preset (through ``harness.sweep.run_preset``,
+``run_nightly`` measures the ``nightly`` sweep preset (through ``harness.sweep.preset.run_preset``,
 rigorous protocol, interleaved rounds) unless given an existing ``run_id``, then
 :func:`evaluate` compares every key of that run with the same key in earlier runs on the same
 machine (same ``machine_id``, backend, device, dtype, protocol): a window baseline of previous
@@ -362,7 +362,7 @@ def measure_preset(
     preset: str, protocol: str, rounds: int, db: str | None, progress: bool = False
 ) -> str:
     """Run the sweep preset through the sweep engine; return the new run id."""
-    from harness.sweep import run_preset
+    from harness.sweep.preset import run_preset
 
     return str(run_preset(preset, protocol, rounds, db, progress=progress))
 

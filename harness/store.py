@@ -215,7 +215,7 @@ def resolve_url(url: str | None = None) -> str:
     return f"sqlite:///{Path(url).expanduser()}"
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
     u = sa.engine.make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return None
@@ -226,7 +226,7 @@ def _sqlite_path(url: str) -> Path | None:
 
 def describe_url(url: str) -> str:
     """The file of a SQLite URL, else the URL without its password (for messages)."""
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is not None:
         return str(path)
     try:
@@ -284,7 +284,7 @@ class Store:
         self.corrupt: str | None = None
         self.where = describe_url(self.url)
         create = create and not readonly
-        path = _sqlite_path(self.url)
+        path = sqlite_path(self.url)
         self.path = path
         if path is not None:
             if not path.exists():

@@ -21,13 +21,13 @@ import sqlalchemy as sa
 from harness.errors import UserError
 from harness.store import (
     Store,
-    _sqlite_path,
     accuracy_table,
     describe_url,
     measurements_table,
     now_iso,
     resolve_url,
     runs_table,
+    sqlite_path,
 )
 
 #: how far past a damaged region single rowids are probed when the table's max is unknown
@@ -69,7 +69,7 @@ def _ro_connect(path: Path) -> sqlite3.Connection:
 def check_store(url: str | None = None) -> CheckResult:
     """Full integrity check of the store (read-only); never raises for damage, reports it."""
     url = resolve_url(url)
-    path = _sqlite_path(url)
+    path = sqlite_path(url)
     if path is None:
         # PostgreSQL checksums and checks its own pages; read every table once.
         store = Store(url, readonly=True)
@@ -179,14 +179,14 @@ def _read_table(
 def recover_store(src: str, dst: str) -> RecoverResult:
     """Copy every readable row of the SQLite store ``src`` into the new store ``dst``."""
     src_url = resolve_url(src)
-    src_path = _sqlite_path(src_url)
+    src_path = sqlite_path(src_url)
     if src_path is None:
         raise UserError(
             "db recover reads SQLite files only; restore a PostgreSQL store with its own tools "
             "(pg_dump / point-in-time recovery)"
         )
     dst_url = resolve_url(dst)
-    dst_path = _sqlite_path(dst_url)
+    dst_path = sqlite_path(dst_url)
     if dst_path is not None:
         if src_path.exists() and dst_path.exists() and dst_path.resolve() == src_path.resolve():
             raise UserError(

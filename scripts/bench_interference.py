@@ -93,7 +93,7 @@ class RandomHog:
 
 
 def sweep(preset: str, protocol: str, db: str, overrides: list[str]) -> tuple[str, float]:
-    from harness.sweep import run_preset
+    from harness.sweep.preset import run_preset
 
     t0 = time.perf_counter()
     rid = run_preset(preset, protocol=protocol, rounds=1, db=db, overrides=overrides)
@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if "sampling" in studies:
+        from harness.backends.torch.prefill import validate_sampling
         from harness.llms import get_llm_spec
-        from harness.llms.sampling import validate_sampling
         from harness.protocol import get_protocol
 
         t0 = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Every import statement counts, including ones inside functions (lazy imports are how heavy
 optional libraries are kept out of light commands, but a lazy import back up the layers is
-still a cycle) and ones under ``if TYPE_CHECKING:`` (a type that lives downstream of its
+still a cycle), the package ``__init__`` files an import initialises on its way, and ones
+under ``if TYPE_CHECKING:`` (a type that lives downstream of its
 user is a layering error too, e.g. report types defined by the job that renders them).
 """
 
@@ -46,10 +47,27 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     return {m for m in out if m in modules and m != me}
 
 
+def with_parent_packages(module: str, deps: set[str], modules: set[str]) -> set[str]:
+    """``deps`` plus the packages Python initialises to import them: ``import a.b.c`` runs
+    ``a/__init__.py`` and ``a/b/__init__.py`` first, so a package ``__init__`` that imports
+    its children is on the path of every import of a sibling. The importer's own ancestors
+    are already initialised when it runs and are left out."""
+    parts = module.split(".")
+    mine = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    out = set(deps)
+    for d in deps:
+        dp = d.split(".")
+        out |= {".".join(dp[:i]) for i in range(1, len(dp))} & modules - mine
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
     files = sorted(HARNESS.rglob("*.py"))
     modules = {module_name(p) for p in files}
-    return {module_name(p): imports_of(p, modules) for p in files}
+    return {
+        module_name(p): with_parent_packages(module_name(p), imports_of(p, modules), modules)
+        for p in files
+    }
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -95,6 +113,10 @@ def test_the_walker_sees_lazy_imports_and_finds_cycles():
     graph = import_graph()
     # a function-level import is an edge (harness.backends.torch imports its encoder lazily)
     assert "harness.backends.torch.encoder" in graph["harness.backends.torch"]
+    # importing a module initialises its packages first: an edge to each (not to one's own)
+    mods = {"h", "h.a", "h.a.x", "h.b", "h.b.y"}
+    assert with_parent_packages("h.b.y", {"h.a.x"}, mods) == {"h.a.x", "h.a"}
+    assert "harness.encoders" in graph["harness.vlm.modules"]  # via harness.encoders.tokens
 
 
 def test_no_import_cycles_in_harness():

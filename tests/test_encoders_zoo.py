@@ -17,7 +17,7 @@ from harness.encoders import (
     register_custom_encoder,
     validate_resolution,
 )
-from harness.encoders.zoo import _builder_kwargs, builder_fn, to_tokens
+from harness.encoders.zoo import builder_call_kwargs, builder_fn, to_tokens
 from harness.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def _meta_tokens(name: str, resolution: int) -> torch.Tensor:
     """Run the real module on meta tensors: true output shapes, no memory, no compute."""
     spec = get_spec(name)
     with torch.device("meta"):
-        model = builder_fn(spec)(**_builder_kwargs(spec, resolution, False))
+        model = builder_fn(spec)(**builder_call_kwargs(spec, resolution, False))
         return to_tokens(model(torch.empty(1, 3, resolution, resolution)))
 
 

@@ -162,7 +162,7 @@ def test_search_prints_measurement_and_trial_lines(db_url):
 
 def test_nightly_measuring_prints_lines(db_url, capsys):
     """Nightly measures through run_preset(progress=True); captured stderr is not a terminal."""
-    from harness.sweep import run_preset
+    from harness.sweep.preset import run_preset
 
     run_preset("quick", "quick", rounds=2, db=db_url, overrides=["backend=fake"], progress=True)
     lines = progress_lines(capsys.readouterr().err)

@@ -441,14 +441,14 @@ def test_bad_runtime_settings_exit_2_at_config_time(overrides, message):
 def test_runtime_not_installed_names_the_extra(monkeypatch):
     import harness.backends.base as base
 
-    real = base._importable
-    monkeypatch.setattr(base, "_importable", lambda m: m != "onnxruntime" and real(m))
+    real = base.is_importable
+    monkeypatch.setattr(base, "is_importable", lambda m: m != "onnxruntime" and real(m))
     with pytest.raises(
         UserError,
         match=r"needs onnxruntime, which is not installed: pip install 'vlm-pareto\[onnx\]'",
     ):
         resolve(compose_sweep("quick", ["backend=onnxrt-cpu"]))
-    monkeypatch.setattr(base, "_importable", lambda m: m != "executorch" and real(m))
+    monkeypatch.setattr(base, "is_importable", lambda m: m != "executorch" and real(m))
     with pytest.raises(UserError, match=r"pip install 'vlm-pareto\[executorch\]'"):
         resolve(compose_sweep("quick", ["backend=executorch-xnnpack"]))
 

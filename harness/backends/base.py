@@ -285,7 +285,7 @@ class RunnerConfig:
         The default checks :attr:`REQUIRES` with ``importlib.util.find_spec`` (no import).
         Must stay cheap: it runs before anything is built.
         """
-        missing = [m for m in self.REQUIRES if not _importable(m)]
+        missing = [m for m in self.REQUIRES if not is_importable(m)]
         if missing:
             hint = f"; {self.INSTALL_HINT}" if self.INSTALL_HINT else ""
             return f"backend {self.name!r} needs {', '.join(missing)}, not importable here{hint}"
@@ -337,7 +337,7 @@ class RunnerConfig:
         return cfg
 
 
-def _importable(module: str) -> bool:
+def is_importable(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -511,6 +511,9 @@ class Backend:
     encoder: type[EncoderRunner] | None = None
     llm: type[LLMRunner] | None = None
     description: str = ""
+    #: whether its latencies are timed on this machine (False for canned ones): a sweep whose
+    #: sides all say False has no machine speed to reference and skips the canary
+    timed_here: bool = True
 
     def sides(self) -> list[Side]:
         out: list[Side] = []

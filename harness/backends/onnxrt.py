@@ -46,9 +46,9 @@ EXTRA = "onnx"
 
 def missing_runtime(name: str, modules: tuple[str, ...], extra: str) -> UserError | None:
     """A one-line UserError naming the extra to install if any of ``modules`` is missing."""
-    from harness.backends.base import _importable
+    from harness.backends.base import is_importable
 
-    missing = [m for m in modules if not _importable(m)]
+    missing = [m for m in modules if not is_importable(m)]
     if not missing:
         return None
     return UserError(

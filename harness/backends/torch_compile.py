@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.backends.base import Backend, RunnerConfig, Skipped
 from harness.backends.portable import Compiled, PortableEncoderRunner, PortableLLMRunner
+from harness.denormal import flush_denormal
 from harness.errors import UserError, suggest
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class _TorchCompiler:
             freeze = inductor_config.patch(freezing=True)
         try:
             # inductor compiles on the first call, under the settings in force then
-            with quiet(), torch.inference_mode(), _flush(), freeze:
+            with quiet(), torch.inference_mode(), flush_denormal(True), freeze:
                 first = runner(*args)
                 if sync:
                     sync()
@@ -148,7 +149,7 @@ class _TorchCompiler:
 
         @contextlib.contextmanager
         def context() -> Iterator[None]:
-            with torch.inference_mode(), _flush():
+            with torch.inference_mode(), flush_denormal(True):
                 yield
 
         return Compiled(
@@ -158,17 +159,6 @@ class _TorchCompiler:
             settings=settings,
             context=context,
         )
-
-
-@contextlib.contextmanager
-def _flush() -> Iterator[None]:
-    import torch
-
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
 
 
 class TorchCompileEncoderRunner(_TorchCompiler, PortableEncoderRunner):

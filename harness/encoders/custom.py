@@ -145,7 +145,7 @@ def with_reduction(module: Any, reduction: tuple[str, int] | None) -> Any:
 
             import torch.nn.functional as F
 
-            from harness.vlm.modules import pixel_shuffle
+            from harness.encoders.tokens import pixel_shuffle
 
             tokens = to_tokens(self.inner(images))
             if kind == "pixel_shuffle":
@@ -211,12 +211,12 @@ def _probe(builder: Callable[..., Any], resolution: int) -> tuple[int, int, int]
     """(tokens, out_dim, params) from a real forward pass at ``resolution``."""
     import torch
 
-    from harness.encoders.zoo import _reparameterize
+    from harness.encoders.zoo import fuse_branches
     from harness.init import materialize
 
     try:
         model = materialize(lambda: builder(resolution=resolution))
-        _reparameterize(model)
+        fuse_branches(model)
         with torch.inference_mode():
             out = to_tokens(model(torch.rand(1, 3, resolution, resolution) * 2 - 1))
     except UserError:

@@ -231,7 +231,9 @@ def validate_resolution(
     return tile
 
 
-def _builder_kwargs(spec: EncoderSpec, resolution: int | None, with_head: bool) -> dict[str, Any]:
+def builder_call_kwargs(
+    spec: EncoderSpec, resolution: int | None, with_head: bool
+) -> dict[str, Any]:
     kwargs = dict(spec.builder_kwargs)
     if spec.takes_resolution:
         kwargs["resolution"] = resolution or spec.native_resolution
@@ -256,10 +258,10 @@ def count_params(name: str, with_head: bool = True) -> int:
 
     spec = get_spec(name)
     with torch.device("meta"):
-        model = builder_fn(spec)(**_builder_kwargs(spec, None, with_head and spec.head_kwarg))
+        model = builder_fn(spec)(**builder_call_kwargs(spec, None, with_head and spec.head_kwarg))
         # Count the inference-form model (train-time branches fused), as the paper does and
         # as it is timed; reparameterizing works on meta tensors.
-        _reparameterize(model)
+        fuse_branches(model)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -279,7 +281,7 @@ def to_tokens(out: Any) -> torch.Tensor:
     )
 
 
-def _reparameterize(model: nn.Module) -> bool:
+def fuse_branches(model: nn.Module) -> bool:
     """Fuse train-time branches: the model's own ``reparameterize()``, else its children's.
 
     A module with ``reparameterize`` handles its whole subtree (so nothing is fused twice);
@@ -291,7 +293,7 @@ def _reparameterize(model: nn.Module) -> bool:
         return True
     done = False
     for child in list(model.children()):
-        done = _reparameterize(child) or done
+        done = fuse_branches(child) or done
     return done
 
 
@@ -336,11 +338,11 @@ def build_encoder(
     spec = get_spec(name)
     res = resolution or spec.native_resolution
     fn = builder_fn(spec)
-    kwargs = _builder_kwargs(spec, res, False)
+    kwargs = builder_call_kwargs(spec, res, False)
     model = materialize(lambda: fn(**kwargs), device=device, dtype=None, seed=seed)
     if weights:
         load_state(model, weights, spec)
-    done = _reparameterize(model) if reparameterize else False
+    done = fuse_branches(model) if reparameterize else False
     if dtype is not None:
         model = model.to(dtype=dtype)
     return TokenEncoder(spec, model.eval(), res, done)

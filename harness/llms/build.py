@@ -171,7 +171,7 @@ def _reset_rotary_(model: nn.Module) -> None:
             embed_scale.fill_(float(cast(float, m.scalar_embed_scale)))
 
 
-def _hf_classes(arch: str) -> tuple[type, type]:
+def hf_classes(arch: str) -> tuple[type, type]:
     if arch == "qwen2":
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -191,7 +191,7 @@ def _hf_classes(arch: str) -> tuple[type, type]:
 
 def hf_config(spec: LLMSpec, layers: int | None = None, attn_implementation: str = "sdpa"):
     """The transformers config for ``spec`` (optionally with ``layers`` decoder layers)."""
-    config_cls, _ = _hf_classes(spec.arch)
+    config_cls, _ = hf_classes(spec.arch)
     kwargs = spec.hf_config_dict()
     if layers is not None:
         kwargs["num_hidden_layers"] = layers
@@ -229,7 +229,7 @@ def build_torch_llm(
     torch_dtype = resolve_dtype(dtype, device)
     device = check_device(device)
     config = hf_config(spec, layers, attn_implementation)
-    _, model_cls = _hf_classes(spec.arch)
+    _, model_cls = hf_classes(spec.arch)
     with torch.device("meta"):
         model = model_cls(config)
     # Cast on meta (free) before allocating, so a bf16 model never exists in float32.

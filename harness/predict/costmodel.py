@@ -206,17 +206,17 @@ def count_encoder_tile(name: str, tile_resolution: int) -> Cost:
     import torch
 
     from harness.encoders.zoo import (
-        _builder_kwargs,
-        _reparameterize,
+        builder_call_kwargs,
         builder_fn,
+        fuse_branches,
         get_spec,
         to_tokens,
     )
 
     spec = get_spec(name)
     with torch.device("meta"):
-        model = builder_fn(spec)(**_builder_kwargs(spec, tile_resolution, False))
-        _reparameterize(model)
+        model = builder_fn(spec)(**builder_call_kwargs(spec, tile_resolution, False))
+        fuse_branches(model)
         model.eval()
         x = torch.empty(1, 3, tile_resolution, tile_resolution)
         cost, _ = count_call(lambda: to_tokens(model(x)))
@@ -226,10 +226,10 @@ def count_encoder_tile(name: str, tile_resolution: int) -> Cost:
 def _llm_forward_cost(spec: Any, layers: int, tokens: int) -> Cost:
     import torch
 
-    from harness.llms.build import _hf_classes, hf_config
+    from harness.llms.build import hf_classes, hf_config
 
     config = hf_config(spec, layers, "sdpa")
-    _, model_cls = _hf_classes(spec.arch)
+    _, model_cls = hf_classes(spec.arch)
     with torch.device("meta"):
         model = model_cls(config).eval()
         x = torch.empty(1, tokens, spec.hidden)

@@ -13,7 +13,7 @@ from harness.search.space import Config, SearchSpace
 class Evaluator:
     """Measures configurations into one run of the store, through the sweep's runners.
 
-    Tasks are built like ``harness.sweep.plan`` does and measured by the engine's
+    Tasks are made by ``harness.sweep.plan.point_tasks`` (as the sweep's plan makes them) and measured by the engine's
     :class:`~harness.sweep.engine.Measurer` (the claim/reuse logic: an ``ok`` row of the run is reused, a dead worker's claim taken over),
     so a configuration sharing an encoder setting or a prefill token count with an earlier one
     costs only the missing tasks.
@@ -35,16 +35,21 @@ class Evaluator:
 
         Raises UserError when a task was skipped or failed (its reason is in the store).
         """
-        from harness.sweep.plan import EncoderTask, Plan, PrefillTask, ProjectorTask, jobs
+        from harness.sweep.plan import Plan, jobs, point_tasks
         from harness.ttft import compose_ttft
 
-        cfg, enc = self.space.cfg, self.space.encoders[c.encoder]
+        enc = self.space.encoders[c.encoder]
         tokens = self.space.tokens(c)
-        llm_label = self.space.llms[c.llm]
-        weights = cfg.encoders[enc.label].weights if enc.label in cfg.encoders else None
-        et = EncoderTask(enc.label, enc.name, c.resolution, c.tiling, tokens, enc.out_dim, weights)
-        pt = PrefillTask(llm_label, c.llm, tokens, cfg.prompt_tokens)
-        jt = ProjectorTask(llm_label, c.llm, tokens, enc.out_dim)
+        et, pt, jt = point_tasks(
+            self.space.cfg,
+            enc.label,
+            self.space.llms[c.llm],
+            c.llm,
+            c.resolution,
+            c.tiling,
+            tokens,
+            enc.out_dim,
+        )
         # the projector for this encoder's channels comes along with the prefill
         job_list = jobs(
             Plan(encoder_tasks=[et], prefill_tasks=[pt], projector_tasks=[jt]), self.runners.key

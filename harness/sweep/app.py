@@ -282,9 +282,9 @@ def _job(cfg: Any) -> int:
         print(f"vlm-pareto: error: {e}", file=sys.stderr)
         code = 2
     except Exception as e:
-        from harness.cli import _db_error_line
+        from harness.cli import db_error_line
 
-        line = _db_error_line(e)
+        line = db_error_line(e)
         if line is None:
             raise
         print(f"vlm-pareto: error: {' '.join(line.split())}", file=sys.stderr)

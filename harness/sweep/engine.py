@@ -418,10 +418,14 @@ def final_status(
 
 def _sweep_canary(cfg: SweepConfig, store: Store, run_id: str, log: Callable[[str], None]) -> Any:
     """The run's machine-speed canary (harness/canary.py); None when the sweep turns it off
-    (``canary: false``, or ``null`` with fake backends only, which never import torch)."""
+    (``canary: false``, or ``null`` when no side's backend times anything here, e.g. fake
+    backends only, which never import torch)."""
+    from harness.backends import get_backend
+
     on = getattr(cfg, "canary", None)
     if on is None:
-        on = not (cfg.backend.encoder_backend == "fake" and cfg.backend.llm_backend == "fake")
+        sides = {cfg.backend.encoder_backend, cfg.backend.llm_backend}
+        on = any(get_backend(name).timed_here for name in sides)
     if not on:
         return None
     from harness.canary import SweepCanary

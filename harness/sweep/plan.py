@@ -27,6 +27,9 @@ __all__ = [
     "ProjectorTask",
     "build_plan",
     "jobs",
+    "encoder_task",
+    "llm_tasks",
+    "point_tasks",
 ]
 
 
@@ -57,6 +60,42 @@ class Plan:
             f"({len(self.encoder_tasks)} encoder, {len(self.prefill_tasks)} prefill, "
             f"{len(self.projector_tasks)} projector)"
         )
+
+
+def encoder_task(
+    cfg: SweepConfig, encoder_label: str, resolution: int, tiling: str, tokens: int, out_dim: int
+) -> EncoderTask:
+    """The encoder task of a grid point (the one place it is made; see :func:`point_tasks`)."""
+    enc = cfg.encoders[encoder_label]
+    return EncoderTask(encoder_label, enc.name, resolution, tiling, tokens, out_dim, enc.weights)
+
+
+def llm_tasks(
+    cfg: SweepConfig, llm_label: str, llm: str, tokens: int, out_dim: int
+) -> tuple[PrefillTask, ProjectorTask]:
+    """The prefill of ``tokens`` visual tokens and the projector from ``out_dim`` channels."""
+    return (
+        PrefillTask(llm_label, llm, tokens, cfg.prompt_tokens),
+        ProjectorTask(llm_label, llm, tokens, out_dim),
+    )
+
+
+def point_tasks(
+    cfg: SweepConfig,
+    encoder_label: str,
+    llm_label: str,
+    llm: str,
+    resolution: int,
+    tiling: str,
+    tokens: int,
+    out_dim: int,
+) -> tuple[EncoderTask, PrefillTask, ProjectorTask]:
+    """The three tasks one grid point needs (encoder, prefill, its projector), made as
+    :func:`build_plan` makes them; ``harness.search`` measures a configuration with them."""
+    return (
+        encoder_task(cfg, encoder_label, resolution, tiling, tokens, out_dim),
+        *llm_tasks(cfg, llm_label, llm, tokens, out_dim),
+    )
 
 
 def build_plan(
@@ -93,24 +132,21 @@ def build_plan(
                 if ek not in seen_enc:
                     seen_enc.add(ek)
                     plan.encoder_tasks.append(
-                        EncoderTask(
-                            label, enc.name, resolution, tiling, tokens, out_dim, enc.weights
-                        )
+                        encoder_task(cfg, label, resolution, tiling, tokens, out_dim)
                     )
                 for llm_label, llm in pairs.items():
+                    pt, jt = llm_tasks(cfg, llm_label, llm, tokens, out_dim)
                     plan.points.append(
                         GridPoint(enc.name, resolution, tiling, llm, tokens, out_dim)
                     )
                     pk = (llm, tokens)
                     if pk not in seen_pre:
                         seen_pre.add(pk)
-                        plan.prefill_tasks.append(
-                            PrefillTask(llm_label, llm, tokens, cfg.prompt_tokens)
-                        )
+                        plan.prefill_tasks.append(pt)
                     jk = (llm, tokens, out_dim)
                     if jk not in seen_proj:
                         seen_proj.add(jk)
-                        plan.projector_tasks.append(ProjectorTask(llm_label, llm, tokens, out_dim))
+                        plan.projector_tasks.append(jt)
     if not plan.points:
         raise UserError("empty grid: no (encoder, resolution, tiling, LLM) combination to measure")
     if plan.n_measurements > cfg.max_measurements:

@@ -111,4 +111,5 @@ BACKEND = Backend(
     encoder=FakeEncoder,
     llm=FakeLLM,
     description="canned latencies (no model is built); for tests and demos",
+    timed_here=False,
 )

@@ -85,15 +85,15 @@ def count_gflops(name: str, resolution: int, tiling: str = "none") -> float | No
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from harness.encoders.zoo import _builder_kwargs, _reparameterize, builder_fn
+    from harness.encoders.zoo import builder_call_kwargs, builder_fn, fuse_branches
 
     spec = get_spec(name)
     t = parse_tiling(tiling)
     tile = validate_resolution(spec.name, resolution, t.text)
     try:
         with torch.device("meta"):
-            model = builder_fn(spec)(**_builder_kwargs(spec, tile, False))
-            _reparameterize(model)
+            model = builder_fn(spec)(**builder_call_kwargs(spec, tile, False))
+            fuse_branches(model)
             model.eval()
             x = torch.empty(t.images, 3, tile, tile)
             if callable(getattr(model, "prepare", None)):
