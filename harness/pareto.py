@@ -330,8 +330,11 @@ def compare_frontiers(
     if acc_overlap:
         ys = np.linspace(y_lo, y_hi, grid)
         ratio = fb.ttft_needed(ys) / fa.ttft_needed(ys)
+    if acc_overlap and np.isfinite(ratio).any():
         k = int(np.nanargmax(ratio))
         speed = (float(ratio[k]), float(np.nanmedian(ratio)), float(ys[k]))
+    elif acc_overlap:
+        notes.append("no accuracy both frontiers reach: no speedup at equal accuracy")
     else:
         notes.append("accuracy ranges do not overlap: no speedup at equal accuracy")
 
@@ -339,10 +342,14 @@ def compare_frontiers(
     t_lo, t_hi = max(fa.ttft.min(), fb.ttft.min()), min(fa.ttft.max(), fb.ttft.max())
     t_overlap = (float(t_lo), float(t_hi)) if t_lo <= t_hi else None
     if t_overlap:
-        ts = np.logspace(np.log10(t_lo), np.log10(t_hi), grid)
+        # clipped: 10 ** log10(t) can land a hair below t, off a one-point staircase
+        ts = np.clip(np.logspace(np.log10(t_lo), np.log10(t_hi), grid), t_lo, t_hi)
         diff = fa.best_accuracy(ts) - fb.best_accuracy(ts)
+    if t_overlap and np.isfinite(diff).any():
         k = int(np.nanargmax(diff))
         gain = (float(diff[k]), float(np.nanmedian(diff)), float(ts[k]))
+    elif t_overlap:
+        notes.append("no TTFT at which both frontiers have a point: no accuracy gain at equal TTFT")
     else:
         notes.append("TTFT ranges do not overlap: no accuracy gain at equal TTFT")
 

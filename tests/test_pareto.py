@@ -156,3 +156,14 @@ def test_compare_frontiers_without_overlap():
     assert len(c.notes) == 2
     with pytest.raises(UserError):
         compare_frontiers(a, np.array([[np.nan, 1.0]]))
+
+
+def test_one_point_frontiers_at_the_same_ttft_compare_without_crashing():
+    """10 ** log10(t) < t for this t: the TTFT grid must not fall off a one-point staircase
+    (`vlm-pareto search --report` crashed with "All-NaN slice" on such a pair)."""
+    import math
+
+    t = 100.7250362518126
+    assert 10 ** math.log10(t) < t
+    res = compare_frontiers(np.array([[60.0, t]]), np.array([[59.0, t]]))
+    assert res.gain_best == pytest.approx(1.0)
