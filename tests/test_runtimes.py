@@ -217,21 +217,23 @@ def test_wrong_output_is_a_failed_point_with_the_numbers(db_url, monkeypatch):
     assert median is None or median != median  # no latency stored for a wrong output (None / NaN)
 
 
-def test_export_failure_is_a_skipped_point_with_the_exporters_reason(db_url, tmp_path):
+def helper_encoder_sweep(db_url, tmp_path, name: str, builder: str, *backend: str):
+    """The quick preset with only tiny-qwen2 and one encoder of tests/helpers/runtime_models.py
+    (``name``, built by ``builder``), declared as a YAML in a temporary config dir."""
     (tmp_path / "encoder").mkdir()
-    (tmp_path / "encoder" / "eigen.yaml").write_text(
-        "name: eigen-scaled\nresolutions: [32]\nimport_path: "
+    (tmp_path / "encoder" / "helper.yaml").write_text(
+        f"name: {name}\nresolutions: [32]\nimport_path: "
         + str(ROOT / "tests" / "helpers")
-        + "\nprobe_resolution: 32\nmodel:\n  _target_: runtime_models.build_eigen_scaled\n"
+        + f"\nprobe_resolution: 32\nmodel:\n  _target_: runtime_models.{builder}\n"
     )
-    cfg = compose_sweep(
+    return compose_sweep(
         "quick",
         [
             "~encoders.fastvithd",
             "~encoders.fastvit",
-            "+encoder@encoders.eig=eigen",
+            "+encoder@encoders.helper=helper",
             "~llms.tiny_llama",
-            "backend=onnxrt-cpu",
+            *backend,
             f"db={db_url}",
             "report=false",
             "progress=false",
@@ -239,6 +241,12 @@ def test_export_failure_is_a_skipped_point_with_the_exporters_reason(db_url, tmp
             "protocol.min_runs=2",
         ],
         extra_dir=tmp_path,
+    )
+
+
+def test_export_failure_is_a_skipped_point_with_the_exporters_reason(db_url, tmp_path):
+    cfg = helper_encoder_sweep(
+        db_url, tmp_path, "eigen-scaled", "build_eigen_scaled", "backend=onnxrt-cpu"
     )
     out = run_sweep(cfg, command="test")
     got = rows(db_url, out.run_id)
@@ -271,28 +279,13 @@ def test_torch_eager_bf16_checks_parity_before_storing(db_url):
 
 
 def test_torch_eager_fp16_overflow_is_a_failed_point_with_the_numbers(db_url, tmp_path):
-    (tmp_path / "encoder").mkdir()
-    (tmp_path / "encoder" / "overflow.yaml").write_text(
-        "name: overflowing\nresolutions: [32]\nimport_path: "
-        + str(ROOT / "tests" / "helpers")
-        + "\nprobe_resolution: 32\nmodel:\n  _target_: runtime_models.build_overflowing\n"
-    )
-    cfg = compose_sweep(
-        "quick",
-        [
-            "~encoders.fastvithd",
-            "~encoders.fastvit",
-            "+encoder@encoders.ovf=overflow",
-            "~llms.tiny_llama",
-            "backend=torch-cpu",
-            "backend.dtype=float16",
-            f"db={db_url}",
-            "report=false",
-            "progress=false",
-            "protocol.threads=1",
-            "protocol.min_runs=2",
-        ],
-        extra_dir=tmp_path,
+    cfg = helper_encoder_sweep(
+        db_url,
+        tmp_path,
+        "overflowing",
+        "build_overflowing",
+        "backend=torch-cpu",
+        "backend.dtype=float16",
     )
     out = run_sweep(cfg, command="test")
     enc = rows(db_url, out.run_id)["encoder"]
