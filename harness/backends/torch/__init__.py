@@ -18,14 +18,14 @@ from harness.backends.base import (
     EncoderRunner,
     LLMRunner,
     Outcome,
-    Parity,
     ProjectorExtra,
     RunnerConfig,
     encoder_outcome,
     prefill_outcome,
 )
 from harness.backends.parity import ParityResult
-from harness.dtypes import FLOAT_PRECISIONS, PRECISION_ALIASES
+from harness.backends.portable import parity_of
+from harness.dtypes import FLOAT_PRECISIONS, canonical_precision
 from harness.errors import UserError, suggest
 from harness.protocol import Protocol
 from harness.tasks import EncoderTask, PrefillTask, ProjectorTask
@@ -39,8 +39,7 @@ DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 def needs_parity(precision: str) -> bool:
     """Eager PyTorch below float32 is checked against float32 eager (``lowprec``)."""
-    key = str(precision).strip().lower()
-    return PRECISION_ALIASES.get(key, key) != "float32"
+    return canonical_precision(precision) != "float32"
 
 
 @dataclass
@@ -235,7 +234,7 @@ class TorchLLM(LLMRunner):
 
 def _attach(out: Outcome, result: ParityResult) -> None:
     """Record a passed parity check with the outcome (a failed one raised ParityError)."""
-    out.extra.parity = Parity(cosine=result.cosine, max_abs_err=result.max_abs_err)
+    out.extra.parity = parity_of(result)
     out.extra.settings = {**out.extra.settings, **result.to_dict()}
 
 
