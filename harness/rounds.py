@@ -7,12 +7,15 @@ protocol, its sample budget (``min_runs``, ``min_time_s``, ``retakes``) is split
 them, so a standard sweep costs about what it did in one round, plus warm-ups. The stored
 measurement pools the samples; its interval is over rounds (``harness.stats.summarize_rounds``)
 and its interference verdict is the worst of its rounds (``harness.interference.merge_rounds``).
-Stored in ``extra``: ``rounds`` (count so far), ``round_sizes`` (samples per round, in order).
+Stored in ``extra``: ``rounds`` (count so far), ``round_sizes`` and ``round_index`` (samples
+and index of each round the statistics use, in order), ``dropped_rounds`` (contended rounds
+left out, with their samples) and ``round_pids`` (the process that measured each round).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +37,34 @@ def plan_rounds(protocol: Protocol, sweep_rounds: int) -> tuple[int, Protocol]:
     )
 
 
+def _groups(previous: dict[str, Any]) -> list[tuple[int, list[float]]]:
+    """(round index, samples) of every earlier round of a stored row, dropped rounds included."""
+    prev_extra = previous.get("extra") or {}
+    prev_samples = list(previous["samples_ms"])
+    sizes = [int(x) for x in prev_extra.get("round_sizes") or [len(prev_samples)]]
+    if sum(sizes) != len(prev_samples):  # rows from before round_sizes existed
+        sizes = [len(prev_samples)]
+    index = [int(x) for x in prev_extra.get("round_index") or range(len(sizes))]
+    if len(index) != len(sizes):
+        index = list(range(len(sizes)))
+    out, i = [], 0
+    for r, n in zip(index, sizes, strict=True):
+        out.append((r, prev_samples[i : i + n]))
+        i += n
+    for d in prev_extra.get("dropped_rounds") or []:
+        out.append((int(d["round"]), [float(x) for x in d["samples_ms"]]))
+    return sorted(out, key=lambda g: g[0])
+
+
+def kept_rounds(verdicts: list[str]) -> list[int]:
+    """Rounds whose samples the statistics use: all of them, unless some are contended and at
+    least half are not; then the contended ones are dropped (a re-take at the round level)."""
+    calm = [i for i, v in enumerate(verdicts) if v != "contended"]
+    if len(calm) == len(verdicts) or len(calm) < max(1, math.ceil(len(verdicts) / 2)):
+        return list(range(len(verdicts)))
+    return calm
+
+
 def pool_round(
     m: Measurement,
     extra: dict[str, Any],
@@ -41,35 +72,45 @@ def pool_round(
     rnd: int,
     confidence: float = 0.95,
 ) -> tuple[Measurement, dict[str, Any]]:
-    """The measurement to store after round ``rnd``: this round's samples appended to the
-    stored row's (``previous``, or None in round 0), statistics over rounds."""
+    """The measurement to store after round ``rnd``: this round's samples pooled with the
+    stored row's (``previous``, or None in round 0), statistics over rounds.
+
+    A contended round is dropped from the statistics when at least half of the rounds so far
+    are not contended (its samples move to ``extra["dropped_rounds"]``, and the verdict is
+    that of the rounds kept); otherwise every round counts and the measurement is contended.
+    """
     extra = dict(extra)
-    if m.interference is not None:
-        extra["interference"] = m.interference
+    merged = merge_rounds(None, m.interference)
+    groups: list[tuple[int, list[float]]] = [(rnd, list(m.samples_ms))]
     if rnd > 0 and previous is not None and previous.get("status") == "ok":
         prev_extra = previous.get("extra") or {}
-        prev_samples = list(previous["samples_ms"])
-        sizes = [int(x) for x in prev_extra.get("round_sizes") or [len(prev_samples)]]
-        if sum(sizes) != len(prev_samples):  # rows from before round_sizes existed
-            sizes = [len(prev_samples)]
-        groups, i = [], 0
-        for n in sizes:
-            groups.append(prev_samples[i : i + n])
-            i += n
-        groups.append(list(m.samples_ms))
-        extra["rounds"] = int(prev_extra.get("rounds", 1)) + 1
-        extra["round_sizes"] = [*sizes, len(m.samples_ms)]
+        groups = [*_groups(previous), *groups]
         merged = merge_rounds(prev_extra.get("interference"), m.interference)
-        if merged is not None:
-            extra["interference"] = merged
-    else:
-        groups = [list(m.samples_ms)]
-        extra["rounds"] = 1
-        extra["round_sizes"] = [len(m.samples_ms)]
-        if m.interference is not None:
-            extra["interference"] = merge_rounds(None, m.interference)
-    samples = [x for g in groups for x in g]
-    stats = summarize_rounds(groups, confidence)
+    verdicts = list((merged or {}).get("rounds") or [])
+    if len(verdicts) != len(groups):  # evidence missing for some round: keep every round
+        verdicts = ["unknown" if merged is None else str(merged.get("verdict"))] * len(groups)
+    keep = kept_rounds(verdicts)
+    kept = [groups[i] for i in keep]
+    dropped = [i for i in range(len(groups)) if i not in keep]
+    extra["rounds"] = len(groups)
+    pids = list((previous or {}).get("extra", {}).get("round_pids") or []) if rnd > 0 else []
+    extra["round_pids"] = [*pids, os.getpid()]  # the process of each round (harness/sweep/worker.py)
+    extra["round_sizes"] = [len(g) for _, g in kept]
+    extra["round_index"] = [r for r, _ in kept]
+    extra.pop("dropped_rounds", None)
+    if dropped:
+        extra["dropped_rounds"] = [
+            {"round": groups[i][0], "verdict": verdicts[i], "samples_ms": groups[i][1]}
+            for i in dropped
+        ]
+    if merged is not None:
+        if dropped:
+            rest = [verdicts[i] for i in keep]
+            merged = {**merged, "verdict": "unknown" if "unknown" in rest else "clean"}
+            merged["dropped_rounds"] = [groups[i][0] for i in dropped]
+        extra["interference"] = merged
+    samples = [x for _, g in kept for x in g]
+    stats = summarize_rounds([g for _, g in kept], confidence)
     pooled = Measurement(
         samples_ms=samples,
         stats=stats,

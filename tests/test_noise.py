@@ -290,13 +290,34 @@ def _m(samples, verdict):
     )
 
 
+def _pool(rounds: list[tuple[list[float], str]]) -> tuple[Measurement, dict]:
+    prev = None
+    for rnd, (samples, verdict) in enumerate(rounds):
+        m, e = pool_round(_m(samples, verdict), {"k": 1}, prev, rnd)
+        prev = {"status": "ok", "samples_ms": m.samples_ms, "extra": e}
+    return m, e
+
+
 def test_pool_round_keeps_round_sizes_and_the_worst_verdict():
-    m0, e0 = pool_round(_m([10.0, 10.1, 10.2], "clean"), {"k": 1}, None, 0)
+    m0, e0 = _pool([([10.0, 10.1, 10.2], "clean")])
     assert e0["rounds"] == 1 and e0["round_sizes"] == [3] and verdict_of(e0) == "clean"
-    prev = {"status": "ok", "samples_ms": m0.samples_ms, "extra": e0}
-    m1, e1 = pool_round(_m([11.0, 11.2], "contended"), {"k": 1}, prev, 1)
+    # the first round contended, the second too: every round counts, the verdict is contended
+    m1, e1 = _pool([([10.0, 10.1, 10.2], "contended"), ([11.0, 11.2], "contended")])
     assert e1["rounds"] == 2 and e1["round_sizes"] == [3, 2] and m1.stats.n == 5
-    assert verdict_of(e1) == "contended" and e1["interference"]["rounds"] == ["clean", "contended"]
+    assert verdict_of(e1) == "contended" and e1["interference"]["rounds"] == ["contended"] * 2
+    assert "dropped_rounds" not in e1
+    # one contended round of three, two clean: it is dropped from the statistics
+    m2, e2 = _pool([([10.0, 10.1], "clean"), ([30.0, 31.0, 32.0], "contended"), ([10.2], "clean")])
+    assert verdict_of(e2) == "clean" and e2["interference"]["dropped_rounds"] == [1]
+    assert m2.samples_ms == [10.0, 10.1, 10.2] and e2["round_sizes"] == [2, 1]
+    assert e2["round_index"] == [0, 2] and e2["rounds"] == 3
+    assert e2["dropped_rounds"] == [
+        {"round": 1, "verdict": "contended", "samples_ms": [30.0, 31.0, 32.0]}
+    ]
+    assert m2.stats.median_ms == pytest.approx(10.1)
+    # two contended of three: not enough clean rounds, all count and the verdict is contended
+    m3, e3 = _pool([([10.0], "contended"), ([30.0], "contended"), ([10.2], "clean")])
+    assert verdict_of(e3) == "contended" and m3.stats.n == 3 and "dropped_rounds" not in e3
     assert merge_rounds({"verdict": "clean"}, {"verdict": "unknown"})["verdict"] == "unknown"
 
 
@@ -514,3 +535,85 @@ def test_choose_shows_contended_points_as_unreliable():
     assert (
         "UNRELIABLE: contended" in text and "1 point(s) measured while the machine was busy" in text
     )
+
+
+# -- rounds in worker processes (harness/sweep/worker.py) ---------------------------------------
+
+
+def _tiny_torch_sweep(db_url: str, *extra: str):
+    from harness.sweep.configs import compose_sweep
+
+    return compose_sweep(
+        "quick",
+        [
+            f"db={db_url}",
+            "report=false",
+            "canary=false",
+            "progress=false",
+            "rounds=2",
+            "protocol.min_runs=1",
+            "protocol.warmup_runs=0",
+            "protocol.retakes=0",
+            "encoders.fastvithd.resolutions=[128]",
+            *extra,
+        ],
+    )
+
+
+def test_rounds_run_in_fresh_worker_processes(db_url):
+    import os
+
+    from harness.sweep.engine import run_sweep
+
+    log: list[str] = []
+    out = run_sweep(_tiny_torch_sweep(db_url), command="test", log=log.append)
+    n = out.plan.n_measurements
+    assert out.counts == {"measured": 2 * n, "reused": 0, "skipped": 0, "failed": 0}
+    assert any("each in a fresh worker process" in line for line in log)
+    rows = Store(db_url).measurement_rows([out.run_id])
+    assert len(rows) == n and all(r["status"] == "ok" and r["extra"]["rounds"] == 2 for r in rows)
+    pids = {tuple(r["extra"]["round_pids"]) for r in rows}
+    assert len(pids) == 1  # one worker per round measures the whole grid, interleaved
+    ((first, second),) = pids
+    assert first != second and os.getpid() not in (first, second)
+    assert Store(db_url).list_runs()[-1]["status"] == "done"
+
+
+def test_rounds_stay_in_process_when_the_config_needs_run_time_registrations(db_url):
+    import dataclasses
+    import os
+
+    from harness.backends import get_backend, register_backend
+    from harness.sweep.engine import run_sweep
+
+    register_backend(
+        "torch-registered-here",
+        dataclasses.replace(get_backend("torch"), name="torch-registered-here"),
+    )
+    cfg = _tiny_torch_sweep(db_url, "backend.encoder_backend=torch-registered-here")
+    log: list[str] = []
+    out = run_sweep(cfg, command="test", log=log.append)
+    assert any(
+        line.startswith("rounds run in this process: the config does not resolve") for line in log
+    )
+    rows = [r for r in Store(db_url).measurement_rows([out.run_id]) if r["kind"] == "encoder"]
+    assert rows and all(r["extra"]["round_pids"] == [os.getpid()] * 2 for r in rows)
+    # isolation=process refuses instead of falling back
+    cfg = _tiny_torch_sweep(
+        db_url, "backend.encoder_backend=torch-registered-here", "isolation=process"
+    )
+    with pytest.raises(UserError, match="isolation=process: the config does not resolve"):
+        run_sweep(cfg, command="test", log=log.append)
+
+
+def test_isolation_setting_is_checked():
+    from harness.sweep.worker import validate_isolation, wants_processes
+
+    with pytest.raises(UserError, match="isolation must be one of auto, process, inline"):
+        validate_isolation("threads")
+    assert not wants_processes("auto", 1, True, "sqlite:////tmp/x.db")
+    assert not wants_processes("auto", 3, False, "sqlite:////tmp/x.db")  # fake backends
+    assert wants_processes("auto", 3, True, "sqlite:////tmp/x.db")
+    assert not wants_processes("auto", 3, True, "sqlite://")
+    with pytest.raises(UserError, match="in-memory"):
+        wants_processes("process", 3, True, "sqlite://")

@@ -205,6 +205,9 @@ class SweepConfig:
     #: time the machine-speed canary at the start, between rounds and at the end (docs/noise.md);
     #: null: on unless both backends are fake
     canary: bool | None = None
+    #: where rounds run: ``auto`` (a fresh worker process per round when there are several
+    #: rounds and a backend times here), ``process`` or ``inline`` (harness/sweep/worker.py)
+    isolation: str = "auto"
     report: bool = True
     report_dir: str | None = None
     db: str | None = None
@@ -300,6 +303,9 @@ def validate(cfg: SweepConfig) -> None:
         raise UserError(f"prompt_tokens must be >= 0, got {cfg.prompt_tokens}")
     if cfg.rounds < 1:
         raise UserError(f"rounds must be >= 1, got {cfg.rounds}")
+    from harness.sweep.worker import validate_isolation
+
+    validate_isolation(cfg.isolation)
     from dataclasses import asdict
 
     # flat settings of the built-in backends, checked even when another backend is selected

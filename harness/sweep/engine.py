@@ -367,6 +367,7 @@ def run_sweep(
     job_list = jobs(plan, runners.key)
 
     progress = Progress(len(job_list) * n_rounds, cfg.progress, counts=out.counts)
+    workers = _round_workers(cfg, store, n_rounds, log)
     completed = False
     stop: BaseException | None = None
     try:
@@ -374,6 +375,9 @@ def run_sweep(
             measurer.start_round(rnd)
             if canary is not None:
                 canary.checkpoint("start" if rnd == 0 else f"before round {rnd + 1}")
+            if workers and _round_in_worker(cfg, store, run_id, rnd, measurer, progress, log):
+                continue
+            workers = False
             for job in job_list:
                 progress.step(
                     job.label + (f" (round {rnd + 1}/{n_rounds})" if n_rounds > 1 else "")
@@ -398,6 +402,67 @@ def run_sweep(
                 if stop is None:
                     raise
     return out
+
+
+def _round_workers(
+    cfg: SweepConfig, store: Store, n_rounds: int, log: Callable[[str], None]
+) -> bool:
+    """Whether rounds run in worker processes (harness/sweep/worker.py)."""
+    from harness.backends import get_backend
+    from harness.sweep.worker import wants_processes
+
+    sides = {cfg.backend.encoder_backend, cfg.backend.llm_backend}
+    timed = any(get_backend(name).timed_here for name in sides)
+    on = wants_processes(cfg.isolation, n_rounds, timed, store.url)
+    if on:
+        log(
+            f"{n_rounds} rounds, each in a fresh worker process (isolation={cfg.isolation}; docs/noise.md)"
+        )
+    return on
+
+
+def _round_in_worker(
+    cfg: SweepConfig,
+    store: Store,
+    run_id: str,
+    rnd: int,
+    measurer: Measurer,
+    progress: Progress,
+    log: Callable[[str], None],
+) -> bool:
+    """Run round ``rnd`` in a worker process and fold its counts into ``measurer``; False when
+    the config does not resolve in a fresh process (the round then runs here)."""
+    from harness.sweep.worker import NotReproducible, run_round
+
+    state = {
+        "total": progress.total,
+        "done": progress.done,
+        "busy_s": progress.busy_s,
+        "taken": progress.taken,
+    }
+    if progress.bar is not None:
+        progress.bar.stop()  # the worker draws its own bar on this terminal
+    try:
+        res = run_round(cfg, store.url, run_id, rnd, state)
+    except NotReproducible as e:
+        if cfg.isolation == "process":
+            raise UserError(f"isolation=process: {e}") from e
+        log(f"rounds run in this process: {e}")
+        return False
+    else:
+        for k, v in res.counts.items():
+            measurer.counts[k] = measurer.counts.get(k, 0) + int(v)
+        measurer.failures.extend(res.failures)
+        measurer.skipped.extend(res.skipped)
+        measurer.produced = set(res.produced)
+        progress.done = int(res.progress.get("done", progress.done))
+        progress.busy_s = float(res.progress.get("busy_s", progress.busy_s))
+        progress.taken = int(res.progress.get("taken", progress.taken))
+    finally:
+        if progress.bar is not None:
+            progress.bar.update(progress.task, completed=progress.done)
+            progress.bar.start()
+    return True
 
 
 def final_status(
