@@ -89,8 +89,9 @@ class Protocol:
     (``os.cpu_count()``). The resolved count is recorded with every measurement.
 
     Interference (docs/noise.md): ``retakes`` contended samples at most are re-taken per
-    measurement; ``quiet_wait_s`` > 0 waits (at most that long, with a message) for a quiet
-    machine before timing; ``contention_margin`` is the share of wall time lost to others that
+    measurement; ``quiet_wait_s`` > 0 is how long a measurement may wait in all for a quiet
+    machine, before timing and after a contended sample (with a message); while some of it
+    is left, contended samples do not use up the re-takes; ``contention_margin`` is the share of wall time lost to others that
     makes a sample contended; ``rounds`` is the least number of interleaved rounds a sweep
     spreads each measurement over (its samples budget is split between them).
     """
@@ -163,6 +164,9 @@ class Protocol:
             if key not in known:
                 raise UserError(suggest(key, known, "protocol setting"))
             converted[key] = _convert(key, known[key].type, value)
+        if "max_time_s" in converted and "quiet_wait_s" not in converted:
+            # the preset's quiet wait is an "at most": a shorter max_time_s shortens it too
+            converted["quiet_wait_s"] = min(self.quiet_wait_s, converted["max_time_s"])
         return replace(self, **converted)
 
 
@@ -198,7 +202,9 @@ PROTOCOLS: dict[str, Protocol] = {
         max_time_s=30.0,
         retakes=3,
     ),
-    # Three interleaved rounds in a sweep: the interval includes round-to-round variance.
+    # Five interleaved rounds in a sweep, each in its own worker process: the interval
+    # includes process-to-process variance. A measurement may wait 15 s in all (3 s a round)
+    # for a busy machine to quieten.
     "standard": Protocol(
         "standard",
         warmup_runs=2,
@@ -207,7 +213,8 @@ PROTOCOLS: dict[str, Protocol] = {
         min_time_s=2.0,
         max_time_s=60.0,
         retakes=10,
-        rounds=3,
+        quiet_wait_s=15.0,
+        rounds=5,
     ),
     # Nightly regression tracking: enough samples for a rank test to have power.
     "rigorous": Protocol(
@@ -218,7 +225,8 @@ PROTOCOLS: dict[str, Protocol] = {
         min_time_s=5.0,
         max_time_s=300.0,
         retakes=30,
-        rounds=3,
+        quiet_wait_s=30.0,
+        rounds=5,
     ),
 }
 
@@ -351,6 +359,8 @@ def measure(
     total = clean_total = clean_n = 0
     capped = False
     used = probe.used_threads(warm_ev)
+    paused_ns = 0
+    pauses: list[float] = []
     try:
         timed_start = clock()
         while True:
@@ -374,10 +384,25 @@ def measure(
             n_bad = len(samples_ns) - clean_n
             if clean_n >= min_runs and clean_total >= min_ns:
                 break
-            # re-takes used up: stop once the plain protocol's budget is reached
-            if n_bad > proto.retakes and len(samples_ns) >= min_runs and total >= min_ns:
+            patient = waited < proto.quiet_wait_s
+            if why and patient:  # a busy machine: pause timing until it quietens (bounded)
+                w = _pause_until_quiet(probe, proto.quiet_wait_s - waited, announce=not pauses)
+                pauses.append(w)
+                waited += w
+                paused_ns += int(w * 1e9)
+                sync()
+                fn()  # untimed: warm again after the pause
+                sync()
+                patient = waited < proto.quiet_wait_s
+            # re-takes (and the quiet wait) used up: stop once the plain protocol's budget is reached
+            if (
+                n_bad > proto.retakes
+                and not patient
+                and len(samples_ns) >= min_runs
+                and total >= min_ns
+            ):
                 break
-            if clock() - timed_start >= max_ns:
+            if clock() - timed_start - paused_ns >= max_ns:
                 capped = True
                 break
     finally:
@@ -435,6 +460,29 @@ def _evidence(
         verdict=verdict,
     )
     return ev.to_dict()
+
+
+def _pause_until_quiet(probe: Any, budget_s: float, *, announce: bool) -> float:
+    """After a contended sample: wait (at most ``budget_s``) until the machine is quiet again.
+    Says so once per measurement (``announce``) when the machine is in fact busy."""
+    t0 = time.perf_counter()
+    said = not announce
+    while True:
+        left = budget_s - (time.perf_counter() - t0)
+        if left <= 0:
+            break
+        quiet, busy = probe.quiet_now(window_s=min(0.1, left), polls=2)
+        if quiet:
+            break
+        if not said:
+            print(
+                f"vlm-pareto: machine busy ({busy} other runnable task(s), {probe.free_cores()} free core(s)); "
+                f"pausing the timing until it quietens (at most {budget_s:.1f} s more for this measurement)",
+                file=sys.stderr,
+                flush=True,
+            )
+            said = True
+    return time.perf_counter() - t0
 
 
 def _wait_for_quiet(probe: Any, proto: Protocol) -> float:

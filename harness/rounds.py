@@ -34,6 +34,7 @@ def plan_rounds(protocol: Protocol, sweep_rounds: int) -> tuple[int, Protocol]:
         min_runs=max(1, math.ceil(protocol.min_runs / r)),
         min_time_s=protocol.min_time_s / r,
         retakes=math.ceil(protocol.retakes / r),
+        quiet_wait_s=protocol.quiet_wait_s / r,
     )
 
 
@@ -94,7 +95,10 @@ def pool_round(
     dropped = [i for i in range(len(groups)) if i not in keep]
     extra["rounds"] = len(groups)
     pids = list((previous or {}).get("extra", {}).get("round_pids") or []) if rnd > 0 else []
-    extra["round_pids"] = [*pids, os.getpid()]  # the process of each round (harness/sweep/worker.py)
+    extra["round_pids"] = [
+        *pids,
+        os.getpid(),
+    ]  # the process of each round (harness/sweep/worker.py)
     extra["round_sizes"] = [len(g) for _, g in kept]
     extra["round_index"] = [r for r, _ in kept]
     extra.pop("dropped_rounds", None)

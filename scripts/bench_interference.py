@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             "--protocol",
             "standard",
             "--pairs",
-            "3" if args.fast else "5",
+            "7" if args.fast else "9",
             "--threads",
             str(args.threads),
             "--json",

@@ -264,12 +264,14 @@ def test_protocol_rounds_split_the_budget():
     std = get_protocol("standard")
     n, per = plan_rounds(std, 1)
     assert (
-        n == std.rounds == 3
-        and per.min_runs == 4
-        and per.min_time_s == pytest.approx(std.min_time_s / 3)
+        n == std.rounds == 5
+        and per.min_runs == 2
+        and per.retakes == 2
+        and per.min_time_s == pytest.approx(std.min_time_s / 5)
+        and per.quiet_wait_s == pytest.approx(std.quiet_wait_s / 5) == 3.0
     )
-    n, per = plan_rounds(std, 5)  # the sweep asks for more rounds: each gets the full budget
-    assert n == 5 and per == std
+    n, per = plan_rounds(std, 7)  # the sweep asks for more rounds: each gets the full budget
+    assert n == 7 and per == std
 
 
 def _m(samples, verdict):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from harness.llms.projector import Projector, build_projector, encoder_features
 from harness.llms.sampling import SampledPrefill, SamplingCheck, estimated_measurement
 from harness.llms.zoo import LLMSpec, get_llm_spec
 from harness.protocol import Measurement, Protocol, get_protocol, measure
+from harness.stats import summarize
 
 
 def prompt_token_ids(spec: LLMSpec, prompt_tokens: int, device: str = "cpu") -> torch.Tensor:
@@ -313,9 +314,13 @@ def validate_sampling(
     dtype: str = "float32",
     seed: int = 0,
 ) -> SamplingCheck:
-    """Time the full model and the sampled estimate interleaved over ``rounds`` (full first in
-    even rounds, last in odd ones, so machine drift hits both alike) and report the median of
-    the per-round errors with their spread. CPU only.
+    """Time the full model and the sampled estimate interleaved over ``rounds`` and report the
+    median of the per-round errors with their spread. CPU only.
+
+    Inside a round the three models (full, base, k layers) are timed sample by sample in turn
+    (full, base, k, then k, base, full, ...), ``max(min_runs, 5)`` samples each, so drift of a
+    shared machine, which moves a time by 15-30% over tens of seconds, hits all three alike.
+    A round's error compares its medians; a round with a contended sample is marked.
     """
     if rounds < 1:
         raise UserError(f"sampling validation needs at least 1 round, got {rounds}")
@@ -326,23 +331,25 @@ def validate_sampling(
         spec, visual_tokens, prompt_tokens, dtype=getattr(torch, dtype), seed=seed
     )
     steps = {}
-    models = {}
     for n in (spec.layers, 0, k):
-        models[n] = build_torch_llm(spec, dtype=dtype, layers=n, seed=seed)
-        steps[n] = prefill_callable(models[n].model, inputs.visual, inputs.prompt_ids)[0]
+        model = build_torch_llm(spec, dtype=dtype, layers=n, seed=seed).model
+        steps[n] = prefill_callable(model, inputs.visual, inputs.prompt_ids)[0]
+    warm = replace(proto, min_runs=1, min_time_s=0.0, retakes=0)
+    one = replace(proto, warmup_runs=0, warmup_min_s=0.0, min_runs=1, min_time_s=0.0)
+    per_sample = max(proto.min_runs, 5)
+    order = [spec.layers, 0, k]
     full: list[float] = []
     est: list[float] = []
     per_round = []
     for r in range(rounds):
         t0 = time.perf_counter()
-        if r % 2 == 0:
-            m_full = measure(steps[spec.layers], proto)
-            m_base = measure(steps[0], proto)
-            m_k = measure(steps[k], proto)
-        else:
-            m_base = measure(steps[0], proto)
-            m_k = measure(steps[k], proto)
-            m_full = measure(steps[spec.layers], proto)
+        for n in order:
+            measure(steps[n], warm)  # warm-up of this round
+        taken: dict[int, list[Measurement]] = {n: [] for n in order}
+        for j in range(per_sample):
+            for n in order if (r + j) % 2 == 0 else order[::-1]:
+                taken[n].append(measure(steps[n], one))
+        m_full, m_base, m_k = (_pooled(taken[n], proto) for n in order)
         e = estimated_measurement(m_base, m_k, k, spec.layers)
         full += m_full.samples_ms
         est += e.samples_ms
@@ -354,7 +361,7 @@ def validate_sampling(
                 "base_ms": m_base.stats.median_ms,
                 "k_layers_ms": m_k.stats.median_ms,
                 "wall_s": time.perf_counter() - t0,
-                "contended": any(x.contended for x in (m_full, m_base, m_k)),
+                "contended": any(x.contended for n in order for x in taken[n]),
             }
         )
     return SamplingCheck(
@@ -367,6 +374,12 @@ def validate_sampling(
         float(np.median(est)),
         per_round,
     )
+
+
+def _pooled(ms: list[Measurement], proto: Protocol) -> Measurement:
+    """One measurement of the samples of several one-sample measurements."""
+    samples = [x for m in ms for x in m.samples_ms]
+    return replace(ms[0], samples_ms=samples, stats=summarize(samples, proto.confidence))
 
 
 # ---------------------------------------------------------------- the projector alone
