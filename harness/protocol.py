@@ -231,6 +231,26 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+def protocol_from_fields(fields: dict[str, Any]) -> Protocol:
+    """A :class:`Protocol` from a config's fields (a sweep's ``protocol`` group).
+
+    A preset's quiet wait is an "at most": left at the preset's value with a shorter
+    ``max_time_s``, it is shortened to ``max_time_s`` (set explicitly longer, it is an error).
+    """
+    fields = dict(fields)
+    preset = PROTOCOLS.get(str(fields.get("name")))
+    wait, most = fields.get("quiet_wait_s"), fields.get("max_time_s")
+    if (
+        preset is not None
+        and isinstance(wait, (int, float))
+        and isinstance(most, (int, float))
+        and wait == preset.quiet_wait_s
+        and wait > most > 0
+    ):
+        fields["quiet_wait_s"] = float(most)
+    return Protocol(**fields)
+
+
 def get_protocol(name_or_protocol: str | Protocol, **overrides: Any) -> Protocol:
     """Look up a preset by name (or pass a Protocol through) and apply overrides."""
     if isinstance(name_or_protocol, Protocol):

@@ -118,28 +118,43 @@ def canary_ms(db: str, run_id: str) -> float | None:
     return float(rows[0]["median_ms"]) if rows else None
 
 
-def study_interference(a: dict[str, dict], h: dict[str, dict]) -> dict[str, Any]:
+def study_interference(
+    a: dict[str, dict], h: dict[str, dict], b: dict[str, dict] | None = None
+) -> dict[str, Any]:
+    """Points of the hog sweep ``h`` more than 10% from quiet sweep ``a`` and not flagged
+    contended (``escapes``). With the second quiet sweep ``b`` (back to back with ``a``) also
+    ``escapes_both``: more than 10% from *both* quiet sweeps, i.e. outside what two quiet runs
+    already disagree by, and ``escapes_slower``: of those, the ones the hog made slower."""
     from harness.interference import verdict_of
 
-    lines, escapes, clean = [], 0, 0
+    lines, escapes, both, slower, clean = [], 0, 0, 0, 0
     for label in sorted(set(a) & set(h)):
         ra, rh = a[label], h[label]
         ratio = rh["median_ms"] / ra["median_ms"]
         v = verdict_of(rh["extra"])
         off = abs(ratio - 1) > 0.10
         esc = off and v != "contended"
+        quiet = [ra["median_ms"]] + ([b[label]["median_ms"]] if b and label in b else [])
+        esc_both = v != "contended" and all(abs(rh["median_ms"] / q - 1) > 0.10 for q in quiet)
         escapes += esc
+        both += esc_both
+        slower += esc_both and rh["median_ms"] > max(quiet)
         clean += v == "clean"
         ev = rh["extra"].get("interference", {})
         lines.append(
-            f"  {label:48s} quiet {ra['median_ms']:9.2f}  hog {rh['median_ms']:9.2f}  ratio {ratio:6.3f}  "
+            f"  {label:48s} quiet {ra['median_ms']:9.2f}"
+            + (f" / {quiet[1]:9.2f}" if len(quiet) > 1 else "")
+            + f"  hog {rh['median_ms']:9.2f}  ratio {ratio:6.3f}  "
             f"{v:9s} re-taken {ev.get('retaken', 0):3d}/{ev.get('n_taken', 0):3d}"
             + ("  ESCAPED" if esc else "")
+            + ("  (off both quiet runs)" if esc_both else "")
         )
     n = len(set(a) & set(h))
     return {
         "points": n,
         "escapes": escapes,
+        "escapes_both": both if b else None,
+        "escapes_slower": slower if b else None,
         "clean": clean,
         "clean_share": clean / n if n else 0.0,
         "lines": lines,
@@ -219,10 +234,12 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
+    second: dict[str, dict[str, dict]] = {}
     if "backtoback" in studies:
         result["backtoback"] = {}
         for proto in protocols:
             rid, wall = sweep(preset, proto, db, ov)
+            second[proto] = rows_by_key(db, rid)
             res = study_backtoback(quiet[proto][1], rows_by_key(db, rid))
             result["backtoback"][proto] = {k: v for k, v in res.items() if k != "lines"}
             print(f"\n## back-to-back quiet sweeps, protocol {proto} (B: run {rid}, {wall:.0f} s)")
@@ -242,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         limit = 900.0 if fast else 3600.0
         with RandomHog(args.seed, on_s=(1.0, 4.0), off_s=(1.0, 4.0), limit_s=limit) as hog:
             rid, wall = sweep(preset, proto, db, ov)
-        res = study_interference(a_rows, rows_by_key(db, rid))
+        res = study_interference(a_rows, rows_by_key(db, rid), second.get(proto))
         result["interference"] = {k: v for k, v in res.items() if k != "lines"}
         result["interference"].update(
             hog_busy_s=hog.busy_s,
@@ -258,7 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(res["lines"]))
         print(
             f"escaped (>10% off quiet, not flagged contended): {res['escapes']} of {res['points']} (target 0); "
-            f"clean points: {100 * res['clean_share']:.0f}% (target >= 90%)",
+            + (
+                f"off both quiet runs: {res['escapes_both']} ({res['escapes_slower']} slower); "
+                if res["escapes_both"] is not None
+                else ""
+            )
+            + f"clean points: {100 * res['clean_share']:.0f}% (target >= 90%)",
             flush=True,
         )
 

@@ -322,9 +322,11 @@ def validate(cfg: SweepConfig) -> None:
                 cfg.backend.coreml_precision, ["float16", "float32"], "backend.coreml_precision"
             )
         )
-    from harness.protocol import Protocol
+    from harness.protocol import protocol_from_fields
 
-    Protocol(**asdict(cfg.protocol))  # impossible protocol settings fail before a run is created
+    protocol_from_fields(
+        asdict(cfg.protocol)
+    )  # impossible protocol settings fail before a run is created
     if cfg.sample_layers is not None and cfg.sample_layers < 1:
         raise UserError(
             f"sample_layers must be >= 1 (or null for the full model), got {cfg.sample_layers}"
@@ -411,9 +413,9 @@ def _validate_numbers(cfg: SweepConfig) -> None:
             raise UserError(f"{dotted} must be {must}, got {obj}")
     if not cfg.protocol.name:
         raise UserError("protocol.name must be a non-empty string")
-    from harness.protocol import Protocol
+    from harness.protocol import protocol_from_fields
 
-    Protocol(**asdict(cfg.protocol))  # whatever else the protocol itself checks
+    protocol_from_fields(asdict(cfg.protocol))  # whatever else the protocol itself checks
 
 
 def compose_error(e: Exception) -> UserError:

@@ -28,7 +28,7 @@ from harness.backends.base import (
     Skipped,
 )
 from harness.errors import UserError, suggest
-from harness.protocol import PROTOCOLS, Protocol
+from harness.protocol import Protocol, protocol_from_fields
 from harness.sweep.configs import BackendConfig, SweepConfig, import_dir
 from harness.tasks import EncoderTask, MeasurementKey, PrefillTask, ProjectorTask, Task
 
@@ -36,20 +36,8 @@ __all__ = ["Outcome", "Runners", "configure_backend", "protocol_of"]
 
 
 def protocol_of(cfg: SweepConfig) -> Protocol:
-    """The sweep's protocol config as a validated :class:`Protocol` (same fields by name).
-
-    A preset's quiet wait is an "at most": left at the preset's value with a shorter
-    ``max_time_s``, it is shortened to ``max_time_s`` (set explicitly longer, it is an error).
-    """
-    fields = asdict(cfg.protocol)
-    preset = PROTOCOLS.get(str(fields.get("name")))
-    if (
-        preset is not None
-        and fields["quiet_wait_s"] == preset.quiet_wait_s
-        and fields["quiet_wait_s"] > fields["max_time_s"] > 0
-    ):
-        fields["quiet_wait_s"] = fields["max_time_s"]
-    return Protocol(**fields)
+    """The sweep's protocol config as a validated :class:`Protocol` (same fields by name)."""
+    return protocol_from_fields(asdict(cfg.protocol))
 
 
 def register_runtimes(backend: BackendConfig) -> None:
