@@ -202,8 +202,8 @@ PROTOCOLS: dict[str, Protocol] = {
         max_time_s=30.0,
         retakes=3,
     ),
-    # Five interleaved rounds in a sweep, each in its own worker process: the interval
-    # includes process-to-process variance. A measurement may wait 15 s in all (3 s a round)
+    # Three interleaved rounds in a sweep, each in its own worker process: the interval
+    # includes process-to-process variance. A measurement may wait 15 s in all (5 s a round)
     # for a busy machine to quieten.
     "standard": Protocol(
         "standard",
@@ -214,7 +214,7 @@ PROTOCOLS: dict[str, Protocol] = {
         max_time_s=60.0,
         retakes=10,
         quiet_wait_s=15.0,
-        rounds=5,
+        rounds=3,
     ),
     # Nightly regression tracking: enough samples for a rank test to have power.
     "rigorous": Protocol(
@@ -226,7 +226,7 @@ PROTOCOLS: dict[str, Protocol] = {
         max_time_s=300.0,
         retakes=30,
         quiet_wait_s=30.0,
-        rounds=5,
+        rounds=3,
     ),
 }
 
@@ -293,6 +293,12 @@ class Measurement:
         d = asdict(self)
         d["stats"] = self.stats.to_dict()
         return d
+
+
+#: A sample shorter than this that starts within this long of a contended sample is contended
+#: too (reason ``near``): the per-sample signals have scheduler-tick granularity (a few ms), so
+#: a sub-millisecond sample next to a contended one shared its neighbour without showing it.
+NEAR_NS = 10_000_000
 
 
 def _noop() -> None:
@@ -381,6 +387,8 @@ def measure(
     used = probe.used_threads(warm_ev)
     paused_ns = 0
     pauses: list[float] = []
+    starts: list[int] = []
+    tainted_until = 0  # a short sample starting before this is "near" a contended one
     try:
         timed_start = clock()
         while True:
@@ -389,14 +397,28 @@ def measure(
             t0 = clock()
             fn()
             sync()
-            dt = clock() - t0
+            t1 = clock()
+            dt = t1 - t0
             ev = probe.evidence(r0, read(), dt)
             append(dt)
+            starts.append(t0)
             total += dt
             evidence.append(ev)
             if used is None or len(evidence) <= 50 or len(evidence) % 50 == 0:
                 used = probe.used_threads(warm_ev + evidence)
             why = probe.reasons(ev, used)
+            if why and probe.known:
+                tainted_until = t1 + NEAR_NS
+                # short clean samples just before this one shared its neighbour
+                i = len(reasons) - 1
+                while i >= 0 and starts[i] >= t0 - NEAR_NS:
+                    if not reasons[i] and samples_ns[i] < NEAR_NS:
+                        reasons[i] = ["near"]
+                        clean_n -= 1
+                        clean_total -= samples_ns[i]
+                    i -= 1
+            elif not why and dt < NEAR_NS and t0 < tainted_until:
+                why = ["near"]
             reasons.append(why)
             if not why:
                 clean_n += 1
