@@ -58,10 +58,11 @@ def _groups(previous: dict[str, Any]) -> list[tuple[int, list[float]]]:
 
 
 def kept_rounds(verdicts: list[str]) -> list[int]:
-    """Rounds whose samples the statistics use: all of them, unless some are contended and at
-    least half are not; then the contended ones are dropped (a re-take at the round level)."""
+    """Rounds whose samples the statistics use: all of them, unless some are contended and
+    more than half are not; then the contended ones are dropped (a re-take at the round
+    level). Two rounds, one contended: both count (one round alone is no interval)."""
     calm = [i for i, v in enumerate(verdicts) if v != "contended"]
-    if len(calm) == len(verdicts) or len(calm) < max(1, math.ceil(len(verdicts) / 2)):
+    if len(calm) == len(verdicts) or 2 * len(calm) <= len(verdicts):
         return list(range(len(verdicts)))
     return calm
 
@@ -76,7 +77,7 @@ def pool_round(
     """The measurement to store after round ``rnd``: this round's samples pooled with the
     stored row's (``previous``, or None in round 0), statistics over rounds.
 
-    A contended round is dropped from the statistics when at least half of the rounds so far
+    A contended round is dropped from the statistics when more than half of the rounds so far
     are not contended (its samples move to ``extra["dropped_rounds"]``, and the verdict is
     that of the rounds kept); otherwise every round counts and the measurement is contended.
     """

@@ -100,6 +100,18 @@ def sweep(preset: str, protocol: str, db: str, overrides: list[str]) -> tuple[st
     return rid, time.perf_counter() - t0
 
 
+def settle(limit_s: float, below: float = 0.3) -> float:
+    """Wait (at most ``limit_s``) until the 1-minute load average is below ``below``."""
+    t0 = time.perf_counter()
+    if not hasattr(os, "getloadavg") or limit_s <= 0:
+        return 0.0
+    while os.getloadavg()[0] >= below and time.perf_counter() - t0 < limit_s:
+        time.sleep(2.0)
+    waited = time.perf_counter() - t0
+    print(f"# settled {waited:.0f} s: load {os.getloadavg()[0]:.2f}", flush=True)
+    return waited
+
+
 def rows_by_key(db: str, run_id: str) -> dict[str, dict[str, Any]]:
     from harness.compare import key_label
     from harness.store import Store
@@ -203,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     ap.add_argument("--db", help="store URL (default: a temporary SQLite file)")
     ap.add_argument("--json", help="write every number here")
+    ap.add_argument(
+        "--settle-s",
+        type=float,
+        default=180.0,
+        help="first wait (at most this long) until the 1-minute load average is below 0.3: "
+        "the first sweep after other work measured 10-25%% slower than the next (default 180)",
+    )
     args = ap.parse_args(argv)
 
     preset = args.preset or ("quick" if args.fast else "nightly")
@@ -211,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="bench_interference_")
     db = args.db or f"sqlite:///{tmp}/store.db"
     ov = [f"protocol.threads={args.threads}"]
+    settled = settle(args.settle_s)
     result: dict[str, Any] = {
+        "settled_s": settled,
         "preset": preset,
         "fast": args.fast,
         "protocols": protocols,

@@ -519,3 +519,47 @@ def test_device_prediction_of_nothing_predictable_is_one_clear_error():
         UserError, match=r"none of the 1 point\(s\) can be predicted.*not-in-zoo@256"
     ):
         with_predicted_latency(res, "m1-max")
+
+
+def test_a_pruned_search_starts_from_a_design_that_shows_every_name(tmp_path):
+    from harness.search import Config, Search, build_space, sweep_config, synthetic_accuracy
+    from harness.search.study import initial_design
+
+    space = build_space(
+        sweep_config(
+            encoders=["fastvithd", "fastvit"],
+            llms=["qwen2-0.5b", "qwen2-1.5b", "qwen2-7b"],
+            backend="fake",
+        ),
+        resolution_range=(256, 768),
+    )
+    design = initial_design(space)
+    # each encoder at both ends of its range, every LLM at least once
+    for enc in space.encoders.values():
+        rs = enc.resolutions["none"]
+        assert {c.resolution for c in design if c.encoder == enc.name} == {rs[0], rs[-1]}
+    assert {c.llm for c in design} == set(space.llms)
+    s = Search(
+        space,
+        synthetic_accuracy,
+        db=f"sqlite:///{tmp_path / 's.db'}",
+        seed=0,
+        study_name="d",
+        prune=True,
+    )
+    s.optimize(len(design))
+    assert [r.config for r in s.trace[: len(design)]] == design
+    assert all(isinstance(c, Config) for c in design)
+    # resuming does not enqueue the design again
+    again = Search(
+        space,
+        synthetic_accuracy,
+        db=f"sqlite:///{tmp_path / 's.db'}",
+        seed=0,
+        study_name="d",
+        resume=True,
+        prune=True,
+    )
+    again.optimize(1)
+    fixed = [t for t in again.study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs]
+    assert len(fixed) == len(design)

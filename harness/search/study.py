@@ -144,7 +144,30 @@ def _basis(row: dict[str, Any], by: str) -> float:
     return math.nan
 
 
-def _sampler(seed: int, n_done: int) -> Any:
+def initial_design(space: SearchSpace) -> list[Config]:
+    """The first trials of a pruned search: each encoder (and tiling) at its lowest and its
+    highest resolution, the LLMs taken in turn, so the online cost model sees every name and
+    both ends of every resolution range before it is asked to skip anything."""
+    llms = list(space.llms)
+    out: list[Config] = []
+    for enc in space.encoders.values():
+        for tiling, rs in enc.resolutions.items():
+            for r in dict.fromkeys((rs[0], rs[-1])):
+                out.append(Config(enc.name, int(r), tiling, llms[len(out) % len(llms)]))
+    return out
+
+
+def _params(c: Config, space: SearchSpace) -> dict[str, Any]:
+    """The trial parameters that make :func:`_suggest` return ``c``."""
+    return {
+        "encoder": c.encoder,
+        f"tiling[{c.encoder}]": c.tiling,
+        f"resolution[{c.encoder}|{c.tiling}]": c.resolution,
+        "llm": c.llm,
+    }
+
+
+def _sampler(seed: int, n_done: int, n_startup: int = 10) -> Any:
     import optuna
 
     with warnings.catch_warnings():
@@ -153,7 +176,7 @@ def _sampler(seed: int, n_done: int) -> Any:
         # tiling chosen; group decomposition models each sub-space jointly. The seed is
         # offset by the trials already done so a resumed study does not replay its proposals.
         return optuna.samplers.TPESampler(
-            seed=seed + n_done, multivariate=True, group=True, n_startup_trials=10
+            seed=seed + n_done, multivariate=True, group=True, n_startup_trials=n_startup
         )
 
 
@@ -260,9 +283,17 @@ class Search:
             study.set_user_attr(STUDY_ATTR, json.loads(json.dumps(asdict(self.settings))))
             study.set_user_attr("run_id", self.run_id)
         done = len(study.get_trials(deepcopy=False))
+        # A pruned search starts from a small design that shows the cost model every name
+        # (random start-up trials mostly land off the frontier); TPE takes over after it.
+        design = initial_design(space) if prune else []
         self.study = optuna.load_study(
-            study_name=self.study_name, storage=storage, sampler=_sampler(seed, done)
+            study_name=self.study_name,
+            storage=storage,
+            sampler=_sampler(seed, done, len(design) if design else 10),
         )
+        if design and not done:
+            for c in design:
+                self.study.enqueue_trial(_params(c, space))
         self.evaluator = Evaluator(space, self.store, self.run_id)
         self.trace: list[TrialRecord] = []
         self._seen: dict[Config, dict[str, Any]] = self._previous()
