@@ -84,8 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     st.add_argument(
         "--no-prune",
         action="store_true",
-        help="measure every proposal (default: skip proposals whose "
-        "TTFT, predicted by the cost model calibrated on this search's measurements, cannot reach the front)",
+        help="measure every proposal and start from 10 random trials (default: start from a small "
+        "design that shows the cost model every encoder and LLM, then skip proposals whose TTFT, "
+        "predicted by the cost model calibrated on this search's measurements, cannot reach the front)",
     )
     out = p.add_argument_group("output")
     out.add_argument(
