@@ -610,13 +610,16 @@ def _tiny_torch_sweep(db_url: str, *extra: str):
     )
 
 
-def test_rounds_run_in_fresh_worker_processes(db_url):
+def test_rounds_run_in_fresh_worker_processes(db_url, capfd):
     import os
 
     from harness.sweep.engine import run_sweep
 
     log: list[str] = []
     out = run_sweep(_tiny_torch_sweep(db_url), command="test", log=log.append)
+    # library deprecation notices are shown by the first round's worker only
+    notices = [ln for ln in capfd.readouterr().err.splitlines() if "FutureWarning" in ln]
+    assert len(notices) == len(set(notices))
     n = out.plan.n_measurements
     assert out.counts == {"measured": 2 * n, "reused": 0, "skipped": 0, "failed": 0}
     assert any("each in a fresh worker process" in line for line in log)

@@ -6,11 +6,20 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
 from harness.sweep.worker import NOT_REPRODUCIBLE, NotReproducible, RoundResult
+
+
+def quiet_library_notices() -> None:
+    """Rounds after the first: the libraries' deprecation notices were shown by the first
+    round's worker already; every fresh interpreter would print them again."""
+    warnings.simplefilter("ignore", FutureWarning)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def _work(job: dict[str, Any]) -> RoundResult:
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job_path, result_path = Path(args[0]), Path(args[1])
     job = pickle.loads(job_path.read_bytes())
+    if int(job["round"]) > 0:
+        quiet_library_notices()
     out: dict[str, Any] = {"error": None, "result": None}
     rc = 0
     try:
