@@ -91,8 +91,8 @@ class Protocol:
     Interference (docs/noise.md): ``retakes`` contended samples at most are re-taken per
     measurement; ``quiet_wait_s`` > 0 is how long a measurement may wait in all for a quiet
     machine, before timing and after a contended sample (with a message); while some of it
-    is left, contended samples do not use up the re-takes; ``contention_margin`` is the share of wall time lost to others that
-    makes a sample contended; ``rounds`` is the least number of interleaved rounds a sweep
+    is left, contended samples do not use up the re-takes; ``contention_margin`` is the share
+    of wall time lost to others that makes a sample contended; ``rounds`` is the least number of interleaved rounds a sweep
     spreads each measurement over (its samples budget is split between them).
     """
 
@@ -386,7 +386,7 @@ def measure(
     capped = False
     used = probe.used_threads(warm_ev)
     paused_ns = 0
-    pauses: list[float] = []
+    announced = False  # the first pause of a measurement says so on stderr
     starts: list[int] = []
     tainted_until = 0  # a short sample starting before this is "near" a contended one
     try:
@@ -428,8 +428,8 @@ def measure(
                 break
             patient = waited < proto.quiet_wait_s
             if why and patient:  # a busy machine: pause timing until it quietens (bounded)
-                w = _pause_until_quiet(probe, proto.quiet_wait_s - waited, announce=not pauses)
-                pauses.append(w)
+                w = _pause_until_quiet(probe, proto.quiet_wait_s - waited, announce=not announced)
+                announced = True
                 waited += w
                 paused_ns += int(w * 1e9)
                 sync()

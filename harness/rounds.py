@@ -95,14 +95,13 @@ def pool_round(
     kept = [groups[i] for i in keep]
     dropped = [i for i in range(len(groups)) if i not in keep]
     extra["rounds"] = len(groups)
-    pids = list((previous or {}).get("extra", {}).get("round_pids") or []) if rnd > 0 else []
+    pids = list(((previous or {}).get("extra") or {}).get("round_pids") or []) if rnd > 0 else []
     extra["round_pids"] = [
         *pids,
         os.getpid(),
     ]  # the process of each round (harness/sweep/worker.py)
     extra["round_sizes"] = [len(g) for _, g in kept]
     extra["round_index"] = [r for r, _ in kept]
-    extra.pop("dropped_rounds", None)
     if dropped:
         extra["dropped_rounds"] = [
             {"round": groups[i][0], "verdict": verdicts[i], "samples_ms": groups[i][1]}
