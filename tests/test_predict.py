@@ -562,4 +562,55 @@ def test_a_pruned_search_starts_from_a_design_that_shows_every_name(tmp_path):
     )
     again.optimize(1)
     fixed = [t for t in again.study.get_trials(deepcopy=False) if "fixed_params" in t.system_attrs]
-    assert len(fixed) == len(design)
+    # the design once, then the cost model's own pick (one trial)
+    assert s.pruner.proposed == 0 and again.pruner.proposed == 1
+    assert len(fixed) == len(design) + 1
+    assert again.trace[0].config not in design
+
+
+def test_hypervolume_improvement_of_one_more_point():
+    from harness.predict.prune import improvement
+
+    ref = (50.0, 1000.0)
+    front = [(60.0, 100.0)]
+    assert improvement(55.0, 200.0, front, ref) == 0.0  # dominated
+    assert improvement(49.0, 10.0, front, ref) == 0.0  # below the reference accuracy
+    assert improvement(70.0, 2000.0, front, ref) == 0.0  # beyond the reference TTFT
+    # more accurate at the same TTFT: the new slab is 10 accuracy points x log10(1000/100)
+    assert improvement(70.0, 100.0, front, ref) == pytest.approx(10.0)
+    assert improvement(60.0, 10.0, [], ref) == pytest.approx(10.0 * 2)
+
+
+def test_the_cost_model_proposes_the_most_promising_configuration(tmp_path):
+    """After the design, every proposal is the cost model's: an unmeasured configuration
+    that its optimistic prediction puts on the frontier; a search run to the end finds the
+    grid's whole frontier with fewer measurements than the grid."""
+    from harness.pareto import pareto_front
+    from harness.search import Evaluator, Search, build_space, sweep_config, synthetic_accuracy
+    from harness.store import Store
+
+    space = build_space(
+        sweep_config(
+            encoders=["fastvithd", "fastvit"], llms=["qwen2-0.5b", "qwen2-7b"], backend="fake"
+        ),
+        resolution_range=(256, 768),
+    )
+    store = Store(f"sqlite:///{tmp_path / 'grid.db'}")
+    ev = Evaluator(space, store, store.create_run("grid", {}, {"machine_id": "m"}))
+    grid = {}
+    for c in space.configs():
+        acc, _ = synthetic_accuracy(c, space.tokens(c), space.llm_params_b[c.llm])
+        grid[c] = (acc, float(ev.ttft(c)["ttft_ms"]))
+    cs = list(grid)
+    import pandas as pd
+
+    df = pd.DataFrame([{"accuracy": grid[c][0], "ttft": grid[c][1]} for c in cs])
+    front = pareto_front(df, (("accuracy", "max"), ("ttft", "min"))).front
+    on_front = {cs[int(i)] for i in front}
+    s = Search(space, synthetic_accuracy, db=f"sqlite:///{tmp_path / 's.db'}", seed=0, prune=True)
+    assert s.pruner.propose(s) is None  # nothing measured: the design comes first
+    res = s.optimize(len(cs))
+    assert s.pruner.proposed > 0
+    assert on_front <= set(s._seen)  # every frontier configuration was measured
+    assert res.measurements_total < ev.run_measurements()
+    assert len(s._seen) < len(cs)  # and most configurations were never measured

@@ -84,9 +84,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     st.add_argument(
         "--no-prune",
         action="store_true",
-        help="measure every proposal and start from 10 random trials (default: start from a small "
-        "design that shows the cost model every encoder and LLM, then skip proposals whose TTFT, "
-        "predicted by the cost model calibrated on this search's measurements, cannot reach the front)",
+        help="let Optuna's TPE propose every trial from 10 random ones and measure each (default: "
+        "start from a small design that shows the cost model every encoder and LLM; then the cost "
+        "model, calibrated on this search's measurements, proposes the configuration whose "
+        "optimistic TTFT adds most to the front, and proposals that cannot reach the front are "
+        "skipped)",
     )
     out = p.add_argument_group("output")
     out.add_argument(

@@ -165,8 +165,53 @@ class Skip:
     reason: str
 
 
+@dataclass
+class _Online:
+    """What the online model knows after the search's measurements (one snapshot)."""
+
+    enc_ms: dict[tuple[str, int, str], float]  # measured encoder medians
+    pre_ms: dict[tuple[str, int], float]  # measured prefill medians by (llm, visual tokens)
+    e_scales: dict[str, tuple[float, float]]
+    p_scales: dict[str, tuple[float, float]]
+    e_roofs: dict[str, list[float]]
+    p_roofs: dict[str, list[float]]
+    margin: float
+
+
+@dataclass
+class Estimate:
+    """A configuration as the online model sees it: measured parts as measured."""
+
+    accuracy: float
+    encoder_ms: float
+    prefill_ms: float
+    low_ms: float  # optimistic: predicted parts times (1 - their optimism)
+    high_ms: float  # pessimistic: predicted parts times (1 + their optimism)
+    new_measurements: int  # parts (encoder, prefill) not measured yet
+
+    @property
+    def ttft_ms(self) -> float:
+        return self.encoder_ms + self.prefill_ms
+
+
+def improvement(
+    acc: float, ttft: float, front: Sequence[tuple[float, float]], ref: tuple[float, float]
+) -> float:
+    """Hypervolume gained by adding (acc, ttft) to ``front`` in (accuracy, log10 TTFT), the
+    report's axes, against ``ref`` = (lowest accuracy, highest TTFT of interest)."""
+    from harness.pareto import hypervolume_2d
+
+    if not (acc > ref[0] and 0 < ttft < ref[1]):
+        return 0.0
+    r = (ref[0], math.log10(ref[1]))
+    pts = [(a, math.log10(t)) for a, t in front if t > 0]
+    before = hypervolume_2d(np.array(pts), r) if pts else 0.0
+    return hypervolume_2d(np.array(pts + [(acc, math.log10(ttft))]), r) - before
+
+
 class CostPruner:
-    """``pruner(search, config) -> Skip | None`` for :class:`harness.search.Search`."""
+    """``pruner(search, config) -> Skip | None`` for :class:`harness.search.Search`, and
+    ``pruner.propose(search) -> Config | None``: the next configuration worth measuring."""
 
     def __init__(self, profile: str = "host-cpu", margin: float | None = None):
         """``margin``: a fixed optimism; None adapts it to the online model's error."""
@@ -175,6 +220,7 @@ class CostPruner:
         self.profile = get_profile(profile)
         self.margin = margin
         self.skipped = 0
+        self.proposed = 0
         self.last_margin: float | None = None
         self._roof: dict[tuple[Any, ...], float] = {}
         self._acc: dict[Any, float] = {}
@@ -197,29 +243,15 @@ class CostPruner:
             self._roof[key] = roofline_ms(prefill_cost(llm, tokens), self.profile, "prefill")
         return self._roof[key]
 
-    def _measured(self, search: Any) -> Any:
-        return search.store.measurements(run_ids=[search.run_id], status="ok")
-
-    def __call__(self, search: Any, c: Any) -> Skip | None:
-        space = search.space
-        tokens = space.tokens(c)
-        prompt = space.cfg.prompt_tokens
-        df = self._measured(search)
+    def _online(self, search: Any) -> _Online | None:
+        """The online model on the search's measurements so far; None before any, or when
+        the cost model cannot describe what was measured."""
+        df = search.store.measurements(run_ids=[search.run_id], status="ok")
         if df is None or len(df) == 0:
             return None
         enc_rows = df[df["kind"] == "encoder"]
         pre_rows = df[df["kind"] == "prefill"]
-        have_enc = (
-            (enc_rows["name"] == c.encoder)
-            & (enc_rows["resolution"] == c.resolution)
-            & (enc_rows["tiling"] == c.tiling)
-        ).any()
-        have_pre = ((pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)).any()
-        if have_enc and have_pre:
-            return None  # costs (almost) nothing: measure it
         try:
-            e_roof = self._enc_roof(c.encoder, c.resolution, c.tiling)
-            p_roof = self._pre_roof(c.llm, tokens + prompt)
             e_data = [
                 (
                     r["name"],
@@ -236,8 +268,8 @@ class CostPruner:
                 )
                 for _, r in pre_rows.iterrows()
             ]
-            e_scales, e_all = online_scales(e_data)
-            p_scales, p_all = online_scales(p_data)
+            e_scales, _ = online_scales(e_data)
+            p_scales, _ = online_scales(p_data)
             margin = (
                 self.margin
                 if self.margin is not None
@@ -245,56 +277,129 @@ class CostPruner:
             )
         except Exception:  # noqa: BLE001 - anything the cost model cannot describe is measured
             return None
-        e_ms = predict_ms(c.encoder, e_roof, e_scales, e_all)
-        p_ms = predict_ms(c.llm, p_roof, p_scales, p_all)
-        if e_ms is None or p_ms is None:
+        return _Online(
+            enc_ms={
+                (r["name"], int(r["resolution"]), str(r["tiling"])): float(r["median_ms"])
+                for _, r in enc_rows.iterrows()
+            },
+            pre_ms={
+                (r["name"], int(r["tokens"])): float(r["median_ms"]) for _, r in pre_rows.iterrows()
+            },
+            e_scales=e_scales,
+            p_scales=p_scales,
+            e_roofs=self._roofs(e_data),
+            p_roofs=self._roofs(p_data),
+            margin=margin,
+        )
+
+    def estimate(self, search: Any, c: Any, m: _Online) -> Estimate | None:
+        """``c`` as the online model ``m`` sees it; None when a part cannot be predicted (its
+        encoder or LLM has no rows yet) or the accuracy is unknown."""
+        space = search.space
+        tokens = space.tokens(c)
+        e = m.enc_ms.get((c.encoder, c.resolution, c.tiling))
+        p = m.pre_ms.get((c.llm, tokens))
+        e_lo = e_hi = p_lo = p_hi = 1.0
+        try:
+            if e is None:
+                if c.encoder not in m.e_scales:
+                    return None
+                roof = self._enc_roof(c.encoder, c.resolution, c.tiling)
+                a, b = m.e_scales[c.encoder]
+                e = a * roof**b
+                w = part_margin(m.margin, roof, m.e_roofs[c.encoder])
+                e_lo, e_hi = 1 - w, 1 + w
+            if p is None:
+                if c.llm not in m.p_scales:
+                    return None
+                roof = self._pre_roof(c.llm, tokens + space.cfg.prompt_tokens)
+                a, b = m.p_scales[c.llm]
+                p = a * roof**b
+                w = part_margin(m.margin, roof, m.p_roofs[c.llm])
+                p_lo, p_hi = 1 - w, 1 + w
+        except Exception:  # noqa: BLE001 - the cost model cannot describe it: measure it
             return None
-        if have_enc:
-            m = enc_rows[
-                (enc_rows["name"] == c.encoder)
-                & (enc_rows["resolution"] == c.resolution)
-                & (enc_rows["tiling"] == c.tiling)
-            ]
-            e_ms = float(m["median_ms"].iloc[0])
-        if have_pre:
-            p_ms = float(
-                pre_rows[(pre_rows["name"] == c.llm) & (pre_rows["tokens"] == tokens)][
-                    "median_ms"
-                ].iloc[0]
-            )
-        e_roofs = self._roofs(e_data)
-        p_roofs = self._roofs(p_data)
-        e_margin = margin if have_enc else part_margin(margin, e_roof, e_roofs[c.encoder])
-        p_margin = margin if have_pre else part_margin(margin, p_roof, p_roofs[c.llm])
-        ttft = e_ms + p_ms
         acc = self._accuracy(search, c)
-        budget = search.settings.budget_ms
-        front = [
-            (float(p["accuracy"]), float(p["ttft_ms"]))
-            for p in search._seen.values()
-            if p.get("feasible", True)
-        ]
-        if math.isnan(float(acc)):
+        if math.isnan(acc):
             return None
-        self.last_margin = margin
-        low = e_ms * (1 - e_margin) + p_ms * (1 - p_margin)
-        if dominated(float(acc), low, front, budget):
+        new = int((c.encoder, c.resolution, c.tiling) not in m.enc_ms) + int(
+            (c.llm, tokens) not in m.pre_ms
+        )
+        return Estimate(acc, e, p, e * e_lo + p * p_lo, e * e_hi + p * p_hi, new)
+
+    def __call__(self, search: Any, c: Any) -> Skip | None:
+        m = self._online(search)
+        if m is None:
+            return None
+        est = self.estimate(search, c, m)
+        if est is None or est.new_measurements == 0:
+            return None  # unpredictable, or costs (almost) nothing: measure it
+        budget = search.settings.budget_ms
+        front = _front(search)
+        self.last_margin = m.margin
+        if dominated(est.accuracy, est.low_ms, front, budget):
             self.skipped += 1
-            return Skip(float(acc), ttft, f"predicted TTFT {ttft:.0f} ms cannot reach the frontier")
+            return Skip(
+                est.accuracy,
+                est.ttft_ms,
+                f"predicted TTFT {est.ttft_ms:.0f} ms cannot reach the frontier",
+            )
         # Not beaten by a measured point: is it beaten by another configuration's prediction
         # (pessimistic), i.e. would measuring that one first make this one pointless?
-        others = self._pessimistic(
-            search, c, enc_rows, pre_rows, e_scales, p_scales, margin, e_roofs, p_roofs
-        )
-        if dominated_by_prediction(float(acc), low, others, budget):
+        others = [
+            (o.accuracy, o.high_ms)
+            for d in search.space.configs()
+            if d != c and d not in search._seen
+            for o in [self.estimate(search, d, m)]
+            if o is not None
+        ]
+        if dominated_by_prediction(est.accuracy, est.low_ms, others, budget):
             self.skipped += 1
             self.skipped_predicted += 1
             return Skip(
-                float(acc),
-                ttft,
-                f"predicted TTFT {ttft:.0f} ms is beaten by a configuration predicted faster and as accurate",
+                est.accuracy,
+                est.ttft_ms,
+                f"predicted TTFT {est.ttft_ms:.0f} ms is beaten by a configuration predicted faster and as accurate",
             )
         return None
+
+    def propose(self, search: Any) -> Any:
+        """The unmeasured configuration whose *optimistic* TTFT adds the most hypervolume to
+        the measured (feasible) front per new measurement it needs (one free of new
+        measurements counts as half of one); None while the online model cannot predict
+        every name, or when no configuration can improve the front even optimistically
+        (the sampler's proposals are then all skipped). Ties go to the lower TTFT."""
+        m = self._online(search)
+        if m is None:
+            return None
+        budget = search.settings.budget_ms
+        ests = []
+        for d in search.space.configs():
+            if d in search._seen:
+                continue
+            est = self.estimate(search, d, m)
+            if est is None:
+                return None  # a name the model has not seen: leave the choice to the sampler
+            ests.append((d, est))
+        if not ests:
+            return None
+        accs = [e.accuracy for _, e in ests] + [float(p["accuracy"]) for p in search._seen.values()]
+        ref_t = budget if budget is not None else 1.1 * max(e.high_ms for _, e in ests)
+        ref = (min(accs) - 1e-9, ref_t)
+        front = _front(search)
+        best, best_score = None, 0.0
+        for d, est in ests:
+            gain = improvement(est.accuracy, est.low_ms, front, ref)
+            score = gain / max(est.new_measurements, 0.5)
+            if score > best_score * (1 + 1e-9) or (
+                best is not None and math.isclose(score, best_score) and est.low_ms < best[1]
+            ):
+                best, best_score = (d, est.low_ms), score
+        self.last_margin = m.margin
+        if best is None:
+            return None
+        self.proposed += 1
+        return best[0]
 
     @staticmethod
     def _roofs(data: Sequence[tuple[str, float, float]]) -> dict[str, list[float]]:
@@ -309,47 +414,11 @@ class CostPruner:
             self._acc[c] = float(acc)
         return self._acc[c]
 
-    def _pessimistic(
-        self,
-        search: Any,
-        c: Any,
-        enc_rows: Any,
-        pre_rows: Any,
-        e_scales: dict[str, tuple[float, float]],
-        p_scales: dict[str, tuple[float, float]],
-        margin: float,
-        e_roofs: dict[str, list[float]],
-        p_roofs: dict[str, list[float]],
-    ) -> list[tuple[float, float]]:
-        """(accuracy, pessimistic TTFT) of every other configuration of the space whose
-        encoder and LLM the online model knows: a measured part as measured, a predicted one
-        times (1 + its :func:`part_margin`). Configurations already evaluated are in the
-        measured front."""
-        space = search.space
-        prompt = space.cfg.prompt_tokens
-        enc_ms = {
-            (r["name"], int(r["resolution"]), str(r["tiling"])): float(r["median_ms"])
-            for _, r in enc_rows.iterrows()
-        }
-        pre_ms = {
-            (r["name"], int(r["tokens"])): float(r["median_ms"]) for _, r in pre_rows.iterrows()
-        }
-        out: list[tuple[float, float]] = []
-        for d in space.configs():
-            if d == c or d in search._seen or d.encoder not in e_scales or d.llm not in p_scales:
-                continue
-            tokens = space.tokens(d)
-            e = enc_ms.get((d.encoder, d.resolution, d.tiling))
-            if e is None:
-                a, b = e_scales[d.encoder]
-                roof = self._enc_roof(d.encoder, d.resolution, d.tiling)
-                e = a * roof**b * (1 + part_margin(margin, roof, e_roofs[d.encoder]))
-            p = pre_ms.get((d.llm, tokens))
-            if p is None:
-                a, b = p_scales[d.llm]
-                roof = self._pre_roof(d.llm, tokens + prompt)
-                p = a * roof**b * (1 + part_margin(margin, roof, p_roofs[d.llm]))
-            acc = self._accuracy(search, d)
-            if not math.isnan(acc):
-                out.append((acc, e + p))
-        return out
+
+def _front(search: Any) -> list[tuple[float, float]]:
+    """(accuracy, TTFT) of the feasible configurations the search has measured."""
+    return [
+        (float(p["accuracy"]), float(p["ttft_ms"]))
+        for p in search._seen.values()
+        if p.get("feasible", True)
+    ]

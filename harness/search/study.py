@@ -297,6 +297,8 @@ class Search:
         self.evaluator = Evaluator(space, self.store, self.run_id)
         self.trace: list[TrialRecord] = []
         self._seen: dict[Config, dict[str, Any]] = self._previous()
+        self._model_done = False  # the cost model had nothing left to propose
+        self._stalled = False  # the last session ended on re-proposals and skips
 
     def _previous(self) -> dict[Config, dict[str, Any]]:
         """Evaluated configurations of earlier sessions (from the trials' attributes)."""
@@ -345,6 +347,15 @@ class Search:
         # not counted, so n_trials is the number of *new* configurations; a sampler that only
         # repeats itself (the space is exhausted or it has converged) ends the session.
         while new < int(n_trials) and repeats < max(_MAX_REPEATS, int(n_trials)):
+            if self.pruner is not None and not self.study.get_trials(
+                deepcopy=False, states=(TrialState.WAITING,)
+            ):
+                # after the design: the cost model picks the most promising configuration;
+                # the sampler proposes only when the model has nothing left to try
+                pick = self.pruner.propose(self)
+                self._model_done = pick is None and bool(self._seen)
+                if pick is not None:
+                    self.study.enqueue_trial(_params(pick, self.space))
             trial = self.study.ask()
             c = _suggest(trial, self.space)
             bar.step(c.label())
@@ -395,6 +406,7 @@ class Search:
             new, repeats = (new, repeats + 1) if rec.state == "duplicate" else (new + 1, 0)
             if stop is not None and stop(rec):
                 break
+        self._stalled = new < int(n_trials) and repeats >= max(_MAX_REPEATS, int(n_trials))
         bar.close()
         self.evaluator.progress = None
         self.store.set_run_status(self.run_id, "done")
@@ -460,7 +472,12 @@ class Search:
         notes = list(self.notes)
         if len(pts) >= len(self.space.configs()):
             notes.append("every configuration of the space has been evaluated")
-        elif self.trace and self.trace[-1].state == "duplicate":
+        elif self._model_done and self._stalled:
+            notes.append(
+                "the cost model predicts that no unmeasured configuration can improve the front "
+                f"({self.pruner.skipped} proposal(s) skipped); stopped early"
+            )
+        elif self._stalled:
             notes.append("the sampler kept proposing evaluated configurations; stopped early")
         if len(pts) and (pts["accuracy_source"] == "predicted").any():
             notes.append(
