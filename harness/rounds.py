@@ -9,7 +9,8 @@ measurement pools the samples; its interval is over rounds (``harness.stats.summ
 and its interference verdict is the worst of its rounds (``harness.interference.merge_rounds``).
 Stored in ``extra``: ``rounds`` (count so far), ``round_sizes`` and ``round_index`` (samples
 and index of each round the statistics use, in order), ``dropped_rounds`` (contended rounds
-left out, with their samples) and ``round_pids`` (the process that measured each round).
+left out, with their samples) and ``round_pids`` (the process that measured each round);
+with a run-to-run term (``harness.drift``), ``ci_within_ms`` and ``run_to_run``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
+from harness.drift import RunToRun
 from harness.interference import merge_rounds
 from harness.protocol import Measurement, Protocol
 from harness.stats import summarize_rounds
@@ -73,6 +75,7 @@ def pool_round(
     previous: dict[str, Any] | None,
     rnd: int,
     confidence: float = 0.95,
+    run_to_run: RunToRun | None = None,
 ) -> tuple[Measurement, dict[str, Any]]:
     """The measurement to store after round ``rnd``: this round's samples pooled with the
     stored row's (``previous``, or None in round 0), statistics over rounds.
@@ -80,6 +83,8 @@ def pool_round(
     A contended round is dropped from the statistics when more than half of the rounds so far
     are not contended (its samples move to ``extra["dropped_rounds"]``, and the verdict is
     that of the rounds kept); otherwise every round counts and the measurement is contended.
+    ``run_to_run`` (the sweep's, ``harness.drift``) widens the interval; the interval over
+    rounds alone stays in ``extra["ci_within_ms"]`` and the term in ``extra["run_to_run"]``.
     """
     extra = dict(extra)
     merged = merge_rounds(None, m.interference)
@@ -115,6 +120,11 @@ def pool_round(
         extra["interference"] = merged
     samples = [x for _, g in kept for x in g]
     stats = summarize_rounds([g for _, g in kept], confidence)
+    if run_to_run is not None and run_to_run.sd > 0:
+        lo, hi = run_to_run.widen(stats.median_ms, stats.ci_low_ms, stats.ci_high_ms, confidence)
+        extra["ci_within_ms"] = [stats.ci_low_ms, stats.ci_high_ms]
+        extra["run_to_run"] = run_to_run.to_dict()
+        stats = replace(stats, ci_low_ms=lo, ci_high_ms=hi)
     pooled = Measurement(
         samples_ms=samples,
         stats=stats,

@@ -6,6 +6,7 @@ protocol, TTFT composition and regression tests share one definition of each sta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -166,6 +167,20 @@ def hierarchical_median_ci(
     return float(lo), float(hi)
 
 
+def widen_log(median: float, low: float, high: float, half_width: float) -> tuple[float, float]:
+    """``(low, high)`` with ``half_width`` (in log units) added to each side in quadrature:
+    the interval of ``median x exp(e)`` for an independent error ``e`` of that half-width."""
+    if half_width <= 0 or not median > 0:
+        return low, high
+    below = math.log(median / low) if low > 0 else math.inf
+    above = math.log(high / median) if high > median else 0.0
+    lo = (
+        median * math.exp(-math.hypot(max(below, 0.0), half_width)) if math.isfinite(below) else low
+    )
+    hi = median * math.exp(math.hypot(above, half_width))
+    return min(lo, low), max(hi, high)
+
+
 def summarize_rounds(
     groups: Sequence[Sequence[float] | np.ndarray],
     confidence: float = 0.95,
@@ -176,7 +191,8 @@ def summarize_rounds(
     Two or more rounds: :func:`hierarchical_median_ci`. One round: the bootstrap interval
     widened to at least +-``single_round_half_width`` of the median, since one round says
     nothing about how the next process or pass would measure. ``noisy`` also marks round
-    medians that spread by more than the IQR threshold.
+    medians that spread by more than the IQR threshold. (A sweep then adds its run-to-run term
+    with :func:`widen_log`, ``harness.drift``.)
     """
     gs = [np.asarray(g, dtype=float) for g in groups if len(g) > 0]
     if not gs:

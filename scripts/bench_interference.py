@@ -173,24 +173,47 @@ def study_interference(
     }
 
 
+def _within(r: dict) -> tuple[float, float]:
+    """The interval over rounds alone (before the run-to-run term, harness/drift.py)."""
+    w = (r.get("extra") or {}).get("ci_within_ms")
+    return (float(w[0]), float(w[1])) if w else (r["ci_low_ms"], r["ci_high_ms"])
+
+
 def study_backtoback(a: dict[str, dict], b: dict[str, dict]) -> dict[str, Any]:
-    lines, overlap, within5 = [], 0, 0
+    lines, detail, overlap, overlap_within, within5 = [], [], 0, 0, 0
     for label in sorted(set(a) & set(b)):
         ra, rb = a[label], b[label]
         ov = ra["ci_low_ms"] <= rb["ci_high_ms"] and rb["ci_low_ms"] <= ra["ci_high_ms"]
+        (alo, ahi), (blo, bhi) = _within(ra), _within(rb)
+        ov_within = alo <= bhi and blo <= ahi
         ratio = rb["median_ms"] / ra["median_ms"]
         overlap += ov
+        overlap_within += ov_within
         within5 += abs(ratio - 1) <= 0.05
         lines.append(
             f"  {label:48s} A {ra['median_ms']:9.2f} [{ra['ci_low_ms']:.2f}-{ra['ci_high_ms']:.2f}]  "
             f"B {rb['median_ms']:9.2f} [{rb['ci_low_ms']:.2f}-{rb['ci_high_ms']:.2f}]  ratio {ratio:6.3f}"
             + ("" if ov else "  NO OVERLAP")
+            + ("" if ov_within or not ov else "  (not without the run-to-run term)")
+        )
+        detail.append(
+            {
+                "label": label,
+                "a": [ra["median_ms"], ra["ci_low_ms"], ra["ci_high_ms"], alo, ahi],
+                "b": [rb["median_ms"], rb["ci_low_ms"], rb["ci_high_ms"], blo, bhi],
+                "run_to_run": [
+                    (ra.get("extra") or {}).get("run_to_run"),
+                    (rb.get("extra") or {}).get("run_to_run"),
+                ],
+            }
         )
     n = len(set(a) & set(b))
     return {
         "points": n,
         "overlap_share": overlap / n if n else 0.0,
+        "overlap_within_share": overlap_within / n if n else 0.0,
         "within5_share": within5 / n if n else 0.0,
+        "detail": detail,
         "lines": lines,
     }
 
@@ -267,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(res["lines"]))
             target = " (target >= 95%)"
             print(
-                f"CI overlap: {100 * res['overlap_share']:.0f}% of {res['points']} points{target}; "
+                f"CI overlap: {100 * res['overlap_share']:.0f}% of {res['points']} points{target} "
+                f"({100 * res['overlap_within_share']:.0f}% without the run-to-run term); "
                 f"medians within +-5%: {100 * res['within5_share']:.0f}%"
                 + (target if proto == "standard" else " (target only for the standard protocol)"),
                 flush=True,

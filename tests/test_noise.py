@@ -256,6 +256,7 @@ def test_bad_settings_are_refused():
     [
         ("protocol.retakes=-1", "retakes must be >= 0"),
         ("protocol.quiet_wait_s=100", "quiet_wait_s must be in [0, max_time_s=5]"),
+        ("run_to_run=maybe", "run_to_run must be auto, off or a standard deviation"),
     ],
 )
 def test_cli_bad_protocol_is_one_line_exit_2(tmp_path, override, words):
@@ -630,6 +631,12 @@ def test_rounds_run_in_fresh_worker_processes(db_url, capfd):
     ((first, second),) = pids
     assert first != second and os.getpid() not in (first, second)
     assert Store(db_url).list_runs()[-1]["status"] == "done"
+    # the run-to-run term (no history in this store: the default) reaches the workers' rows
+    assert any(line.startswith("intervals include run-to-run variance") for line in log)
+    for r in rows:
+        assert r["extra"]["run_to_run"]["source"] == "default"
+        lo, hi = r["extra"]["ci_within_ms"]
+        assert r["ci_low_ms"] < lo <= r["median_ms"] <= hi < r["ci_high_ms"]
 
 
 def test_rounds_stay_in_process_when_the_config_needs_run_time_registrations(db_url):
@@ -670,3 +677,107 @@ def test_isolation_setting_is_checked():
     assert not wants_processes("auto", 3, True, "sqlite://")
     with pytest.raises(UserError, match="in-memory"):
         wants_processes("process", 3, True, "sqlite://")
+
+
+# -- run-to-run variance (harness/drift.py) ----------------------------------------------------
+
+
+def test_pooled_log_sd_of_back_to_back_runs():
+    from harness.drift import pooled_log_sd
+
+    # every key 10% slower in the second run: each pair's log gap / sqrt(2), times 1.4826
+    sd, keys = pooled_log_sd({k: [100.0 * k, 110.0 * k] for k in (1, 2, 3)})
+    assert keys == 3 and sd == pytest.approx(1.4826 * math.log(1.1) / math.sqrt(2), rel=1e-9)
+    # a key seen once says nothing; one key whose code changed (2x) does not move the median
+    sd2, keys2 = pooled_log_sd(
+        {1: [100.0, 110.0], 2: [200.0, 220.0], 3: [50.0, 55.0], 4: [10.0, 20.0], 5: [7.0]}
+    )
+    assert keys2 == 4 and sd2 == pytest.approx(sd, rel=1e-9)
+    assert pooled_log_sd({1: [5.0]}) == (0.0, 0)
+
+
+def test_run_to_run_term_widens_in_quadrature():
+    from harness.drift import RunToRun
+    from harness.stats import widen_log
+
+    lo, hi = widen_log(100.0, 98.0, 102.0, 0.1)
+    assert lo == pytest.approx(100 * math.exp(-math.hypot(math.log(100 / 98), 0.1)))
+    assert hi == pytest.approx(100 * math.exp(math.hypot(math.log(1.02), 0.1)))
+    assert widen_log(100.0, 98.0, 102.0, 0.0) == (98.0, 102.0)
+    term = RunToRun(0.08, "default")
+    assert term.half_width(0.95) == pytest.approx(1.959964 * 0.08, rel=1e-5)
+    # two sweeps of the same thing, the second 20% slower (the machine, not the code), each
+    # tight within itself: apart without the term, overlapping with it
+    a, b = (100.0, 99.0, 101.0), (120.0, 118.8, 121.2)
+    assert a[2] < b[1]
+    (alo, ahi), (blo, bhi) = term.widen(*a, 0.95), term.widen(*b, 0.95)
+    assert ahi >= blo and alo < 100.0 < ahi and blo < 120.0 < bhi
+    assert "+-17.0% at 95%" in term.describe() and "no history" in term.describe()
+
+
+def test_pool_round_adds_the_sweeps_run_to_run_term():
+    from harness.drift import RunToRun
+
+    term = RunToRun(0.05, "setting")
+    m, e = pool_round(_m([10.0, 10.1, 10.2], "clean"), {}, None, 0, run_to_run=term)
+    plain, e0 = pool_round(_m([10.0, 10.1, 10.2], "clean"), {}, None, 0)
+    assert "run_to_run" not in e0 and "ci_within_ms" not in e0
+    assert e["run_to_run"] == {"sd": 0.05, "source": "setting", "runs": 0, "keys": 0}
+    assert e["ci_within_ms"] == [plain.stats.ci_low_ms, plain.stats.ci_high_ms]
+    assert m.stats.ci_low_ms < plain.stats.ci_low_ms and m.stats.ci_high_ms > plain.stats.ci_high_ms
+    assert m.stats.median_ms == plain.stats.median_ms and m.samples_ms == plain.samples_ms
+    # a later round widens the interval over rounds the same way
+    prev = {"status": "ok", "samples_ms": m.samples_ms, "extra": e}
+    m2, e2 = pool_round(_m([10.4, 10.5], "clean"), {}, prev, 1, run_to_run=term)
+    lo, hi = e2["ci_within_ms"]
+    assert m2.stats.ci_low_ms < lo and m2.stats.ci_high_ms > hi and e2["rounds"] == 2
+
+
+def _history(store: Store, machine: str, levels: list[float], verdict: str = "clean") -> list[str]:
+    ids = []
+    for level in levels:
+        rid = store.create_run("test", {}, {"machine_id": machine, "machine": "test box"})
+        for i, name in enumerate(("fastvit", "fastvithd", "convnext-l", "vit-l-14")):
+            base = 10.0 * (i + 1) * level
+            key = MeasurementKey("encoder", name, 256, protocol="quick")
+            m = _m([base, base * 1.001, base * 0.999], verdict)
+            store.add_measurement(rid, key, m, extra={"interference": m.interference})
+        ids.append(rid)
+    return ids
+
+
+def test_run_to_run_is_estimated_from_the_machines_history(db_url):
+    from harness.drift import DEFAULT_SD, estimate, pooled_log_sd, resolve
+
+    store = Store(db_url)
+    assert estimate(store, "m1").source == "default" and estimate(store, "m1").sd == DEFAULT_SD
+    ids = _history(store, "m1", [1.0])
+    assert estimate(store, "m1").source == "default"  # one earlier run: nothing to compare
+    ids += _history(store, "m1", [1.12, 0.95])
+    _history(store, "m2", [3.0, 0.2])  # another machine: not this one's history
+    _history(store, "m1", [5.0], verdict="contended")  # contended rows are not history
+    term = estimate(store, "m1", exclude_run=ids[-1])
+    assert term.source == "history" and term.keys == 4
+    expected, _ = pooled_log_sd({k: [1.0, 1.12] for k in range(4)})
+    assert term.sd == pytest.approx(expected, rel=1e-6)
+    full = estimate(store, "m1")
+    assert full.source == "history" and full.runs == 4 and full.sd > 0
+    assert "from 4 key(s) measured in 4 earlier run(s)" in full.describe()
+    # the sweep setting: off, a number, auto (fake backends: off)
+    assert resolve("off", store, "m1", "x", True) is None
+    assert resolve(0, store, "m1", "x", True) is None
+    fixed = resolve(0.03, store, "m1", "x", True)
+    assert fixed is not None and fixed.sd == 0.03 and fixed.source == "setting"
+    assert resolve("auto", store, "m1", "x", False) is None
+    auto = resolve("auto", store, "m1", "x", True)
+    assert auto is not None and auto.source == "history"
+
+
+@pytest.mark.parametrize("bad", ["sometimes", -0.1, 0.8, float("nan"), True, [0.1]])
+def test_bad_run_to_run_settings_are_refused(bad):
+    from harness.drift import parse_setting
+
+    with pytest.raises(UserError, match="run_to_run must be"):
+        parse_setting(bad)
+    assert parse_setting("OFF") == "off" and parse_setting(False) == "off"
+    assert parse_setting("auto") == "auto" and parse_setting("0.05") == 0.05

@@ -20,12 +20,23 @@ class Evaluator:
     """
 
     def __init__(self, space: SearchSpace, store: Any, run_id: str):
-        from harness.sweep.engine import Measurer
+        import sys
+
+        from harness.sweep.engine import Measurer, sweep_run_to_run
         from harness.sweep.runners import Runners
 
         self.space, self.store, self.run_id = space, store, run_id
         self.runners = Runners(space.cfg, space.llm_specs)
-        self.measurer = Measurer(store, run_id, self.runners)
+        run = store.get_run(run_id) or {}
+        # intervals carry the machine's run-to-run term, as a sweep's do (harness/drift.py)
+        term = sweep_run_to_run(
+            space.cfg,
+            store,
+            str(run.get("machine_id", "")),
+            run_id,
+            lambda msg: print(msg, file=sys.stderr),
+        )
+        self.measurer = Measurer(store, run_id, self.runners, run_to_run=term)
         self.progress: Any = (
             None  # a harness.progress.Progress: one line per measurement off a terminal
         )

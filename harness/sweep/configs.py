@@ -208,6 +208,10 @@ class SweepConfig:
     #: where rounds run: ``auto`` (a fresh worker process per round when there are several
     #: rounds and a backend times here), ``process`` or ``inline`` (harness/sweep/worker.py)
     isolation: str = "auto"
+    #: the run-to-run term of every interval (harness/drift.py): ``auto`` (from this machine's
+    #: earlier runs in the store, else a default; off for fake backends), ``off``, or a
+    #: standard deviation of log median such as 0.05
+    run_to_run: Any = "auto"
     report: bool = True
     report_dir: str | None = None
     db: str | None = None
@@ -306,6 +310,9 @@ def validate(cfg: SweepConfig) -> None:
     from harness.sweep.worker import validate_isolation
 
     validate_isolation(cfg.isolation)
+    from harness.drift import parse_setting
+
+    parse_setting(getattr(cfg, "run_to_run", "auto"))
     from dataclasses import asdict
 
     # flat settings of the built-in backends, checked even when another backend is selected

@@ -210,8 +210,17 @@ class Measurer:
     per skipped or failed point in ``skipped`` / ``failures``.
     """
 
-    def __init__(self, store: Store, run_id: str, runners: TaskRunner, owner: str | None = None):
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        runners: TaskRunner,
+        owner: str | None = None,
+        run_to_run: Any = None,
+    ):
         self.store, self.run_id, self.runners = store, run_id, runners
+        #: the sweep's run-to-run term (harness/drift.py), or None
+        self.run_to_run = run_to_run
         self.owner = owner or owner_id()
         self.counts: dict[str, int] = {"measured": 0, "reused": 0, "skipped": 0, "failed": 0}
         self.failures: list[str] = []
@@ -325,7 +334,9 @@ class Measurer:
         # Interleaved rounds: this round's samples are appended to the stored ones, the interval
         # is over rounds and the interference verdict the worst round's (harness/rounds.py).
         prev = self.store.get_measurement(self.run_id, key) if rnd > 0 else None
-        m, extra = pool_round(outcome.measurement, outcome.extra_dict(), prev, rnd)
+        m, extra = pool_round(
+            outcome.measurement, outcome.extra_dict(), prev, rnd, run_to_run=self.run_to_run
+        )
         self.store.add_measurement(
             self.run_id,
             key,
@@ -361,7 +372,8 @@ def run_sweep(
 
     n_rounds, runners.protocol = plan_rounds(runners.protocol, cfg.rounds)
     canary = _sweep_canary(cfg, store, run_id, log)
-    measurer = Measurer(store, run_id, runners)
+    run_to_run = sweep_run_to_run(cfg, store, fp["machine_id"], run_id, log)
+    measurer = Measurer(store, run_id, runners, run_to_run=run_to_run)
     out.counts = measurer.counts
     out.failures, out.skipped = measurer.failures, measurer.skipped
     job_list = jobs(plan, runners.key)
@@ -375,7 +387,9 @@ def run_sweep(
             measurer.start_round(rnd)
             if canary is not None:
                 canary.checkpoint("start" if rnd == 0 else f"before round {rnd + 1}")
-            if workers and _round_in_worker(cfg, store, run_id, rnd, measurer, progress, log):
+            if workers and _round_in_worker(
+                cfg, store, run_id, rnd, measurer, progress, log, run_to_run
+            ):
                 continue
             workers = False
             for job in job_list:
@@ -429,6 +443,7 @@ def _round_in_worker(
     measurer: Measurer,
     progress: Progress,
     log: Callable[[str], None],
+    run_to_run: Any = None,
 ) -> bool:
     """Run round ``rnd`` in a worker process and fold its counts into ``measurer``; False when
     the config does not resolve in a fresh process (the round then runs here)."""
@@ -443,7 +458,7 @@ def _round_in_worker(
     if progress.bar is not None:
         progress.bar.stop()  # the worker draws its own bar on this terminal
     try:
-        res = run_round(cfg, store.url, run_id, rnd, state)
+        res = run_round(cfg, store.url, run_id, rnd, state, run_to_run=run_to_run)
     except NotReproducible as e:
         if cfg.isolation == "process":
             raise UserError(f"isolation=process: {e}") from e
@@ -496,3 +511,19 @@ def _sweep_canary(cfg: SweepConfig, store: Store, run_id: str, log: Callable[[st
     from harness.canary import SweepCanary
 
     return SweepCanary(store, run_id, cfg.protocol.threads or os.cpu_count() or 1, log)
+
+
+def sweep_run_to_run(
+    cfg: SweepConfig, store: Store, machine_id: str, run_id: str, log: Callable[[str], None]
+) -> Any:
+    """The run-to-run term of this sweep's intervals (harness/drift.py), said in one line;
+    None when off (``run_to_run: off``, or ``auto`` with fake backends only)."""
+    from harness.backends import get_backend
+    from harness.drift import resolve as resolve_run_to_run
+
+    sides = {cfg.backend.encoder_backend, cfg.backend.llm_backend}
+    timed = any(get_backend(name).timed_here for name in sides)
+    term = resolve_run_to_run(getattr(cfg, "run_to_run", "auto"), store, machine_id, run_id, timed)
+    if term is not None:
+        log(term.describe())  # pool_round's intervals are 95%
+    return term

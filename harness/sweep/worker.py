@@ -85,7 +85,14 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def run_round(cfg: Any, url: str, run_id: str, rnd: int, progress: dict[str, float]) -> RoundResult:
+def run_round(
+    cfg: Any,
+    url: str,
+    run_id: str,
+    rnd: int,
+    progress: dict[str, float],
+    run_to_run: Any = None,
+) -> RoundResult:
     """Run round ``rnd`` of the sweep in a fresh interpreter and return what it did.
 
     Raises :class:`NotReproducible` when the worker could not resolve the config, UserError
@@ -95,7 +102,14 @@ def run_round(cfg: Any, url: str, run_id: str, rnd: int, progress: dict[str, flo
         job, result = Path(tmp, "job.pkl"), Path(tmp, "result.pkl")
         job.write_bytes(
             pickle.dumps(
-                {"cfg": cfg, "url": url, "run_id": run_id, "round": rnd, "progress": progress}
+                {
+                    "cfg": cfg,
+                    "url": url,
+                    "run_id": run_id,
+                    "round": rnd,
+                    "progress": progress,
+                    "run_to_run": run_to_run,  # the parent's, so every round uses the same
+                }
             )
         )
         cmd = [sys.executable, "-m", "harness.sweep.worker_main", str(job), str(result)]
