@@ -123,18 +123,11 @@ def pooled_log_sd(medians_by_key: Mapping[Any, Sequence[float]]) -> tuple[float,
     return min(1.4826 * mad, MAX_SD), used
 
 
-_IDENTITY = (
-    "kind",
-    "name",
-    "resolution",
-    "tiling",
-    "tokens",
-    "prompt_tokens",
-    "in_dim",
-    "backend",
-    "device",
-    "dtype",
-)
+def _identity() -> tuple[str, ...]:
+    """The key columns that name one measurement across runs (run and protocol left out)."""
+    from harness.store import KEY_COLUMNS
+
+    return tuple(c for c in KEY_COLUMNS if c not in ("run_id", "protocol"))
 
 
 def history_medians(
@@ -142,13 +135,14 @@ def history_medians(
 ) -> dict[tuple[Any, ...], list[float]]:
     """Clean ``ok`` medians by measurement key (run and protocol left out), one per run."""
     out: dict[tuple[Any, ...], dict[str, float]] = defaultdict(dict)
+    cols = _identity()
     for r in rows:
         if r.get("status") != "ok" or r.get("kind") in exclude_kinds:
             continue
         med = r.get("median_ms")
         if verdict_of(r.get("extra")) == "contended" or med is None or not med > 0:
             continue
-        out[tuple(r.get(c) for c in _IDENTITY)][str(r.get("run_id"))] = float(med)
+        out[tuple(r.get(c) for c in cols)][str(r.get("run_id"))] = float(med)
     return {k: list(v.values()) for k, v in out.items()}
 
 
