@@ -422,11 +422,9 @@ def _round_workers(
     cfg: SweepConfig, store: Store, n_rounds: int, log: Callable[[str], None]
 ) -> bool:
     """Whether rounds run in worker processes (harness/sweep/worker.py)."""
-    from harness.backends import get_backend
     from harness.sweep.worker import wants_processes
 
-    sides = {cfg.backend.encoder_backend, cfg.backend.llm_backend}
-    timed = any(get_backend(name).timed_here for name in sides)
+    timed = timed_here(cfg)
     on = wants_processes(cfg.isolation, n_rounds, timed, store.url)
     if on:
         log(
@@ -500,12 +498,10 @@ def _sweep_canary(cfg: SweepConfig, store: Store, run_id: str, log: Callable[[st
     """The run's machine-speed canary (harness/canary.py); None when the sweep turns it off
     (``canary: false``, or ``null`` when no side's backend times anything here, e.g. fake
     backends only, which never import torch)."""
-    from harness.backends import get_backend
 
     on = getattr(cfg, "canary", None)
     if on is None:
-        sides = {cfg.backend.encoder_backend, cfg.backend.llm_backend}
-        on = any(get_backend(name).timed_here for name in sides)
+        on = timed_here(cfg)
     if not on:
         return None
     from harness.canary import SweepCanary
@@ -518,12 +514,20 @@ def sweep_run_to_run(
 ) -> Any:
     """The run-to-run term of this sweep's intervals (harness/drift.py), said in one line;
     None when off (``run_to_run: off``, or ``auto`` with fake backends only)."""
-    from harness.backends import get_backend
     from harness.drift import resolve as resolve_run_to_run
 
-    sides = {cfg.backend.encoder_backend, cfg.backend.llm_backend}
-    timed = any(get_backend(name).timed_here for name in sides)
+    timed = timed_here(cfg)
     term = resolve_run_to_run(getattr(cfg, "run_to_run", "auto"), store, machine_id, run_id, timed)
     if term is not None:
         log(term.describe())  # pool_round's intervals are 95%
     return term
+
+
+def timed_here(cfg: SweepConfig) -> bool:
+    """Whether a backend of either side times anything on this machine (not fake)."""
+    from harness.backends import get_backend
+
+    return any(
+        get_backend(name).timed_here
+        for name in {cfg.backend.encoder_backend, cfg.backend.llm_backend}
+    )
