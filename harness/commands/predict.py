@@ -191,6 +191,7 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
             "rows": len(rows),
             "coefficients": fit.efficiencies(),
             "outliers": [{"label": lbl, "rel_error": e} for lbl, e in fit.outliers],
+            "not_modelled": list(pred.not_modelled),
             "leave_one_out": {"summary": s, "rows": [h.to_dict() for h in loo]},
         }
         if fam is not None:
@@ -207,6 +208,11 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
     print("fitted: " + ", ".join(f"{k} {v:.3g}" for k, v in fit.efficiencies().items()))
     for lbl, e in fit.outliers:
         print(f"distrusted row: {lbl} (fit is {e * 100:+.0f}% off; kept at low weight, not fitted)")
+    if pred.not_modelled:
+        print(
+            f"not modelled ({len(pred.not_modelled)} paper row(s): encoder or LLM outside the zoo): "
+            + "; ".join(pred.not_modelled)
+        )
     print("leave-one-out (each row predicted by a fit without it):")
     print("\n".join(format_summary(s, "LOO")))
     for part in ("encoder", "prefill", "ttft"):

@@ -52,13 +52,16 @@ class Predictor:
         self._fit: Fit | None = None
         self._loo: list[Held] | None = None
         self._done = False
+        #: Paper latency rows it cannot model (encoder or LLM outside the zoo), by label.
+        self.not_modelled: list[str] = []
 
     # -- calibration -------------------------------------------------------------
     def known_rows(self) -> list[KnownRow]:
         if self._rows is None:
             src = self.profile.calibrate_from
             if src == "paper":
-                self._rows = paper_known_rows(self.profile.prompt_tokens)
+                self.not_modelled = []
+                self._rows = paper_known_rows(self.profile.prompt_tokens, self.not_modelled)
             elif src == "store" and self._store is not None:
                 extra = self.profile.extra.get("store") or {}
                 self._rows = store_known_rows(

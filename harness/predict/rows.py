@@ -61,9 +61,10 @@ def part_costs(
     return enc, pre
 
 
-def paper_known_rows(prompt_tokens: int = 16) -> list[KnownRow]:
+def paper_known_rows(prompt_tokens: int = 16, skipped: list[str] | None = None) -> list[KnownRow]:
     """The paper's M1 Max latencies this tool can model: Tables 1/3/4 encoder latencies and
-    Table 6 TTFTs of zoo encoders with zoo LLMs (one row per architecture)."""
+    Table 6 TTFTs of zoo encoders with zoo LLMs (one row per architecture). The labels of
+    latency rows it cannot model (an encoder or LLM outside the zoo) go to ``skipped``."""
     from harness.accuracy.paper import paper_rows
 
     df = paper_rows()
@@ -80,6 +81,8 @@ def paper_known_rows(prompt_tokens: int = 16) -> list[KnownRow]:
                 continue
             enc, _ = part_costs(r["encoder"], res, tiling, "", 0, 0, compute=False)
             if enc is None:
+                if skipped is not None:
+                    skipped.append(f"{r['label']} {r['encoder_label']}@{res} encoder")
                 continue
             seen.add(key)
             out.append(
@@ -108,8 +111,12 @@ def paper_known_rows(prompt_tokens: int = 16) -> list[KnownRow]:
                     r["encoder"], res, tiling, llm, tokens, prompt_tokens, compute=False
                 )
             except Exception:  # noqa: BLE001 - an LLM or encoder outside the zoo
-                continue
+                enc = pre = None
             if enc is None or pre is None:
+                if skipped is not None:
+                    skipped.append(
+                        f"{r['label']} {r['encoder_label']}@{res} + {r['llm_label']} TTFT"
+                    )
                 continue
             seen.add(key)
             out.append(
