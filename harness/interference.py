@@ -10,7 +10,13 @@ signals, read just before and just after every timed sample (outside the timed r
               undisturbed: the 90th percentile of ``cpu / wall`` over the measurement's samples
               (warm-up included), capped at the thread count, so a workload that only keeps 1.6
               of 2 threads busy is not flagged for that. Only for CPU-bound steps (no async
-              device ``synchronize``, and an undisturbed cpu/wall of at least 0.5).
+              device ``synchronize``, and an undisturbed cpu/wall of at least 0.5). Linux
+              credits the CPU time of the process's *other* threads at their scheduler ticks,
+              so over one short sample cpu/wall is noise (0.5 to 4.9 for a 1-ms, 2-thread
+              prefill on an idle machine). Samples shorter than :data:`CPU_WINDOW_NS` are
+              therefore judged by this rule in **windows** of consecutive samples that add up
+              to at least that long (:class:`CpuWindow`); a contended window makes each of
+              its samples contended.
 ``runwait``   Linux schedstat: the time this process's threads sat *runnable but not running*
               (``/proc/self/task/*/schedstat``, field 2). Their sum over the sample above
               ``margin x wall`` means the scheduler gave our cores to someone else.
@@ -49,6 +55,8 @@ SIGNALS = ("cpu", "runwait", "runqueue", "steal")
 USED_THREADS_QUANTILE = 0.9
 #: Below this undisturbed cpu/wall the step mostly waits (a device, I/O, sleep): no CPU rule.
 MIN_CPU_BOUND = 0.5
+#: Samples shorter than this meet the CPU rule in windows of consecutive samples this long.
+CPU_WINDOW_NS = 50_000_000
 #: Per-sample evidence arrays are stored in full up to this many samples (then only summaries).
 MAX_STORED_SAMPLES = 2000
 #: USER_HZ for /proc/stat ticks.
@@ -299,17 +307,27 @@ class Probe:
             others_end=after.others,
         )
 
-    def reasons(self, ev: SampleEvidence, used_threads: float | None) -> list[str]:
-        """The signals that call this sample contended (empty: clean)."""
+    def cpu_lost(self, cpu_ms: float | None, wall_ms: float, used_threads: float | None) -> bool:
+        """The CPU rule: ``wall`` exceeds ``cpu`` per used thread by more than the margin."""
+        if cpu_ms is None or wall_ms <= 0 or not used_threads or used_threads < MIN_CPU_BOUND:
+            return False
+        return wall_ms > cpu_ms / used_threads * (1.0 + self.margin)
+
+    def reasons(
+        self, ev: SampleEvidence, used_threads: float | None, *, cpu_rule: bool | None = None
+    ) -> list[str]:
+        """The signals that call this sample contended (empty: clean). ``cpu_rule`` None: the
+        CPU rule applies to samples of at least :data:`CPU_WINDOW_NS` only (shorter ones are
+        judged in windows, :class:`CpuWindow`)."""
         out: list[str] = []
         wall = ev.wall_ms
         if wall <= 0:
             return out
         m = self.margin
-        if ev.cpu_ms is not None and used_threads and used_threads >= MIN_CPU_BOUND:
-            # wall > cpu per used thread x (1 + margin)
-            if wall > ev.cpu_ms / used_threads * (1.0 + m):
-                out.append("cpu")
+        if cpu_rule is None:
+            cpu_rule = wall * 1e6 >= CPU_WINDOW_NS
+        if cpu_rule and self.cpu_lost(ev.cpu_ms, wall, used_threads):
+            out.append("cpu")
         if ev.wait_ms is not None and ev.wait_ms > m * wall:
             out.append("runwait")
         if (
@@ -323,8 +341,9 @@ class Probe:
         return out
 
     def used_threads(self, evidence: Sequence[SampleEvidence]) -> float | None:
-        """Undisturbed parallelism (cpu/wall) of a workload from its samples; None without cpu."""
-        u = [e.cpu_ms / e.wall_ms for e in evidence if e.cpu_ms is not None and e.wall_ms > 0]
+        """Undisturbed parallelism (cpu/wall) of a workload from its samples; None without cpu.
+        Short samples count as windows of :data:`CPU_WINDOW_NS` (see the module docstring)."""
+        u = [c / w for w, c in cpu_windows(evidence)]
         if not u:
             return None
         return float(min(self.threads, max(np.quantile(u, USED_THREADS_QUANTILE), 1e-3)))
@@ -353,6 +372,58 @@ class Probe:
             and (steal1 - steal0) * _TICK_NS > self.margin * (time.perf_counter_ns() - t0)
         )
         return (busy is None or busy <= self.free_cores()) and not stolen, busy
+
+
+def cpu_windows(evidence: Sequence[SampleEvidence]) -> list[tuple[float, float]]:
+    """(wall ms, cpu ms) of each long sample and of each window of consecutive short samples
+    adding up to :data:`CPU_WINDOW_NS`; a last window that never filled is merged into the one
+    before it, or stands alone when it is the only one."""
+    out: list[tuple[float, float]] = []
+    w = c = 0.0
+    short = False
+    for e in evidence:
+        if e.cpu_ms is None or e.wall_ms <= 0:
+            continue
+        if e.wall_ms * 1e6 >= CPU_WINDOW_NS:
+            out.append((e.wall_ms, e.cpu_ms))
+            continue
+        w, c, short = w + e.wall_ms, c + e.cpu_ms, True
+        if w * 1e6 >= CPU_WINDOW_NS:
+            out.append((w, c))
+            w = c = 0.0
+            short = False
+    if short and w > 0:
+        if out:
+            pw, pc = out.pop()
+            out.append((pw + w, pc + c))
+        else:
+            out.append((w, c))
+    return out
+
+
+class CpuWindow:
+    """The CPU rule for short samples, as they are taken: :meth:`add` each one; when the
+    window reaches :data:`CPU_WINDOW_NS` it returns the window's sample indices and whether
+    the window as a whole lost time off-CPU (``(indices, contended)``), else ``None``."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        self.wall_ms = 0.0
+        self.cpu_ms = 0.0
+
+    def add(
+        self, probe: Probe, index: int, ev: SampleEvidence, used_threads: float | None
+    ) -> tuple[list[int], bool] | None:
+        if ev.cpu_ms is None or ev.wall_ms <= 0 or ev.wall_ms * 1e6 >= CPU_WINDOW_NS:
+            return None
+        self.indices.append(index)
+        self.wall_ms += ev.wall_ms
+        self.cpu_ms += ev.cpu_ms
+        if self.wall_ms * 1e6 < CPU_WINDOW_NS:
+            return None
+        done = (self.indices, probe.cpu_lost(self.cpu_ms, self.wall_ms, used_threads))
+        self.indices, self.wall_ms, self.cpu_ms = [], 0.0, 0.0
+        return done
 
 
 def _has_process_time() -> bool:

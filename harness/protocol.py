@@ -329,7 +329,7 @@ def measure(
     the timed region; ``cpu_bound`` (default: no ``synchronize``, i.e. a CPU step) says whether
     the CPU-time rule applies.
     """
-    from harness.interference import Probe
+    from harness.interference import CpuWindow, Probe
 
     proto = get_protocol(protocol)
     sync = synchronize or _noop
@@ -389,6 +389,7 @@ def measure(
     announced = False  # the first pause of a measurement says so on stderr
     starts: list[int] = []
     tainted_until = 0  # a short sample starting before this is "near" a contended one
+    window = CpuWindow()  # short samples meet the CPU rule together (harness.interference)
     try:
         timed_start = clock()
         while True:
@@ -407,6 +408,16 @@ def measure(
             if used is None or len(evidence) <= 50 or len(evidence) % 50 == 0:
                 used = probe.used_threads(warm_ev + evidence)
             why = probe.reasons(ev, used)
+            judged = window.add(probe, len(reasons), ev, used)
+            if judged is not None and judged[1]:
+                # the window lost time off-CPU: every sample in it is contended
+                for j in judged[0][:-1]:
+                    if not reasons[j]:
+                        clean_n -= 1
+                        clean_total -= samples_ns[j]
+                    if "cpu" not in reasons[j]:
+                        reasons[j] = [*reasons[j], "cpu"]
+                why = [*why, "cpu"]
             if why and probe.known:
                 tainted_until = t1 + NEAR_NS
                 # short clean samples just before this one shared its neighbour
