@@ -57,6 +57,13 @@ USED_THREADS_QUANTILE = 0.9
 MIN_CPU_BOUND = 0.5
 #: Samples shorter than this meet the CPU rule in windows of consecutive samples this long.
 CPU_WINDOW_NS = 50_000_000
+
+
+def judged_in_windows(wall_ms: float) -> bool:
+    """Is a sample this long judged by the CPU rule in a window (not on its own)?"""
+    return wall_ms * 1e6 < CPU_WINDOW_NS
+
+
 #: Per-sample evidence arrays are stored in full up to this many samples (then only summaries).
 MAX_STORED_SAMPLES = 2000
 #: USER_HZ for /proc/stat ticks.
@@ -325,7 +332,7 @@ class Probe:
             return out
         m = self.margin
         if cpu_rule is None:
-            cpu_rule = wall * 1e6 >= CPU_WINDOW_NS
+            cpu_rule = not judged_in_windows(wall)
         if cpu_rule and self.cpu_lost(ev.cpu_ms, wall, used_threads):
             out.append("cpu")
         if ev.wait_ms is not None and ev.wait_ms > m * wall:
@@ -384,11 +391,11 @@ def cpu_windows(evidence: Sequence[SampleEvidence]) -> list[tuple[float, float]]
     for e in evidence:
         if e.cpu_ms is None or e.wall_ms <= 0:
             continue
-        if e.wall_ms * 1e6 >= CPU_WINDOW_NS:
+        if not judged_in_windows(e.wall_ms):
             out.append((e.wall_ms, e.cpu_ms))
             continue
         w, c, short = w + e.wall_ms, c + e.cpu_ms, True
-        if w * 1e6 >= CPU_WINDOW_NS:
+        if not judged_in_windows(w):
             out.append((w, c))
             w = c = 0.0
             short = False
@@ -414,12 +421,12 @@ class CpuWindow:
     def add(
         self, probe: Probe, index: int, ev: SampleEvidence, used_threads: float | None
     ) -> tuple[list[int], bool] | None:
-        if ev.cpu_ms is None or ev.wall_ms <= 0 or ev.wall_ms * 1e6 >= CPU_WINDOW_NS:
+        if ev.cpu_ms is None or ev.wall_ms <= 0 or not judged_in_windows(ev.wall_ms):
             return None
         self.indices.append(index)
         self.wall_ms += ev.wall_ms
         self.cpu_ms += ev.cpu_ms
-        if self.wall_ms * 1e6 < CPU_WINDOW_NS:
+        if judged_in_windows(self.wall_ms):
             return None
         done = (self.indices, probe.cpu_lost(self.cpu_ms, self.wall_ms, used_threads))
         self.indices, self.wall_ms, self.cpu_ms = [], 0.0, 0.0
