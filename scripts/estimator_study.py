@@ -3,7 +3,9 @@
 Reads stores written by ``scripts/bench_interference.py --db sqlite:///F`` and, in each, the
 first two standard-protocol runs (sweeps A and B, back to back, quiet). For every measurement
 key of both, it computes several estimators over the rounds' clean samples and counts the
-keys on which A and B agree within +-5%. Pure reading: it measures nothing.
+keys on which A and B agree within +-5%. It also tries the machine-speed canary as a
+normaliser: each round's samples divided by the canary checkpoint taken just before that round,
+and the pooled median divided by the run's median canary. Pure reading: it measures nothing.
 
     python scripts/estimator_study.py /tmp/bench_interference_*/store.db
 """
@@ -19,6 +21,9 @@ from collections.abc import Callable
 import numpy as np
 
 Groups = list[np.ndarray]
+#: One run's rounds three ways: as stored, each round over the canary checkpoint before it, and
+#: all over the run's median canary.
+Views = tuple[Groups, Groups, Groups]
 
 ESTIMATORS: dict[str, Callable[[Groups], float]] = {
     "median of pooled samples (stored)": lambda g: float(np.median(np.concatenate(g))),
@@ -39,7 +44,7 @@ def _rounds(samples: list[float], sizes: list[int]) -> Groups:
     return out
 
 
-def pairs(path: str) -> list[tuple[str, Groups, Groups]]:
+def pairs(path: str) -> list[tuple[str, Views, Views]]:
     """(kind, rounds of A, rounds of B) per measurement key of the store's first two runs."""
     import os
 
@@ -55,11 +60,22 @@ def pairs(path: str) -> list[tuple[str, Groups, Groups]]:
     except sqlite3.DatabaseError as e:
         print(f"estimator_study: {path} is not a vlm-pareto store ({e})", file=sys.stderr)
         raise SystemExit(2) from None
-    by_key: dict[tuple, dict[str, Groups]] = {}
+    canary: dict[str, list[float]] = {}
+    for run, extra in con.execute("select run_id, extra from measurements where kind = 'canary'"):
+        points = (json.loads(extra or "{}").get("canary") or {}).get("checkpoints") or []
+        canary[run] = [float(c["median_ms"]) for c in points]
+    by_key: dict[tuple, dict[str, Views]] = {}
     for run, *key, samples, extra in rows:
-        sizes = (json.loads(extra or "{}") or {}).get("round_sizes")
+        ex = json.loads(extra or "{}") or {}
+        sizes = ex.get("round_sizes")
         if sizes and len(sizes) >= 2:
-            by_key.setdefault(tuple(key), {})[run] = _rounds(json.loads(samples), sizes)
+            groups = _rounds(json.loads(samples), sizes)
+            index = ex.get("round_index") or list(range(len(groups)))
+            c = canary.get(run) or [1.0]
+            # checkpoint i is taken before round i (0: the start), so it is each round's own
+            scaled = [g / c[min(i, len(c) - 1)] for g, i in zip(groups, index, strict=False)]
+            run_scaled = [g / float(np.median(c)) for g in groups]
+            by_key.setdefault(tuple(key), {})[run] = (groups, scaled, run_scaled)
     runs = sorted({r for v in by_key.values() for r in v})[:2]
     if len(runs) < 2:
         return []
@@ -79,7 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     kinds = sorted({k for k, _, _ in all_pairs})
     print(f"{len(all_pairs)} keys measured back to back, from {len(args.stores)} store(s)")
     print(f"{'estimator':36s} {'within':>8s}  " + "  ".join(f"{k:>10s}" for k in kinds))
-    for name, f in ESTIMATORS.items():
+    median = ESTIMATORS["median of pooled samples (stored)"]
+
+    def stored(f: Callable[[Groups], float]) -> Callable[[Views], float]:
+        return lambda v: f(v[0])
+
+    rows: list[tuple[str, Callable[[Views], float]]] = [
+        (name, stored(f)) for name, f in ESTIMATORS.items()
+    ]
+    rows += [
+        ("median, rounds / their canary", lambda v: median(v[1])),
+        ("median / the run's canary", lambda v: median(v[2])),
+    ]
+    for name, f in rows:
         ok = {k: [0, 0] for k in kinds}
         for kind, a, b in all_pairs:
             ok[kind][0] += abs(f(b) / f(a) - 1.0) <= args.within
