@@ -127,6 +127,32 @@ def test_rounds_interleave_and_accumulate_samples(db_url):
     assert all(len(r["samples_ms"]) == 15 and r["extra"]["rounds"] == 3 for r in rows)
 
 
+def test_the_interval_over_rounds_has_the_protocols_confidence(db_url):
+    from harness.stats import hierarchical_median_ci
+
+    widths = {}
+    for conf in (0.6, 0.99):
+        cfg = composed(
+            "quick",
+            [
+                "backend=fake",
+                f"db={db_url}",
+                "rounds=3",
+                "protocol.min_runs=5",
+                f"protocol.confidence={conf}",
+            ],
+        )
+        out = run_sweep(cfg, command="test")
+        row = Store(db_url).measurement_rows([out.run_id], kind="encoder")[0]
+        sizes, s = row["extra"]["round_sizes"], row["samples_ms"]
+        groups = [s[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
+        assert (row["ci_low_ms"], row["ci_high_ms"]) == pytest.approx(
+            hierarchical_median_ci(groups, conf)
+        )
+        widths[conf] = row["ci_high_ms"] - row["ci_low_ms"]
+    assert widths[0.6] < widths[0.99]
+
+
 def test_skipped_points_are_recorded_and_the_sweep_goes_on(db_url):
     cfg = composed("quick", ["backend=fake", "backend.encoder_backend=coreml", f"db={db_url}"])
     out = run_sweep(cfg, command="test")

@@ -36,7 +36,13 @@ class Evaluator:
             run_id,
             lambda msg: print(msg, file=sys.stderr),
         )
-        self.measurer = Measurer(store, run_id, self.runners, run_to_run=term)
+        self.measurer = Measurer(
+            store,
+            run_id,
+            self.runners,
+            run_to_run=term,
+            confidence=self.runners.protocol.confidence,
+        )
         self.progress: Any = (
             None  # a harness.progress.Progress: one line per measurement off a terminal
         )

@@ -217,10 +217,13 @@ class Measurer:
         runners: TaskRunner,
         owner: str | None = None,
         run_to_run: Any = None,
+        confidence: float = 0.95,
     ):
         self.store, self.run_id, self.runners = store, run_id, runners
         #: the sweep's run-to-run term (harness/drift.py), or None
         self.run_to_run = run_to_run
+        #: the protocol's confidence level, for the interval over rounds and the run-to-run term
+        self.confidence = confidence
         self.owner = owner or owner_id()
         self.counts: dict[str, int] = {"measured": 0, "reused": 0, "skipped": 0, "failed": 0}
         self.failures: list[str] = []
@@ -335,7 +338,12 @@ class Measurer:
         # is over rounds and the interference verdict the worst round's (harness/rounds.py).
         prev = self.store.get_measurement(self.run_id, key) if rnd > 0 else None
         m, extra = pool_round(
-            outcome.measurement, outcome.extra_dict(), prev, rnd, run_to_run=self.run_to_run
+            outcome.measurement,
+            outcome.extra_dict(),
+            prev,
+            rnd,
+            confidence=self.confidence,
+            run_to_run=self.run_to_run,
         )
         self.store.add_measurement(
             self.run_id,
@@ -373,7 +381,9 @@ def run_sweep(
     n_rounds, runners.protocol = plan_rounds(runners.protocol, cfg.rounds)
     canary = _sweep_canary(cfg, store, run_id, log)
     run_to_run = sweep_run_to_run(cfg, store, fp["machine_id"], run_id, log)
-    measurer = Measurer(store, run_id, runners, run_to_run=run_to_run)
+    measurer = Measurer(
+        store, run_id, runners, run_to_run=run_to_run, confidence=runners.protocol.confidence
+    )
     out.counts = measurer.counts
     out.failures, out.skipped = measurer.failures, measurer.skipped
     job_list = jobs(plan, runners.key)
@@ -519,7 +529,7 @@ def sweep_run_to_run(
     timed = timed_here(cfg)
     term = resolve_run_to_run(getattr(cfg, "run_to_run", "auto"), store, machine_id, run_id, timed)
     if term is not None:
-        log(term.describe())  # pool_round's intervals are 95%
+        log(term.describe(cfg.protocol.confidence))
     return term
 
 

@@ -41,7 +41,13 @@ def _work(job: dict[str, Any]) -> RoundResult:
         raise NotReproducible(f"the config does not resolve in a fresh process: {e}") from e
     n_rounds, runners.protocol = plan_rounds(runners.protocol, cfg.rounds)
     store = Store(job["url"], check=False)
-    measurer = Measurer(store, job["run_id"], runners, run_to_run=job.get("run_to_run"))
+    measurer = Measurer(
+        store,
+        job["run_id"],
+        runners,
+        run_to_run=job.get("run_to_run"),
+        confidence=runners.protocol.confidence,
+    )
     job_list = jobs(plan, runners.key)
     state = job["progress"]
     progress = Progress(int(state["total"]), bool(cfg.progress), counts=measurer.counts)
