@@ -4,3 +4,7 @@ TTFT = vision-encoder latency + projector + LLM prefill (FastVLM, CVPR 2025, Sec
 """
 
 __version__ = "0.1.0"
+
+from harness import quiet as _quiet
+
+_quiet.install()
