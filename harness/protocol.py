@@ -165,9 +165,16 @@ class Protocol:
                 raise UserError(suggest(key, known, "protocol setting"))
             converted[key] = _convert(key, known[key].type, value)
         if "max_time_s" in converted and "quiet_wait_s" not in converted:
-            # the preset's quiet wait is an "at most": a shorter max_time_s shortens it too
-            converted["quiet_wait_s"] = min(self.quiet_wait_s, converted["max_time_s"])
+            converted["quiet_wait_s"] = quiet_wait_within(
+                self.quiet_wait_s, converted["max_time_s"]
+            )
         return replace(self, **converted)
+
+
+def quiet_wait_within(wait: float, max_time_s: float) -> float:
+    """A quiet wait left at its preset's value is an "at most": a shorter ``max_time_s``
+    shortens it (a quiet wait *set* longer than ``max_time_s`` is an error instead)."""
+    return min(float(wait), float(max_time_s)) if max_time_s > 0 else float(wait)
 
 
 def _convert(key: str, ftype: Any, value: Any) -> Any:
@@ -245,9 +252,8 @@ def protocol_from_fields(fields: dict[str, Any]) -> Protocol:
         and isinstance(wait, (int, float))
         and isinstance(most, (int, float))
         and wait == preset.quiet_wait_s
-        and wait > most > 0
     ):
-        fields["quiet_wait_s"] = float(most)
+        fields["quiet_wait_s"] = quiet_wait_within(wait, most)
     return Protocol(**fields)
 
 

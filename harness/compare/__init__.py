@@ -42,8 +42,6 @@ from harness.compare.samples import (  # noqa: F401
     SampleComparison,
     Status,
     Verdict,
-    _as_samples,
-    _check_settings,
     check_comparable,
     check_sample_sizes,
     classify,
@@ -59,9 +57,6 @@ from harness.compare.steps import (  # noqa: F401
 from harness.compare.tables import (  # noqa: F401
     KeyComparison,
     TableComparison,
-    _normalise,
-    _one_machine,
-    _samples,
     compare_tables,
     group_rows,
     key_label,
