@@ -404,3 +404,9 @@ def test_malformed_samples_in_a_csv_is_a_one_line_error(tmp_path, capsys):
     bad.write_text("name,samples_ms\nx,abc\n")
     assert main(["compare", "--baseline", str(bad), "--candidate", str(bad)]) == 2
     assert "samples_ms is not a JSON list" in capsys.readouterr().err
+    # a scalar, nested lists, a string inside: the same line, never a traceback
+    for cell in ("5", '"[1.0, [2]]"', '"[1.0, ""x""]"'):
+        bad.write_text(f"name,samples_ms\nx,{cell}\n")
+        assert main(["compare", "--baseline", str(bad), "--candidate", str(bad)]) == 2, cell
+        err = capsys.readouterr().err
+        assert "row 2: samples_ms is not a JSON list of numbers" in err and err.count("\n") == 1

@@ -23,6 +23,7 @@ from harness.compare import (
     TableComparison,
     compare_tables,
 )
+from harness.compare.tables import parse_samples
 from harness.errors import UserError
 from harness.schema import check_file_version
 
@@ -145,19 +146,12 @@ def read_measurements_file(path: str | Path, benchmark_json: bool = False) -> li
     check_file_version(rows, str(p))
     for i, r in enumerate(rows, start=2):  # line 1 is the header
         s = r.get("samples_ms")
-        if isinstance(s, str):
-            try:
-                r["samples_ms"] = json.loads(s)
-            except json.JSONDecodeError:
-                raise UserError(
-                    f"{p}, row {i}: samples_ms is not a JSON list of numbers ({s[:40]!r})"
-                ) from None
-            if not isinstance(r["samples_ms"], list):
-                raise UserError(f"{p}, row {i}: samples_ms is not a JSON list of numbers")
-        elif s is not None and not isinstance(s, list) and hasattr(s, "tolist"):
-            r["samples_ms"] = s.tolist()
-        elif isinstance(s, float) and math.isnan(s):
-            r["samples_ms"] = []
+        try:
+            r["samples_ms"] = parse_samples(s)
+        except ValueError:
+            raise UserError(
+                f"{p}, row {i}: samples_ms is not a JSON list of numbers ({str(s)[:40]!r})"
+            ) from None
     if "samples_ms" not in df.columns:
         raise UserError(f"{p} has no samples_ms column; export measurements with raw samples")
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,15 +129,38 @@ def _normalise(rows: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _samples(r: Mapping[str, Any]) -> list[float]:
-    s = r.get("samples_ms")
+def parse_samples(value: Any) -> list[float]:
+    """A row's ``samples_ms`` (a list, a numpy array, or JSON text; missing is empty) as floats.
+
+    Anything else (a scalar, nested lists, strings inside) is a ``ValueError``.
+    """
+    s = value
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return []
     if isinstance(s, str):
         import json
 
-        s = json.loads(s)
+        try:
+            s = json.loads(s)
+        except json.JSONDecodeError:
+            raise ValueError("not JSON") from None
+    if hasattr(s, "tolist"):  # a numpy array (parquet)
+        s = s.tolist()
+    if not isinstance(s, (list, tuple)) or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in s
+    ):
+        raise ValueError("not a list of numbers")
     return [float(v) for v in s]
+
+
+def _samples(r: Mapping[str, Any]) -> list[float]:
+    try:
+        return parse_samples(r.get("samples_ms"))
+    except ValueError:
+        raise UserError(
+            f"samples_ms of {r.get('kind', '?')} {r.get('name', '?')} is not a JSON list of "
+            f"numbers ({str(r.get('samples_ms'))[:40]!r})"
+        ) from None
 
 
 def group_rows(rows: Any) -> dict[tuple, dict[tuple, list[dict[str, Any]]]]:
