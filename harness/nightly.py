@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from harness.compare import (
     last_shift,
 )
 from harness.compare.history import KeyHistory, NightlyResult, RunInfo
+from harness.compare.samples import check_thresholds
 from harness.errors import UserError
 from harness.interference import is_contended
 
@@ -358,6 +360,25 @@ def _verdicts_csv(result: NightlyResult) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+#: a report folder name: one path component, no separators
+_FOLDER = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,100}$")
+
+
+def check_settings(
+    *, window: int, threshold: float, alpha: float, date: str | None, rounds: int
+) -> None:
+    """Every nightly setting, checked before anything is measured (UserError, one line)."""
+    if not isinstance(window, int) or window < 1:
+        raise UserError(f"--window must be at least 1, got {window}")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {rounds}")
+    check_thresholds(threshold, alpha)
+    if date is not None and not _FOLDER.match(date):
+        raise UserError(
+            f"--date must be one folder name (letters, digits, '.', '_', '-'), got {date!r}"
+        )
+
+
 def measure_preset(
     preset: str, protocol: str, rounds: int, db: str | None, progress: bool = False
 ) -> str:
@@ -389,7 +410,13 @@ def run_nightly(
     """
     from harness.store import Store
 
+    check_settings(window=window, threshold=threshold, alpha=alpha, date=date, rounds=rounds)
+    if baseline_file is not None and not Path(baseline_file).is_file():
+        raise UserError(f"no such baseline file: {baseline_file}")
     if run_id is None:
+        from harness.protocol import get_protocol
+
+        get_protocol(protocol)  # an unknown protocol fails before anything is measured
         run_id = measure_preset(preset, protocol, rounds, db, progress)
         store = Store(db)
     else:

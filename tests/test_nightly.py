@@ -230,6 +230,38 @@ def test_cli_nightly_unknown_preset(db_url, tmp_path, capsys):
     assert "did you mean 'nightly'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--window", "0"], "--window must be at least 1"),
+        (["--rounds", "0"], "--rounds must be at least 1"),
+        (["--threshold", "-1"], "threshold must be a fraction"),
+        (["--threshold", "nan"], "threshold must be a fraction"),
+        (["--alpha", "2"], "alpha must be in (0, 1)"),
+        (["--date", "../../etc"], "--date must be one folder name"),
+        (["--date", "a/b"], "--date must be one folder name"),
+        (["--protocol", "bogus"], "unknown protocol 'bogus'"),
+        (["--baseline", "/nonexistent/b.csv"], "no such baseline file"),
+    ],
+)
+def test_cli_nightly_bad_settings_fail_before_measuring(tmp_path, capsys, args, message):
+    db = tmp_path / "store.db"
+    out = tmp_path / "out"
+    assert main(["--db", f"sqlite:///{db}", "nightly", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not db.exists() and not out.exists()  # nothing measured, nothing written
+
+
+def test_cli_nightly_bad_settings_with_a_stored_run(store, tmp_path, capsys):
+    rid = add_run(store, "r1", {"enc-a": 10.0})
+    for args in (["--threshold", "-1"], ["--alpha", "0"], ["--date", ".."]):
+        out = tmp_path / "reports"
+        code = main(["--db", store.url, "nightly", "--run-id", rid, *args, "--out", str(out)])
+        assert code == 2, args
+    assert not (tmp_path / "reports").exists()
+
+
 def test_a_night_with_a_crashed_point_still_confirms_a_regression(store):
     ids = history(store, [10.0] * 6 + [13.0, 13.0])
     store.set_run_status(ids[-2], "partial")  # one point of that night crashed

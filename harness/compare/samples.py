@@ -198,7 +198,7 @@ def compare_samples(
 
     Raises :class:`UserError` when either side has fewer than ``min_samples`` samples.
     """
-    _check_settings(threshold, alpha)
+    check_thresholds(threshold, alpha)
     b = _as_samples(baseline, "baseline")
     c = _as_samples(candidate, "candidate")
     check_sample_sizes(b.size, c.size, min_samples, where)
@@ -226,7 +226,7 @@ def compare_samples(
     )
 
 
-def _check_settings(threshold: float, alpha: float) -> None:
+def check_thresholds(threshold: float, alpha: float) -> None:
     if not (isinstance(threshold, (int, float)) and 0.0 <= threshold < 10.0):
         raise UserError(f"threshold must be a fraction like 0.05 (5%), got {threshold!r}")
     if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):

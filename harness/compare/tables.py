@@ -15,8 +15,8 @@ from harness.compare.samples import (
     KEY_FIELDS,
     MIN_SAMPLES,
     SampleComparison,
-    _check_settings,
     check_comparable,
+    check_thresholds,
     compare_samples,
 )
 from harness.errors import UserError
@@ -199,7 +199,7 @@ def compare_tables(
     are paired by KEY_FIELDS; a key present on both sides with a different context
     (machine, backend, device, dtype, protocol) is refused, as is a side mixing machines.
     """
-    _check_settings(threshold, alpha)
+    check_thresholds(threshold, alpha)
     b_rows, c_rows = _normalise(baseline), _normalise(candidate)
     if not b_rows:
         raise UserError("the baseline has no measurements")
