@@ -97,6 +97,8 @@ def test_fig6_tiled_token_counts():
         (["prompt_tokens=-1"], "prompt_tokens"),
         (["protocol.min_runs=many"], "protocol.min_runs|min_runs"),
         (["backend.dtype=float8"], "dtype"),
+        (["claim=bogus"], "claim must be a mapping"),
+        (["claim={fast: {encoder: fastvithd}}"], "claim needs 'slow"),
     ],
 )
 def test_bad_configs_fail_before_measuring(overrides, message):

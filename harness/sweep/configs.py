@@ -313,6 +313,9 @@ def validate(cfg: SweepConfig) -> None:
     from harness.drift import parse_setting
 
     parse_setting(getattr(cfg, "run_to_run", "auto"))
+    from harness.vlm.claim import check_claim
+
+    check_claim(cfg.claim)
     from dataclasses import asdict
 
     # flat settings of the built-in backends, checked even when another backend is selected

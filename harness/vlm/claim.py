@@ -20,12 +20,29 @@ def _pick(points: pd.DataFrame, want: Mapping[str, Any], side: str) -> pd.Series
     return rows.sort_values("ttft_ms").iloc[0]
 
 
-def claim_ratio(points: pd.DataFrame, claim: Mapping[str, Any]) -> dict[str, Any]:
-    """``slow`` TTFT / ``fast`` TTFT measured here, and the claim's ``paper_ratio``."""
-    claim = dict(claim)
+def check_claim(claim: Any) -> None:
+    """The sweep setting ``claim``: unset, or ``{fast: {...}, slow: {...}, paper_ratio: x}``."""
+    if claim is None or (isinstance(claim, Mapping) and not claim):
+        return
+    if not isinstance(claim, Mapping):
+        raise UserError(
+            f"claim must be a mapping like {{fast: {{encoder: ..., resolution: ...}}, slow: "
+            f"{{...}}, paper_ratio: 85}}, got {claim!r}"
+        )
     for key in ("fast", "slow"):
         if not isinstance(claim.get(key), Mapping):
             raise UserError(f"claim needs '{key}: {{encoder: ..., resolution: ...}}'")
+    ratio = claim.get("paper_ratio")
+    if ratio is not None and (
+        isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0
+    ):
+        raise UserError(f"claim.paper_ratio must be a positive number, got {ratio!r}")
+
+
+def claim_ratio(points: pd.DataFrame, claim: Mapping[str, Any]) -> dict[str, Any]:
+    """``slow`` TTFT / ``fast`` TTFT measured here, and the claim's ``paper_ratio``."""
+    check_claim(claim)
+    claim = dict(claim)
     fast, slow = _pick(points, claim["fast"], "fast"), _pick(points, claim["slow"], "slow")
     ratio = float(slow["ttft_ms"]) / float(fast["ttft_ms"])
     return {
