@@ -621,3 +621,18 @@ def test_the_cost_model_proposes_the_most_promising_configuration(tmp_path):
     assert on_front <= set(s._seen)  # every frontier configuration was measured
     assert res.measurements_total < ev.run_measurements()
     assert len(s._seen) < len(cs)  # and most configurations were never measured
+
+
+def test_predict_list_json_and_context_length(capsys):
+    assert main(["predict", "--list", "--json"]) == 0
+    profiles = json.loads(capsys.readouterr().out)
+    names = {p["name"] for p in profiles}
+    assert "m1-max-ane-mlx" in names and all("calibrate_from" in p for p in profiles)
+    # visual + prompt tokens beyond the LLM's context: one line, exit 2 (as a sweep refuses it)
+    args = ["predict", "--device", "m1-max", "--encoder", "vit-l-14", "--llm", "vicuna-7b"]
+    assert main([*args, "--resolutions", "1344"]) == 2
+    err = capsys.readouterr().err
+    assert "9216 visual + 0 prompt tokens" in err and "context length of 4096" in err
+    args = ["predict", "--device", "m1-max", "--encoder", "fastvithd", "--llm", "qwen2-0.5b"]
+    assert main([*args, "--prompt-tokens", "100000000"]) == 2
+    assert "exceeds qwen2-0.5b's context length" in capsys.readouterr().err

@@ -149,10 +149,41 @@ def grid(args: argparse.Namespace) -> list[tuple[str, int, str, str]]:
     return out2
 
 
-def _list() -> int:
+def _check_context(
+    encoder: str, resolution: int, llm: str, tiling: str, default_prompt: int, prompt: int | None
+) -> None:
+    """A point whose visual + prompt tokens exceed the LLM's context is a UserError, as in a sweep."""
+    if not llm or llm == "none":
+        return
+    from harness.encoders.zoo import encoder_tokens
+    from harness.llms import check_tokens
+    from harness.llms.zoo import get_llm_spec
+
+    tokens = int(encoder_tokens(encoder, int(resolution), tiling))
+    check_tokens(get_llm_spec(llm), tokens, default_prompt if prompt is None else prompt)
+
+
+def _list(as_json: bool = False) -> int:
     from harness.predict.profiles import all_profiles
 
-    for p in all_profiles().values():
+    profiles = list(all_profiles().values())
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": p.name,
+                        "aliases": list(p.aliases),
+                        "calibrate_from": p.calibrate_from,
+                        "description": p.description,
+                    }
+                    for p in profiles
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    for p in profiles:
         cal = {
             "paper": "calibrated on the paper's rows",
             "store": "calibrated on this machine's stored runs",
@@ -238,7 +269,7 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        return _list()
+        return _list(args.json)
     if args.table4:
         from harness.predict.table4 import three_way_rows, three_way_table
 
@@ -259,6 +290,7 @@ def run(args: argparse.Namespace) -> int:
         return _validate(args, pred)
     points = []
     for enc, res, llm, tiling in grid(args):
+        _check_context(enc, res, llm, tiling, pred.profile.prompt_tokens, args.prompt_tokens)
         p = pred.predict(enc, res, llm, tiling, prompt_tokens=args.prompt_tokens)
         points.append(
             {"encoder": enc, "resolution": res, "llm": llm, "tiling": tiling, **p.to_dict()}
