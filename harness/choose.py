@@ -192,8 +192,8 @@ def _limit_mask(points: pd.DataFrame, limits: Limits) -> tuple[np.ndarray, list[
         limit = getattr(limits, attr)
         if limit is None:
             continue
-        if limit <= 0:
-            raise UserError(f"--{attr.replace('_', '-')} must be positive, not {limit}")
+        if not limit > 0:  # NaN too (it fails every comparison)
+            raise UserError(f"--{attr.replace('_', '-')} must be a positive number, not {limit}")
         if col not in points.columns or pd.to_numeric(points[col], errors="coerce").isna().all():
             raise UserError(f"no point has {what} ({col}); cannot apply --{attr.replace('_', '-')}")
         vals = pd.to_numeric(points[col], errors="coerce").to_numpy(float) / scale

@@ -143,6 +143,9 @@ def test_bad_inputs():
         choose(fixture(), 100, by="mean")
     with pytest.raises(UserError, match="peak_mem_bytes"):
         choose(fixture().drop(columns="peak_mem_bytes"), 100, limits=Limits(max_memory_gb=1))
+    for bad in (Limits(max_encoder_params_m=float("nan")), Limits(max_llm_params_b=-1.0)):
+        with pytest.raises(UserError, match="must be a positive number"):
+            choose(fixture(), 100, limits=bad)
 
 
 def write_csvs(tmp_path):

@@ -410,3 +410,16 @@ def test_malformed_samples_in_a_csv_is_a_one_line_error(tmp_path, capsys):
         assert main(["compare", "--baseline", str(bad), "--candidate", str(bad)]) == 2, cell
         err = capsys.readouterr().err
         assert "row 2: samples_ms is not a JSON list of numbers" in err and err.count("\n") == 1
+
+
+def test_min_samples_below_two_is_refused(tmp_path, capsys):
+    from harness.cli import main
+
+    f = tmp_path / "a.csv"
+    f.write_text('name,samples_ms\nx,"[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]"\n')
+    for n in ("0", "-3", "1"):
+        assert (
+            main(["compare", "--baseline", str(f), "--candidate", str(f), "--min-samples", n]) == 2
+        )
+        assert "--min-samples must be at least 2" in capsys.readouterr().err
+    assert main(["compare", "--baseline", str(f), "--candidate", str(f), "--min-samples", "2"]) == 0

@@ -200,6 +200,10 @@ def compare_tables(
     (machine, backend, device, dtype, protocol) is refused, as is a side mixing machines.
     """
     check_thresholds(threshold, alpha)
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
+        raise UserError(
+            f"--min-samples must be at least 2 (a rank test needs two per side), got {min_samples}"
+        )
     b_rows, c_rows = _normalise(baseline), _normalise(candidate)
     if not b_rows:
         raise UserError("the baseline has no measurements")
