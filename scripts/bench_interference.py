@@ -100,6 +100,27 @@ def sweep(preset: str, protocol: str, db: str, overrides: list[str]) -> tuple[st
     return rid, time.perf_counter() - t0
 
 
+def preflight(args: argparse.Namespace, preset: str, protocols: list[str]) -> None:
+    """Every input checked before anything waits or measures (UserError, one line)."""
+    from harness.errors import UserError
+    from harness.protocol import get_protocol
+    from harness.sweep.configs import compose_sweep
+
+    compose_sweep(preset, [])
+    if not protocols:
+        raise UserError("--protocols names no protocol")
+    for name in protocols:
+        get_protocol(name)
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    if not args.settle_s >= 0:
+        raise UserError(f"--settle-s must be >= 0, got {args.settle_s}")
+    if args.json:
+        folder = Path(args.json).resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UserError(f"--json: cannot write into {folder}")
+
+
 def settle(limit_s: float, below: float = 0.3) -> float:
     """Wait (at most ``limit_s``) until the 1-minute load average is below ``below``."""
     t0 = time.perf_counter()
@@ -250,8 +271,22 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset or ("quick" if args.fast else "nightly")
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     studies = set(args.only or STUDIES)
+    from harness.errors import UserError
+    from harness.store import Store
+
+    try:  # bad input fails here, in one line, before the settle wait and minutes of timing
+        preflight(args, preset, protocols)
+    except UserError as e:
+        print(f"bench_interference: {e}", file=sys.stderr)
+        return 2
     tmp = tempfile.mkdtemp(prefix="bench_interference_")
     db = args.db or f"sqlite:///{tmp}/store.db"
+    if args.db:
+        try:
+            Store(db)
+        except UserError as e:
+            print(f"bench_interference: {e}", file=sys.stderr)
+            return 2
     ov = [f"protocol.threads={args.threads}"]
     settled = settle(args.settle_s)
     result: dict[str, Any] = {

@@ -49,7 +49,8 @@ def pairs(path: str) -> list[tuple[str, Views, Views]]:
     import os
 
     if not os.path.isfile(path):
-        print(f"estimator_study: no such file: {path}", file=sys.stderr)
+        what = "a directory, not a store file" if os.path.isdir(path) else "no such file"
+        print(f"estimator_study: {what}: {path}", file=sys.stderr)
         raise SystemExit(2)
     con = sqlite3.connect(path)
     try:
@@ -88,12 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("stores", nargs="+", help="SQLite files written by bench_interference.py")
     ap.add_argument("--within", type=float, default=0.05, help="agreement band (default 0.05)")
     args = ap.parse_args(argv)
-    all_pairs = [p for s in args.stores for p in pairs(s)]
+    if not 0.0 < args.within < 1.0:  # NaN too
+        print(f"estimator_study: --within must be in (0, 1), got {args.within}", file=sys.stderr)
+        return 2
+    import os
+
+    stores = list(dict.fromkeys(os.path.realpath(s) for s in args.stores))  # each once
+    all_pairs = [p for s in stores for p in pairs(s)]
     if not all_pairs:
         print("no store with two standard runs of the same keys", file=sys.stderr)
         return 2
     kinds = sorted({k for k, _, _ in all_pairs})
-    print(f"{len(all_pairs)} keys measured back to back, from {len(args.stores)} store(s)")
+    print(f"{len(all_pairs)} keys measured back to back, from {len(stores)} store(s)")
     print(f"{'estimator':36s} {'within':>8s}  " + "  ".join(f"{k:>10s}" for k in kinds))
     median = ESTIMATORS["median of pooled samples (stored)"]
 
@@ -121,4 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except BrokenPipeError:  # | head
+        sys.stderr.close()
+        raise SystemExit(0) from None

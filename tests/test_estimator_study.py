@@ -63,3 +63,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     bad = _run(str(junk))
     assert bad.returncode == 2 and "is not a vlm-pareto store" in bad.stderr
     assert "Traceback" not in bad.stderr
+    assert "a directory" in _run(str(tmp_path)).stderr
+    for within in ("-1", "nan", "2"):
+        r = _run(str(junk), "--within", within)
+        assert r.returncode == 2 and "--within must be in (0, 1)" in r.stderr
+
+
+def test_the_same_store_twice_counts_once(tmp_path):
+    db = tmp_path / "store.db"
+    store = Store(f"sqlite:///{db}")
+    _sweep(store, "a", [[10.0, 10.1], [10.2, 10.0]], [4.0] * 2)
+    _sweep(store, "b", [[10.0, 10.1], [10.2, 10.0]], [4.0] * 2)
+    out = _run(str(db), str(db))
+    assert out.returncode == 0 and out.stdout.startswith(
+        "1 keys measured back to back, from 1 store"
+    )
