@@ -185,6 +185,13 @@ def test_custom_encoder_bad_config():
         register_custom_encoder({"name": "x", "model": {"_target_": "no_such_module_xyz.build"}})
     with pytest.raises(UserError, match="not found"):
         register_custom_encoder("/nonexistent/encoder.yaml")
+    # a built-in's name or alias would mix the built-in's costs with the custom model's tokens
+    target = {"_target_": "my_encoder.build_tiny_encoder"}
+    with pytest.raises(UserError, match="taken by the built-in 'fastvithd'"):
+        register_custom_encoder({"name": "FastViTHD", "model": target})
+    with pytest.raises(UserError, match="taken by the built-in"):
+        register_custom_encoder({"name": "mine", "aliases": ["fastvithd"], "model": target})
+    assert get_spec("fastvithd").family != "custom"
 
 
 def test_measure_encoder_tiling_batched_and_sequential_and_dtypes():

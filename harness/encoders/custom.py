@@ -249,6 +249,14 @@ def register_custom_encoder(
 ) -> EncoderSpec:
     """Probe and register the encoder described by ``cfg``; return its :class:`EncoderSpec`."""
     data, path = load_config(cfg)
+    from harness.encoders.zoo import ENCODERS
+
+    for n in (str(data["name"]).lower(), *(str(a) for a in data.get("aliases", ()) or ())):
+        if n in ENCODERS and ENCODERS.get(n).family != "custom":
+            raise UserError(
+                f"custom encoder name {n!r} is taken by the built-in {ENCODERS.get(n).name!r} "
+                "(its costs and tokens would mix with the custom model's); pick another name"
+            )
     import_path = data.get("import_path", ".")
     base = path.parent if path else Path.cwd()
     import_dir = str((base / import_path).resolve()) if import_path is not None else None
