@@ -113,6 +113,9 @@ def test_zoo_json_exposes_costs(capsys):
 # ------------------------------------------------------------------ profiles
 
 
+UNIT = {"unit": "NPU", "precision": "fp16"}
+
+
 def test_profile_validation_is_one_line():
     good = get_profile("m1-max-ane-mlx")
     assert good.parts["encoder"].peak_tflops == 11.0
@@ -120,7 +123,9 @@ def test_profile_validation_is_one_line():
         parse_profile(
             {
                 "name": "x",
-                "parts": {"encoder": {"peak_tflops": 1, "bandwidth_gbs": 1, "bytes_per_elem": 2}},
+                "parts": {
+                    "encoder": {**UNIT, "peak_tflops": 1, "bandwidth_gbs": 1, "bytes_per_elem": 2}
+                },
             },
             "x.yaml",
         )
@@ -129,7 +134,7 @@ def test_profile_validation_is_one_line():
             {
                 "name": "x",
                 "parts": {
-                    p: {"peak_tflops": 1, "bandwidth_gbs": -5, "bytes_per_elem": 2}
+                    p: {**UNIT, "peak_tflops": 1, "bandwidth_gbs": -5, "bytes_per_elem": 2}
                     for p in ("encoder", "prefill")
                 },
             },
@@ -137,14 +142,30 @@ def test_profile_validation_is_one_line():
         )
     with pytest.raises(UserError, match="did you mean 'm1-max"):
         get_profile("m1-maxx")
+    part = {**UNIT, "peak_tflops": 1, "bandwidth_gbs": 1, "bytes_per_elem": 2}
+    for data, message in [
+        ({"name": "x", "parts": {"encoder": {**part, "unit": ""}, "prefill": part}}, "unit"),
+        (
+            {"name": "x", "parts": {"encoder": {**part, "precision": "fp7"}, "prefill": part}},
+            "unknown parts.encoder.precision 'fp7'",
+        ),
+        ({"name": "x", "parts": {"encoder": "ane", "prefill": part}}, "parts.encoder must be a"),
+        ({"name": 123, "parts": {"encoder": part, "prefill": part}}, "name must be a non-empty"),
+        (
+            {"name": "x", "aliases": [1, None], "parts": {"encoder": part, "prefill": part}},
+            "aliases must be a list of names",
+        ),
+    ]:
+        with pytest.raises(UserError, match=message):
+            parse_profile(data, "x.yaml")
 
 
 def test_user_profile_dir_and_bad_files_exit_2(tmp_path, capsys):
     d = tmp_path / "devices"
     d.mkdir()
     (d / "mine.yaml").write_text(
-        "name: my-npu\nparts:\n  encoder: {peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
-        "  prefill: {peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
+        "name: my-npu\nparts:\n  encoder: {unit: NPU, precision: int8, peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
+        "  prefill: {unit: NPU, precision: int8, peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
     )
     assert (
         main(

@@ -59,6 +59,10 @@ class Profile:
         return self.calibrate_from != "none"
 
 
+#: precisions a part may name (what the dtype of its runtime is)
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "int4", "fp8")
+
+
 def _positive(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{where} must be a positive number, got {value!r}")
@@ -75,25 +79,33 @@ def parse_profile(data: Any, where: str) -> Profile:
     for key in ("name", "parts"):
         if key not in data:
             raise UserError(f"{where}: missing field {key!r}")
-    name = str(data["name"]).strip()
-    if not name:
-        raise UserError(f"{where}: empty name")
+    if not isinstance(data["name"], str) or not data["name"].strip():
+        raise UserError(f"{where}: name must be a non-empty string, got {data['name']!r}")
+    name = data["name"].strip()
     parts_in = data["parts"]
     if not isinstance(parts_in, dict):
         raise UserError(f"{where}: parts must be a mapping with {' and '.join(PARTS)}")
     parts: dict[str, Part] = {}
     for part in PARTS:
         p = parts_in.get(part)
-        if not isinstance(p, dict):
+        if p is None:
             raise UserError(f"{where}: missing field parts.{part}")
+        if not isinstance(p, dict):
+            raise UserError(f"{where}: parts.{part} must be a mapping, got {p!r}")
         vals = {}
         for f in _PART_FIELDS:
             if f not in p:
                 raise UserError(f"{where}: missing field parts.{part}.{f}")
             vals[f] = _positive(p[f], f"{where}: parts.{part}.{f}")
-        parts[part] = Part(
-            unit=str(p.get("unit", "")), precision=str(p.get("precision", "")), **vals
-        )
+        for f in ("unit", "precision"):
+            if not isinstance(p.get(f), str) or not p[f].strip():
+                what = "missing field" if f not in p else "a non-empty string is needed for"
+                raise UserError(f"{where}: {what} parts.{part}.{f}")
+        if p["precision"] not in PRECISIONS:
+            raise UserError(
+                f"{where}: " + suggest(p["precision"], PRECISIONS, f"parts.{part}.precision")
+            )
+        parts[part] = Part(unit=p["unit"].strip(), precision=p["precision"], **vals)
     unknown = set(parts_in) - set(PARTS)
     if unknown:
         raise UserError(
@@ -106,8 +118,8 @@ def parse_profile(data: Any, where: str) -> Profile:
     if isinstance(prompt, bool) or not isinstance(prompt, int) or prompt < 0:
         raise UserError(f"{where}: prompt_tokens must be an integer >= 0, got {prompt!r}")
     aliases = data.get("aliases") or []
-    if not isinstance(aliases, list):
-        raise UserError(f"{where}: aliases must be a list")
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a.strip() for a in aliases):
+        raise UserError(f"{where}: aliases must be a list of names, got {aliases!r}")
     return Profile(
         name=name,
         description=str(data.get("description", "")),
