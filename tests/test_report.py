@@ -278,3 +278,12 @@ def test_report_cli_json(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["index_html"].endswith("index.html") and doc["points"]
     assert all("ttft_ms" in p and "encoder" in p for p in doc["points"])
+
+
+def test_origin_label_says_predicted_once():
+    from harness.report.summary import origin_label
+
+    assert origin_label("predicted", "predicted for m1-max-ane-mlx", "cost model") == (
+        "predicted for m1-max-ane-mlx (cost model)"
+    )
+    assert origin_label("measured", "host-a", "torch-cpu") == "measured here on host-a (torch-cpu)"

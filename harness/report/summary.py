@@ -46,7 +46,10 @@ def _text(value: object, default: str = "unknown") -> str:
 def origin_label(latency_source: object, machine: object, backend: object) -> str:
     """e.g. 'measured here on <machine> (torch-cpu)' or 'paper on M1 Max (coreml+mlx)'."""
     src = SOURCE_LABELS.get(_text(latency_source), _text(latency_source))
-    return f"{src} on {_text(machine, 'unknown machine')} ({_text(backend, 'unknown backend')})"
+    where, how = _text(machine, "unknown machine"), _text(backend, "unknown backend")
+    if where.startswith(src):  # a prediction's machine is already 'predicted for <device>'
+        return f"{where} ({how})"
+    return f"{src} on {where} ({how})"
 
 
 def with_defaults(points: pd.DataFrame) -> pd.DataFrame:
