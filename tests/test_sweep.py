@@ -177,6 +177,12 @@ def test_cli_unknown_group_option_suggests(db_url):
     assert r.returncode == 2 and "did you mean 'quick'" in r.stderr
 
 
+def test_cli_unknown_hydra_group_option_is_one_line():
+    r = cli("sweep", "--config-name", "quick", "backend=fake", "hydra/launcher=nosuch")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "unknown 'hydra/launcher' option 'nosuch'" in r.stderr and "joblib" in r.stderr
+
+
 def test_cli_sweep_override_without_multirun_is_refused():
     r = cli("sweep", "--config-name", "quick", "backend=fake,torch-cpu")
     assert r.returncode == 2 and "-m" in r.stderr

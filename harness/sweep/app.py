@@ -161,6 +161,21 @@ def _group_options(group: str, dirs: list[Path]) -> list[str]:
     return sorted(names)
 
 
+def _hydra_group_options(group: str) -> list[str]:
+    """Options of one of Hydra's own groups (``hydra/launcher``: basic, joblib, ...), plugins
+    included; empty when the group is unknown or Hydra's loader cannot say."""
+    try:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra._internal.utils import create_config_search_path
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance()  # plugins (joblib, submitit) register their configs on discovery
+        loader = ConfigLoaderImpl(config_search_path=create_config_search_path(None))
+        return sorted(loader.get_group_options(group))
+    except Exception:  # a private API: never let it stand between a user and Hydra
+        return []
+
+
 def _check_group_overrides(overrides: list[str], dirs: list[Path]) -> None:
     """Unknown config-group options get a did-you-mean error."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -171,18 +186,21 @@ def _check_group_overrides(overrides: list[str], dirs: list[Path]) -> None:
         raise UserError(f"cannot parse override: {str(e).splitlines()[0]}") from e
     for ov in parsed:
         group = ov.key_or_group
-        if group.startswith("hydra"):
-            continue
-        if not any((d / group).is_dir() for d in dirs):
-            continue
         if ov.is_delete():
             continue
+        if group.startswith("hydra/"):
+            options = _hydra_group_options(group)
+            if not options:
+                continue
+        elif group.startswith("hydra") or not any((d / group).is_dir() for d in dirs):
+            continue
+        else:
+            options = _group_options(group, dirs)
         values = (
             list(ov.sweep_string_iterator())
             if ov.is_sweep_override()
             else [ov.get_value_element_as_str()]
         )
-        options = _group_options(group, dirs)
         for v in values:
             if v not in options:
                 raise UserError(suggest(v, options, f"'{group}' option"))
