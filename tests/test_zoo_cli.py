@@ -79,3 +79,11 @@ def test_zoo_bad_input_is_one_line_exit_2():
         and bad.stderr.startswith("vlm-pareto: error:")
         and len(bad.stderr.strip().splitlines()) == 1
     )
+
+
+def test_an_unimportable_custom_target_is_one_line(tmp_path):
+    cfg = tmp_path / "e1.yaml"
+    cfg.write_text("name: e1\nmodel:\n  _target_: nosuch_mod_xyz.build\n")
+    proc = _zoo("--encoder-config", str(cfg))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot import _target_ 'nosuch_mod_xyz.build'" in proc.stderr

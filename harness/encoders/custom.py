@@ -30,6 +30,7 @@ the output shapes -- nothing is taken on trust from the config.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import sys
@@ -169,10 +170,16 @@ def make_builder(
     if import_path and import_path not in sys.path:
         # The factory's module lives next to the config, not in an installed package.
         sys.path.insert(0, import_path)
+    hydra_log = logging.getLogger("hydra.utils")  # get_object logs the error it raises, too
+    level = hydra_log.level
+    hydra_log.setLevel(logging.CRITICAL)
     try:
         target = get_object(model_cfg["_target_"])
     except Exception as e:
-        raise UserError(f"cannot import _target_ {model_cfg['_target_']!r}: {e}") from e
+        reason = " ".join(str(e).split())
+        raise UserError(f"cannot import _target_ {model_cfg['_target_']!r}: {reason}") from e
+    finally:
+        hydra_log.setLevel(level)
     takes_res = callable(target) and not isinstance(target, type) and _accepts(target, "resolution")
 
     def builder(resolution: int | None = None) -> Any:
