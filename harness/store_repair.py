@@ -10,6 +10,7 @@ store, so a store whose only damage is in index pages is recovered completely.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import urllib.parse
 from dataclasses import dataclass, field
@@ -52,12 +53,14 @@ class CheckResult:
         }
 
 
-def _ro_connect(path: Path) -> sqlite3.Connection:
+def _ro_connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
     if not path.exists():
         raise UserError(f"no results store at {path}")
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a database file")
+    # immutable: a store in a folder nobody can write (SQLite cannot make its -shm file there)
     uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    uri += "&immutable=1" if immutable else ""
     try:
         con = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as e:
@@ -87,7 +90,22 @@ def check_store(url: str | None = None) -> CheckResult:
     try:
         try:
             rows = [str(r[0]) for r in con.execute("PRAGMA integrity_check(100)")]
+        except sqlite3.OperationalError as e:
+            if "unable to open" not in str(e) or os.access(path.parent, os.W_OK):
+                return CheckResult(where, False, [str(e)])
+            con.close()  # a read-only folder, not a damaged file: read it as immutable
+            con = _ro_connect(path, immutable=True)
+            wal = path.with_name(path.name + "-wal")
+            unread = wal.stat().st_size if wal.exists() else 0
+            where += " (read-only folder: checked as immutable" + (
+                f"; its -wal file, {unread} bytes, was not read)" if unread else ")"
+            )
+            rows = [str(r[0]) for r in con.execute("PRAGMA integrity_check(100)")]
         except sqlite3.DatabaseError as e:
+            if "file is not a database" in str(e):
+                raise UserError(
+                    f"{path} is not a SQLite database (a results store is one); file left untouched"
+                ) from None
             return CheckResult(where, False, [str(e)])
         problems = [] if rows == ["ok"] else rows
         res = CheckResult(where, not problems, problems)

@@ -530,3 +530,27 @@ def test_final_status_rules():
     )
     out.failures.append("enc: RuntimeError: y")
     assert final_status(True, None, out)[0] == "partial"
+
+
+def test_db_check_in_a_read_only_folder_is_not_damage(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "s.db"
+    _filled_store(db)
+    for side in folder.glob("s.db-*"):
+        side.unlink()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (a read-only folder even for root)")
+    try:
+        r = cli("--db", str(db), "db", "check")
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert r.returncode == 0 and "passed the integrity check" in r.stdout, r.stdout + r.stderr
+    assert "read-only folder" in r.stdout
+
+
+def test_db_check_on_a_text_file_is_one_line_exit_2(tmp_path):
+    f = tmp_path / "notes.db"
+    f.write_text("not a database, just text\n" * 20)
+    r = cli("--db", str(f), "db", "check")
+    assert r.returncode == 2 and one_line(r.stderr) and "not a SQLite database" in r.stderr
