@@ -657,3 +657,11 @@ def test_predict_list_json_and_context_length(capsys):
     args = ["predict", "--device", "m1-max", "--encoder", "fastvithd", "--llm", "qwen2-0.5b"]
     assert main([*args, "--prompt-tokens", "100000000"]) == 2
     assert "exceeds qwen2-0.5b's context length" in capsys.readouterr().err
+
+
+def test_empty_resolution_entries_and_missing_ingest_files_are_named(tmp_path, capsys):
+    args = ["predict", "--device", "m1-max", "--encoder", "fastvithd", "--llm", "qwen2-0.5b"]
+    assert main([*args, "--resolutions", "256,,512"]) == 2
+    assert "--resolutions has an empty entry" in capsys.readouterr().err
+    assert main(["ingest", str(tmp_path / "nope.json")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err

@@ -195,6 +195,9 @@ def read_inputs(args: argparse.Namespace) -> Inputs:
     if not args.manifest and not args.paths:
         raise UserError("nothing to ingest: give results files/directories, a .csv, or --manifest")
     flag_key: Key | None = None
+    missing = [raw for raw in args.paths if not Path(raw).exists()]
+    if missing:  # before any key question: the file itself is the first problem
+        raise UserError(f"no such file or directory: {missing[0]}")
     for raw in args.paths:
         path = Path(raw)
         if path.suffix.lower() == ".csv":

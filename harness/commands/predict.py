@@ -79,8 +79,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _ints(text: str | None) -> list[int]:
     if not text:
         return []
+    if any(not x.strip() for x in text.split(",")):
+        raise UserError(f"--resolutions has an empty entry: {text!r}")
     try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
+        vals = [int(x) for x in text.split(",")]
     except ValueError as e:
         raise UserError(f"--resolutions must be comma-separated integers, got {text!r}") from e
     if not vals or any(v <= 0 for v in vals):
