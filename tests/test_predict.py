@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VLM_PARETO_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "devices").mkdir(exist_ok=True)
     monkeypatch.setenv("VLM_PARETO_DEVICES", str(tmp_path / "devices"))
 
 
@@ -162,7 +163,7 @@ def test_profile_validation_is_one_line():
 
 def test_user_profile_dir_and_bad_files_exit_2(tmp_path, capsys):
     d = tmp_path / "devices"
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     (d / "mine.yaml").write_text(
         "name: my-npu\nparts:\n  encoder: {unit: NPU, precision: int8, peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
         "  prefill: {unit: NPU, precision: int8, peak_tflops: 2, bandwidth_gbs: 50, bytes_per_elem: 1}\n"
@@ -665,3 +666,16 @@ def test_empty_resolution_entries_and_missing_ingest_files_are_named(tmp_path, c
     assert "--resolutions has an empty entry" in capsys.readouterr().err
     assert main(["ingest", str(tmp_path / "nope.json")]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_devices_env_must_name_folders_and_aliases_stay_unique(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VLM_PARETO_DEVICES", str(tmp_path / "missing"))
+    assert main(["predict", "--list"]) == 2
+    assert "VLM_PARETO_DEVICES names" in capsys.readouterr().err
+    part = "{unit: x, precision: fp16, peak_tflops: 1, bandwidth_gbs: 1, bytes_per_elem: 2}"
+    (tmp_path / "devices" / "a.yaml").write_text(
+        f"name: mine\naliases: [m1-max]\nparts:\n  encoder: {part}\n  prefill: {part}\n"
+    )
+    monkeypatch.setenv("VLM_PARETO_DEVICES", str(tmp_path / "devices"))
+    assert main(["predict", "--list"]) == 2
+    assert "'m1-max' already names device 'm1-max-ane-mlx'" in capsys.readouterr().err

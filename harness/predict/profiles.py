@@ -163,7 +163,10 @@ def user_dirs() -> list[Path]:
     out: list[Path] = []
     env = os.environ.get("VLM_PARETO_DEVICES")
     if env:
-        out.extend(Path(p) for p in env.split(os.pathsep) if p)
+        for p in (Path(p) for p in env.split(os.pathsep) if p):
+            if not p.is_dir():
+                raise UserError(f"VLM_PARETO_DEVICES names {p}, which is not a folder")
+            out.append(p)
     out.append(Path.home() / ".config" / "vlm-pareto" / "devices")
     return out
 
@@ -184,6 +187,16 @@ def all_profiles() -> dict[str, Profile]:
             for path in sorted(d.glob("*.yaml")):
                 prof = load_profile_file(path)
                 out[prof.name] = prof
+    owner: dict[str, str] = {}
+    for prof in out.values():
+        for n in (prof.name, *prof.aliases):
+            key = n.lower()
+            if key in owner and owner[key] != prof.name:
+                raise UserError(
+                    f"{prof.path}: {n!r} already names device {owner[key]!r}; "
+                    "give this profile another name or alias"
+                )
+            owner[key] = prof.name
     return out
 
 
