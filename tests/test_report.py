@@ -287,3 +287,12 @@ def test_origin_label_says_predicted_once():
         "predicted for m1-max-ane-mlx (cost model)"
     )
     assert origin_label("measured", "host-a", "torch-cpu") == "measured here on host-a (torch-cpu)"
+
+
+def test_an_unknown_reference_encoder_is_a_did_you_mean(tmp_path, capsys):
+    from harness.cli import main
+
+    args = ["report", "--source", "paper", "--out", str(tmp_path / "r")]
+    assert main([*args, "--reference-encoder", "fastvithdd"]) == 2
+    assert "did you mean 'fastvithd'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import Any
 
-from harness.errors import UserError
+from harness.errors import UserError, suggest
 from harness.points import add_input_args, points_from_args
 
 
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "no points to report (nothing joined); see 'vlm-pareto runs' and 'vlm-pareto ingest'"
         )
+    _check_reference(args.reference_encoder, result.points)
     name = _name(args)
     out = Path(args.out) if args.out else Path("reports") / name
     title = args.title or f"vlm-pareto report: {name}"
@@ -137,3 +139,15 @@ def run(args: argparse.Namespace) -> int:
     for n in paths.notes:
         print(f"note: {n}")
     return 0
+
+
+def _check_reference(reference: str, points: Any) -> None:
+    """A reference encoder must be one of the points' encoders or a zoo name (did-you-mean);
+    a zoo encoder absent from these points is only a note in the report."""
+    from harness.encoders.zoo import list_encoders
+
+    known = {str(e) for e in points["encoder"].dropna().unique()} if "encoder" in points else set()
+    for spec in list_encoders():
+        known.update((spec.name, *spec.aliases))
+    if reference not in known:
+        raise UserError(suggest(reference, sorted(known), "--reference-encoder"))
