@@ -202,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(args._module)
         return int(module.run(args) or 0)
     except UserError as e:
-        if debug:
-            raise
+        if debug:  # the traceback, and still the exit code of a user error
+            import traceback
+
+            traceback.print_exc()
         print(f"vlm-pareto: error: {e}", file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:

@@ -56,7 +56,7 @@ def test_corrupt_store_one_line_error(tmp_path):
 
 def test_debug_shows_traceback(tmp_path):
     r = run("--debug", "--db", str(tmp_path / "missing.db"), "runs")
-    assert r.returncode != 0 and "Traceback" in r.stderr
+    assert r.returncode == 2 and "Traceback" in r.stderr  # still the user-error exit code
 
 
 def test_runs_json_and_export(db_url, tmp_path, capsys):
