@@ -8,6 +8,7 @@ valid resolutions, a non-empty grid) before anything is measured.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,25 @@ def _unknown_key_hint(dotted: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def check_claim(claim: Any) -> None:
+    """The sweep setting ``claim``: unset, or ``{fast: {...}, slow: {...}, paper_ratio: x}``."""
+    if claim is None or (isinstance(claim, Mapping) and not claim):
+        return
+    if not isinstance(claim, Mapping):
+        raise UserError(
+            f"claim must be a mapping like {{fast: {{encoder: ..., resolution: ...}}, slow: "
+            f"{{...}}, paper_ratio: 85}}, got {claim!r}"
+        )
+    for key in ("fast", "slow"):
+        if not isinstance(claim.get(key), Mapping):
+            raise UserError(f"claim needs '{key}: {{encoder: ..., resolution: ...}}'")
+    ratio = claim.get("paper_ratio")
+    if ratio is not None and (
+        isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0
+    ):
+        raise UserError(f"claim.paper_ratio must be a positive number, got {ratio!r}")
+
+
 def validate(cfg: SweepConfig) -> None:
     """Semantic checks that need no model: names, backends, numbers."""
     # backend names and precisions are checked by the backends' own config classes
@@ -313,8 +333,6 @@ def validate(cfg: SweepConfig) -> None:
     from harness.drift import parse_setting
 
     parse_setting(getattr(cfg, "run_to_run", "auto"))
-    from harness.vlm.claim import check_claim
-
     check_claim(cfg.claim)
     from dataclasses import asdict
 

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from harness.errors import UserError
+from harness.sweep.configs import check_claim
 
 
 def _pick(points: pd.DataFrame, want: Mapping[str, Any], side: str) -> pd.Series:
@@ -18,25 +19,6 @@ def _pick(points: pd.DataFrame, want: Mapping[str, Any], side: str) -> pd.Series
     if rows.empty:
         raise UserError(f"claim.{side}: no TTFT point matches {dict(want)}")
     return rows.sort_values("ttft_ms").iloc[0]
-
-
-def check_claim(claim: Any) -> None:
-    """The sweep setting ``claim``: unset, or ``{fast: {...}, slow: {...}, paper_ratio: x}``."""
-    if claim is None or (isinstance(claim, Mapping) and not claim):
-        return
-    if not isinstance(claim, Mapping):
-        raise UserError(
-            f"claim must be a mapping like {{fast: {{encoder: ..., resolution: ...}}, slow: "
-            f"{{...}}, paper_ratio: 85}}, got {claim!r}"
-        )
-    for key in ("fast", "slow"):
-        if not isinstance(claim.get(key), Mapping):
-            raise UserError(f"claim needs '{key}: {{encoder: ..., resolution: ...}}'")
-    ratio = claim.get("paper_ratio")
-    if ratio is not None and (
-        isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0
-    ):
-        raise UserError(f"claim.paper_ratio must be a positive number, got {ratio!r}")
 
 
 def claim_ratio(points: pd.DataFrame, claim: Mapping[str, Any]) -> dict[str, Any]:
