@@ -30,6 +30,13 @@ CANARY_NAME = "canary-mm-dw-v1"
 CANARY_PROTOCOL_NAME = "canary"
 #: Version of ``extra["canary"]``.
 CANARY_VERSION = 1
+#: The canary's own run-to-run noise band: a canary ratio (candidate / baseline) inside
+#: ``[1 / SPEED_BAND, SPEED_BAND]`` is not evidence that the machine changed speed, and
+#: dividing by it only adds the canary's noise to every key. On the 2-core VM eight quiet
+#: back-to-back sweep pairs had canary ratios of 0.885-1.263, uncorrelated with the encoders,
+#: and dividing by them doubled ``compare``'s false regressions on unchanged code (49% of 104
+#: keys, against 22% as measured; ``scripts/compare_false_alarms.py``, docs/noise.md).
+SPEED_BAND = 1.3
 
 
 def canary_protocol(threads: int = 0) -> Any:
@@ -213,6 +220,8 @@ class SpeedNote:
     baseline_ms: float | None
     candidate_ms: float | None
     normalised: bool
+    #: The noise band the ratio was checked against (None: not checked, e.g. ``--raw``).
+    band: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -229,11 +238,15 @@ class SpeedNote:
                 else ("the baseline" if not self.baseline_ms else "the candidate")
             )
             return f"machine-speed canary: none in {side}; latencies compared as measured"
-        what = (
-            f"candidate latencies divided by {r:.3f} (the machine, not the code)"
-            if self.normalised
-            else "latencies compared as measured (--raw)"
-        )
+        if self.normalised:
+            what = f"candidate latencies divided by {r:.3f} (the machine, not the code)"
+        elif self.band is not None:
+            what = (
+                f"within the canary's own run-to-run noise (1/{self.band:g}-{self.band:g}x), "
+                "so latencies compared as measured"
+            )
+        else:
+            what = "latencies compared as measured (--raw)"
         return (
             f"machine-speed canary: baseline {self.baseline_ms:.2f} ms, candidate {self.candidate_ms:.2f} ms "
             f"-> machine {r:.2f}x {'slower' if r >= 1 else 'faster'} for the candidate; {what}"
@@ -245,6 +258,7 @@ class SpeedNote:
             "candidate_canary_ms": self.candidate_ms,
             "machine_ratio": self.ratio,
             "normalised": self.normalised,
+            "band": self.band,
         }
 
 
@@ -264,10 +278,16 @@ def scale_rows(rows: Sequence[Mapping[str, Any]], factor: float) -> list[dict[st
     return out
 
 
+def beyond_band(ratio: float, band: float = SPEED_BAND) -> bool:
+    """Is a canary ratio outside the canary's own noise band (the machine changed speed)?"""
+    return ratio > band or ratio < 1.0 / band
+
+
 def normalise_pair(
-    baseline: Any, candidate: Any, normalise: bool = True
+    baseline: Any, candidate: Any, normalise: bool = True, band: float = SPEED_BAND
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], SpeedNote]:
-    """Drop canary rows from both sides; divide the candidate by the canary ratio if asked.
+    """Drop canary rows from both sides; divide the candidate by the canary ratio if asked
+    and the ratio is beyond ``band`` (:data:`SPEED_BAND`; ``band=1`` always divides).
 
     ``candidate / (cand_canary / base_canary)`` puts the candidate on the baseline's machine
     speed. Without a canary on either side nothing is scaled.
@@ -276,18 +296,22 @@ def normalise_pair(
     c_rows, c_can = split_canary(candidate)
     note = SpeedNote(canary_median(b_can), canary_median(c_can), False)
     if normalise and note.ratio is not None:
-        c_rows = scale_rows(c_rows, note.ratio)
-        note = SpeedNote(note.baseline_ms, note.candidate_ms, True)
+        if beyond_band(note.ratio, band):
+            c_rows = scale_rows(c_rows, note.ratio)
+            note = SpeedNote(note.baseline_ms, note.candidate_ms, True, band)
+        else:
+            note = SpeedNote(note.baseline_ms, note.candidate_ms, False, band)
     return b_rows, c_rows, note
 
 
 def normalise_history(
-    runs: Sequence[Mapping[str, Any]], rows: Any
+    runs: Sequence[Mapping[str, Any]], rows: Any, band: float = SPEED_BAND
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Nightly: scale every run of a history to the last run's machine speed.
+    """Nightly: scale the runs of a history to the last run's machine speed.
 
-    Returns (non-canary rows, scaled where both that run and the last run have a canary;
-    ``{run_id: canary ms}``). Run ``i``'s latencies are multiplied by ``canary_last / canary_i``.
+    Returns (non-canary rows, scaled where both that run and the last run have a canary and
+    their ratio is beyond ``band``; ``{run_id: canary ms}``). Run ``i``'s latencies are then
+    multiplied by ``canary_last / canary_i``.
     """
     recs, can = split_canary(rows)
     per_run = {}
@@ -303,7 +327,9 @@ def normalise_history(
         m = per_run.get(str(r.get("run_id")))
         out.extend(
             scale_rows([r], m / last)
-            if m is not None and str(r.get("run_id")) != str(runs[-1]["id"])
+            if m is not None
+            and str(r.get("run_id")) != str(runs[-1]["id"])
+            and beyond_band(last / m, band)
             else [r]
         )
     return out, per_run

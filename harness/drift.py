@@ -82,7 +82,7 @@ class RunToRun:
         )
 
 
-def parse_setting(value: Any) -> float | str:
+def parse_setting(value: Any, what: str = "run_to_run") -> float | str:
     """``auto`` / ``off`` / a number in [0, MAX_SD]; anything else is a UserError (one line)."""
     if isinstance(value, str) and value.strip().lower() in SETTINGS:
         return value.strip().lower()
@@ -94,11 +94,11 @@ def parse_setting(value: Any) -> float | str:
         sd = float(value)
     except (TypeError, ValueError):
         raise UserError(
-            f"run_to_run must be auto, off or a standard deviation of log median in [0, {MAX_SD}] "
+            f"{what} must be auto, off or a standard deviation of log median in [0, {MAX_SD}] "
             f"(e.g. 0.05), got {value!r}"
         ) from None
     if not (math.isfinite(sd) and 0.0 <= sd <= MAX_SD):
-        raise UserError(f"run_to_run must be in [0, {MAX_SD}] (e.g. 0.05), got {value!r}")
+        raise UserError(f"{what} must be in [0, {MAX_SD}] (e.g. 0.05), got {value!r}")
     return sd
 
 

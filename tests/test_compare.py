@@ -18,6 +18,7 @@ from harness.compare import (
     compare_samples,
     compare_tables,
     history_verdicts,
+    key_label,
     last_shift,
     mann_whitney_p,
     night_to_night_margin,
@@ -191,6 +192,52 @@ def test_compare_tables_pools_a_window_and_pairs_keys():
     assert d["regressions"] == 1 and d["rows"][0]["label"] == "encoder enc@256"
 
 
+def test_run_to_run_variance_widens_the_ratio_and_gates_the_verdict():
+    b, c = lognormal(20.0, seed=1), lognormal(24.0, seed=2)  # 20% slower, tight samples
+    plain = compare_samples(b, c)
+    wide = compare_samples(b, c, run_sd=0.1)
+    assert plain.verdict == "regression" and plain.run_sd == 0.0
+    assert plain.ratio_ci_within_low == plain.ratio_ci_low
+    # same samples, same ratio and p; the interval now holds the machine's run-to-run swing
+    assert wide.ratio == plain.ratio and wide.p_value == plain.p_value
+    assert (wide.ratio_ci_within_low, wide.ratio_ci_within_high) == (
+        plain.ratio_ci_low,
+        plain.ratio_ci_high,
+    )
+    assert wide.ratio_ci_low < 1.0 < 1.2 < plain.ratio_ci_high < wide.ratio_ci_high
+    assert wide.verdict == "~"  # a 20% move is within what two runs do on their own here
+    assert compare_samples(b, lognormal(40.0, seed=2), run_sd=0.1).verdict == "regression"
+    assert compare_samples(b, lognormal(14.0, seed=2), run_sd=0.1).verdict == "improvement"
+    assert compare_samples(b, lognormal(17.0, seed=2), run_sd=0.1).verdict == "~"
+    # without a bootstrap the run term alone makes the interval
+    nb = compare_samples(b, lognormal(40.0, seed=2), run_sd=0.1, n_boot=0)
+    assert nb.verdict == "regression" and nb.ratio_ci_low == pytest.approx(
+        nb.ratio * math.exp(-1.959964 * 0.1), rel=1e-4
+    )
+    for bad in (-0.1, math.nan, "x"):
+        with pytest.raises(UserError, match="run_sd"):
+            compare_samples(b, c, run_sd=bad)
+
+
+def test_compare_tables_scales_the_run_term_by_the_runs_pooled():
+    base = [_row(seed=1, run_id="a"), _row(seed=2, run_id="b")]
+    cand = [_row(median=30.0, seed=4, run_id="c")]
+    one = compare_tables(base[:1], cand, run_sd=0.1).rows[0].result
+    two = compare_tables(base, cand, run_sd=0.1).rows[0].result
+    assert one.run_sd == pytest.approx(0.1 * math.sqrt(2))
+    assert two.run_sd == pytest.approx(0.1 * math.sqrt(1.5))
+    assert compare_tables(base, cand, run_sd=0.1).to_dict()["run_sd"] == 0.1
+
+
+def test_projector_labels_name_the_encoder_width():
+    assert key_label({"kind": "projector", "name": "tiny-llama", "in_dim": 3072, "tokens": 64}) == (
+        "projector 3072->tiny-llama tok=64"
+    )
+    assert key_label({"kind": "projector", "name": "tiny-llama", "in_dim": 0}) == (
+        "projector tiny-llama"
+    )
+
+
 def test_compare_tables_refuses_unlike_inputs():
     with pytest.raises(UserError, match="machine_id"):
         compare_tables([_row()], [_row(machine_id="m2")])
@@ -350,16 +397,44 @@ def test_cli_compare_runs_exit_codes_and_json(db_url, capsys):
     out = capsys.readouterr().out
     assert "encoder enc-a@256" in out and "ratio [95% CI]" in out and "0 regression(s)" in out
 
-    assert main(["compare", "--baseline", "base", "same", "--candidate", "slow", "--json"]) == 1
+    # Samples only (--run-to-run off): the 20% slowdown of enc-b is a regression.
+    argv = ["compare", "--baseline", "base", "same", "--candidate", "slow", "--json"]
+    assert main([*argv, "--run-to-run", "off"]) == 1
     doc = json.loads(capsys.readouterr().out)
     verdicts = {r["label"]: r["verdict"] for r in doc["rows"]}
     assert verdicts == {"encoder enc-a@256": "~", "encoder enc-b@256": "regression"}
     assert doc["rows"][1]["n_baseline"] == 80  # two baseline runs pooled
     assert doc["rows"][1]["ratio_ci_low"] > 1.05
+    assert doc["run_to_run"] is None and doc["rows"][1]["run_sd"] == 0.0
+
+    # By default the machine's run-to-run variance is in the interval. Two earlier runs and
+    # two keys are too little history, so the default sd (8% per run) applies: two runs of
+    # unchanged code move that much on a shared machine, and 20% is no longer shown.
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["run_to_run"]["source"] == "default" and doc["run_to_run"]["sd"] == 0.08
+    b = doc["rows"][1]
+    assert b["verdict"] == "~" and b["ratio_ci_low"] < 1.0 < b["ratio_ci_within_low"]
+    assert b["run_sd"] == pytest.approx(0.08 * (1 + 1 / 2) ** 0.5)  # candidate + 2 pooled runs
+    # ... and a stated sd that the machine's history would give is honoured
+    assert main([*argv, "--run-to-run", "0.02"]) == 1
+    capsys.readouterr()
+    # A 60% slowdown stands out of the default's band: a regression, and the text says why.
+    _store_run(st, "slower", {"enc-a": 10.0, "enc-b": 32.0}, seed=4)
+    assert main(["compare", "--baseline", "base", "--candidate", "slower"]) == 1
+    out = capsys.readouterr().out
+    assert "run-to-run variance: sd 8.0% of log median per run" in out
+    assert "AND CI above 1" in out and "1 regression(s)" in out
+    assert main([*argv, "--run-to-run", "bogus"]) == 2
+    assert "--run-to-run must be auto, off or" in capsys.readouterr().err
 
     # A 25% threshold turns the 20% slowdown into "no change shown".
     assert (
-        main(["compare", "--baseline", "base", "--candidate", "slow", "--threshold", "0.25"]) == 0
+        main(
+            ["compare", "--baseline", "base", "--candidate", "slow", "--threshold", "0.25"]
+            + ["--run-to-run", "off"]
+        )
+        == 0
     )
 
 
@@ -389,7 +464,7 @@ def test_cli_compare_accepts_measurement_exports(db_url, tmp_path, capsys, suffi
 
     st = Store(db_url)
     _store_run(st, "base", {"enc": 10.0}, seed=1)
-    _store_run(st, "slow", {"enc": 12.0}, seed=2)
+    _store_run(st, "slow", {"enc": 15.0}, seed=2)
     base_file = st.export(tmp_path / f"base{suffix}", ["base"])
     assert main(["compare", "--baseline", str(base_file), "--candidate", "slow", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
@@ -423,3 +498,30 @@ def test_min_samples_below_two_is_refused(tmp_path, capsys):
         )
         assert "--min-samples must be at least 2" in capsys.readouterr().err
     assert main(["compare", "--baseline", str(f), "--candidate", str(f), "--min-samples", "2"]) == 0
+
+
+def test_compare_false_alarm_script_counts_verdicts_per_policy(tmp_path, capsys):
+    import importlib.util
+
+    from harness.store import Store
+
+    spec = importlib.util.spec_from_file_location(
+        "compare_false_alarms", Path(__file__).parents[1] / "scripts" / "compare_false_alarms.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = tmp_path / "pair.db"
+    st = Store(f"sqlite:///{path}")
+    # back to back, unchanged code: enc-b moved 10% between the runs (the machine)
+    _store_run(st, "r1", {"enc-a": 10.0, "enc-b": 20.0}, protocol="standard", seed=1)
+    _store_run(st, "r2", {"enc-a": 10.0, "enc-b": 22.0}, protocol="standard", seed=2)
+    assert mod.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    lines = {tuple(line.split()[:2]): line.split() for line in out.splitlines()[3:]}
+    # samples only: the 10% move is a false regression; with the run term it is not
+    assert lines[("raw", "1.0")][4] == "50%" and lines[("shipped", "1.0")][4] == "0%"
+    assert lines[("shipped", "2.0")][4] == "100%"  # a real 2x slowdown is still caught
+    with pytest.raises(SystemExit) as e:
+        mod.main([str(tmp_path / "missing.db")])
+    assert e.value.code == 2 and "no such file" in capsys.readouterr().err

@@ -501,6 +501,41 @@ def test_compare_normalises_a_slower_machine_away():
     assert not note.normalised and "none in the baseline" in note.text()
 
 
+def test_a_canary_ratio_inside_its_own_noise_band_is_not_divided_out():
+    from harness.canary import SPEED_BAND
+
+    base = [_rows("a", "enc", 100.0), _rows("a", "canary-mm-dw-v1", 20.0, kind=CANARY_KIND)]
+    # the canary moved 12% (quiet back-to-back runs here moved it 0.885-1.263x on their own)
+    cand = [
+        _rows("b", "enc", 100.0, seed=1),
+        _rows("b", "canary-mm-dw-v1", 22.4, kind=CANARY_KIND, seed=1),
+    ]
+    b, c, note = normalise_pair(base, cand)
+    assert note.ratio == pytest.approx(1.12, rel=0.02) and not note.normalised
+    assert note.band == SPEED_BAND and "within the canary's own run-to-run noise" in note.text()
+    assert np.median(c[0]["samples_ms"]) == pytest.approx(100.0, rel=0.03)  # as measured
+    assert note.to_dict()["band"] == SPEED_BAND
+    # band=1 divides whatever the ratio (the behaviour before the band)
+    b, c, note = normalise_pair(base, cand, band=1.0)
+    assert note.normalised and np.median(c[0]["samples_ms"]) == pytest.approx(100 / 1.12, rel=0.03)
+    # --raw says so
+    assert "(--raw)" in normalise_pair(base, cand, normalise=False)[2].text()
+
+
+def test_nightly_history_inside_the_band_is_left_as_measured():
+    runs = [{"id": "r0"}, {"id": "r1"}]
+    rows = [
+        _rows("r0", "enc", 100.0),
+        _rows("r0", "c", 20.0, kind=CANARY_KIND),
+        _rows("r1", "enc", 100.0),
+        _rows("r1", "c", 22.0, kind=CANARY_KIND),
+    ]
+    out, per_run = normalise_history(runs, rows)
+    r0 = next(r for r in out if r["run_id"] == "r0")
+    assert set(per_run) == {"r0", "r1"}
+    assert np.median(r0["samples_ms"]) == pytest.approx(100.0, rel=0.03)
+
+
 def test_nightly_history_is_scaled_to_tonights_machine():
     runs = [{"id": "r0"}, {"id": "r1"}]
     rows = [

@@ -35,9 +35,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "compare",
         help="compare two runs (or benchmark files) for regressions",
         description=(
-            "Per measurement key: ratio of medians (candidate/baseline) with a 95% bootstrap CI, "
-            "a two-sided Mann-Whitney U test on the raw samples, and a verdict. 'regression' needs "
-            "BOTH p < alpha AND ratio >= 1 + threshold; '~' means no change shown. "
+            "Per measurement key: ratio of medians (candidate/baseline) with a 95% bootstrap CI "
+            "widened by the machine's run-to-run variance, a two-sided Mann-Whitney U test on the "
+            "raw samples, and a verdict. 'regression' needs p < alpha AND ratio >= 1 + threshold "
+            "AND the widened CI above 1; '~' means no change shown. "
             "Exit 1 on a regression, 0 otherwise, 2 on bad input."
         ),
     )
@@ -81,8 +82,68 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="compare latencies as measured; by default, when both sides carry a machine-speed "
         "canary, the candidate is divided by the canary ratio (docs/noise.md)",
     )
+    p.add_argument(
+        "--run-to-run",
+        default="auto",
+        metavar="auto|off|SD",
+        help="run-to-run variance added to each ratio's interval: auto (default: the machine's "
+        "history in the store, else the sd the rows were measured with, else 0.08), off "
+        "(samples only), or a standard deviation of log median per run, e.g. 0.03 "
+        "(docs/noise.md)",
+    )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     return p
+
+
+def run_to_run_term(
+    setting: Any, cand_rows: list[dict[str, Any]], candidate: str, is_run: bool, db: str | None
+) -> Any:
+    """The run-to-run term for ``--run-to-run`` (a :class:`harness.drift.RunToRun`, or None)."""
+    from harness import drift
+
+    s = drift.parse_setting(setting, "--run-to-run")
+    if s == "off":
+        return None
+    if isinstance(s, float):
+        return drift.RunToRun(s, "setting") if s > 0 else None
+    if cand_rows and all(str(r.get("backend")) == "fake" for r in cand_rows):
+        return None  # synthetic latencies: no machine in them
+    if is_run:
+        from harness.store import Store
+
+        machine = str(cand_rows[0].get("machine_id", "")) if cand_rows else ""
+        return drift.estimate(Store(db, readonly=True), machine, exclude_run=candidate)
+    stored = []
+    for r in cand_rows:
+        extra = r.get("extra")
+        if isinstance(extra, str):  # an export's JSON text
+            try:
+                extra = json.loads(extra)
+            except ValueError:
+                extra = None
+        t = extra.get("run_to_run") if isinstance(extra, dict) else None
+        if isinstance(t, dict) and isinstance(t.get("sd"), (int, float)) and t["sd"] >= 0:
+            stored.append(float(t["sd"]))
+    if stored:
+        import statistics
+
+        return drift.RunToRun(float(statistics.median(stored)), "rows")
+    return drift.RunToRun(drift.DEFAULT_SD, "default")
+
+
+def run_to_run_text(term: Any) -> str:
+    if term is None:
+        return "run-to-run variance: not included (--run-to-run off, or synthetic latencies)"
+    where = {
+        "history": f"from {term.keys} key(s) measured in {term.runs} earlier run(s) of this machine",
+        "default": "the default for a machine with no history in the store",
+        "setting": "--run-to-run",
+        "rows": "the sd the candidate's rows were measured with",
+    }.get(term.source, term.source)
+    return (
+        f"run-to-run variance: sd {term.sd:.1%} of log median per run ({where}), added to each "
+        "ratio's interval; a verdict needs that interval to exclude 1 (--run-to-run off: samples only)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,9 +279,11 @@ def render_table(cmp: TableComparison) -> str:
     line = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()  # noqa: E731
     out = [line(head), line(tuple("-" * w for w in widths)), *map(line, body)]
     out.append("")
+    ci_rule = " AND CI above 1" if cmp.run_sd > 0 else ""
     out.append(
-        f"regression = p < {cmp.alpha:g} (Mann-Whitney U, two-sided) AND ratio >= {1 + cmp.threshold:.3f}; "
-        f"improvement = p < {cmp.alpha:g} AND ratio <= {1 / (1 + cmp.threshold):.3f}; '~' = no change shown"
+        f"regression = p < {cmp.alpha:g} (Mann-Whitney U, two-sided) AND ratio >= {1 + cmp.threshold:.3f}{ci_rule}; "
+        f"improvement = p < {cmp.alpha:g} AND ratio <= {1 / (1 + cmp.threshold):.3f}{ci_rule.replace('above', 'below')}; "
+        "'~' = no change shown"
     )
     out.append(
         f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s), "
@@ -237,6 +300,9 @@ def render_table(cmp: TableComparison) -> str:
 
 def run(args: argparse.Namespace) -> int:
     db = getattr(args, "db", None) or os.environ.get("VLM_PARETO_DB")
+    from harness import drift
+
+    drift.parse_setting(getattr(args, "run_to_run", "auto"), "--run-to-run")  # before reading
     base_rows, base_src = load_side(list(args.baseline), db, args.benchmark_json)
     cand_rows, cand_src = load_side([args.candidate], db, args.benchmark_json)
     # noise hooks (docs/noise.md): canary normalisation; contended keys are never regressions
@@ -247,8 +313,20 @@ def run(args: argparse.Namespace) -> int:
         base_rows, cand_rows, normalise=not getattr(args, "raw", False)
     )
     unreliable = contended_labels(base_rows) | contended_labels(cand_rows)
+    term = run_to_run_term(
+        getattr(args, "run_to_run", "auto"),
+        cand_rows,
+        args.candidate,
+        cand_src[0].startswith("run "),
+        db,
+    )
     cmp = compare_tables(
-        base_rows, cand_rows, args.threshold, args.alpha, min_samples=args.min_samples
+        base_rows,
+        cand_rows,
+        args.threshold,
+        args.alpha,
+        min_samples=args.min_samples,
+        run_sd=term.sd if term is not None else 0.0,
     )
     failing = [r for r in cmp.regressions if r.label not in unreliable]
     if args.json:
@@ -259,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
                     "candidate": cand_src,
                     **cmp.to_dict(),
                     "machine_speed": speed.to_dict(),
+                    "run_to_run": term.to_dict() if term is not None else None,
                     "contended": sorted(unreliable),
                 },
                 indent=2,
@@ -269,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"baseline:  {'; '.join(base_src)}")
         print(f"candidate: {'; '.join(cand_src)}")
         print(speed.text())
+        print(run_to_run_text(term))
         print()
         print(render_table(cmp))
         if unreliable:

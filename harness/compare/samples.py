@@ -15,6 +15,12 @@ A **regression** needs two things at once, and both are reported:
 
 Anything else is ``'~'`` (no change shown), or ``'improvement'`` for the mirror case.
 
+**Run-to-run variance** (``run_sd``): two runs of unchanged code on a shared machine land
+10-25% apart (docs/noise.md), and no sample of either run sees that, so the rank test calls
+it significant. Given the standard deviation of log median between runs, the ratio's
+interval is widened by it (in quadrature, in log space), and a verdict then also needs that
+wider interval to exclude 1: a shift the machine makes on its own is not a regression.
+
 **History** (the nightly case): each run is compared with the pooled samples of the
 ``window`` previous runs on the same machine; one violating night is ``'suspect'`` (and is
 kept out of later baselines), a second consecutive one makes it a confirmed ``'regression'``.
@@ -94,6 +100,11 @@ class SampleComparison:
     verdict: Verdict
     threshold: float
     alpha: float
+    #: Standard deviation of log ratio that run-to-run variance adds (0: samples only).
+    run_sd: float = 0.0
+    #: The ratio's interval from the samples alone (equal to ``ratio_ci_*`` when run_sd is 0).
+    ratio_ci_within_low: float = math.nan
+    ratio_ci_within_high: float = math.nan
 
     @property
     def change_pct(self) -> float:
@@ -182,6 +193,25 @@ def classify(
     return "~"
 
 
+def run_interval(
+    ratio: float, low: float, high: float, run_sd: float, confidence: float = 0.95
+) -> tuple[float, float]:
+    """The ratio's interval with run-to-run variance (``run_sd``, sd of log ratio) added.
+
+    ``low``/``high`` from the samples (nan: none, then the run term alone).
+    """
+    if not run_sd > 0:
+        return low, high
+    from statistics import NormalDist
+
+    from harness.stats import widen_log
+
+    h = NormalDist().inv_cdf(0.5 + confidence / 2.0) * run_sd
+    if math.isnan(low) or math.isnan(high):
+        return ratio * math.exp(-h), ratio * math.exp(h)
+    return widen_log(ratio, low, high, h)
+
+
 def compare_samples(
     baseline: Sequence[float] | np.ndarray,
     candidate: Sequence[float] | np.ndarray,
@@ -193,12 +223,18 @@ def compare_samples(
     n_boot: int = 2000,
     seed: int = 0,
     where: str = "",
+    run_sd: float = 0.0,
 ) -> SampleComparison:
     """Compare raw samples (ms). ``n_boot=0`` skips the bootstrap CI (reported as nan).
+
+    ``run_sd`` > 0 (the standard deviation of log ratio that run-to-run variance adds) widens
+    the interval by it, and a verdict then also needs the widened interval to exclude 1.
 
     Raises :class:`UserError` when either side has fewer than ``min_samples`` samples.
     """
     check_thresholds(threshold, alpha)
+    if not (isinstance(run_sd, (int, float)) and math.isfinite(run_sd) and run_sd >= 0):
+        raise UserError(f"run_sd must be a standard deviation >= 0, got {run_sd!r}")
     b = _as_samples(baseline, "baseline")
     c = _as_samples(candidate, "candidate")
     check_sample_sizes(b.size, c.size, min_samples, where)
@@ -209,6 +245,13 @@ def compare_samples(
         ratio_of_medians_ci(b, c, confidence, n_boot, seed) if n_boot > 0 else (math.nan, math.nan)
     )
     verdict = classify(ratio, p, threshold, alpha)
+    wlo, whi = lo, hi
+    if run_sd > 0:
+        lo, hi = run_interval(ratio, lo, hi, run_sd, confidence)
+        if (verdict == "regression" and not lo > 1.0) or (
+            verdict == "improvement" and not hi < 1.0
+        ):
+            verdict = "~"
     return SampleComparison(
         n_baseline=int(b.size),
         n_candidate=int(c.size),
@@ -223,6 +266,9 @@ def compare_samples(
         verdict=verdict,
         threshold=threshold,
         alpha=alpha,
+        run_sd=float(run_sd),
+        ratio_ci_within_low=wlo,
+        ratio_ci_within_high=whi,
     )
 
 

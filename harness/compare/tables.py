@@ -57,6 +57,8 @@ class TableComparison:
     skipped: list[str] = field(default_factory=list)
     threshold: float = DEFAULT_THRESHOLD
     alpha: float = DEFAULT_ALPHA
+    #: Standard deviation of log median between two runs on this machine (0: not included).
+    run_sd: float = 0.0
 
     @property
     def regressions(self) -> list[KeyComparison]:
@@ -70,6 +72,7 @@ class TableComparison:
         return {
             "threshold": self.threshold,
             "alpha": self.alpha,
+            "run_sd": self.run_sd,
             "regressions": len(self.regressions),
             "improvements": len(self.improvements),
             "rows": [r.to_dict() for r in self.rows],
@@ -86,10 +89,15 @@ def key_label(key: Mapping[str, Any]) -> str:
     tokens, prompt = key.get("tokens", 0), key.get("prompt_tokens", 0)
     if res not in (0, "0", None):
         parts[-1] += f"@{res}"
+    in_dim = key.get("in_dim", 0)
+    if key.get("kind") == "projector" and in_dim not in (0, "0", None):
+        parts[-1] = f"{in_dim}->{parts[-1]}"  # one projector per encoder width
     if tiling not in ("none", None, ""):
         parts.append(str(tiling))
     if key.get("kind") == "prefill" or prompt not in (0, "0", None):
         parts.append(f"tok={tokens}+{prompt}")
+    elif key.get("kind") == "projector" and tokens not in (0, "0", None):
+        parts.append(f"tok={tokens}")
     return " ".join(p for p in parts if p)
 
 
@@ -192,12 +200,17 @@ def compare_tables(
     *,
     min_samples: int = MIN_SAMPLES,
     n_boot: int = 2000,
+    run_sd: float = 0.0,
 ) -> TableComparison:
     """Compare two tables of measurement rows (DataFrame or dicts with ``samples_ms`` lists).
 
     The baseline may hold several runs (a window): their samples are pooled per key. Rows
     are paired by KEY_FIELDS; a key present on both sides with a different context
     (machine, backend, device, dtype, protocol) is refused, as is a side mixing machines.
+
+    ``run_sd`` is the machine's run-to-run standard deviation of log median (one run). A
+    key's ratio then carries ``run_sd * sqrt(1 + 1/k)`` for a baseline pooled over ``k``
+    runs (rows without a ``run_id`` count as one run); see :func:`compare_samples`.
     """
     check_thresholds(threshold, alpha)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
@@ -231,8 +244,16 @@ def compare_tables(
             b = [s for r in bg[k][ctx] for s in _samples(r)]
             c = [s for r in cg[k][ctx] for s in _samples(r)]
             label = key_label(key) + (f" ({ctx[1]}/{ctx[3]})" if len(common) > 1 else "")
+            k_runs = max(1, len({str(r.get("run_id")) for r in bg[k][ctx]}))
             res = compare_samples(
-                b, c, threshold, alpha, min_samples=min_samples, n_boot=n_boot, where=label
+                b,
+                c,
+                threshold,
+                alpha,
+                min_samples=min_samples,
+                n_boot=n_boot,
+                where=label,
+                run_sd=run_sd * math.sqrt(1.0 + 1.0 / k_runs),
             )
             out.append(
                 KeyComparison(
@@ -255,4 +276,5 @@ def compare_tables(
         skipped=skipped,
         threshold=threshold,
         alpha=alpha,
+        run_sd=run_sd,
     )
