@@ -137,6 +137,11 @@ class Protocol:
             raise UserError(
                 f"protocol retakes must be >= 0 (0 = never re-take a contended sample), got {self.retakes}"
             )
+        if self.min_time_s > self.max_time_s:
+            raise UserError(
+                f"protocol min_time_s ({self.min_time_s:g}) must not exceed max_time_s "
+                f"({self.max_time_s:g}): a measurement stops at max_time_s"
+            )
         if self.quiet_wait_s < 0 or self.quiet_wait_s > self.max_time_s:
             raise UserError(
                 f"protocol quiet_wait_s must be in [0, max_time_s={self.max_time_s:g}], "
@@ -164,11 +169,18 @@ class Protocol:
             if key not in known:
                 raise UserError(suggest(key, known, "protocol setting"))
             converted[key] = _convert(key, known[key].type, value)
-        if "max_time_s" in converted and "quiet_wait_s" not in converted:
-            converted["quiet_wait_s"] = quiet_wait_within(
-                self.quiet_wait_s, converted["max_time_s"]
-            )
+        if "max_time_s" in converted:
+            for name in AT_MOST_MAX_TIME:
+                if name not in converted:
+                    converted[name] = quiet_wait_within(
+                        getattr(self, name), converted["max_time_s"]
+                    )
         return replace(self, **converted)
+
+
+#: Settings that a shorter ``max_time_s`` shortens when they were left at their value
+#: (a preset's): the quiet wait and the minimum measuring time are "at most max_time_s".
+AT_MOST_MAX_TIME = ("quiet_wait_s", "min_time_s")
 
 
 def quiet_wait_within(wait: float, max_time_s: float) -> float:
@@ -241,19 +253,21 @@ PROTOCOLS: dict[str, Protocol] = {
 def protocol_from_fields(fields: dict[str, Any]) -> Protocol:
     """A :class:`Protocol` from a config's fields (a sweep's ``protocol`` group).
 
-    A preset's quiet wait is an "at most": left at the preset's value with a shorter
-    ``max_time_s``, it is shortened to ``max_time_s`` (set explicitly longer, it is an error).
+    A preset's quiet wait and minimum time are "at most": left at the preset's value with a
+    shorter ``max_time_s``, they are shortened to ``max_time_s`` (set explicitly longer, an error).
     """
     fields = dict(fields)
     preset = PROTOCOLS.get(str(fields.get("name")))
-    wait, most = fields.get("quiet_wait_s"), fields.get("max_time_s")
-    if (
-        preset is not None
-        and isinstance(wait, (int, float))
-        and isinstance(most, (int, float))
-        and wait == preset.quiet_wait_s
-    ):
-        fields["quiet_wait_s"] = quiet_wait_within(wait, most)
+    most = fields.get("max_time_s")
+    for name in AT_MOST_MAX_TIME:
+        value = fields.get(name)
+        if (
+            preset is not None
+            and isinstance(value, (int, float))
+            and isinstance(most, (int, float))
+            and value == getattr(preset, name)
+        ):
+            fields[name] = quiet_wait_within(value, most)
     return Protocol(**fields)
 
 

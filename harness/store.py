@@ -304,6 +304,11 @@ class Store:
                     )
             elif path.is_dir():
                 raise UserError(f"results store {path} is a directory, not a database file")
+            elif not path.is_file():
+                raise UserError(
+                    f"results store {path} is not a regular file (a device, pipe or socket); "
+                    "pass --db a database file"
+                )
             elif not os.access(path, os.R_OK):
                 raise UserError(f"results store {path} is not readable; check its permissions")
             elif readonly and path.stat().st_size == 0:
@@ -313,6 +318,19 @@ class Store:
         try:
             if path is not None and readonly:
                 uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+                if not os.access(path.parent, os.W_OK):
+                    # a folder nobody may write: SQLite cannot make the -shm file a WAL
+                    # reader needs, so read the file as immutable (nobody can change it)
+                    uri += "&immutable=1"
+                    wal = path.with_name(path.name + "-wal")
+                    if wal.exists() and wal.stat().st_size:
+                        import sys
+
+                        print(
+                            f"vlm-pareto: note: {path} is in a read-only folder: read as it is, "
+                            f"without its -wal file ({wal.stat().st_size} bytes of later writes)",
+                            file=sys.stderr,
+                        )
                 self.engine = sa.create_engine(
                     "sqlite://",
                     creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),

@@ -84,6 +84,11 @@ def check_store(url: str | None = None) -> CheckResult:
                 )
         return CheckResult(store.where, True, [], counts, str(store.schema_version))
     where = str(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise UserError(
+            f"results store {path} is not a regular file (a device, pipe or socket); "
+            "pass --db a database file"
+        )
     if path.exists() and path.is_file() and path.stat().st_size == 0:
         return CheckResult(where, False, ["empty file (0 bytes): not a results store"])
     con = _ro_connect(path)

@@ -140,7 +140,7 @@ def rows_by_key(db: str, run_id: str) -> dict[str, dict[str, Any]]:
     out = {}
     for r in Store(db).measurement_rows([run_id], status="ok"):
         if r["kind"] != "canary":  # projectors of one LLM differ by encoder width
-            out[key_label(r) + (f" in={r['in_dim']}" if r["kind"] == "projector" else "")] = r
+            out[key_label(r)] = r  # projector labels name their width and tokens
     return out
 
 

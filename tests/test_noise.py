@@ -303,6 +303,14 @@ def test_bad_settings_are_refused():
         get_protocol("quick", rounds=0)
     with pytest.raises(UserError, match="contention_margin"):
         get_protocol("quick", contention_margin="1.5")
+    # a minimum measuring time the maximum cuts short cannot be satisfied
+    with pytest.raises(UserError, match=r"min_time_s \(10\) must not exceed max_time_s \(5\)"):
+        Protocol("t", min_time_s=10.0, max_time_s=5.0)
+    with pytest.raises(UserError, match="must not exceed max_time_s"):
+        get_protocol("standard", min_time_s="9", max_time_s="3")
+    # left at the preset's value, it is an "at most", like the quiet wait
+    short = get_protocol("rigorous", max_time_s="3")
+    assert short.min_time_s == 3.0 and get_protocol("rigorous").min_time_s == 5.0
 
 
 @pytest.mark.parametrize(
@@ -310,6 +318,7 @@ def test_bad_settings_are_refused():
     [
         ("protocol.retakes=-1", "retakes must be >= 0"),
         ("protocol.quiet_wait_s=100", "quiet_wait_s must be in [0, max_time_s=5]"),
+        ("protocol.min_time_s=50", "min_time_s (50) must not exceed max_time_s (5)"),
         ("run_to_run=maybe", "run_to_run must be auto, off or a standard deviation"),
     ],
 )

@@ -189,9 +189,18 @@ def test_user_profile_dir_and_bad_files_exit_2(tmp_path, capsys):
     (d / "bad.yaml").write_text(
         "name: bad\nparts:\n  encoder: {peak_tflops: 2, bytes_per_elem: 1}\n"
     )
+    # a broken file is reported (exit 2) but does not hide or block the other devices
     assert main(["predict", "--list"]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.count("\n") == 1 and "missing field parts.encoder.bandwidth_gbs" in cap.err
+    assert "skipped a broken profile" in cap.err and "my-npu" in cap.out
+    argv = ["predict", "--device", "my-npu", "--encoder", "fastvithd", "--resolutions", "512"]
+    assert main([*argv, "--llm", "qwen2-0.5b"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--device", "bad"]) == 2  # the broken one: its reason is named
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "missing field parts.encoder.bandwidth_gbs" in err
+    assert "unknown device" in err and "skipped 1 broken profile(s)" in err
+    assert "bandwidth_gbs" in err and err.count("\n") == 1
     (d / "bad.yaml").unlink()
     assert main(["predict", "--device", "nope-device"]) == 2
     assert "unknown device" in capsys.readouterr().err
@@ -679,3 +688,52 @@ def test_devices_env_must_name_folders_and_aliases_stay_unique(tmp_path, monkeyp
     monkeypatch.setenv("VLM_PARETO_DEVICES", str(tmp_path / "devices"))
     assert main(["predict", "--list"]) == 2
     assert "'m1-max' already names device 'm1-max-ane-mlx'" in capsys.readouterr().err
+    # the alias keeps naming the built-in; the strict form still refuses the file
+    from harness.predict.profiles import all_profiles, get_profile
+
+    assert get_profile("m1-max").name == "m1-max-ane-mlx"
+    with pytest.raises(UserError, match="already names device"):
+        all_profiles()
+
+
+def test_prediction_for_another_device_skips_this_machines_ram_guard(monkeypatch, capsys):
+    from harness.encoders import zoo
+
+    monkeypatch.setattr(zoo, "_memory_limit_bytes", lambda: 2**20)  # a 1-MiB host
+    with pytest.raises(UserError, match="more than this machine's"):
+        zoo.encoder_tokens("fastvithd", 1024)
+    assert zoo.encoder_tokens("fastvithd", 1024, check_memory=False) == 256
+    argv = ["predict", "--device", "m1-max-ane-mlx", "--encoder", "fastvithd"]
+    assert main([*argv, "--resolutions", "1024", "--llm", "qwen2-0.5b", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["points"][0]["ttft_ms"] > 0
+
+
+def test_list_takes_no_other_action(capsys):
+    for extra in (["--validate"], ["--device", "m1-max"], ["--table4"]):
+        assert main(["predict", "--list", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--list only lists the profiles" in err and extra[0] in err and err.count("\n") == 1
+
+
+def test_unpredictable_points_name_the_command_that_counts_them():
+    import pandas as pd
+
+    from harness.points import PointsResult
+    from harness.predict.apply import with_predicted_latency
+
+    pts = pd.DataFrame(
+        [
+            {"encoder": "fastvithd", "resolution": 512, "llm": "qwen2-0.5b", "tiling": "none"},
+            {"encoder": "no-such-enc", "resolution": 384, "llm": "qwen2-0.5b", "tiling": "none"},
+        ]
+    )
+    empty = pts.iloc[0:0]
+    out = with_predicted_latency(PointsResult(pts, empty, empty, [], "paper"), "m1-max-ane-mlx")
+    assert out.points["ttft_ms"].notna().tolist() == [True, False]
+    note = next(n for n in out.notes if "could not be predicted" in n)
+    assert "no-such-enc" in note  # the first point and why
+    assert (
+        "'vlm-pareto predict --device m1-max-ane-mlx --encoder no-such-enc --resolutions 384 "
+        "--llm qwen2-0.5b' counts it once" in note
+    )

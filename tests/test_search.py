@@ -140,6 +140,21 @@ def test_resume_refuses_other_settings(db_url):
         Search(space, synthetic_accuracy, db=db_url, budget_ms=3000, study_name="t", resume=True)
 
 
+def test_resume_mismatch_names_the_setting_that_differs_and_seeds_name_studies(db_url):
+    space = small_space()
+    Search(space, synthetic_accuracy, db=db_url, budget_ms=3000, study_name="w").optimize(1)
+    narrower = small_space(rng=(256, 384))
+    with pytest.raises(UserError) as e:
+        Search(narrower, synthetic_accuracy, db=db_url, budget_ms=3000, study_name="w", resume=True)
+    msg = str(e.value)
+    # the leaf that differs, not two 80-character prefixes of the same space
+    assert "space." in msg and "stored" in msg and "now" in msg and "budget_ms" not in msg
+    # a default study name depends on the seed: another seed is another study, not a clash
+    a = Search(space, synthetic_accuracy, db=db_url, budget_ms=2000)
+    b = Search(space, synthetic_accuracy, db=db_url, budget_ms=2000, seed=1)
+    assert a.study_name != b.study_name and b.study_name.endswith("-seed1")
+
+
 def test_surrogate_recovers_a_linear_law_and_needs_data():
     rows = []
     for enc, off in (("a", 0.0), ("b", 2.0)):
@@ -330,6 +345,7 @@ def test_nothing_feasible_exits_1(db_url, capsys):
         (["--encoders", "fastvit"], "empty space"),
         (["--preset", "paper_fig4", "--benchmark", "gqaa"], "unknown benchmark"),
         (["--preset", "paper_fig4", "--trials", "-1"], "--trials"),
+        (["--preset", "paper_fig4", "--trials", "0"], "--trials 0 measures nothing"),
         (["--preset", "paper_fig4", "--resume"], "--resume needs --study-name"),
     ],
 )

@@ -549,6 +549,33 @@ def test_db_check_in_a_read_only_folder_is_not_damage(tmp_path):
     assert "read-only folder" in r.stdout
 
 
+def test_readers_open_a_store_in_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "s.db"
+    run, _ = _filled_store(db)
+    for side in folder.glob("s.db-*"):
+        side.unlink()
+    before = db.read_bytes()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (a read-only folder even for root)")
+    try:
+        runs = cli("--db", str(db), "runs")
+        check = cli("--db", str(db), "db", "check")
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert runs.returncode == 0 and run in runs.stdout, runs.stdout + runs.stderr
+    assert check.returncode == 0
+    assert db.read_bytes() == before and not list(folder.glob("s.db-*"))
+
+
+def test_a_device_file_as_the_store_is_one_line_exit_2():
+    for argv in (("runs",), ("db", "check")):
+        r = cli("--db", "/dev/null", *argv)
+        assert r.returncode == 2 and one_line(r.stderr), r.stderr
+        assert "not a regular file" in r.stderr and "disk I/O" not in r.stderr
+
+
 def test_db_check_on_a_text_file_is_one_line_exit_2(tmp_path):
     f = tmp_path / "notes.db"
     f.write_text("not a database, just text\n" * 20)

@@ -183,6 +183,12 @@ def test_cli_unknown_hydra_group_option_is_one_line():
     assert "unknown 'hydra/launcher' option 'nosuch'" in r.stderr and "joblib" in r.stderr
 
 
+def test_cli_unknown_hydra_setting_is_one_line():
+    r = cli("sweep", "--config-name", "quick", "backend=fake", "hydra.bogus=1")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "Could not override 'hydra.bogus'" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_cli_sweep_override_without_multirun_is_refused():
     r = cli("sweep", "--config-name", "quick", "backend=fake,torch-cpu")
     assert r.returncode == 2 and "-m" in r.stderr

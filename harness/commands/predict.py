@@ -161,14 +161,19 @@ def _check_context(
     from harness.llms import check_tokens
     from harness.llms.zoo import get_llm_spec
 
-    tokens = int(encoder_tokens(encoder, int(resolution), tiling))
+    tokens = int(encoder_tokens(encoder, int(resolution), tiling, check_memory=False))
     check_tokens(get_llm_spec(llm), tokens, default_prompt if prompt is None else prompt)
 
 
 def _list(as_json: bool = False) -> int:
+    import sys
+
     from harness.predict.profiles import all_profiles
 
-    profiles = list(all_profiles().values())
+    problems: list[str] = []
+    profiles = list(all_profiles(problems).values())
+    for msg in problems:  # listed after the good ones; the exit code still says 2
+        print(f"vlm-pareto: error: skipped a broken profile: {msg}", file=sys.stderr)
     if as_json:
         print(
             json.dumps(
@@ -184,7 +189,7 @@ def _list(as_json: bool = False) -> int:
                 indent=2,
             )
         )
-        return 0
+        return 2 if problems else 0
     for p in profiles:
         cal = {
             "paper": "calibrated on the paper's rows",
@@ -192,7 +197,7 @@ def _list(as_json: bool = False) -> int:
             "none": "uncalibrated (spec-only)",
         }[p.calibrate_from]
         print(f"{p.name:20s} {cal:42s} {p.description}")
-    return 0
+    return 2 if problems else 0
 
 
 def _validate(args: argparse.Namespace, pred: Any) -> int:
@@ -271,6 +276,21 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
+        other = [
+            flag
+            for flag, on in (
+                ("--device", args.device),
+                ("--validate", args.validate),
+                ("--held-out-family", args.held_out_family),
+                ("--table4", args.table4),
+            )
+            if on
+        ]
+        if other:
+            raise UserError(
+                f"--list only lists the profiles; drop {', '.join(other)} "
+                "(validate one with --device NAME --validate)"
+            )
         return _list(args.json)
     if args.table4:
         from harness.predict.table4 import three_way_rows, three_way_table

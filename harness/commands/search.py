@@ -74,7 +74,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=int,
         default=50,
         help="new configurations to evaluate in this session (default 50); "
-        "re-proposals of evaluated ones are answered from the study and not counted",
+        "re-proposals of evaluated ones are answered from the study and not counted; "
+        "0 with --resume reports the stored study",
     )
     st.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     st.add_argument(
@@ -162,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
     rng = parse_range(args.resolution_range) if args.resolution_range else None
     if args.trials < 0:
         raise UserError(f"--trials must be >= 0, got {args.trials}")
+    if args.trials == 0 and not args.resume:
+        raise UserError(
+            "--trials 0 measures nothing: give --trials N >= 1, or --resume --study-name NAME "
+            "--trials 0 to report a stored study"
+        )
     if args.resume and not args.study_name:
         raise UserError("--resume needs --study-name (the study to continue)")
     db = getattr(args, "db", None) or os.environ.get("VLM_PARETO_DB")

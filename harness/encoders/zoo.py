@@ -136,17 +136,27 @@ def encoder_out_dim(name: str) -> int:
     return get_spec(name).out_dim
 
 
-def encoder_tokens(name: str, resolution: int, tiling: str = "none") -> int:
+def encoder_tokens(
+    name: str, resolution: int, tiling: str = "none", *, check_memory: bool = True
+) -> int:
     """Visual tokens for ``resolution`` (the total input side) and ``tiling``, without building.
 
     Validates the pair first, so an impossible combination raises UserError.
+    ``check_memory=False`` leaves out this machine's RAM guard (a prediction for another
+    device builds nothing here).
     """
     from harness.encoders.tiling import parse_tiling
 
     spec = get_spec(name)
     t = parse_tiling(tiling)
-    tile = validate_resolution(spec.name, resolution, t.text)
+    tile = validate_resolution(
+        spec.name, resolution, t.text, memory_limit_bytes=None if check_memory else NO_LIMIT
+    )
     return t.images * spec.tokens_at(tile)
+
+
+#: ``memory_limit_bytes`` that turns the activation-memory guard off.
+NO_LIMIT = 2**62
 
 
 def _memory_limit_bytes() -> int:

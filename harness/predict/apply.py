@@ -126,8 +126,16 @@ def with_predicted_latency(result: Any, device: str, db: str | None = None) -> A
             "--encoder-config FILE ...'"
         )
     if missing:
+        first = points[points["ttft_ms"].isna()].iloc[0]
+        tiling = str(first.get("tiling") or "none")
+        count = (
+            f"vlm-pareto predict --device {pred.profile.name} --encoder {first.get('encoder')} "
+            f"--resolutions {first.get('resolution')} --llm {first.get('llm')}"
+            + (f" --tiling {tiling}" if tiling != "none" else "")
+        )
         notes.append(
             f"{missing} point(s) could not be predicted: encoder or LLM outside the zoo, or its cost not "
-            "counted yet (run 'vlm-pareto predict --device NAME --encoder E --resolutions R --llm L' once)"
+            f"counted yet (first: {points.attrs.get('unpredicted_reason') or 'unknown'}; "
+            f"'{count}' counts it once)"
         )
     return replace(result, points=points, notes=notes)

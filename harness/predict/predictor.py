@@ -143,4 +143,4 @@ def _tokens(encoder: str, resolution: int, tiling: str, table: dict[str, Any]) -
     """Visual tokens without torch for built-ins; via the zoo otherwise."""
     from harness.encoders.zoo import encoder_tokens
 
-    return int(encoder_tokens(encoder, int(resolution), tiling))
+    return int(encoder_tokens(encoder, int(resolution), tiling, check_memory=False))

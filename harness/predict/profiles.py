@@ -176,27 +176,41 @@ def _builtin_files() -> list[Path]:
     return sorted(Path(str(p)) for p in root.iterdir() if str(p).endswith(".yaml"))
 
 
-def all_profiles() -> dict[str, Profile]:
-    """Built-ins first, then user folders (a user profile with a built-in's name replaces it)."""
+def all_profiles(problems: list[str] | None = None) -> dict[str, Profile]:
+    """Built-ins first, then user folders (a user profile with a built-in's name replaces it).
+
+    A broken user profile (bad YAML, a missing field, a name or alias another device has) is
+    an error, or, given a ``problems`` list, skipped with its one-line reason appended there,
+    so that one bad file in a user folder does not block every other device.
+    """
     out: dict[str, Profile] = {}
     for path in _builtin_files():
         prof = load_profile_file(path)
         out[prof.name] = prof
+    owner: dict[str, str] = {n.lower(): p.name for p in out.values() for n in (p.name, *p.aliases)}
     for d in user_dirs():
         if d.is_dir():
             for path in sorted(d.glob("*.yaml")):
-                prof = load_profile_file(path)
+                try:
+                    prof = load_profile_file(path)
+                    for n in (prof.name, *prof.aliases):
+                        key = n.lower()
+                        taken = owner.get(key)
+                        if taken is not None and taken != prof.name:
+                            raise UserError(
+                                f"{prof.path}: {n!r} already names device {taken!r}; "
+                                "give this profile another name or alias"
+                            )
+                except UserError as e:
+                    if problems is None:
+                        raise
+                    problems.append(str(e))
+                    continue
+                if prof.name in out:  # a user profile replacing one: its old aliases go
+                    for n in (prof.name, *out[prof.name].aliases):
+                        owner.pop(n.lower(), None)
                 out[prof.name] = prof
-    owner: dict[str, str] = {}
-    for prof in out.values():
-        for n in (prof.name, *prof.aliases):
-            key = n.lower()
-            if key in owner and owner[key] != prof.name:
-                raise UserError(
-                    f"{prof.path}: {n!r} already names device {owner[key]!r}; "
-                    "give this profile another name or alias"
-                )
-            owner[key] = prof.name
+                owner.update({n.lower(): prof.name for n in (prof.name, *prof.aliases)})
     return out
 
 
@@ -204,11 +218,13 @@ def get_profile(name_or_path: str) -> Profile:
     """A profile by name, alias or YAML path; unknown names get a did-you-mean."""
     if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
         return load_profile_file(name_or_path)
-    profiles = all_profiles()
+    problems: list[str] = []
+    profiles = all_profiles(problems)
     if name_or_path in profiles:
         return profiles[name_or_path]
     for p in profiles.values():
         if name_or_path.lower() in (a.lower() for a in p.aliases):
             return p
     names = list(profiles) + [a for p in profiles.values() for a in p.aliases]
-    raise UserError(suggest(name_or_path, names, "device"))
+    skipped = f" (skipped {len(problems)} broken profile(s): {problems[0]})" if problems else ""
+    raise UserError(suggest(name_or_path, names, "device") + skipped)

@@ -247,7 +247,7 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = optuna.storages.RDBStorage(self.store.url)
         names = set(optuna.study.get_all_study_names(storage))
-        self.study_name = study_name or _default_name(self.settings)
+        self.study_name = study_name or _default_name(self.settings, seed)
         if resume and self.study_name not in names:
             raise UserError(
                 suggest(self.study_name, names or ["(none)"], "study to resume")
@@ -506,22 +506,32 @@ class Search:
         )
 
 
-def _default_name(s: SearchSettings) -> str:
-    """A readable, stable default study name: same space and settings -> same study."""
+def _default_name(s: SearchSettings, seed: int = 0) -> str:
+    """A readable, stable default study name: same space, settings and seed -> same study
+    (seed 0 keeps the name it had before seeds were part of it)."""
     import hashlib
 
     digest = hashlib.sha1(json.dumps(asdict(s), sort_keys=True, default=str).encode()).hexdigest()[
         :8
     ]
-    return f"search-{digest}"
+    return f"search-{digest}" if not seed else f"search-{digest}-seed{seed}"
+
+
+def _differences(stored: Any, now: Any, path: str) -> list[str]:
+    """``path: stored X, now Y`` for each leaf where two settings trees differ."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        out: list[str] = []
+        for k in sorted(set(stored) | set(now), key=str):
+            if k != "schema" and stored.get(k) != now.get(k):
+                out.extend(_differences(stored.get(k), now.get(k), f"{path}.{k}" if path else k))
+        return out
+    return [f"{path}: stored {_short(stored)}, now {_short(now)}"]
 
 
 def _check_same(name: str, stored: dict[str, Any], now: dict[str, Any]) -> None:
-    diffs = [k for k in now if k != "schema" and stored.get(k) != now[k]]
+    diffs = _differences({k: stored.get(k) for k in now}, now, "")
     if diffs:
-        shown = "; ".join(
-            f"{k}: stored {_short(stored.get(k))}, now {_short(now[k])}" for k in diffs
-        )
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
         raise UserError(
             f"study {name!r} was made with other settings ({shown}); resume it with the same "
             "options or start a new --study-name"

@@ -254,10 +254,29 @@ def precheck(argv: list[str]) -> None:
             assert ov.input_line is not None  # the parser keeps every override's text
             axes.append([ov.input_line])
     search = [f"hydra.searchpath=[file://{dirs[0]}]"] if extra_dir else []
+    # Hydra's own settings (hydra.run.dir=..., hydra/launcher=... with its hydra.launcher.*):
+    # composed once with the hydra node, so a mistyped key is one line here, not Hydra's
+    # multi-line report later
+    hydra_keys = [
+        ov.input_line
+        for ov in parsed
+        if ov.key_or_group.startswith(("hydra.", "hydra/"))
+        and not ov.is_sweep_override()
+        and ov.input_line is not None
+    ]
     GlobalHydra.instance().clear()
     dbs: set[str | None] = set()
     try:
         with initialize_config_dir(config_dir=str(primary), version_base="1.3"):
+            if hydra_keys:
+                try:
+                    compose(
+                        config_name=name,
+                        overrides=[*hydra_keys, *search],
+                        return_hydra_config=True,
+                    )
+                except Exception as e:
+                    raise compose_error(e) from e
             for combo in itertools.islice(itertools.product(*axes), 64):
                 try:
                     cfg = compose(config_name=name, overrides=list(combo) + search)
