@@ -96,8 +96,12 @@ def build_histories(
     alpha: float = DEFAULT_ALPHA,
     reference_rows: Sequence[dict[str, Any]] | Any | None = None,
     min_samples: int = MIN_SAMPLES,
+    run_sd: float = 0.0,
 ) -> tuple[list[KeyHistory], list[str]]:
     """Per key of the last run: its history over ``runs`` and the verdict of every run.
+
+    ``run_sd``: the machine's run-to-run sd of log median, the bar of a step whose window
+    is too short for its own night-to-night margin (``history_verdicts``).
 
     ``runs`` are run dicts (``id``, ``created_at``, ``git_commit``) oldest first, the run under
     test last; ``rows`` their measurement rows. With ``reference_rows`` (a baseline file) every
@@ -160,10 +164,18 @@ def build_histories(
             label = key_label(key)
             if ref is not None and reference is None:
                 # The file has nothing for this key: fall back to the window, say so in the status.
-                steps = history_verdicts(samples, window, threshold, alpha, min_samples=min_samples)
+                steps = history_verdicts(
+                    samples, window, threshold, alpha, min_samples=min_samples, run_sd=run_sd
+                )
             else:
                 steps = history_verdicts(
-                    samples, window, threshold, alpha, reference=reference, min_samples=min_samples
+                    samples,
+                    window,
+                    threshold,
+                    alpha,
+                    reference=reference,
+                    min_samples=min_samples,
+                    run_sd=run_sd,
                 )
             last = steps[-1]
             latest_cmp = None
@@ -259,9 +271,38 @@ def evaluate(
                 "(record a baseline on this kind of machine, see results/baselines/README.md)"
             )
         baseline_desc = f"file {baseline_file}"
+    # While the window is too short for its own night-to-night margin (fewer than 3 runs, or
+    # a baseline file), the machine's run-to-run term sets the bar (synthetic backends: none)
+    from harness import drift
+    from harness.compare import DEFAULT_NOISE_QUANTILE
+
+    timed = any(str(r.get("backend")) != "fake" for r in rows if r.get("run_id") == run_id)
+    term = drift.estimate(store, str(run["machine_id"]), exclude_run=run_id) if timed else None
     histories, missing = build_histories(
-        runs, rows, window=window, threshold=threshold, alpha=alpha, reference_rows=reference_rows
+        runs,
+        rows,
+        window=window,
+        threshold=threshold,
+        alpha=alpha,
+        reference_rows=reference_rows,
+        run_sd=term.sd if term is not None else 0.0,
     )
+    short = any(len(s.baseline_runs) < 3 for k in histories for s in k.steps[-1:] if s.comparison)
+    run_to_run = None
+    if term is not None and short:
+        from harness.compare.history import run_to_run_margin
+
+        bar = run_to_run_margin(term.sd, 1, DEFAULT_NOISE_QUANTILE)
+        src = (
+            f"from {term.keys} key(s) in {term.runs} earlier run(s)"
+            if term.source == "history"
+            else "the default for a machine with little history"
+        )
+        run_to_run = (
+            "baseline of fewer than 3 runs (or a file), too few for a night-to-night margin: "
+            "the bar is at least the run-to-run bound "
+            f"(sd {term.sd:.1%} of log median, {src}; +{bar:.1%} for a 1-run baseline)"
+        )
     return NightlyResult(
         run_id=run_id,
         machine_id=str(run["machine_id"]),
@@ -274,6 +315,7 @@ def evaluate(
         keys=histories,
         missing=missing,
         machine_speed=canary_history_line(runs, canary_ms),
+        run_to_run=run_to_run,
     )
 
 

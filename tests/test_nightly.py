@@ -281,3 +281,30 @@ def test_failed_points_of_tonight_fail_the_job(store, tmp_path):
     result = run_nightly(run_id=ids[-1], db=store.url, out=tmp_path)
     assert result.exit_code == 1 and "boom" in result.failed[0]
     assert "failed to measure" in next(tmp_path.glob("*/summary.md")).read_text()
+
+
+def test_a_short_history_uses_the_run_to_run_bar(store, tmp_path):
+    from harness.compare import history_verdicts
+    from harness.compare.history import run_to_run_margin
+
+    # Two nights 12% slower than the first, on a machine with no history worth the name:
+    # this shared VM's runs of unchanged code land 10-25% apart, so this is not a regression.
+    ids = history(store, [10.0, 11.2, 11.2])
+    res = evaluate(store, ids[-1])
+    k = next(k for k in res.keys if k.key["name"] == "enc-a")
+    bar = run_to_run_margin(0.08, 1)
+    assert bar == pytest.approx(math.expm1(1.2815516 * 0.08 * math.sqrt(2)), rel=1e-6)
+    assert k.steps[1].threshold_used == pytest.approx(bar)  # a 1-run baseline
+    assert k.steps[-1].threshold_used == pytest.approx(run_to_run_margin(0.08, 2))
+    assert [s.status for s in k.steps] == ["no-baseline", "~", "~"] and res.exit_code == 0
+    assert "run-to-run bound (sd 8.0% of log median" in (res.run_to_run or "")
+    assert res.to_dict()["run_to_run"] == res.run_to_run
+    # a real 40% slowdown still clears it and is confirmed on the second night
+    ids = history(store, [10.0, 14.0, 14.0], prefix="m", names=("enc-c", "enc-d"))
+    k = next(k for k in evaluate(store, ids[-1]).keys if k.key["name"] == "enc-c")
+    assert [s.status for s in k.steps] == ["no-baseline", "suspect", "regression"]
+    # without the term (run_sd 0, the pure function's default) the 12% nights were alarms
+    rng = np.random.default_rng(0)
+    runs = [list(rng.lognormal(math.log(m), 0.02, 50)) for m in (10.0, 11.2, 11.2)]
+    assert [s.status for s in history_verdicts(runs)] == ["no-baseline", "suspect", "regression"]
+    assert [s.status for s in history_verdicts(runs, run_sd=0.08)][-1] == "~"

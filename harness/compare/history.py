@@ -73,6 +73,14 @@ def night_to_night_margin(
     return float(math.expm1(student_t.ppf(quantile, k - 1) * s * math.sqrt(1.0 + 1.0 / k)))
 
 
+def run_to_run_margin(run_sd: float, k: int, quantile: float = DEFAULT_NOISE_QUANTILE) -> float:
+    """Relative slowdown a new run exceeds with probability 1 - quantile on run-to-run
+    variance alone, for a baseline of ``k`` runs: ``exp(z_q * run_sd * sqrt(1 + 1/k)) - 1``."""
+    from statistics import NormalDist
+
+    return float(math.expm1(NormalDist().inv_cdf(quantile) * run_sd * math.sqrt(1.0 + 1.0 / k)))
+
+
 def history_verdicts(
     runs: Sequence[Sequence[float]],
     window: int = DEFAULT_WINDOW,
@@ -84,6 +92,7 @@ def history_verdicts(
     min_samples: int = MIN_SAMPLES,
     n_boot: int = 0,
     noise_quantile: float | None = DEFAULT_NOISE_QUANTILE,
+    run_sd: float = 0.0,
 ) -> list[HistoryStep]:
     """Walk a chronological history of one key (samples per run) and give each run a status.
 
@@ -97,7 +106,10 @@ def history_verdicts(
     With ``noise_quantile`` and at least 3 window runs, the threshold of a step is raised to
     :func:`night_to_night_margin` of the window when that is larger (reported as
     ``threshold_used``): on a machine whose runs scatter by more than the threshold, a
-    slowdown must clear that scatter too.
+    slowdown must clear that scatter too. With fewer window runs (or a ``reference``) there is
+    no spread to read, and ``run_sd`` (the machine's run-to-run sd of log median,
+    ``harness.drift``) stands in: the same bound from a normal, ``exp(z_q * run_sd *
+    sqrt(1 + 1/k)) - 1`` with k the window runs (1 for a reference).
     """
     if window < 1:
         raise UserError(f"window must be at least 1 run, got {window}")
@@ -125,6 +137,8 @@ def history_verdicts(
                     [float(np.median(runs[j])) for j in base_idx], noise_quantile
                 ),
             )
+        elif noise_quantile is not None and run_sd > 0:
+            used = max(threshold, run_to_run_margin(run_sd, max(len(base_idx), 1), noise_quantile))
         cmp = compare_samples(
             base, samples, used, alpha, min_samples=min_samples, n_boot=n_boot, where=f"run {i}"
         )
@@ -226,6 +240,8 @@ class NightlyResult:
     failed: list[str] = field(default_factory=list)
     #: the run's machine-speed canary against the machine's history, and what was normalised
     machine_speed: str | None = None
+    #: the run-to-run term that sets the bar while the window is too short for its own margin
+    run_to_run: str | None = None
 
     @property
     def contended(self) -> list[KeyHistory]:
@@ -267,5 +283,6 @@ class NightlyResult:
             "missing": self.missing,
             "contended": [k.label for k in self.contended],
             "machine_speed": self.machine_speed,
+            "run_to_run": self.run_to_run,
             "keys": [k.to_dict() for k in self.keys],
         }

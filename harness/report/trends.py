@@ -200,6 +200,8 @@ def summary_markdown(result: NightlyResult) -> str:
             )
     if result.machine_speed:
         lines.append(f"- {result.machine_speed}")
+    if result.run_to_run:
+        lines.append(f"- {result.run_to_run}")
     if result.contended:
         lines.append(
             f"- {len(result.contended)} key(s) contended tonight (too few clean samples; never called a "
