@@ -42,6 +42,8 @@ MAX_RUNS = 10
 #: Upper bound of an accepted setting or estimate (a 2x swing is not "variance").
 MAX_SD = 0.5
 SETTINGS = ("auto", "off")
+#: Backends whose latencies are made up, not timed: never part of a machine's history.
+SYNTHETIC_BACKENDS = frozenset({"fake"})
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class RunToRun:
     def describe(self, confidence: float = 0.95) -> str:
         pct = (math.exp(self.half_width(confidence)) - 1.0) * 100
         where = {
-            "history": f"from {self.keys} key(s) measured in {self.runs} earlier run(s) on this machine",
+            "history": f"from {self.keys} key(s) measured in {self.runs} other run(s) on this machine",
             "default": "the default for a machine with no history in this store",
             "setting": "sweep setting run_to_run",
         }.get(self.source, self.source)
@@ -139,6 +141,8 @@ def history_medians(
     for r in rows:
         if r.get("status") != "ok" or r.get("kind") in exclude_kinds:
             continue
+        if str(r.get("backend")) in SYNTHETIC_BACKENDS:
+            continue  # synthetic latencies repeat exactly: they would claim a perfect machine
         med = r.get("median_ms")
         if verdict_of(r.get("extra")) == "contended" or med is None or not med > 0:
             continue
@@ -149,12 +153,19 @@ def history_medians(
 def estimate(store: Any, machine_id: str, exclude_run: str | None = None) -> RunToRun:
     """The machine's run-to-run term from ``store``'s earlier runs, else :data:`DEFAULT_SD`."""
     runs = [r for r in store.list_runs(machine_id=machine_id) if r["id"] != exclude_run]
-    runs = runs[-MAX_RUNS:]
-    if len(runs) >= 2:
-        by_key = history_medians(store.measurement_rows([r["id"] for r in runs], status="ok"))
+    ids = [r["id"] for r in runs]
+    if len(ids) >= 2:
+        rows = [
+            r
+            for r in store.measurement_rows(ids, status="ok")
+            if str(r.get("backend")) not in SYNTHETIC_BACKENDS
+        ]
+        timed = set(str(r.get("run_id")) for r in rows)
+        keep = [i for i in ids if str(i) in timed][-MAX_RUNS:]  # the newest timed runs
+        by_key = history_medians([r for r in rows if r.get("run_id") in set(keep)])
         sd, keys = pooled_log_sd(by_key)
-        if keys >= MIN_KEYS:
-            return RunToRun(sd, "history", runs=len(runs), keys=keys)
+        if len(keep) >= 2 and keys >= MIN_KEYS:
+            return RunToRun(sd, "history", runs=len(keep), keys=keys)
     return RunToRun(DEFAULT_SD, "default")
 
 

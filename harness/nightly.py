@@ -294,7 +294,7 @@ def evaluate(
 
         bar = run_to_run_margin(term.sd, 1, DEFAULT_NOISE_QUANTILE)
         src = (
-            f"from {term.keys} key(s) in {term.runs} earlier run(s)"
+            f"from {term.keys} key(s) in {term.runs} other run(s)"
             if term.source == "history"
             else "the default for a machine with little history"
         )

@@ -204,6 +204,10 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+#: Stores already noted as read without their -wal file (the note is printed once).
+_NOTED_IMMUTABLE: set[str] = set()
+
+
 def resolve_url(url: str | None = None) -> str:
     """``--db`` value / ``$VLM_PARETO_DB`` / default file -> SQLAlchemy URL.
 
@@ -323,9 +327,10 @@ class Store:
                     # reader needs, so read the file as immutable (nobody can change it)
                     uri += "&immutable=1"
                     wal = path.with_name(path.name + "-wal")
-                    if wal.exists() and wal.stat().st_size:
+                    if wal.exists() and wal.stat().st_size and str(path) not in _NOTED_IMMUTABLE:
                         import sys
 
+                        _NOTED_IMMUTABLE.add(str(path))
                         print(
                             f"vlm-pareto: note: {path} is in a read-only folder: read as it is, "
                             f"without its -wal file ({wal.stat().st_size} bytes of later writes)",

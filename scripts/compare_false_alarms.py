@@ -110,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         if pair is not None:
             pairs.append(pair)
     if not pairs:
-        print("compare_false_alarms: no store with two runs of that protocol", file=sys.stderr)
+        print(
+            f"compare_false_alarms: no store with two runs of protocol {args.protocol!r}",
+            file=sys.stderr,
+        )
         return 2
     print(f"{len(pairs)} back-to-back pair(s); shipped policy: canary band, run-to-run sd {sd:g}")
     print("regression / improvement: share of the keys that are not contended")
@@ -118,9 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{'policy':14s} {'slowdown':>8s} {'keys':>5s} {'contended':>10s} {'regression':>11s} "
         f"{'improvement':>12s}"
     )
+    from harness.errors import UserError
+
     for policy in ("shipped", "canary-always", "raw"):
         for slow in SLOWDOWNS:
-            vs = [v for a, b in pairs for v in verdicts(a, b, policy, sd, slow)]
+            try:
+                vs = [v for a, b in pairs for v in verdicts(a, b, policy, sd, slow)]
+            except UserError as e:  # e.g. a key with too few samples to compare
+                print(f"compare_false_alarms: {e}", file=sys.stderr)
+                return 2
             n, bad = len(vs), vs.count("contended")
             m = max(n - bad, 1)
             print(

@@ -525,3 +525,59 @@ def test_compare_false_alarm_script_counts_verdicts_per_policy(tmp_path, capsys)
     with pytest.raises(SystemExit) as e:
         mod.main([str(tmp_path / "missing.db")])
     assert e.value.code == 2 and "no such file" in capsys.readouterr().err
+    assert mod.main([str(path), "--protocol", "nosuch"]) == 2
+    assert "protocol 'nosuch'" in capsys.readouterr().err
+    few = tmp_path / "few.db"
+    st2 = Store(f"sqlite:///{few}")
+    _store_run(st2, "r1", {"enc-a": 10.0}, protocol="standard", n=3, seed=1)
+    _store_run(st2, "r2", {"enc-a": 10.0}, protocol="standard", n=3, seed=2)
+    assert mod.main([str(few)]) == 2  # too few samples to compare: one line, not a traceback
+    assert "too few samples" in capsys.readouterr().err
+
+
+def test_cli_compare_run_to_run_sources_and_bad_stored_values(db_url, tmp_path, capsys):
+    from harness.protocol import Measurement
+    from harness.stats import summarize
+    from harness.store import MeasurementKey, Store
+
+    st = Store(db_url)
+    _store_run(st, "base", {"enc-a": 10.0}, seed=1)
+    st.create_run("test", {}, {"machine_id": "m1", "git": {"commit": "c"}}, run_id="cand")
+    s = [float(x) for x in lognormal(10.0, 0.02, 40, 7)]
+    key = MeasurementKey("encoder", "enc-a", resolution=256, tokens=16, protocol="rigorous")
+    st.add_measurement(
+        "cand",
+        key,
+        Measurement(samples_ms=s, stats=summarize(s), protocol="rigorous", threads=1),
+        extra={"run_to_run": {"sd": 0.03, "source": "history"}},
+    )
+    st.set_run_status("cand", "done")
+    # no usable history in the store: the sd the candidate was measured with, for run and file
+    assert main(["compare", "--baseline", "base", "--candidate", "cand", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_to_run"]["sd"] == 0.03
+    f = st.export(tmp_path / "cand.json", ["cand"])
+    assert main(["compare", "--baseline", "base", "--candidate", str(f), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_to_run"]["source"] == "rows"
+    # a stored sd outside [0, 0.5] is refused, naming the file
+    doc = json.loads(Path(f).read_text())
+    rows = doc["measurements"] if isinstance(doc, dict) else doc
+    for r in rows:
+        extra = json.loads(r["extra"]) if isinstance(r["extra"], str) else r["extra"]
+        extra["run_to_run"]["sd"] = 5.0
+        r["extra"] = extra
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    assert main(["compare", "--baseline", "base", "--candidate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "run_to_run.sd" in err and err.count("\n") == 1
+    # the same baseline twice is counted once, and says so
+    assert main(["compare", "--baseline", "base", "base", "--candidate", "cand", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"][0]["n_baseline"] == 40 and "base again (counted once)" in out["baseline"]
+
+
+def test_rows_of_another_context_on_one_side_are_named():
+    base = [_row(seed=1, run_id="a"), _row(seed=2, run_id="f", backend="fake")]
+    t = compare_tables(base, [_row(seed=3, run_id="c")])
+    assert t.rows[0].result.n_baseline == 50
+    assert t.other_context == ["encoder enc@256 (baseline: fake/cpu/float32/rigorous)"]

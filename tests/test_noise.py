@@ -860,7 +860,7 @@ def test_run_to_run_is_estimated_from_the_machines_history(db_url):
     assert term.sd == pytest.approx(expected, rel=1e-6)
     full = estimate(store, "m1")
     assert full.source == "history" and full.runs == 4 and full.sd > 0
-    assert "from 4 key(s) measured in 4 earlier run(s)" in full.describe()
+    assert "from 4 key(s) measured in 4 other run(s)" in full.describe()
     # the sweep setting: off, a number, auto (fake backends: off)
     assert resolve("off", store, "m1", "x", True) is None
     assert resolve(0, store, "m1", "x", True) is None
@@ -879,3 +879,20 @@ def test_bad_run_to_run_settings_are_refused(bad):
         parse_setting(bad)
     assert parse_setting("OFF") == "off" and parse_setting(False) == "off"
     assert parse_setting("auto") == "auto" and parse_setting("0.05") == 0.05
+
+
+def test_fake_runs_are_not_a_machines_history(db_url):
+    from harness.drift import estimate
+
+    store = Store(db_url)
+    ids = _history(store, "m1", [1.0, 1.2])
+    before = estimate(store, "m1")
+    for _ in range(3):  # fake sweeps repeat their latencies exactly
+        rid = store.create_run("test", {}, {"machine_id": "m1", "machine": "test box"})
+        for i, name in enumerate(("fastvit", "fastvithd", "convnext-l", "vit-l-14")):
+            key = MeasurementKey("encoder", name, 256, protocol="quick", backend="fake")
+            store.add_measurement(rid, key, _m([10.0 * (i + 1)] * 3, "clean"))
+    after = estimate(store, "m1")
+    assert after.source == "history" and after.runs == 2 == before.runs
+    assert after.sd == pytest.approx(before.sd) and after.sd > 0.05
+    assert ids

@@ -199,8 +199,24 @@ def test_user_profile_dir_and_bad_files_exit_2(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--device", "bad"]) == 2  # the broken one: its reason is named
     err = capsys.readouterr().err
-    assert "unknown device" in err and "skipped 1 broken profile(s)" in err
-    assert "bandwidth_gbs" in err and err.count("\n") == 1
+    assert "device 'bad':" in err and "bad.yaml" in err and "bandwidth_gbs" in err
+    assert err.count("\n") == 1
+    assert main(["predict", "--device", "nope-device"]) == 2
+    assert "1 broken user profile(s) skipped" in capsys.readouterr().err
+    # a broken override of a built-in is refused, not silently replaced by the built-in
+    (d / "m1-max-ane-mlx.yaml").write_text("name: m1-max-ane-mlx\nparts: {}\n")
+    assert main(["predict", "--device", "m1-max-ane-mlx"]) == 2
+    assert "device 'm1-max-ane-mlx':" in capsys.readouterr().err
+    (d / "m1-max-ane-mlx.yaml").unlink()
+    # two user files with one name: the second is refused, naming the first
+    (d / "mine2.yaml").write_text((d / "mine.yaml").read_text())
+    assert (
+        main(["predict", "--device", "my-npu", "--encoder", "fastvithd", "--llm", "qwen2-0.5b"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "also defined by" in err and "mine.yaml" in err
+    (d / "mine2.yaml").unlink()
     (d / "bad.yaml").unlink()
     assert main(["predict", "--device", "nope-device"]) == 2
     assert "unknown device" in capsys.readouterr().err
@@ -710,10 +726,14 @@ def test_prediction_for_another_device_skips_this_machines_ram_guard(monkeypatch
 
 
 def test_list_takes_no_other_action(capsys):
-    for extra in (["--validate"], ["--device", "m1-max"], ["--table4"]):
+    for extra in (["--validate"], ["--device", "m1-max"], ["--table4"], ["--encoder", "x"]):
         assert main(["predict", "--list", *extra]) == 2
         err = capsys.readouterr().err
         assert "--list only lists the profiles" in err and extra[0] in err and err.count("\n") == 1
+    for extra in (["--validate"], ["--device", "h100"], ["--resolutions", "512"]):
+        assert main(["predict", "--table4", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "--table4 prints the paper's Table 4" in err and extra[0] in err
 
 
 def test_unpredictable_points_name_the_command_that_counts_them():

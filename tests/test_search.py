@@ -346,6 +346,8 @@ def test_nothing_feasible_exits_1(db_url, capsys):
         (["--preset", "paper_fig4", "--benchmark", "gqaa"], "unknown benchmark"),
         (["--preset", "paper_fig4", "--trials", "-1"], "--trials"),
         (["--preset", "paper_fig4", "--trials", "0"], "--trials 0 measures nothing"),
+        (["--preset", "paper_fig4", "--seed", "-1"], "--seed must be in [0, 2**32 - 1]"),
+        (["--preset", "paper_fig4", "--seed", "4294967296"], "--seed must be in"),
         (["--preset", "paper_fig4", "--resume"], "--resume needs --study-name"),
     ],
 )

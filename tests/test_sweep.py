@@ -189,6 +189,31 @@ def test_cli_unknown_hydra_setting_is_one_line():
     assert "Could not override 'hydra.bogus'" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_chdir_jobs_keep_relative_store_and_report_paths(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", "--db", "rel.db", "sweep", "--config-name", "quick"]
+        + ["backend=fake", "progress=false", "hydra.job.chdir=true"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    # where the user looks, not in Hydra's per-run folder
+    assert (tmp_path / "rel.db").is_file() and (
+        tmp_path / "reports" / "quick" / "index.html"
+    ).is_file()
+    assert not list((tmp_path / "outputs").rglob("rel.db"))
+
+
+def test_unusable_hydra_output_folder_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = cli("sweep", "--config-name", "quick", "backend=fake", f"hydra.run.dir={tmp_path}/afile/x")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "cannot make that folder" in r.stderr
+
+
 def test_cli_sweep_override_without_multirun_is_refused():
     r = cli("sweep", "--config-name", "quick", "backend=fake,torch-cpu")
     assert r.returncode == 2 and "-m" in r.stderr

@@ -80,39 +80,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--raw",
         action="store_true",
         help="compare latencies as measured; by default, when both sides carry a machine-speed "
-        "canary, the candidate is divided by the canary ratio (docs/noise.md)",
+        "canary whose ratio is beyond its own noise band (1.3x either way), the candidate is "
+        "divided by the canary ratio (docs/noise.md)",
     )
     p.add_argument(
         "--run-to-run",
         default="auto",
         metavar="auto|off|SD",
-        help="run-to-run variance added to each ratio's interval: auto (default: the machine's "
-        "history in the store, else the sd the rows were measured with, else 0.08), off "
-        "(samples only), or a standard deviation of log median per run, e.g. 0.03 "
-        "(docs/noise.md)",
+        help="run-to-run variance added to each ratio's interval: auto (default: for a store "
+        "run, the machine's history in the store, candidate left out; else the sd the "
+        "candidate's rows were measured with; else 0.08), off (samples only), or a standard "
+        "deviation of log median per run, e.g. 0.03 (docs/noise.md)",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     return p
 
 
-def run_to_run_term(
-    setting: Any, cand_rows: list[dict[str, Any]], candidate: str, is_run: bool, db: str | None
-) -> Any:
-    """The run-to-run term for ``--run-to-run`` (a :class:`harness.drift.RunToRun`, or None)."""
+def _stored_sd(cand_rows: list[dict[str, Any]], source: str) -> float | None:
+    """The median run-to-run sd the candidate's rows were measured with (None: none stored).
+    A stored value outside [0, MAX_SD] is a UserError naming the source."""
     from harness import drift
 
-    s = drift.parse_setting(setting, "--run-to-run")
-    if s == "off":
-        return None
-    if isinstance(s, float):
-        return drift.RunToRun(s, "setting") if s > 0 else None
-    if cand_rows and all(str(r.get("backend")) == "fake" for r in cand_rows):
-        return None  # synthetic latencies: no machine in them
-    if is_run:
-        from harness.store import Store
-
-        machine = str(cand_rows[0].get("machine_id", "")) if cand_rows else ""
-        return drift.estimate(Store(db, readonly=True), machine, exclude_run=candidate)
     stored = []
     for r in cand_rows:
         extra = r.get("extra")
@@ -122,12 +110,59 @@ def run_to_run_term(
             except ValueError:
                 extra = None
         t = extra.get("run_to_run") if isinstance(extra, dict) else None
-        if isinstance(t, dict) and isinstance(t.get("sd"), (int, float)) and t["sd"] >= 0:
-            stored.append(float(t["sd"]))
-    if stored:
-        import statistics
+        if not isinstance(t, dict) or t.get("sd") is None:
+            continue
+        sd = t["sd"]
+        if (
+            isinstance(sd, bool)
+            or not isinstance(sd, (int, float))
+            or not (math.isfinite(sd) and 0.0 <= sd <= drift.MAX_SD)
+        ):
+            raise UserError(
+                f"{source}: extra.run_to_run.sd of {r.get('kind', '?')} {r.get('name', '?')} must be "
+                f"a standard deviation in [0, {drift.MAX_SD}], got {sd!r}"
+            )
+        stored.append(float(sd))
+    if not stored:
+        return None
+    import statistics
 
-        return drift.RunToRun(float(statistics.median(stored)), "rows")
+    return float(statistics.median(stored))
+
+
+def run_to_run_term(
+    setting: Any,
+    cand_rows: list[dict[str, Any]],
+    candidate: str,
+    is_run: bool,
+    db: str | None,
+    source: str = "the candidate",
+) -> Any:
+    """The run-to-run term for ``--run-to-run`` (a :class:`harness.drift.RunToRun`, or None).
+
+    ``auto``: a store run gets the machine's history in the store (the candidate left out);
+    without usable history (and for files) the sd the candidate's rows were measured with;
+    else :data:`harness.drift.DEFAULT_SD`. Synthetic (fake) latencies get none.
+    """
+    from harness import drift
+
+    s = drift.parse_setting(setting, "--run-to-run")
+    if s == "off":
+        return None
+    if isinstance(s, float):
+        return drift.RunToRun(s, "setting") if s > 0 else None
+    if cand_rows and all(str(r.get("backend")) in drift.SYNTHETIC_BACKENDS for r in cand_rows):
+        return None  # synthetic latencies: no machine in them
+    stored = _stored_sd(cand_rows, source)
+    if is_run:
+        from harness.store import Store
+
+        machine = str(cand_rows[0].get("machine_id", "")) if cand_rows else ""
+        term = drift.estimate(Store(db, readonly=True), machine, exclude_run=candidate)
+        if term.source == "history":
+            return term
+    if stored is not None:
+        return drift.RunToRun(stored, "rows")
     return drift.RunToRun(drift.DEFAULT_SD, "default")
 
 
@@ -135,8 +170,9 @@ def run_to_run_text(term: Any) -> str:
     if term is None:
         return "run-to-run variance: not included (--run-to-run off, or synthetic latencies)"
     where = {
-        "history": f"from {term.keys} key(s) measured in {term.runs} earlier run(s) of this machine",
-        "default": "the default for a machine with no history in the store",
+        "history": f"from {term.keys} key(s) measured in {term.runs} other run(s) of this machine",
+        "default": "the default, from this project's shared 2-core VM: no history to read; "
+        "state yours with --run-to-run SD",
         "setting": "--run-to-run",
         "rows": "the sd the candidate's rows were measured with",
     }.get(term.source, term.source)
@@ -225,7 +261,13 @@ def load_side(
     rows: list[dict[str, Any]] = []
     store = None
     sources = []
+    seen: set[str] = set()
     for spec in specs:
+        same = os.path.realpath(spec) if os.path.exists(spec) else spec
+        if same in seen:  # pooled twice, a run would count double and look twice as sure
+            sources.append(f"{spec} again (counted once)")
+            continue
+        seen.add(same)
         is_file = benchmark_json or spec.lower().endswith(FILE_SUFFIXES) or os.sep in spec
         if not is_file and os.path.exists(spec):
             # a bare name that exists on disk: a run id of that name in the store wins
@@ -295,6 +337,11 @@ def render_table(cmp: TableComparison) -> str:
         out.append(f"only in candidate (not compared): {', '.join(cmp.only_candidate)}")
     if cmp.skipped:
         out.append(f"skipped/failed rows ignored: {', '.join(cmp.skipped)}")
+    if cmp.other_context:
+        out.append(
+            "rows with another backend/device/dtype/protocol than the other side, not compared: "
+            + ", ".join(cmp.other_context)
+        )
     return "\n".join(out)
 
 
@@ -319,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
         args.candidate,
         cand_src[0].startswith("run "),
         db,
+        cand_src[0],
     )
     cmp = compare_tables(
         base_rows,

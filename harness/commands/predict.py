@@ -274,6 +274,18 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
     return 0
 
 
+def _grid_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    return [
+        ("--preset", args.preset),
+        ("--encoder", args.encoder),
+        ("--encoder-config", args.encoder_config),
+        ("--resolutions", args.resolutions),
+        ("--llm", args.llm),
+        ("--tiling", args.tiling),
+        ("--prompt-tokens", args.prompt_tokens is not None),
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list:
         other = [
@@ -283,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
                 ("--validate", args.validate),
                 ("--held-out-family", args.held_out_family),
                 ("--table4", args.table4),
+                *_grid_flags(args),
             )
             if on
         ]
@@ -293,6 +306,21 @@ def run(args: argparse.Namespace) -> int:
             )
         return _list(args.json)
     if args.table4:
+        other = [
+            flag
+            for flag, on in (
+                ("--device", args.device),
+                ("--validate", args.validate),
+                ("--held-out-family", args.held_out_family),
+                *_grid_flags(args),
+            )
+            if on
+        ]
+        if other:
+            raise UserError(
+                f"--table4 prints the paper's Table 4 encoders for m1-max-ane-mlx; drop "
+                f"{', '.join(other)}"
+            )
         from harness.predict.table4 import three_way_rows, three_way_table
 
         if args.json:

@@ -163,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     rng = parse_range(args.resolution_range) if args.resolution_range else None
     if args.trials < 0:
         raise UserError(f"--trials must be >= 0, got {args.trials}")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed must be in [0, 2**32 - 1] (a sampler seed), got {args.seed}")
     if args.trials == 0 and not args.resume:
         raise UserError(
             "--trials 0 measures nothing: give --trials N >= 1, or --resume --study-name NAME "

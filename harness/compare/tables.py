@@ -55,6 +55,8 @@ class TableComparison:
     only_baseline: list[str] = field(default_factory=list)
     only_candidate: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: keys whose rows on one side had another backend/device/dtype/protocol than the pairing
+    other_context: list[str] = field(default_factory=list)
     threshold: float = DEFAULT_THRESHOLD
     alpha: float = DEFAULT_ALPHA
     #: Standard deviation of log median between two runs on this machine (0: not included).
@@ -79,6 +81,7 @@ class TableComparison:
             "only_baseline": self.only_baseline,
             "only_candidate": self.only_candidate,
             "skipped": self.skipped,
+            "other_context": self.other_context,
         }
 
 
@@ -233,9 +236,14 @@ def compare_tables(
     skipped = sorted({key_label(r) for r in b_rows + c_rows if str(r.get("status", "ok")) != "ok"})
 
     out: list[KeyComparison] = []
+    other: list[str] = []
     for k in sorted(set(bg) & set(cg), key=lambda t: tuple(str(x) for x in t)):
         common = sorted(set(bg[k]) & set(cg[k]))
         key = dict(zip(KEY_FIELDS, k, strict=True))
+        if common:
+            for side, groups in (("baseline", bg), ("candidate", cg)):
+                for ctx in sorted(set(groups[k]) - set(common)):
+                    other.append(f"{key_label(key)} ({side}: {'/'.join(ctx[1:])})")
         if not common:
             b_ctx = dict(zip(CONTEXT_FIELDS, sorted(bg[k])[0], strict=True))
             c_ctx = dict(zip(CONTEXT_FIELDS, sorted(cg[k])[0], strict=True))
@@ -274,6 +282,7 @@ def compare_tables(
             key_label(dict(zip(KEY_FIELDS, k, strict=True))) for k in set(cg) - set(bg)
         ),
         skipped=skipped,
+        other_context=other,
         threshold=threshold,
         alpha=alpha,
         run_sd=run_sd,

@@ -18,9 +18,12 @@ def predictor_for(device: str, db: str | None = None) -> Predictor:
     profile = get_profile(device)
     store = None
     if profile.calibrate_from == "store":
-        from harness.store import Store
+        from harness.store import Store, StoreMissing
 
-        store = Store(db)
+        try:
+            store = Store(db, readonly=True)  # a reader: never makes an empty store
+        except StoreMissing:
+            store = None  # no runs yet: the profile is used uncalibrated, and says so
     return Predictor(profile, store=store)
 
 

@@ -176,13 +176,31 @@ def _builtin_files() -> list[Path]:
     return sorted(Path(str(p)) for p in root.iterdir() if str(p).endswith(".yaml"))
 
 
-def all_profiles(problems: list[str] | None = None) -> dict[str, Profile]:
+def _claimed_names(path: Path) -> set[str]:
+    """The names a (possibly broken) profile file means: its ``name`` if readable, its stem."""
+    names = {path.stem.lower()}
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("name"), str):
+            names.add(data["name"].lower())
+    except Exception:  # noqa: BLE001 - a broken file: its stem is all we know
+        pass
+    return names
+
+
+def all_profiles(
+    problems: list[str] | None = None, broken: dict[str, str] | None = None
+) -> dict[str, Profile]:
     """Built-ins first, then user folders (a user profile with a built-in's name replaces it).
 
     A broken user profile (bad YAML, a missing field, a name or alias another device has) is
     an error, or, given a ``problems`` list, skipped with its one-line reason appended there,
-    so that one bad file in a user folder does not block every other device.
+    so that one bad file in a user folder does not block every other device; ``broken`` then
+    maps each name a skipped file means (its ``name``, its file stem) to its reason.
     """
+    user_paths: dict[str, Path] = {}
     out: dict[str, Profile] = {}
     for path in _builtin_files():
         prof = load_profile_file(path)
@@ -193,6 +211,11 @@ def all_profiles(problems: list[str] | None = None) -> dict[str, Profile]:
             for path in sorted(d.glob("*.yaml")):
                 try:
                     prof = load_profile_file(path)
+                    if prof.name in user_paths:
+                        raise UserError(
+                            f"{path}: device {prof.name!r} is also defined by "
+                            f"{user_paths[prof.name]}; give one of them another name"
+                        )
                     for n in (prof.name, *prof.aliases):
                         key = n.lower()
                         taken = owner.get(key)
@@ -205,7 +228,11 @@ def all_profiles(problems: list[str] | None = None) -> dict[str, Profile]:
                     if problems is None:
                         raise
                     problems.append(str(e))
+                    if broken is not None:
+                        for n in _claimed_names(path):
+                            broken.setdefault(n, str(e))
                     continue
+                user_paths[prof.name] = path
                 if prof.name in out:  # a user profile replacing one: its old aliases go
                     for n in (prof.name, *out[prof.name].aliases):
                         owner.pop(n.lower(), None)
@@ -219,12 +246,17 @@ def get_profile(name_or_path: str) -> Profile:
     if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
         return load_profile_file(name_or_path)
     problems: list[str] = []
-    profiles = all_profiles(problems)
+    broken: dict[str, str] = {}
+    profiles = all_profiles(problems, broken)
+    if name_or_path.lower() in broken:
+        # a user file meant this device (a new one, or an override of a built-in): say why
+        # it cannot be used rather than silently using something else
+        raise UserError(f"device {name_or_path!r}: {broken[name_or_path.lower()]}")
     if name_or_path in profiles:
         return profiles[name_or_path]
     for p in profiles.values():
         if name_or_path.lower() in (a.lower() for a in p.aliases):
             return p
     names = list(profiles) + [a for p in profiles.values() for a in p.aliases]
-    skipped = f" (skipped {len(problems)} broken profile(s): {problems[0]})" if problems else ""
+    skipped = f" ({len(problems)} broken user profile(s) skipped)" if problems else ""
     raise UserError(suggest(name_or_path, names, "device") + skipped)

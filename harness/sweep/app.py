@@ -50,6 +50,9 @@ VALUE_FLAGS = {
 KNOWN_FLAGS = INFO_FLAGS | VALUE_FLAGS | {"-m", "--multirun", "--resolve", "--run", "-r"}
 CFG_CHOICES = ("job", "hydra", "all")
 EXIT_DIR_ENV = "VLM_PARETO_SWEEP_EXIT_DIR"
+#: The folder the sweep was started in: relative store and report paths mean that folder,
+#: also when Hydra runs the job elsewhere (``hydra.job.chdir=true``).
+LAUNCH_DIR_ENV = "VLM_PARETO_LAUNCH_DIR"
 STARTED = "started-"
 
 HELP_EPILOG = """
@@ -264,6 +267,16 @@ def precheck(argv: list[str]) -> None:
         and not ov.is_sweep_override()
         and ov.input_line is not None
     ]
+    for ov in parsed:  # Hydra's output folders, given literally: a folder that cannot be made
+        if ov.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and not ov.is_sweep_override():
+            value = ov.get_value_element_as_str()
+            if "${" not in value:
+                try:
+                    Path(value).expanduser().mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise UserError(
+                        f"{ov.key_or_group}={value}: cannot make that folder ({e.strerror or e})"
+                    ) from None
     GlobalHydra.instance().clear()
     dbs: set[str | None] = set()
     try:
@@ -305,6 +318,7 @@ def _job(cfg: Any) -> int:
     code = 2
     try:
         typed = to_typed(cfg)
+        _anchor_paths(typed)
         if typed.run_id is None and _is_multirun():
             typed.run_id = _multirun_run_id(typed.name)
         _record_start(typed.run_id)
@@ -329,6 +343,25 @@ def _job(cfg: Any) -> int:
     finally:
         _record_exit(code)
     return code
+
+
+def _anchor_paths(typed: Any) -> None:
+    """Relative store and report paths, made absolute against the launch folder when the job
+    runs in another one (``hydra.job.chdir=true``): results must land where the user looks."""
+    launch = os.environ.get(LAUNCH_DIR_ENV)
+    if not launch or Path(launch).resolve() == Path.cwd().resolve():
+        return
+    from harness.store import resolve_url, sqlite_path
+
+    url = resolve_url(typed.db)
+    path = sqlite_path(url)
+    if path is not None and not path.is_absolute():
+        typed.db = str(Path(launch) / path)
+    else:
+        typed.db = url
+    report = Path(typed.report_dir) if typed.report_dir else Path("reports") / typed.name
+    if not report.is_absolute():
+        typed.report_dir = str(Path(launch) / report)
 
 
 def _is_multirun() -> bool:
@@ -387,6 +420,7 @@ def main(argv: list[str], debug: bool = False) -> int:
     exit_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".exit-", dir=exit_root) as exit_dir:
         os.environ[EXIT_DIR_ENV] = exit_dir
+        os.environ[LAUNCH_DIR_ENV] = os.getcwd()
         task = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(
             _job
         )
@@ -400,6 +434,7 @@ def main(argv: list[str], debug: bool = False) -> int:
         finally:
             sys.argv = saved
             os.environ.pop(EXIT_DIR_ENV, None)
+            os.environ.pop(LAUNCH_DIR_ENV, None)
         files = list(Path(exit_dir).iterdir())
         started = [p.read_text() for p in files if p.name.startswith(STARTED)]
         codes = [int(p.read_text() or 0) for p in files if not p.name.startswith(STARTED)]
