@@ -318,7 +318,8 @@ def write_report(
     out = Path(out_dir)
     try:  # fail before any work if the folder cannot be written
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".vlm-pareto-write-test"
+        # one probe per process: multirun jobs writing one folder at once must not race
+        probe = out / f".vlm-pareto-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
