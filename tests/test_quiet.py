@@ -27,6 +27,25 @@ def test_building_a_model_prints_no_torchao_start_up_lines_but_keeps_other_warni
     assert "Failed to load" not in r.stderr and "natively supported" not in r.stderr
     assert "a torchao warning that matters" in r.stderr
     assert "a pytree warning that matters" in r.stderr
+    assert "Detected no triton" not in r.stderr
+
+
+def test_the_no_triton_line_is_dropped_and_nothing_else():
+    import logging
+
+    from harness import quiet
+
+    quiet.install()
+    log = logging.getLogger("torchao.kernel.intmm")
+
+    def rec(msg: str) -> logging.LogRecord:
+        return log.makeRecord(log.name, logging.WARNING, __file__, 1, msg, None, None)
+
+    no_triton = (
+        "Warning: Detected no triton, on systems without Triton certain kernels will not work"
+    )
+    assert not all(f.filter(rec(no_triton)) for f in log.filters)
+    assert all(f.filter(rec("an intmm warning that matters")) for f in log.filters)
 
 
 def test_install_is_idempotent():
