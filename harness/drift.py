@@ -11,7 +11,7 @@ store's history: the same measurement keys, measured in earlier runs on the same
 deviations of its log medians from their mean, scaled by ``sqrt(n / (n - 1))``, pooled over
 keys; the spread is 1.4826 x their median absolute value (robust to a key whose code changed
 between runs). :func:`estimate` reads it from a store: the last :data:`MAX_RUNS` earlier runs
-on this machine, clean ``ok`` rows only, canary rows left out. With fewer than
+on this machine, clean ``ok`` rows only, canary rows and synthetic (fake-backend) rows left out. With fewer than
 :data:`MIN_KEYS` such keys the machine has no usable history and :data:`DEFAULT_SD` is used.
 
 The sweep setting ``run_to_run`` picks it: ``auto`` (history, else the default; off for fake
