@@ -274,8 +274,13 @@ def _validate(args: argparse.Namespace, pred: Any) -> int:
     return 0
 
 
-def _grid_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    return [
+def _given(args: argparse.Namespace, *, table4: bool) -> list[str]:
+    """The flags that ``--list`` (``table4=True``: ``--table4`` too) would silently ignore."""
+    flags = [
+        ("--device", args.device),
+        ("--validate", args.validate),
+        ("--held-out-family", args.held_out_family),
+        ("--table4", args.table4 and table4),
         ("--preset", args.preset),
         ("--encoder", args.encoder),
         ("--encoder-config", args.encoder_config),
@@ -284,21 +289,12 @@ def _grid_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
         ("--tiling", args.tiling),
         ("--prompt-tokens", args.prompt_tokens is not None),
     ]
+    return [flag for flag, on in flags if on]
 
 
 def run(args: argparse.Namespace) -> int:
     if args.list:
-        other = [
-            flag
-            for flag, on in (
-                ("--device", args.device),
-                ("--validate", args.validate),
-                ("--held-out-family", args.held_out_family),
-                ("--table4", args.table4),
-                *_grid_flags(args),
-            )
-            if on
-        ]
+        other = _given(args, table4=True)
         if other:
             raise UserError(
                 f"--list only lists the profiles; drop {', '.join(other)} "
@@ -306,16 +302,7 @@ def run(args: argparse.Namespace) -> int:
             )
         return _list(args.json)
     if args.table4:
-        other = [
-            flag
-            for flag, on in (
-                ("--device", args.device),
-                ("--validate", args.validate),
-                ("--held-out-family", args.held_out_family),
-                *_grid_flags(args),
-            )
-            if on
-        ]
+        other = _given(args, table4=False)
         if other:
             raise UserError(
                 f"--table4 prints the paper's Table 4 encoders for m1-max-ane-mlx; drop "
