@@ -172,9 +172,7 @@ class Protocol:
         if "max_time_s" in converted:
             for name in AT_MOST_MAX_TIME:
                 if name not in converted:
-                    converted[name] = quiet_wait_within(
-                        getattr(self, name), converted["max_time_s"]
-                    )
+                    converted[name] = within_max_time(getattr(self, name), converted["max_time_s"])
         return replace(self, **converted)
 
 
@@ -183,10 +181,10 @@ class Protocol:
 AT_MOST_MAX_TIME = ("quiet_wait_s", "min_time_s")
 
 
-def quiet_wait_within(wait: float, max_time_s: float) -> float:
-    """A quiet wait left at its preset's value is an "at most": a shorter ``max_time_s``
-    shortens it (a quiet wait *set* longer than ``max_time_s`` is an error instead)."""
-    return min(float(wait), float(max_time_s)) if max_time_s > 0 else float(wait)
+def within_max_time(value: float, max_time_s: float) -> float:
+    """A setting of :data:`AT_MOST_MAX_TIME` left at its preset's value is an "at most": a
+    shorter ``max_time_s`` shortens it (one *set* longer than ``max_time_s`` is an error)."""
+    return min(float(value), float(max_time_s)) if max_time_s > 0 else float(value)
 
 
 def _convert(key: str, ftype: Any, value: Any) -> Any:
@@ -267,7 +265,7 @@ def protocol_from_fields(fields: dict[str, Any]) -> Protocol:
             and isinstance(most, (int, float))
             and value == getattr(preset, name)
         ):
-            fields[name] = quiet_wait_within(value, most)
+            fields[name] = within_max_time(value, most)
     return Protocol(**fields)
 
 

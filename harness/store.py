@@ -219,6 +219,12 @@ def resolve_url(url: str | None = None) -> str:
     return f"sqlite:///{Path(url).expanduser()}"
 
 
+def sqlite_ro_uri(path: Path, immutable: bool = False) -> str:
+    """SQLite URI that opens ``path`` read-only (``immutable``: without -wal/-shm files)."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    return uri + "&immutable=1" if immutable else uri
+
+
 def sqlite_path(url: str) -> Path | None:
     u = sa.engine.make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
@@ -321,11 +327,11 @@ class Store:
                 )
         try:
             if path is not None and readonly:
-                uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-                if not os.access(path.parent, os.W_OK):
-                    # a folder nobody may write: SQLite cannot make the -shm file a WAL
-                    # reader needs, so read the file as immutable (nobody can change it)
-                    uri += "&immutable=1"
+                # a folder nobody may write: SQLite cannot make the -shm file a WAL reader
+                # needs, so read the file as immutable (nobody can change it)
+                immutable = not os.access(path.parent, os.W_OK)
+                uri = sqlite_ro_uri(path, immutable)
+                if immutable:
                     wal = path.with_name(path.name + "-wal")
                     if wal.exists() and wal.stat().st_size and str(path) not in _NOTED_IMMUTABLE:
                         import sys

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from harness.store import (
     resolve_url,
     runs_table,
     sqlite_path,
+    sqlite_ro_uri,
 )
 
 #: how far past a damaged region single rowids are probed when the table's max is unknown
@@ -59,8 +59,7 @@ def _ro_connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
     if path.is_dir():
         raise UserError(f"{path} is a directory, not a database file")
     # immutable: a store in a folder nobody can write (SQLite cannot make its -shm file there)
-    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-    uri += "&immutable=1" if immutable else ""
+    uri = sqlite_ro_uri(path, immutable)
     try:
         con = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as e:
